@@ -1,0 +1,184 @@
+//! ELF encoding: the file header, program headers, section headers and the symbol table.
+//!
+//! These are pure functions from the image's model to bytes; `image.rs` decides where the bytes
+//! go. Everything is little-endian ELF64 (the only target so far is x86-64 Linux).
+
+use object::elf;
+use object::endian::{LittleEndian as LE, U16, U32, U64};
+use object::pod::bytes_of;
+
+use crate::layout::{HEADERS_VADDR, MAX_PHDRS};
+
+pub const EHDR_SIZE: u64 = 64;
+pub const PHDR_SIZE: u64 = 56;
+pub const SHDR_SIZE: u64 = 64;
+pub const SYM_SIZE: u64 = 24;
+/// Bytes of the headers page that the ELF and program headers may use.
+pub const HEADERS_SIZE: u64 = EHDR_SIZE + PHDR_SIZE * MAX_PHDRS as u64;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub p_type: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    pub align: u64,
+}
+
+impl Segment {
+    /// The read-only segment that maps the ELF header and program headers themselves.
+    pub fn headers() -> Segment {
+        Segment {
+            p_type: elf::PT_LOAD,
+            flags: elf::PF_R,
+            offset: 0,
+            vaddr: HEADERS_VADDR,
+            filesz: HEADERS_SIZE,
+            memsz: HEADERS_SIZE,
+            align: crate::layout::PAGE,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub name: String,
+    pub sh_type: u32,
+    pub flags: u64,
+    pub addr: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub link: u32,
+    pub info: u32,
+    pub align: u64,
+    pub entsize: u64,
+}
+
+/// ELF header and program headers, `HEADERS_SIZE` bytes.
+pub fn headers(
+    machine: u16,
+    entry: u64,
+    segments: &[Segment],
+    shoff: u64,
+    shnum: u16,
+    shstrndx: u16,
+) -> Vec<u8> {
+    assert!(
+        segments.len() <= MAX_PHDRS,
+        "program header slots exhausted"
+    );
+    let header = elf::FileHeader64::<LE> {
+        e_ident: elf::Ident {
+            magic: elf::ELFMAG,
+            class: elf::ELFCLASS64,
+            data: elf::ELFDATA2LSB,
+            version: elf::EV_CURRENT,
+            os_abi: elf::ELFOSABI_NONE,
+            abi_version: 0,
+            padding: [0; 7],
+        },
+        e_type: U16::new(LE, elf::ET_EXEC),
+        e_machine: U16::new(LE, machine),
+        e_version: U32::new(LE, u32::from(elf::EV_CURRENT)),
+        e_entry: U64::new(LE, entry),
+        e_phoff: U64::new(LE, EHDR_SIZE),
+        e_shoff: U64::new(LE, shoff),
+        e_flags: U32::new(LE, 0),
+        e_ehsize: U16::new(LE, EHDR_SIZE as u16),
+        e_phentsize: U16::new(LE, PHDR_SIZE as u16),
+        e_phnum: U16::new(LE, segments.len() as u16),
+        e_shentsize: U16::new(LE, SHDR_SIZE as u16),
+        e_shnum: U16::new(LE, shnum),
+        e_shstrndx: U16::new(LE, shstrndx),
+    };
+    let mut out = Vec::with_capacity(HEADERS_SIZE as usize);
+    out.extend_from_slice(bytes_of(&header));
+    for s in segments {
+        let ph = elf::ProgramHeader64::<LE> {
+            p_type: U32::new(LE, s.p_type),
+            p_flags: U32::new(LE, s.flags),
+            p_offset: U64::new(LE, s.offset),
+            p_vaddr: U64::new(LE, s.vaddr),
+            p_paddr: U64::new(LE, s.vaddr),
+            p_filesz: U64::new(LE, s.filesz),
+            p_memsz: U64::new(LE, s.memsz),
+            p_align: U64::new(LE, s.align),
+        };
+        out.extend_from_slice(bytes_of(&ph));
+    }
+    out.resize(HEADERS_SIZE as usize, 0);
+    out
+}
+
+/// A `.symtab` entry before encoding.
+#[derive(Debug, Clone)]
+pub struct SymbolEntry {
+    pub name: String,
+    pub value: u64,
+    pub size: u64,
+    pub bind: u8,
+    pub typ: u8,
+    pub shndx: u16,
+}
+
+/// `.symtab` and `.strtab` contents, plus the index of the first non-local symbol (`sh_info`).
+/// Locals must come first: the caller passes them sorted that way.
+pub fn symtab(entries: &[SymbolEntry]) -> (Vec<u8>, Vec<u8>, u32) {
+    let mut strtab = vec![0u8];
+    let mut symtab = vec![0u8; SYM_SIZE as usize];
+    let mut first_global = None;
+    for (i, e) in entries.iter().enumerate() {
+        if e.bind != elf::STB_LOCAL && first_global.is_none() {
+            first_global = Some(i as u32 + 1);
+        }
+        let name = strtab.len() as u32;
+        strtab.extend_from_slice(e.name.as_bytes());
+        strtab.push(0);
+        let sym = elf::Sym64::<LE> {
+            st_name: U32::new(LE, name),
+            st_info: (e.bind << 4) | e.typ,
+            st_other: elf::STV_DEFAULT,
+            st_shndx: U16::new(LE, e.shndx),
+            st_value: U64::new(LE, e.value),
+            st_size: U64::new(LE, e.size),
+        };
+        symtab.extend_from_slice(bytes_of(&sym));
+    }
+    let info = first_global.unwrap_or(entries.len() as u32 + 1);
+    (symtab, strtab, info)
+}
+
+/// Section name string table and the name offset of each section, in order.
+pub fn shstrtab(sections: &[Section]) -> (Vec<u8>, Vec<u32>) {
+    let mut table = vec![0u8];
+    let mut offsets = Vec::with_capacity(sections.len());
+    for s in sections {
+        offsets.push(table.len() as u32);
+        table.extend_from_slice(s.name.as_bytes());
+        table.push(0);
+    }
+    (table, offsets)
+}
+
+/// The section header table, with the null section first.
+pub fn section_headers(sections: &[Section], names: &[u32]) -> Vec<u8> {
+    let mut out = vec![0u8; SHDR_SIZE as usize];
+    for (s, &name) in sections.iter().zip(names) {
+        let sh = elf::SectionHeader64::<LE> {
+            sh_name: U32::new(LE, name),
+            sh_type: U32::new(LE, s.sh_type),
+            sh_flags: U64::new(LE, s.flags),
+            sh_addr: U64::new(LE, s.addr),
+            sh_offset: U64::new(LE, s.offset),
+            sh_size: U64::new(LE, s.size),
+            sh_link: U32::new(LE, s.link),
+            sh_info: U32::new(LE, s.info),
+            sh_addralign: U64::new(LE, s.align),
+            sh_entsize: U64::new(LE, s.entsize),
+        };
+        out.extend_from_slice(bytes_of(&sh));
+    }
+    out
+}

@@ -1,0 +1,82 @@
+//! Errors the image can report. Each names what a user can act on: the symbol, the function and
+//! offset of a reference, or the file that could not be written.
+
+use std::path::PathBuf;
+
+/// One symbol that nothing defines, with every symbol whose code or data refers to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undefined {
+    pub name: String,
+    pub referenced_by: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot write `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", format_undefined(.0))]
+    Undefined(Vec<Undefined>),
+    #[error("symbol `{0}` is defined more than once")]
+    DuplicateDefinition(String),
+    #[error("symbol `{name}` is declared as a {declared} but used as a {used}")]
+    KindMismatch {
+        name: String,
+        declared: &'static str,
+        used: &'static str,
+    },
+    #[error(
+        "relocation {kind} in `{function}` at offset {offset:#x} cannot reach `{target}` \
+         (value {value:#x} does not fit)"
+    )]
+    Overflow {
+        function: String,
+        offset: u32,
+        kind: &'static str,
+        target: String,
+        value: i128,
+    },
+    #[error("relocation in `{function}` at offset {offset:#x} lies outside its {size} bytes")]
+    SiteOutOfBounds {
+        function: String,
+        offset: u32,
+        size: u64,
+    },
+    #[error("the {region} region is full: {needed} bytes more than its {reserve:#x}-byte reserve")]
+    RegionFull {
+        region: &'static str,
+        needed: u64,
+        reserve: u64,
+    },
+    #[error("alignment {align} of `{name}` is not a power of two of at most 4096")]
+    BadAlignment { name: String, align: u64 },
+    #[error("no entry point: the program must define `{0}`")]
+    NoEntry(String),
+}
+
+fn format_undefined(list: &[Undefined]) -> String {
+    let mut out = String::new();
+    for (i, u) in list.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("undefined symbol `{}`", u.name));
+        if !u.referenced_by.is_empty() {
+            let refs: Vec<String> = u.referenced_by.iter().map(|r| format!("`{r}`")).collect();
+            out.push_str(&format!(", referenced by {}", refs.join(", ")));
+        }
+    }
+    out
+}
+
+impl ImageError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
+        let path = path.into();
+        move |source| ImageError::Io { path, source }
+    }
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;

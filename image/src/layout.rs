@@ -1,0 +1,141 @@
+//! The address plan: where each region of the executable lives in memory, fixed before anything
+//! is placed so that no address handed out is ever taken back.
+//!
+//! Every region gets its own 256 MiB window of virtual address space. A region grows inside its
+//! window without disturbing any other; the windows together span 1.5 GiB, so every code-to-data
+//! distance fits the ±2 GiB of an x86-64 `rel32`, and every address fits an unsigned 32-bit
+//! absolute (`Abs4`). File offsets are decoupled from addresses (only congruence modulo the page
+//! size is required), so a region's bytes can move inside the file while its addresses stay put.
+
+use object::elf;
+
+pub const PAGE: u64 = 0x1000;
+/// Where the ELF header and program headers are mapped (read-only).
+pub const HEADERS_VADDR: u64 = 0x40_0000;
+/// Program-header slots kept in the first page, so later builds can add segments
+/// (`PT_INTERP`, `PT_DYNAMIC`, `PT_GNU_EH_FRAME`, `PT_GNU_RELRO`) without moving anything.
+pub const MAX_PHDRS: usize = 16;
+/// Size of each region's window of virtual address space.
+pub const REGION_RESERVE: u64 = 0x1000_0000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegionKind {
+    /// Machine code: read + execute.
+    Text,
+    /// Constants and read-only data objects.
+    Rodata,
+    /// Global offset table, built by the image itself.
+    Got,
+    /// Writable data with initial contents.
+    Data,
+    /// Writable zero-fill data: takes memory, not file space.
+    Bss,
+}
+
+impl RegionKind {
+    pub const ALL: [RegionKind; 5] = [
+        RegionKind::Text,
+        RegionKind::Rodata,
+        RegionKind::Got,
+        RegionKind::Data,
+        RegionKind::Bss,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// First address of the region's window.
+    pub fn vaddr(self) -> u64 {
+        0x1000_0000 * (self.index() as u64 + 1)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionKind::Text => "text",
+            RegionKind::Rodata => "rodata",
+            RegionKind::Got => "got",
+            RegionKind::Data => "data",
+            RegionKind::Bss => "bss",
+        }
+    }
+
+    pub fn section_name(self) -> &'static str {
+        match self {
+            RegionKind::Text => ".text",
+            RegionKind::Rodata => ".rodata",
+            RegionKind::Got => ".got",
+            RegionKind::Data => ".data",
+            RegionKind::Bss => ".bss",
+        }
+    }
+
+    /// Segment permissions. No region is both writable and executable.
+    pub fn segment_flags(self) -> u32 {
+        match self {
+            RegionKind::Text => elf::PF_R | elf::PF_X,
+            // The GOT is filled at build time in a static executable: nothing writes it at run time.
+            RegionKind::Rodata | RegionKind::Got => elf::PF_R,
+            RegionKind::Data | RegionKind::Bss => elf::PF_R | elf::PF_W,
+        }
+    }
+
+    pub fn section_flags(self) -> u64 {
+        u64::from(match self {
+            RegionKind::Text => elf::SHF_ALLOC | elf::SHF_EXECINSTR,
+            RegionKind::Rodata | RegionKind::Got => elf::SHF_ALLOC,
+            RegionKind::Data | RegionKind::Bss => elf::SHF_ALLOC | elf::SHF_WRITE,
+        })
+    }
+
+    pub fn section_type(self) -> u32 {
+        match self {
+            RegionKind::Bss => elf::SHT_NOBITS,
+            _ => elf::SHT_PROGBITS,
+        }
+    }
+
+    /// Whether the region's bytes are stored in the file.
+    pub fn in_file(self) -> bool {
+        self != RegionKind::Bss
+    }
+
+    /// Byte used for padding and slack: `int3` in code, so a jump into slack traps at once.
+    pub fn fill_byte(self) -> u8 {
+        match self {
+            RegionKind::Text => 0xcc,
+            _ => 0,
+        }
+    }
+
+    /// The smallest alignment of a slot in this region.
+    pub fn min_slot_align(self) -> u64 {
+        match self {
+            RegionKind::Text => 16,
+            RegionKind::Got => 8,
+            _ => 1,
+        }
+    }
+}
+
+pub fn align_up(value: u64, align: u64) -> u64 {
+    debug_assert!(align.is_power_of_two());
+    (value + align - 1) & !(align - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_do_not_overlap_and_stay_within_rel32_reach() {
+        let lo = RegionKind::Text.vaddr();
+        let hi = RegionKind::Bss.vaddr() + REGION_RESERVE;
+        assert!(hi - lo < 1 << 31);
+        assert!(hi < 1 << 32);
+        for pair in RegionKind::ALL.windows(2) {
+            assert!(pair[0].vaddr() + REGION_RESERVE <= pair[1].vaddr());
+        }
+        assert!(HEADERS_VADDR + PAGE <= lo);
+    }
+}

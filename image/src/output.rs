@@ -1,0 +1,138 @@
+//! The output file: written through a memory map as it grows, under a temporary name beside
+//! the destination, and renamed over it only once complete.
+//!
+//! Renaming gives three guarantees at once: a failed build leaves an earlier executable
+//! byte-for-byte untouched; nobody ever sees a half-written file at the destination; and an
+//! executable that is running right now (which Linux refuses to open for writing, `ETXTBSY`)
+//! keeps its old inode and runs on undisturbed.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+
+use crate::error::{ImageError, Result};
+use crate::layout::align_up;
+
+pub struct Output {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    file: File,
+    map: MmapMut,
+    /// End of the content allocated so far; the file itself may be longer (room to grow).
+    len: u64,
+    committed: bool,
+}
+
+const INITIAL_FILE_LEN: u64 = 1 << 20;
+
+impl Output {
+    pub fn create(final_path: &Path) -> Result<Output> {
+        let dir = match final_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "a.out".into());
+        let tmp_path = dir.join(format!(".{name}.zl-{}.tmp", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .map_err(ImageError::io(&tmp_path))?;
+        file.set_len(INITIAL_FILE_LEN)
+            .map_err(ImageError::io(&tmp_path))?;
+        // SAFETY: the file was just created under a private name; nothing else maps or truncates
+        // it while this mapping lives.
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(ImageError::io(&tmp_path))?;
+        Ok(Output {
+            final_path: final_path.to_path_buf(),
+            tmp_path,
+            file,
+            map,
+            len: 0,
+            committed: false,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Allocate `size` bytes of file space at the end, aligned; returns the offset.
+    pub fn allocate(&mut self, size: u64, align: u64) -> Result<u64> {
+        let offset = align_up(self.len, align);
+        self.ensure_mapped(offset + size)?;
+        self.len = offset + size;
+        Ok(offset)
+    }
+
+    /// Make the mapping cover at least `end` bytes, growing the file geometrically.
+    fn ensure_mapped(&mut self, end: u64) -> Result<()> {
+        if end <= self.map.len() as u64 {
+            return Ok(());
+        }
+        let new_len = end.max(2 * self.map.len() as u64);
+        self.file
+            .set_len(new_len)
+            .map_err(ImageError::io(&self.tmp_path))?;
+        // SAFETY: as in `create`; the old mapping is dropped when replaced.
+        self.map =
+            unsafe { MmapMut::map_mut(&self.file) }.map_err(ImageError::io(&self.tmp_path))?;
+        Ok(())
+    }
+
+    pub fn bytes_mut(&mut self, offset: u64, len: u64) -> &mut [u8] {
+        &mut self.map[offset as usize..(offset + len) as usize]
+    }
+
+    pub fn bytes(&self, offset: u64, len: u64) -> &[u8] {
+        &self.map[offset as usize..(offset + len) as usize]
+    }
+
+    pub fn write(&mut self, offset: u64, data: &[u8]) {
+        self.bytes_mut(offset, data.len() as u64)
+            .copy_from_slice(data);
+    }
+
+    pub fn fill(&mut self, offset: u64, len: u64, byte: u8) {
+        self.bytes_mut(offset, len).fill(byte);
+    }
+
+    pub fn copy_within(&mut self, from: u64, len: u64, to: u64) {
+        self.map
+            .copy_within(from as usize..(from + len) as usize, to as usize);
+    }
+
+    /// Trim the file to its content, make it executable and move it over the destination.
+    pub fn commit(mut self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        // No msync: the page cache is coherent for every reader, and a build is not a
+        // database commit. Truncating under a live mapping is fine: nothing past `len` is touched.
+        self.file
+            .set_len(self.len)
+            .map_err(ImageError::io(&self.tmp_path))?;
+        let mode = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(&self.tmp_path, mode).map_err(ImageError::io(&self.tmp_path))?;
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .map_err(ImageError::io(&self.final_path))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}

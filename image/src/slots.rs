@@ -1,0 +1,166 @@
+//! Slots: the place of each function or data object inside its region, with spare capacity.
+//!
+//! A slot is `size` bytes of content followed by slack up to its `capacity`. The slack is what
+//! lets a later, larger version of a function be written where the old one was, so that nothing
+//! that refers to it has to change (Inclink and Zig both found about a third to be enough for
+//! almost every edit). Freed slots go to a first-fit free list; new slots come from the free
+//! list first and from the end of the region otherwise. Addresses never move unless a slot's
+//! owner outgrows it.
+
+use crate::error::{ImageError, Result};
+use crate::layout::{align_up, RegionKind, REGION_RESERVE};
+
+/// A placed slot: its first address and how many bytes it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub addr: u64,
+    pub capacity: u64,
+}
+
+impl Slot {
+    pub fn end(&self) -> u64 {
+        self.addr + self.capacity
+    }
+}
+
+/// The capacity given to a slot for content of `size` bytes: a third more, rounded to 16.
+pub fn capacity_for(size: u64) -> u64 {
+    align_up(size + size / 3, 16).max(size)
+}
+
+/// Allocation state of one region's window of address space.
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub kind: RegionKind,
+    /// End of the highest slot, relative to the region start: the region's extent in use.
+    pub used: u64,
+    /// Free ranges below `used`, sorted by address, as (offset, length).
+    free: Vec<(u64, u64)>,
+}
+
+impl Region {
+    pub fn new(kind: RegionKind) -> Self {
+        Region {
+            kind,
+            used: 0,
+            free: Vec::new(),
+        }
+    }
+
+    pub fn base(&self) -> u64 {
+        self.kind.vaddr()
+    }
+
+    /// Allocate a slot for `size` bytes at `align`, with the region's slack policy.
+    pub fn alloc(&mut self, size: u64, align: u64) -> Result<Slot> {
+        let align = align.max(self.kind.min_slot_align());
+        let capacity = if self.kind == RegionKind::Got {
+            size
+        } else {
+            capacity_for(size)
+        };
+        // First fit in the free list.
+        for i in 0..self.free.len() {
+            let (off, len) = self.free[i];
+            let start = align_up(off, align);
+            if start + capacity <= off + len {
+                self.free.remove(i);
+                if start > off {
+                    self.free.insert(i, (off, start - off));
+                }
+                let tail = off + len - (start + capacity);
+                if tail > 0 {
+                    let at = self.free.partition_point(|&(o, _)| o < start);
+                    self.free.insert(at, (start + capacity, tail));
+                }
+                return Ok(Slot {
+                    addr: self.base() + start,
+                    capacity,
+                });
+            }
+        }
+        let start = align_up(self.used, align);
+        let end = start + capacity;
+        if end > REGION_RESERVE {
+            return Err(ImageError::RegionFull {
+                region: self.kind.name(),
+                needed: end - REGION_RESERVE,
+                reserve: REGION_RESERVE,
+            });
+        }
+        if start > self.used {
+            self.release_range(self.used, start - self.used);
+        }
+        self.used = end;
+        Ok(Slot {
+            addr: self.base() + start,
+            capacity,
+        })
+    }
+
+    /// Give a slot back for reuse.
+    pub fn free(&mut self, slot: Slot) {
+        self.release_range(slot.addr - self.base(), slot.capacity);
+    }
+
+    fn release_range(&mut self, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let at = self.free.partition_point(|&(o, _)| o < off);
+        self.free.insert(at, (off, len));
+        // Coalesce with the neighbours so the list stays short.
+        if at + 1 < self.free.len() && self.free[at].0 + self.free[at].1 == self.free[at + 1].0 {
+            self.free[at].1 += self.free[at + 1].1;
+            self.free.remove(at + 1);
+        }
+        if at > 0 && self.free[at - 1].0 + self.free[at - 1].1 == self.free[at].0 {
+            self.free[at - 1].1 += self.free[at].1;
+            self.free.remove(at);
+        }
+    }
+
+    /// Free bytes below the high-water mark (alignment gaps and freed slots).
+    pub fn free_bytes(&self) -> u64 {
+        self.free.iter().map(|&(_, len)| len).sum()
+    }
+
+    pub fn free_ranges(&self) -> &[(u64, u64)] {
+        &self.free
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_have_a_third_spare_and_honour_alignment() {
+        let mut r = Region::new(RegionKind::Data);
+        let a = r.alloc(30, 8).unwrap();
+        assert_eq!(a.addr, RegionKind::Data.vaddr());
+        assert_eq!(a.capacity, 48);
+        let b = r.alloc(3, 64).unwrap();
+        assert_eq!(b.addr % 64, 0);
+        assert!(b.addr >= a.end());
+    }
+
+    #[test]
+    fn freed_slots_are_reused_first_fit_and_coalesced() {
+        let mut r = Region::new(RegionKind::Text);
+        let a = r.alloc(96, 16).unwrap();
+        let b = r.alloc(96, 16).unwrap();
+        let _c = r.alloc(96, 16).unwrap();
+        r.free(a);
+        r.free(b);
+        assert_eq!(r.free_ranges().len(), 1);
+        let d = r.alloc(180, 16).unwrap(); // capacity 240 fits the 256 freed bytes
+        assert_eq!(d.addr, a.addr);
+    }
+
+    #[test]
+    fn a_full_region_is_an_error_not_an_overlap() {
+        let mut r = Region::new(RegionKind::Rodata);
+        assert!(r.alloc(REGION_RESERVE, 1).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Everything specific to x86-64: how each reference kind is computed and encoded, and the
+//! machine code of the freestanding runtime.
+//!
+//! The runtime bytes were produced by GNU `as` from the assembly shown beside each stub
+//! (`as rt.s && objdump -d -M intel`); the end-to-end tests run every stub.
+
+use object::elf;
+
+use crate::sites::RefKind;
+
+pub const E_MACHINE: u16 = elf::EM_X86_64;
+
+/// The value a site's field must hold, or `Err(value)` if the value does not fit the field.
+/// `s`: target address, `p`: the field's address, `g`: target's GOT entry address.
+pub fn encode(kind: RefKind, s: u64, a: i64, p: u64, g: Option<u64>) -> Result<Field, i128> {
+    let (s, a, p) = (i128::from(s), i128::from(a), i128::from(p));
+    match kind {
+        RefKind::PcRel32 => rel32(s + a - p),
+        RefKind::GotPcRel32 => match g {
+            Some(g) => rel32(i128::from(g) + a - p),
+            None => Err(s),
+        },
+        RefKind::Abs32 => {
+            let v = s + a;
+            u32::try_from(v)
+                .map(|v| Field::Four(v.to_le_bytes()))
+                .map_err(|_| v)
+        }
+        RefKind::Abs64 => {
+            let v = s + a;
+            u64::try_from(v)
+                .map(|v| Field::Eight(v.to_le_bytes()))
+                .map_err(|_| v)
+        }
+    }
+}
+
+fn rel32(v: i128) -> Result<Field, i128> {
+    i32::try_from(v)
+        .map(|v| Field::Four(v.to_le_bytes()))
+        .map_err(|_| v)
+}
+
+/// The bytes to store at a site.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    Four([u8; 4]),
+    Eight([u8; 8]),
+}
+
+impl Field {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Field::Four(b) => b,
+            Field::Eight(b) => b,
+        }
+    }
+}
+
+/// One routine of the freestanding runtime: machine code plus the references it makes.
+pub struct Stub {
+    pub name: &'static str,
+    pub code: &'static [u8],
+    /// (offset, target name) of `call rel32` fields, addend -4.
+    pub calls: &'static [(u32, &'static str)],
+}
+
+/// `_start`: the kernel enters with `rsp` 16-byte aligned and pointing at `argc`. Pass
+/// (argc, argv) to `main` in case it wants them, call it, and exit with its result.
+pub const START: Stub = Stub {
+    name: "_start",
+    code: &[
+        0x31, 0xed, // xor ebp, ebp            ; outermost frame for unwinders
+        0x48, 0x8b, 0x3c, 0x24, // mov rdi, [rsp]  ; argc
+        0x48, 0x8d, 0x74, 0x24, 0x08, // lea rsi, [rsp+8] ; argv
+        0x48, 0x83, 0xe4, 0xf0, // and rsp, -16
+        0xe8, 0, 0, 0, 0, // call main
+        0x89, 0xc7, // mov edi, eax
+        0xb8, 0xe7, 0, 0, 0, // mov eax, 231  ; exit_group
+        0x0f, 0x05, // syscall
+        0xf4, // hlt
+    ],
+    calls: &[(16, "main")],
+};
+
+/// Built-in functions a freestanding program may import. Signatures are System V.
+pub const BUILTINS: &[Stub] = &[
+    // zl_write(fd: i32, buf: i64, len: i64) -> i64: write(2); negative errno on failure.
+    Stub {
+        name: "zl_write",
+        code: &[0xb8, 0x01, 0, 0, 0, 0x0f, 0x05, 0xc3], // mov eax, 1; syscall; ret
+        calls: &[],
+    },
+    // zl_read(fd: i32, buf: i64, len: i64) -> i64: read(2).
+    Stub {
+        name: "zl_read",
+        code: &[0x31, 0xc0, 0x0f, 0x05, 0xc3], // xor eax, eax; syscall; ret
+        calls: &[],
+    },
+    // zl_exit(status: i32): exit_group(2); never returns.
+    Stub {
+        name: "zl_exit",
+        code: &[0xb8, 0xe7, 0, 0, 0, 0x0f, 0x05, 0xf4], // mov eax, 231; syscall; hlt
+        calls: &[],
+    },
+    // zl_syscall(nr, a1, a2, a3, a4, a5, a6: i64) -> i64: any Linux system call.
+    Stub {
+        name: "zl_syscall",
+        code: &[
+            0x48, 0x89, 0xf8, // mov rax, rdi
+            0x48, 0x89, 0xf7, // mov rdi, rsi
+            0x48, 0x89, 0xd6, // mov rsi, rdx
+            0x48, 0x89, 0xca, // mov rdx, rcx
+            0x4d, 0x89, 0xc2, // mov r10, r8
+            0x4d, 0x89, 0xc8, // mov r8, r9
+            0x4c, 0x8b, 0x4c, 0x24, 0x08, // mov r9, [rsp+8]
+            0x0f, 0x05, // syscall
+            0xc3, // ret
+        ],
+        calls: &[],
+    },
+    // memcpy(dst, src, n) -> dst: Cranelift's `Memcpy` libcall.
+    Stub {
+        name: "memcpy",
+        code: &[
+            0x48, 0x89, 0xf8, // mov rax, rdi
+            0x48, 0x89, 0xd1, // mov rcx, rdx
+            0xf3, 0xa4, // rep movsb
+            0xc3, // ret
+        ],
+        calls: &[],
+    },
+    // memset(dst, byte: i32, n) -> dst.
+    Stub {
+        name: "memset",
+        code: &[
+            0x49, 0x89, 0xf9, // mov r9, rdi
+            0x89, 0xf0, // mov eax, esi
+            0x48, 0x89, 0xd1, // mov rcx, rdx
+            0xf3, 0xaa, // rep stosb
+            0x4c, 0x89, 0xc8, // mov rax, r9
+            0xc3, // ret
+        ],
+        calls: &[],
+    },
+    // memmove(dst, src, n) -> dst: copies backwards when dst overlaps the end of src.
+    Stub {
+        name: "memmove",
+        code: &[
+            0x48, 0x89, 0xf8, // mov rax, rdi
+            0x48, 0x89, 0xd1, // mov rcx, rdx
+            0x48, 0x39, 0xf7, // cmp rdi, rsi
+            0x76, 0x18, // jbe forward
+            0x4c, 0x8d, 0x04, 0x16, // lea r8, [rsi+rdx]
+            0x4c, 0x39, 0xc7, // cmp rdi, r8
+            0x73, 0x0f, // jae forward
+            0x48, 0x8d, 0x74, 0x16, 0xff, // lea rsi, [rsi+rdx-1]
+            0x48, 0x8d, 0x7c, 0x17, 0xff, // lea rdi, [rdi+rdx-1]
+            0xfd, // std
+            0xf3, 0xa4, // rep movsb
+            0xfc, // cld
+            0xc3, // ret
+            0xf3, 0xa4, // forward: rep movsb
+            0xc3, // ret
+        ],
+        calls: &[],
+    },
+    // memcmp(a, b, n) -> i32: difference of the first differing bytes, or 0.
+    Stub {
+        name: "memcmp",
+        code: &[
+            0x31, 0xc0, // xor eax, eax
+            0x31, 0xc9, // xor ecx, ecx
+            0x48, 0x39, 0xd1, // loop: cmp rcx, rdx
+            0x74, 0x11, // je done
+            0x0f, 0xb6, 0x04, 0x0f, // movzx eax, byte [rdi+rcx]
+            0x44, 0x0f, 0xb6, 0x04, 0x0e, // movzx r8d, byte [rsi+rcx]
+            0x48, 0xff, 0xc1, // inc rcx
+            0x44, 0x29, 0xc0, // sub eax, r8d
+            0x74, 0xea, // je loop
+            0xc3, // done: ret
+        ],
+        calls: &[],
+    },
+];
+
+pub fn builtin(name: &str) -> Option<&'static Stub> {
+    BUILTINS.iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pc_relative_fields_are_target_plus_addend_minus_place() {
+        let f = encode(RefKind::PcRel32, 0x1000, -4, 0x2000, None).unwrap();
+        assert_eq!(f.bytes(), &(-0x1004i32).to_le_bytes());
+    }
+
+    #[test]
+    fn out_of_range_values_are_reported() {
+        assert!(encode(RefKind::PcRel32, 0, 0, 1 << 40, None).is_err());
+        assert!(encode(RefKind::Abs32, 1 << 32, 0, 0, None).is_err());
+        assert!(encode(RefKind::GotPcRel32, 0, 0, 0, None).is_err());
+    }
+}
