@@ -1,1 +1,180 @@
-fn main() {}
+//! The `zerolink` command: a thin shell over `zerolink-backend` and `zerolink-image`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use zerolink_backend::clif::Program;
+use zerolink_backend::{BackendError, TargetOptions};
+use zerolink_image::ImageError;
+
+#[derive(Parser)]
+#[command(
+    name = "zerolink",
+    version,
+    about = "Compile Cranelift IR (CLIF) straight into a runnable x86-64 Linux executable: \
+             no object files, no link step.",
+    after_help = "Examples:\n  zerolink run examples/hello.clif\n  \
+                  zerolink build examples/demo/*.clif -o demo && ./demo\n\n\
+                  The input format (CLIF plus `; data:` directives, built-in functions) is \
+                  described in docs/input.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an executable from one or more CLIF files.
+    Build {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Where to write the executable. Replaced only if the build succeeds.
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        /// Print what the build produced (symbols, sites, bytes per region).
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Build into a temporary file, run it, and exit with its exit status.
+    Run {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Arguments for the program, after `--`.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// CLIF files. Together they form one program whose entry is `%main() -> i32`.
+    #[arg(required = true, value_name = "FILE.clif")]
+    files: Vec<PathBuf>,
+    /// Cranelift optimisation level.
+    #[arg(short = 'O', long, default_value = "speed", value_parser = ["none", "speed", "speed_and_size"])]
+    opt_level: String,
+    /// A Cranelift setting, shared or ISA-specific: `has_avx=false`, `has_sse41`,
+    /// `preserve_frame_pointers=true`, ... Repeatable.
+    #[arg(long = "set", value_name = "NAME[=VALUE]")]
+    settings: Vec<String>,
+    /// Compile for the baseline x86-64 CPU instead of detecting this machine's features.
+    #[arg(long)]
+    baseline: bool,
+    /// Use the separate path instead: cranelift-object writes a `.o`, then `cc` links it.
+    /// For comparison only.
+    #[arg(long)]
+    separate: bool,
+}
+
+impl InputArgs {
+    fn target(&self) -> TargetOptions {
+        TargetOptions {
+            opt_level: self.opt_level.clone(),
+            native_features: !self.baseline,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Build {
+            input,
+            output,
+            stats,
+        } => {
+            build(&input, &output, stats)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { input, args } => {
+            let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let exe = dir.path().join(
+                input.files[0]
+                    .file_stem()
+                    .unwrap_or(std::ffi::OsStr::new("a.out")),
+            );
+            build(&input, &exe, false)?;
+            let status = std::process::Command::new(&exe)
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot run {}", exe.display()))?;
+            Ok(exit_code(status))
+        }
+    }
+}
+
+fn build(input: &InputArgs, output: &Path, stats: bool) -> Result<()> {
+    let program = Program::read(&input.files)?;
+    let target = input.target();
+    if input.separate {
+        zerolink_backend::reference::build(&program, &target, output)?;
+        return Ok(());
+    }
+    match zerolink_backend::build(&program, &target, output) {
+        Ok(summary) => {
+            if stats {
+                eprintln!(
+                    "{} functions, {} data objects, {} reference sites, {} GOT entries, {} bytes",
+                    summary.functions,
+                    summary.data_objects,
+                    summary.sites,
+                    summary.got_entries,
+                    summary.file_size
+                );
+                for kind in zerolink_image::RegionKind::ALL {
+                    eprintln!(
+                        "  {:<7} {:>10} bytes",
+                        kind.name(),
+                        summary.region_used[kind.index()]
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(BackendError::Image(ImageError::Undefined(list))) => {
+            Err(anyhow::anyhow!(describe_undefined(&program, &list)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One paragraph per undefined symbol, with the place of every function that refers to it.
+fn describe_undefined(program: &Program, list: &[zerolink_image::Undefined]) -> String {
+    let mut out = String::new();
+    for (i, u) in list.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\nerror: ");
+        }
+        out.push_str(&format!("undefined symbol `{}`", u.name));
+        for r in &u.referenced_by {
+            match program.locate(r) {
+                Some(pos) => out.push_str(&format!("\n  referenced by `{r}` at {pos}")),
+                None => out.push_str(&format!("\n  referenced by `{r}`")),
+            }
+        }
+    }
+    out
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+        _ => ExitCode::from(1),
+    }
+}

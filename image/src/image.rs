@@ -86,7 +86,7 @@ impl Image {
             extents: [None; 5],
             symbols: SymbolTable::default(),
             sites: Sites::default(),
-            initial_extent: [64 << 10, 16 << 10, PAGE, 16 << 10, 0],
+            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0],
         })
     }
 
@@ -194,9 +194,6 @@ impl Image {
 
         // Outgoing references: record, and patch those whose target is already placed.
         for r in refs {
-            if r.kind == RefKind::GotPcRel32 {
-                self.ensure_got_entry(r.target)?;
-            }
             let site = self.sites.add(Site {
                 place: Place::In {
                     owner: id,
@@ -257,13 +254,19 @@ impl Image {
         let Some(p) = self.site_addr(&site) else {
             return Ok(());
         };
-        let target = self.symbols.get(site.target);
-        let s = match (site.kind, target.addr()) {
-            (RefKind::GotPcRel32, s) => s.unwrap_or(0),
-            (_, Some(s)) => s,
-            (_, None) => return Ok(()),
+        let Some(s) = self.symbols.get(site.target).addr() else {
+            return Ok(());
         };
-        let field = x86_64::encode(site.kind, s, site.addend, p, target.got).map_err(|value| {
+        let mut kind = site.kind;
+        if kind == RefKind::GotPcRel32 {
+            if self.relax_got_load(&site, p) {
+                kind = RefKind::PcRel32;
+            } else {
+                self.ensure_got_entry(site.target)?;
+            }
+        }
+        let target = self.symbols.get(site.target);
+        let field = x86_64::encode(kind, s, site.addend, p, target.got).map_err(|value| {
             let (function, offset) = match site.place {
                 Place::In { owner, offset } => (self.symbols.get(owner).name.clone(), offset),
                 Place::GotEntry { addr } => ("<GOT>".to_string(), (addr & 0xffff_ffff) as u32),
@@ -276,10 +279,29 @@ impl Image {
                 value,
             }
         })?;
-        let region = region_of(p);
-        let at = self.file_offset(region, p);
+        let at = self.file_offset(region_of(p), p);
         self.out.write(at, field.bytes());
         Ok(())
+    }
+
+    /// Turn a GOT load in code into an address computation, if the instruction allows it.
+    fn relax_got_load(&mut self, site: &Site, p: u64) -> bool {
+        let Place::In { owner, offset } = site.place else {
+            return false;
+        };
+        let owner = self.symbols.get(owner);
+        if offset < 3 || owner.placement.map(|pl| pl.region) != Some(RegionKind::Text) {
+            return false;
+        }
+        let at = self.file_offset(RegionKind::Text, p - 3);
+        let before: [u8; 3] = self.out.bytes(at, 3).try_into().expect("three bytes");
+        match x86_64::relax_got_load(before) {
+            Some(opcode) => {
+                self.out.write(at + 1, &[opcode]);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Make the region's file extent hold at least `len` bytes.

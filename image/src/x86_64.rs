@@ -41,6 +41,20 @@ fn rel32(v: i128) -> Result<Field, i128> {
         .map_err(|_| v)
 }
 
+/// GOT-load relaxation, as GNU ld does for `R_X86_64_REX_GOTPCRELX`: when the target lives in
+/// the image, `mov reg, [rip + GOT(sym)]` becomes `lea reg, [rip + sym]`, one load fewer and no
+/// GOT entry. `before` holds the three bytes in front of the 32-bit field (REX, opcode, ModRM);
+/// returns the rewritten opcode byte if the instruction is that load.
+pub fn relax_got_load(before: [u8; 3]) -> Option<u8> {
+    let [rex, opcode, modrm] = before;
+    let rex_w = rex & 0xf8 == 0x48;
+    let rip_relative = modrm & 0xc7 == 0x05;
+    (rex_w && opcode == MOV_LOAD && rip_relative).then_some(LEA)
+}
+
+const MOV_LOAD: u8 = 0x8b;
+const LEA: u8 = 0x8d;
+
 /// The bytes to store at a site.
 #[derive(Debug, Clone, Copy)]
 pub enum Field {
@@ -196,6 +210,14 @@ mod tests {
     fn pc_relative_fields_are_target_plus_addend_minus_place() {
         let f = encode(RefKind::PcRel32, 0x1000, -4, 0x2000, None).unwrap();
         assert_eq!(f.bytes(), &(-0x1004i32).to_le_bytes());
+    }
+
+    #[test]
+    fn only_rip_relative_64_bit_loads_are_relaxed() {
+        assert_eq!(relax_got_load([0x48, 0x8b, 0x05]), Some(0x8d)); // mov rax, [rip+x]
+        assert_eq!(relax_got_load([0x4c, 0x8b, 0x3d]), Some(0x8d)); // mov r15, [rip+x]
+        assert_eq!(relax_got_load([0x90, 0xff, 0x15]), None); // call [rip+x]
+        assert_eq!(relax_got_load([0x48, 0x8b, 0x44]), None); // not RIP-relative
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! Errors of the Cranelift side. Each carries what a user needs to act: file and line for input
+//! problems, function and offset for code that cannot be placed.
+
+use std::path::PathBuf;
+
+use zerolink_image::ImageError;
+
+/// A place in an input file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePos {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl std::fmt::Display for SourcePos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{pos}: {message}")]
+    Parse { pos: SourcePos, message: String },
+    #[error("{pos}: in function `{function}`: {message}")]
+    Verifier {
+        pos: SourcePos,
+        function: String,
+        message: String,
+    },
+    #[error("{pos}: bad data directive: {message}")]
+    Directive { pos: SourcePos, message: String },
+    #[error("`{name}` is defined twice: at {first} and at {second}")]
+    DuplicateDefinition {
+        name: String,
+        first: SourcePos,
+        second: SourcePos,
+    },
+    #[error("{pos}: `{function}` refers to `{name}` as a function, but it is a data object")]
+    NotAFunction {
+        pos: SourcePos,
+        function: String,
+        name: String,
+    },
+    #[error(
+        "{pos}: `{function}` calls `{callee}` as `{used}`, but `{callee}` is defined as `{defined}`"
+    )]
+    SignatureMismatch {
+        pos: SourcePos,
+        function: String,
+        callee: String,
+        used: String,
+        defined: String,
+    },
+    #[error("{pos}: {message}")]
+    Unsupported { pos: SourcePos, message: String },
+    #[error("relocation {kind} in `{function}` at offset {offset:#x} is not supported")]
+    UnsupportedReloc {
+        function: String,
+        offset: u32,
+        kind: String,
+    },
+    #[error("in `{function}`: {message}")]
+    Compile { function: String, message: String },
+    #[error("setting `{name}`: {message}")]
+    Setting { name: String, message: String },
+    #[error("this host is not supported: {0}")]
+    Host(String),
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Image(#[from] ImageError),
+    #[error("{0}")]
+    Module(String),
+    #[error("separate link: {0}")]
+    Link(String),
+}
+
+impl From<cranelift_module::ModuleError> for BackendError {
+    fn from(e: cranelift_module::ModuleError) -> Self {
+        use cranelift_module::ModuleError;
+        match e {
+            // Our own errors travel through cranelift-module as `Backend(anyhow)`: unwrap them
+            // so callers get the typed error back.
+            ModuleError::Backend(inner) => match inner.downcast::<BackendError>() {
+                Ok(e) => e,
+                Err(inner) => BackendError::Module(format!("{inner:#}")),
+            },
+            other => BackendError::Module(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;

@@ -1,0 +1,287 @@
+//! [`ZerolinkModule`]: a `cranelift_module::Module` whose output is a finished executable.
+//!
+//! A compiler that builds an `ObjectModule` today builds a `ZerolinkModule` instead and calls
+//! [`ZerolinkModule::finish`] where it used to emit an object file. Declarations follow
+//! cranelift-module's own rules (`ModuleDeclarations` merges linkages and checks signatures);
+//! each definition is compiled at once and written straight into its slot in the image, and its
+//! relocations become reference sites that the image patches as addresses become known.
+
+use std::path::Path;
+
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir;
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::Context;
+use cranelift_module::{
+    DataDescription, DataId, FuncId, Init, Linkage, Module, ModuleDeclarations, ModuleError,
+    ModuleReloc, ModuleRelocTarget, ModuleResult,
+};
+use zerolink_image::{Binding, Contents, Image, Reference, Summary, SymbolId, SymbolKind};
+
+use crate::error::BackendError;
+use crate::relocs::ref_kind;
+
+type LibcallNames = Box<dyn Fn(ir::LibCall) -> String + Send + Sync>;
+
+pub struct ZerolinkModule {
+    isa: OwnedTargetIsa,
+    declarations: ModuleDeclarations,
+    image: Image,
+    functions: Vec<Option<SymbolId>>,
+    data_objects: Vec<Option<SymbolId>>,
+    libcall_names: LibcallNames,
+}
+
+fn backend(e: impl Into<BackendError>) -> ModuleError {
+    ModuleError::Backend(e.into().into())
+}
+
+fn binding(linkage: Linkage) -> Binding {
+    match linkage {
+        Linkage::Local => Binding::Local,
+        Linkage::Preemptible => Binding::Weak,
+        Linkage::Import | Linkage::Hidden | Linkage::Export => Binding::Global,
+    }
+}
+
+fn slot<T: Copy>(v: &mut Vec<Option<T>>, i: usize) -> &mut Option<T> {
+    if v.len() <= i {
+        v.resize(i + 1, None);
+    }
+    &mut v[i]
+}
+
+impl ZerolinkModule {
+    /// A module that will write the executable `output` when finished. `output` is replaced
+    /// only if the build succeeds.
+    pub fn new(isa: OwnedTargetIsa, output: &Path) -> Result<Self, BackendError> {
+        Ok(ZerolinkModule {
+            isa,
+            declarations: ModuleDeclarations::default(),
+            image: Image::create(output)?,
+            functions: Vec::new(),
+            data_objects: Vec::new(),
+            libcall_names: cranelift_module::default_libcall_names(),
+        })
+    }
+
+    /// Size the code region's file space for about this many bytes of machine code.
+    pub fn expect_code_bytes(&mut self, bytes: u64) {
+        self.image.expect_code_bytes(bytes);
+    }
+
+    /// Resolve what is left, write the tables and move the executable into place.
+    pub fn finish(self) -> Result<Summary, BackendError> {
+        Ok(self.image.finish()?)
+    }
+
+    fn func_symbol(&mut self, id: FuncId) -> ModuleResult<SymbolId> {
+        if let Some(Some(s)) = self.functions.get(id.as_u32() as usize) {
+            return Ok(*s);
+        }
+        let decl = self.declarations.get_function_decl(id);
+        let name = decl.linkage_name(id).into_owned();
+        let sym = self
+            .image
+            .declare(&name, SymbolKind::Function, binding(decl.linkage))
+            .map_err(backend)?;
+        *slot(&mut self.functions, id.as_u32() as usize) = Some(sym);
+        Ok(sym)
+    }
+
+    fn data_symbol(&mut self, id: DataId) -> ModuleResult<SymbolId> {
+        if let Some(Some(s)) = self.data_objects.get(id.as_u32() as usize) {
+            return Ok(*s);
+        }
+        let decl = self.declarations.get_data_decl(id);
+        let name = decl.linkage_name(id).into_owned();
+        let sym = self
+            .image
+            .declare(&name, SymbolKind::Data, binding(decl.linkage))
+            .map_err(backend)?;
+        *slot(&mut self.data_objects, id.as_u32() as usize) = Some(sym);
+        Ok(sym)
+    }
+
+    fn target_symbol(&mut self, target: &ModuleRelocTarget, owner: &str) -> ModuleResult<SymbolId> {
+        match *target {
+            ModuleRelocTarget::User { .. } => {
+                if ModuleDeclarations::is_function(target) {
+                    self.func_symbol(FuncId::from_name(target))
+                } else {
+                    self.data_symbol(DataId::from_name(target))
+                }
+            }
+            ModuleRelocTarget::LibCall(libcall) => {
+                let name = (self.libcall_names)(libcall);
+                self.image
+                    .declare(&name, SymbolKind::Function, Binding::Global)
+                    .map_err(backend)
+            }
+            ref other => Err(backend(BackendError::Compile {
+                function: owner.to_string(),
+                message: format!("reference to {other} is not supported"),
+            })),
+        }
+    }
+
+    fn references(&mut self, relocs: &[ModuleReloc], owner: &str) -> ModuleResult<Vec<Reference>> {
+        relocs
+            .iter()
+            .map(|r| {
+                Ok(Reference {
+                    offset: r.offset,
+                    kind: ref_kind(r.kind, owner, r.offset).map_err(backend)?,
+                    target: self.target_symbol(&r.name, owner)?,
+                    addend: r.addend,
+                })
+            })
+            .collect()
+    }
+
+    fn check_definable_function(&self, id: FuncId) -> ModuleResult<String> {
+        let decl = self.declarations.get_function_decl(id);
+        let name = decl.linkage_name(id).into_owned();
+        if !decl.linkage.is_definable() {
+            return Err(ModuleError::InvalidImportDefinition(name));
+        }
+        Ok(name)
+    }
+}
+
+impl Module for ZerolinkModule {
+    fn isa(&self) -> &dyn TargetIsa {
+        &*self.isa
+    }
+
+    fn declarations(&self) -> &ModuleDeclarations {
+        &self.declarations
+    }
+
+    fn declare_function(
+        &mut self,
+        name: &str,
+        linkage: Linkage,
+        signature: &ir::Signature,
+    ) -> ModuleResult<FuncId> {
+        let (id, linkage) = self
+            .declarations
+            .declare_function(name, linkage, signature)?;
+        let sym = self.func_symbol(id)?;
+        // A later, stronger declaration (import, then export) upgrades the binding.
+        self.image
+            .declare(name, SymbolKind::Function, binding(linkage))
+            .map_err(backend)?;
+        debug_assert_eq!(Some(Some(sym)), self.functions.get(id.as_u32() as usize).copied());
+        Ok(id)
+    }
+
+    fn declare_anonymous_function(&mut self, signature: &ir::Signature) -> ModuleResult<FuncId> {
+        let id = self.declarations.declare_anonymous_function(signature)?;
+        self.func_symbol(id)?;
+        Ok(id)
+    }
+
+    fn declare_data(
+        &mut self,
+        name: &str,
+        linkage: Linkage,
+        writable: bool,
+        tls: bool,
+    ) -> ModuleResult<DataId> {
+        if tls {
+            return Err(backend(BackendError::Module(format!(
+                "thread-local data `{name}` is not supported yet"
+            ))));
+        }
+        let (id, linkage) = self
+            .declarations
+            .declare_data(name, linkage, writable, tls)?;
+        self.data_symbol(id)?;
+        self.image
+            .declare(name, SymbolKind::Data, binding(linkage))
+            .map_err(backend)?;
+        Ok(id)
+    }
+
+    fn declare_anonymous_data(&mut self, writable: bool, tls: bool) -> ModuleResult<DataId> {
+        if tls {
+            return Err(backend(BackendError::Module(
+                "thread-local data is not supported yet".into(),
+            )));
+        }
+        let id = self.declarations.declare_anonymous_data(writable, tls)?;
+        self.data_symbol(id)?;
+        Ok(id)
+    }
+
+    fn define_function_with_control_plane(
+        &mut self,
+        func: FuncId,
+        ctx: &mut Context,
+        ctrl_plane: &mut ControlPlane,
+    ) -> ModuleResult<()> {
+        let name = self.check_definable_function(func)?;
+        ctx.compile(&*self.isa, ctrl_plane)?;
+        let compiled = ctx.compiled_code().expect("compiled just above");
+        let align = u64::from(compiled.buffer.alignment);
+        let relocs: Vec<ModuleReloc> = compiled
+            .buffer
+            .relocs()
+            .iter()
+            .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, func))
+            .collect();
+        let refs = self.references(&relocs, &name)?;
+        let sym = self.func_symbol(func)?;
+        let code = ctx.compiled_code().expect("compiled").code_buffer();
+        self.image
+            .define_function(sym, code, align, &refs)
+            .map_err(backend)
+    }
+
+    fn define_function_bytes(
+        &mut self,
+        func: FuncId,
+        alignment: u64,
+        bytes: &[u8],
+        relocs: &[ModuleReloc],
+    ) -> ModuleResult<()> {
+        let name = self.check_definable_function(func)?;
+        let refs = self.references(relocs, &name)?;
+        let sym = self.func_symbol(func)?;
+        self.image
+            .define_function(sym, bytes, alignment, &refs)
+            .map_err(backend)
+    }
+
+    fn define_data(&mut self, data: DataId, desc: &DataDescription) -> ModuleResult<()> {
+        let decl = self.declarations.get_data_decl(data);
+        let name = decl.linkage_name(data).into_owned();
+        if !decl.linkage.is_definable() {
+            return Err(ModuleError::InvalidImportDefinition(name));
+        }
+        let writable = decl.writable;
+        let contents = match &desc.init {
+            Init::Uninitialized => {
+                return Err(backend(BackendError::Module(format!(
+                    "data object `{name}` has no contents: call `define` or `define_zeroinit`"
+                ))))
+            }
+            Init::Zeros { size } => Contents::Zeros(*size as u64),
+            Init::Bytes { contents } => Contents::Bytes(contents),
+        };
+        let relocs: Vec<ModuleReloc> = desc
+            .all_relocs(cranelift_codegen::binemit::Reloc::Abs8)
+            .collect();
+        let refs = self.references(&relocs, &name)?;
+        let sym = self.data_symbol(data)?;
+        self.image
+            .define_data(sym, contents, desc.align.unwrap_or(1), writable, &refs)
+            .map_err(|e| match e {
+                zerolink_image::ImageError::DuplicateDefinition(n) => {
+                    ModuleError::DuplicateDefinition(n)
+                }
+                e => backend(e),
+            })
+    }
+}

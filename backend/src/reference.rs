@@ -1,0 +1,71 @@
+//! The separate-link reference path: the same program through cranelift-object into `.o`
+//! files, then the system linker.
+//!
+//! This is what zerolink replaces, kept as a yardstick: tests build every program both ways and
+//! require the same behaviour, and benchmarks time both. The freestanding runtime comes from
+//! the image crate as `runtime.o`, so both executables run exactly the same `_start` and
+//! built-ins.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cranelift_object::{ObjectBuilder, ObjectModule};
+
+use crate::clif::Program;
+use crate::error::{BackendError, Result};
+use crate::target::TargetOptions;
+
+/// The program as one relocatable object file.
+pub fn object_bytes(program: &Program, target: &TargetOptions) -> Result<Vec<u8>> {
+    let isa = target.isa()?;
+    let builder = ObjectBuilder::new(isa, "zerolink", cranelift_module::default_libcall_names())?;
+    let mut module = ObjectModule::new(builder);
+    program.define_in(&mut module)?;
+    module
+        .finish()
+        .emit()
+        .map_err(|e| BackendError::Link(format!("cannot write the object file: {e}")))
+}
+
+/// Link `objects` plus the freestanding runtime into `output` with `linker` (`cc` by default,
+/// or any compiler driver that accepts `-fuse-ld=`-style options in `extra_args`).
+pub fn link(
+    objects: &[PathBuf],
+    output: &Path,
+    work_dir: &Path,
+    linker: &str,
+    extra_args: &[String],
+) -> Result<()> {
+    let runtime = work_dir.join("zerolink-runtime.o");
+    let bytes = zerolink_image::runtime::relocatable_object()
+        .map_err(|e| BackendError::Link(format!("cannot write the runtime object: {e}")))?;
+    std::fs::write(&runtime, bytes)
+        .map_err(|e| BackendError::Link(format!("{}: {e}", runtime.display())))?;
+    let mut cmd = Command::new(linker);
+    cmd.args(["-nostdlib", "-static", "-no-pie", "-Wl,-z,noexecstack", "-o"])
+        .arg(output)
+        .args(objects)
+        .arg(&runtime)
+        .args(extra_args);
+    let out = cmd
+        .output()
+        .map_err(|e| BackendError::Link(format!("cannot run `{linker}`: {e}")))?;
+    if !out.status.success() {
+        return Err(BackendError::Link(format!(
+            "`{linker}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Build `program` the separate way into `output`: one object, then `cc`.
+pub fn build(program: &Program, target: &TargetOptions, output: &Path) -> Result<()> {
+    let dir = tempfile::tempdir()
+        .map_err(|e| BackendError::Link(format!("cannot make a temporary directory: {e}")))?;
+    let object = dir.path().join("program.o");
+    std::fs::write(&object, object_bytes(program, target)?)
+        .map_err(|e| BackendError::Link(format!("{}: {e}", object.display())))?;
+    link(&[object], output, dir.path(), "cc", &[])
+}
