@@ -66,13 +66,9 @@ pub enum BackendError {
     Setting { name: String, message: String },
     #[error("this host is not supported: {0}")]
     Host(String),
-    #[error("cannot read `{path}`: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
+    #[error("cannot read `{path}`: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error(transparent)]
     Image(#[from] ImageError),
     #[error("{0}")]
     Module(String),

@@ -12,12 +12,8 @@ pub struct Undefined {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("cannot write `{path}`: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot write `{path}`: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}", format_undefined(.0))]
     Undefined(Vec<Undefined>),
     #[error("symbol `{0}` is defined more than once")]
@@ -75,7 +71,7 @@ fn format_undefined(list: &[Undefined]) -> String {
 impl ImageError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
         let path = path.into();
-        move |source| ImageError::Io { path, source }
+        move |error| ImageError::Io { path, error }
     }
 }
 

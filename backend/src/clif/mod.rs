@@ -58,9 +58,9 @@ impl Program {
     pub fn read(paths: &[PathBuf]) -> Result<Program> {
         let mut sources = Vec::new();
         for path in paths {
-            let text = std::fs::read_to_string(path).map_err(|source| BackendError::Read {
+            let text = std::fs::read_to_string(path).map_err(|error| BackendError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
             sources.push((path.clone(), text));
         }

@@ -1,0 +1,50 @@
+//! The `zerolink` command itself: `run`, arguments, exit status, help.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn run_passes_arguments_and_the_exit_status_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("argc.clif");
+    // main(argc, argv) returns argc.
+    std::fs::write(
+        &p,
+        "function %main(i32, i64) -> i32 {\nblock0(v0: i32, v1: i64):\n    return v0\n}\n",
+    )
+    .unwrap();
+    let o = zerolink()
+        .arg("run")
+        .arg(&p)
+        .args(["--", "a", "b", "c"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn the_bundled_example_runs_as_the_readme_says() {
+    let o = zerolink()
+        .arg("run")
+        .arg(repo().join("examples/hello.clif"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello, world\n");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = zerolink().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    for word in ["build", "run", "Examples"] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+    let o = zerolink().args(["build", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    for word in ["--opt-level", "--set", "--baseline", "--output"] {
+        assert!(text.contains(word), "build --help lacks {word}:\n{text}");
+    }
+}
