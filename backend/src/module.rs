@@ -36,6 +36,14 @@ fn backend(e: impl Into<BackendError>) -> ModuleError {
     ModuleError::Backend(e.into().into())
 }
 
+/// Image errors that cranelift-module has a variant of are reported as that variant.
+fn image_err(e: zerolink_image::ImageError) -> ModuleError {
+    match e {
+        zerolink_image::ImageError::DuplicateDefinition(n) => ModuleError::DuplicateDefinition(n),
+        e => backend(e),
+    }
+}
+
 fn binding(linkage: Linkage) -> Binding {
     match linkage {
         Linkage::Local => Binding::Local,
@@ -236,7 +244,7 @@ impl Module for ZerolinkModule {
         let code = ctx.compiled_code().expect("compiled").code_buffer();
         self.image
             .define_function(sym, code, align, &refs)
-            .map_err(backend)
+            .map_err(image_err)
     }
 
     fn define_function_bytes(
@@ -251,7 +259,7 @@ impl Module for ZerolinkModule {
         let sym = self.func_symbol(func)?;
         self.image
             .define_function(sym, bytes, alignment, &refs)
-            .map_err(backend)
+            .map_err(image_err)
     }
 
     fn define_data(&mut self, data: DataId, desc: &DataDescription) -> ModuleResult<()> {
@@ -277,11 +285,6 @@ impl Module for ZerolinkModule {
         let sym = self.data_symbol(data)?;
         self.image
             .define_data(sym, contents, desc.align.unwrap_or(1), writable, &refs)
-            .map_err(|e| match e {
-                zerolink_image::ImageError::DuplicateDefinition(n) => {
-                    ModuleError::DuplicateDefinition(n)
-                }
-                e => backend(e),
-            })
+            .map_err(image_err)
     }
 }

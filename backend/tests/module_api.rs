@@ -1,0 +1,213 @@
+//! A compiler author's view: the same code that drives an `ObjectModule` drives a
+//! `ZerolinkModule`, and the executables behave the same.
+
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+use zerolink_backend::{TargetOptions, ZerolinkModule};
+
+/// A tiny "compiler": data with function and data addresses inside, a writable zero-filled
+/// counter, an imported built-in, a libcall, an anonymous function, and an indirect call.
+fn compile<M: Module>(module: &mut M) {
+    let ptr = module.target_config().pointer_type();
+    let mut sig_ii = module.make_signature();
+    sig_ii.params.push(AbiParam::new(types::I64));
+    sig_ii.returns.push(AbiParam::new(types::I64));
+    let double = module
+        .declare_function("double", Linkage::Local, &sig_ii)
+        .unwrap();
+    let triple = module.declare_anonymous_function(&sig_ii).unwrap();
+
+    let mut sig_write = module.make_signature();
+    for t in [types::I32, types::I64, types::I64] {
+        sig_write.params.push(AbiParam::new(t));
+    }
+    sig_write.returns.push(AbiParam::new(types::I64));
+    let write = module
+        .declare_function("zl_write", Linkage::Import, &sig_write)
+        .unwrap();
+
+    let greeting = module
+        .declare_data("greeting", Linkage::Local, false, false)
+        .unwrap();
+    let mut d = DataDescription::new();
+    d.define(b"hello from the module API\n".to_vec().into_boxed_slice());
+    module.define_data(greeting, &d).unwrap();
+
+    let counter = module
+        .declare_data("counter", Linkage::Export, true, false)
+        .unwrap();
+    let mut d = DataDescription::new();
+    d.define_zeroinit(8);
+    d.set_align(8);
+    module.define_data(counter, &d).unwrap();
+
+    // table = { &double, &triple, &greeting + 11 }
+    let table = module
+        .declare_data("table", Linkage::Local, false, false)
+        .unwrap();
+    let mut d = DataDescription::new();
+    d.define(vec![0u8; 24].into_boxed_slice());
+    d.set_align(8);
+    let f = module.declare_func_in_data(double, &mut d);
+    d.write_function_addr(0, f);
+    let f = module.declare_func_in_data(triple, &mut d);
+    d.write_function_addr(8, f);
+    let g = module.declare_data_in_data(greeting, &mut d);
+    d.write_data_addr(16, g, 11);
+    module.define_data(table, &d).unwrap();
+
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    for (id, factor) in [(double, 2), (triple, 3)] {
+        ctx.func.signature = sig_ii.clone();
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let block = b.create_block();
+        b.append_block_params_for_function_params(block);
+        b.switch_to_block(block);
+        let x = b.block_params(block)[0];
+        let r = b.ins().imul_imm(x, factor);
+        b.ins().return_(&[r]);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+        module.define_function(id, &mut ctx).unwrap();
+        module.clear_context(&mut ctx);
+    }
+
+    let mut sig_main = module.make_signature();
+    sig_main.returns.push(AbiParam::new(types::I32));
+    let main = module
+        .declare_function("main", Linkage::Export, &sig_main)
+        .unwrap();
+    ctx.func.signature = sig_main;
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let block = b.create_block();
+        b.switch_to_block(block);
+        let table_gv = module.declare_data_in_func(table, b.func);
+        let counter_gv = module.declare_data_in_func(counter, b.func);
+        let greeting_gv = module.declare_data_in_func(greeting, b.func);
+        let write_ref = module.declare_func_in_func(write, b.func);
+        let sig_ref = b.import_signature(sig_ii.clone());
+
+        // counter = double(10) + triple(4) via the table: 32
+        let t = b.ins().symbol_value(ptr, table_gv);
+        let fd = b.ins().load(ptr, MemFlagsData::trusted(), t, 0);
+        let ft = b.ins().load(ptr, MemFlagsData::trusted(), t, 8);
+        let ten = b.ins().iconst(types::I64, 10);
+        let four = b.ins().iconst(types::I64, 4);
+        let c1 = b.ins().call_indirect(sig_ref, fd, &[ten]);
+        let c2 = b.ins().call_indirect(sig_ref, ft, &[four]);
+        let (a, c) = (b.inst_results(c1)[0], b.inst_results(c2)[0]);
+        let sum = b.ins().iadd(a, c);
+        let cnt = b.ins().symbol_value(ptr, counter_gv);
+        b.ins().store(MemFlagsData::trusted(), sum, cnt, 0);
+
+        // Copy the greeting to the stack with the memcpy libcall, then write it out.
+        let slot = b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+            cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+            64,
+            0,
+        ));
+        let buf = b.ins().stack_addr(ptr, slot, 0);
+        let src = b.ins().symbol_value(ptr, greeting_gv);
+        let len = b.ins().iconst(types::I64, 26);
+        b.call_memcpy(module.target_config(), buf, src, len);
+        let one = b.ins().iconst(types::I32, 1);
+        b.ins().call(write_ref, &[one, buf, len]);
+
+        // Write "the module API\n" through the pointer stored in the table (greeting + 11).
+        let p = b.ins().load(ptr, MemFlagsData::trusted(), t, 16);
+        let len2 = b.ins().iconst(types::I64, 15);
+        b.ins().call(write_ref, &[one, p, len2]);
+
+        let v = b.ins().load(types::I64, MemFlagsData::trusted(), cnt, 0);
+        let r = b.ins().ireduce(types::I32, v);
+        b.ins().return_(&[r]);
+        b.seal_all_blocks();
+        b.finalize(module.target_config());
+    }
+    module.define_function(main, &mut ctx).unwrap();
+}
+
+fn run(path: &std::path::Path) -> (i32, String) {
+    let o = std::process::Command::new(path).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn zerolink_module_is_a_drop_in_for_object_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = TargetOptions::default();
+
+    let direct = dir.path().join("direct");
+    let mut zl = ZerolinkModule::new(target.isa().unwrap(), &direct).unwrap();
+    compile(&mut zl);
+    let summary = zl.finish().unwrap();
+    assert!(summary.functions >= 4, "{summary:?}");
+
+    let builder = ObjectBuilder::new(
+        target.isa().unwrap(),
+        "t",
+        cranelift_module::default_libcall_names(),
+    )
+    .unwrap();
+    let mut obj = ObjectModule::new(builder);
+    compile(&mut obj);
+    let o = dir.path().join("t.o");
+    std::fs::write(&o, obj.finish().emit().unwrap()).unwrap();
+    let separate = dir.path().join("separate");
+    zerolink_backend::reference::link(&[o], &separate, dir.path(), "cc", &[]).unwrap();
+
+    let expected = (
+        32,
+        "hello from the module API\nthe module API\n".to_string(),
+    );
+    assert_eq!(run(&direct), expected);
+    assert_eq!(run(&separate), expected);
+}
+
+#[test]
+fn defining_a_function_twice_or_an_import_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zl =
+        ZerolinkModule::new(TargetOptions::default().isa().unwrap(), &dir.path().join("x"))
+            .unwrap();
+    let mut sig = zl.make_signature();
+    sig.returns.push(AbiParam::new(types::I32));
+    let f = zl.declare_function("f", Linkage::Export, &sig).unwrap();
+    let imp = zl.declare_function("imp", Linkage::Import, &sig).unwrap();
+    let config = zl.target_config();
+    let body = |ctx: &mut Context| {
+        ctx.func.signature = sig.clone();
+        let mut fctx = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let block = b.create_block();
+        b.switch_to_block(block);
+        let v = b.ins().iconst(types::I32, 0);
+        b.ins().return_(&[v]);
+        b.seal_all_blocks();
+        b.finalize(config);
+    };
+    let mut ctx = zl.make_context();
+    body(&mut ctx);
+    zl.define_function(f, &mut ctx).unwrap();
+    let mut ctx = zl.make_context();
+    body(&mut ctx);
+    let err = zl.define_function(f, &mut ctx).unwrap_err();
+    assert!(
+        matches!(&err, cranelift_module::ModuleError::DuplicateDefinition(n) if n == "f"),
+        "{err}"
+    );
+    let mut ctx = zl.make_context();
+    body(&mut ctx);
+    assert!(matches!(
+        zl.define_function(imp, &mut ctx),
+        Err(cranelift_module::ModuleError::InvalidImportDefinition(_))
+    ));
+}
