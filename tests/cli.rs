@@ -20,7 +20,12 @@ fn run_passes_arguments_and_the_exit_status_through() {
         .args(["--", "a", "b", "c"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -32,6 +37,20 @@ fn the_bundled_example_runs_as_the_readme_says() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello, world\n");
+}
+
+#[test]
+fn the_multi_file_demo_runs() {
+    let files = clif_files(&repo().join("examples/demo"));
+    let o = zerolink().arg("run").args(&files).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("factorial(20) = 2432902008176640000"), "{out}");
 }
 
 #[test]

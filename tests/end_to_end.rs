@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use support::*;
 
 /// Build a corpus program both ways and compare with its `expected.stdout`/`expected.status`.

@@ -25,7 +25,11 @@ fn fails(files: &[(&str, &str)], extra: &[&str]) -> Failure {
     let out = dir.path().join("out");
     let o = build(&paths, &out, extra);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr:\n{stderr}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1, stderr:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "zerolink panicked:\n{stderr}");
     assert!(!out.exists(), "a failed build left a file at OUT");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -60,7 +64,11 @@ fn verifier_errors_name_file_line_and_function() {
         )],
         &[],
     );
-    assert!(f.stderr.contains("v.clif:5: in function `main`"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("v.clif:5: in function `main`"),
+        "{}",
+        f.stderr
+    );
 }
 
 #[test]
@@ -73,8 +81,15 @@ fn every_undefined_symbol_is_listed_once_with_its_referencing_functions() {
         &[],
     );
     assert_eq!(f.stderr.matches("undefined symbol `nowhere`").count(), 1);
-    assert_eq!(f.stderr.matches("undefined symbol `missing_too`").count(), 1);
-    assert!(f.stderr.contains("referenced by `helper` at"), "{}", f.stderr);
+    assert_eq!(
+        f.stderr.matches("undefined symbol `missing_too`").count(),
+        1
+    );
+    assert!(
+        f.stderr.contains("referenced by `helper` at"),
+        "{}",
+        f.stderr
+    );
     assert!(f.stderr.contains("referenced by `main` at"), "{}", f.stderr);
     assert_eq!(f.stderr.matches("referenced by `main`").count(), 2);
 }
@@ -86,20 +101,34 @@ fn duplicate_definitions_name_both_places() {
         &[("a.clif", &format!("{MAIN}\n{twice}")), ("b.clif", twice)],
         &[],
     );
-    assert!(f.stderr.contains("`twice` is defined twice"), "{}", f.stderr);
-    assert!(f.stderr.contains("a.clif:7") && f.stderr.contains("b.clif:1"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("`twice` is defined twice"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("a.clif:7") && f.stderr.contains("b.clif:1"),
+        "{}",
+        f.stderr
+    );
 }
 
 #[test]
 fn a_data_object_and_a_function_may_not_share_a_name() {
-    let f = fails(&[("a.clif", &format!("; data: %main = i32 1\n{MAIN}"))], &[]);
+    let f = fails(
+        &[("a.clif", &format!("; data: %main = i32 1\n{MAIN}"))],
+        &[],
+    );
     assert!(f.stderr.contains("`main` is defined twice"), "{}", f.stderr);
 }
 
 #[test]
 fn a_program_without_main_is_an_error() {
     let f = fails(
-        &[("n.clif", "function %f() -> i32 {\nblock0:\n    v0 = iconst.i32 0\n    return v0\n}\n")],
+        &[(
+            "n.clif",
+            "function %f() -> i32 {\nblock0:\n    v0 = iconst.i32 0\n    return v0\n}\n",
+        )],
         &[],
     );
     assert!(f.stderr.contains("must define `main`"), "{}", f.stderr);
@@ -107,8 +136,15 @@ fn a_program_without_main_is_an_error() {
 
 #[test]
 fn bad_data_directives_name_file_and_line() {
-    let f = fails(&[("d.clif", &format!("{MAIN}\n; data: %x = i32 1, u7 3\n"))], &[]);
-    assert!(f.stderr.contains("d.clif:7: bad data directive"), "{}", f.stderr);
+    let f = fails(
+        &[("d.clif", &format!("{MAIN}\n; data: %x = i32 1, u7 3\n"))],
+        &[],
+    );
+    assert!(
+        f.stderr.contains("d.clif:7: bad data directive"),
+        "{}",
+        f.stderr
+    );
 }
 
 #[test]
@@ -150,7 +186,11 @@ fn unknown_settings_are_errors() {
 #[test]
 fn a_missing_input_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let o = build(&[dir.path().join("absent.clif")], &dir.path().join("out"), &[]);
+    let o = build(
+        &[dir.path().join("absent.clif")],
+        &dir.path().join("out"),
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("absent.clif"));
 }
@@ -161,7 +201,11 @@ fn a_failed_build_leaves_the_previous_executable_untouched_and_runnable() {
     let good = dir.path().join("good.clif");
     std::fs::write(&good, MAIN.replace("iconst.i32 0", "iconst.i32 9")).unwrap();
     let bad = dir.path().join("bad.clif");
-    std::fs::write(&bad, "function %main() -> i32 {\nblock0:\n    return v9\n}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "function %main() -> i32 {\nblock0:\n    return v9\n}\n",
+    )
+    .unwrap();
     let out = dir.path().join("out");
     build_ok(&[good], &out, &[]);
     let before = std::fs::read(&out).unwrap();

@@ -42,15 +42,12 @@ pub enum BackendError {
         function: String,
         name: String,
     },
-    #[error(
-        "{pos}: `{function}` calls `{callee}` as `{used}`, but `{callee}` is defined as `{defined}`"
-    )]
+    /// A call whose signature differs from the callee's definition; `message` says how.
+    #[error("{pos}: `{function}` {message}")]
     SignatureMismatch {
         pos: SourcePos,
         function: String,
-        callee: String,
-        used: String,
-        defined: String,
+        message: String,
     },
     #[error("{pos}: {message}")]
     Unsupported { pos: SourcePos, message: String },
@@ -67,7 +64,10 @@ pub enum BackendError {
     #[error("this host is not supported: {0}")]
     Host(String),
     #[error("cannot read `{path}`: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("{0}")]

@@ -6,6 +6,9 @@
 //! each definition is compiled at once and written straight into its slot in the image, and its
 //! relocations become reference sites that the image patches as addresses become known.
 
+// `ModuleResult` is cranelift-module's own type, fixed by the `Module` trait; its error is large.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use cranelift_codegen::control::ControlPlane;
@@ -180,7 +183,10 @@ impl Module for ZerolinkModule {
         self.image
             .declare(name, SymbolKind::Function, binding(linkage))
             .map_err(backend)?;
-        debug_assert_eq!(Some(Some(sym)), self.functions.get(id.as_u32() as usize).copied());
+        debug_assert_eq!(
+            Some(Some(sym)),
+            self.functions.get(id.as_u32() as usize).copied()
+        );
         Ok(id)
     }
 

@@ -42,11 +42,17 @@ pub fn link(
     std::fs::write(&runtime, bytes)
         .map_err(|e| BackendError::Link(format!("{}: {e}", runtime.display())))?;
     let mut cmd = Command::new(linker);
-    cmd.args(["-nostdlib", "-static", "-no-pie", "-Wl,-z,noexecstack", "-o"])
-        .arg(output)
-        .args(objects)
-        .arg(&runtime)
-        .args(extra_args);
+    cmd.args([
+        "-nostdlib",
+        "-static",
+        "-no-pie",
+        "-Wl,-z,noexecstack",
+        "-o",
+    ])
+    .arg(output)
+    .args(objects)
+    .arg(&runtime)
+    .args(extra_args);
     let out = cmd
         .output()
         .map_err(|e| BackendError::Link(format!("cannot run `{linker}`: {e}")))?;

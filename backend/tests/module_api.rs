@@ -68,7 +68,7 @@ fn compile<M: Module>(module: &mut M) {
         b.append_block_params_for_function_params(block);
         b.switch_to_block(block);
         let x = b.block_params(block)[0];
-        let r = b.ins().imul_imm(x, factor);
+        let r = b.ins().imul_imm_s(x, factor);
         b.ins().return_(&[r]);
         b.seal_all_blocks();
         b.finalize(module.target_config());
@@ -175,9 +175,11 @@ fn zerolink_module_is_a_drop_in_for_object_module() {
 #[test]
 fn defining_a_function_twice_or_an_import_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut zl =
-        ZerolinkModule::new(TargetOptions::default().isa().unwrap(), &dir.path().join("x"))
-            .unwrap();
+    let mut zl = ZerolinkModule::new(
+        TargetOptions::default().isa().unwrap(),
+        &dir.path().join("x"),
+    )
+    .unwrap();
     let mut sig = zl.make_signature();
     sig.returns.push(AbiParam::new(types::I32));
     let f = zl.declare_function("f", Linkage::Export, &sig).unwrap();

@@ -13,7 +13,10 @@ pub struct Undefined {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("cannot write `{path}`: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{}", format_undefined(.0))]
     Undefined(Vec<Undefined>),
     #[error("symbol `{0}` is defined more than once")]

@@ -104,3 +104,39 @@ fn a_failed_build_leaves_the_previous_file_alone_and_no_temporary_behind() {
     assert_eq!(std::fs::read(&path).unwrap(), b"previous");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn got_loads_of_symbols_in_the_image_are_relaxed_to_lea() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relaxed");
+    let mut image = Image::create(&path).unwrap();
+    let main = image
+        .declare("main", SymbolKind::Function, Binding::Global)
+        .unwrap();
+    let byte = image
+        .declare("byte", SymbolKind::Data, Binding::Local)
+        .unwrap();
+    // mov rax, [rip + GOT(byte)]; movzx eax, byte [rax]; ret
+    let code = [0x48, 0x8b, 0x05, 0, 0, 0, 0, 0x0f, 0xb6, 0x00, 0xc3];
+    let refs = [Reference {
+        offset: 3,
+        kind: RefKind::GotPcRel32,
+        target: byte,
+        addend: -4,
+    }];
+    image.define_function(main, &code, 16, &refs).unwrap();
+    image
+        .define_data(byte, Contents::Bytes(&[77]), 1, false, &[])
+        .unwrap();
+    let summary = image.finish().unwrap();
+    assert_eq!(
+        summary.got_entries, 0,
+        "the load should not need a GOT entry"
+    );
+    assert_eq!(run(&path).0, 77);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        bytes.windows(3).any(|w| w == [0x48, 0x8d, 0x05]),
+        "no `lea rax, [rip+..]` in the output"
+    );
+}

@@ -17,7 +17,10 @@ pub struct AddrItem {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataInit {
-    Bytes { bytes: Vec<u8>, addrs: Vec<AddrItem> },
+    Bytes {
+        bytes: Vec<u8>,
+        addrs: Vec<AddrItem>,
+    },
     Zeroed(u64),
 }
 
@@ -172,7 +175,10 @@ fn int(word: &str) -> Result<i128, String> {
         Some(d) => (true, d),
         None => (false, word),
     };
-    let v = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let v = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         Some(hex) => i128::from_str_radix(&hex.replace('_', ""), 16),
         None => digits.replace('_', "").parse::<i128>(),
     }
@@ -396,7 +402,10 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let e = one("\n\n; data: %x = i32 1, u7 3").unwrap_err().to_string();
-        assert!(e.starts_with("t.clif:3: bad data directive: unknown item `u7`"), "{e}");
+        assert!(
+            e.starts_with("t.clif:3: bad data directive: unknown item `u7`"),
+            "{e}"
+        );
         let e = one("; data: %x = i8 300").unwrap_err().to_string();
         assert!(e.contains("300 does not fit in i8"), "{e}");
     }

@@ -139,7 +139,8 @@ impl Program {
             } else {
                 Linkage::Hidden
             };
-            let id = module.declare_data(&d.directive.name, linkage, d.directive.writable, false)?;
+            let id =
+                module.declare_data(&d.directive.name, linkage, d.directive.writable, false)?;
             ids.insert(&d.directive.name, FuncOrDataId::Data(id));
         }
         for f in &self.functions {
@@ -189,9 +190,9 @@ impl Program {
                         return Err(BackendError::SignatureMismatch {
                             pos: self.pos(f.file, f.line),
                             function: f.name.clone(),
-                            callee: name,
-                            used: sig.to_string(),
-                            defined: defined.to_string(),
+                            message: format!(
+                                "calls `{name}` as `{sig}`, but `{name}` is defined as `{defined}`"
+                            ),
                         });
                     }
                     (*id, true)
@@ -274,7 +275,8 @@ impl Program {
                             ModuleRelocTarget::user(0, f.as_u32())
                         }
                         None => {
-                            let d = module.declare_data(&a.target, Linkage::Import, false, false)?;
+                            let d =
+                                module.declare_data(&a.target, Linkage::Import, false, false)?;
                             ModuleRelocTarget::user(1, d.as_u32())
                         }
                     };
