@@ -213,3 +213,29 @@ fn defining_a_function_twice_or_an_import_is_an_error() {
         Err(cranelift_module::ModuleError::InvalidImportDefinition(_))
     ));
 }
+
+#[test]
+fn an_unknown_relocation_kind_names_function_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zl = ZerolinkModule::new(
+        TargetOptions::default().isa().unwrap(),
+        &dir.path().join("x"),
+    )
+    .unwrap();
+    let sig = zl.make_signature();
+    let f = zl.declare_function("odd", Linkage::Export, &sig).unwrap();
+    let reloc = cranelift_module::ModuleReloc {
+        offset: 2,
+        kind: cranelift_codegen::binemit::Reloc::Arm64Call,
+        name: cranelift_module::ModuleRelocTarget::user(0, f.as_u32()),
+        addend: 0,
+    };
+    let err = zl
+        .define_function_bytes(f, 16, &[0x90; 8], &[reloc])
+        .unwrap_err();
+    let err = zerolink_backend::BackendError::from(err).to_string();
+    assert_eq!(
+        err,
+        "relocation Arm64Call in `odd` at offset 0x2 is not supported"
+    );
+}
