@@ -71,7 +71,9 @@ pub struct Site {
 
 #[derive(Debug, Default)]
 pub struct Sites {
-    sites: Vec<Site>,
+    /// `None` marks a removed site whose id waits in `free` for reuse.
+    sites: Vec<Option<Site>>,
+    free: Vec<SiteId>,
     by_target: Vec<Vec<SiteId>>,
     by_owner: Vec<Vec<SiteId>>,
 }
@@ -85,7 +87,13 @@ impl Sites {
     }
 
     pub fn add(&mut self, site: Site) -> SiteId {
-        let id = SiteId(self.sites.len() as u32);
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.sites.push(None);
+                SiteId(self.sites.len() as u32 - 1)
+            }
+        };
         let mut top = site.target.index();
         if let Place::In { owner, .. } = site.place {
             top = top.max(owner.index());
@@ -95,12 +103,31 @@ impl Sites {
         if let Place::In { owner, .. } = site.place {
             self.by_owner[owner.index()].push(id);
         }
-        self.sites.push(site);
+        self.sites[id.0 as usize] = Some(site);
         id
     }
 
+    /// Remove every site inside `owner` (it is being redefined or removed). Costs the number
+    /// of those sites times the length of their targets' lists.
+    pub fn remove_owned_by(&mut self, owner: SymbolId) {
+        let Some(owned) = self.by_owner.get_mut(owner.index()) else {
+            return;
+        };
+        for id in std::mem::take(owned) {
+            if let Some(site) = self.sites[id.0 as usize].take() {
+                let list = &mut self.by_target[site.target.index()];
+                if let Some(i) = list.iter().position(|&s| s == id) {
+                    list.swap_remove(i);
+                }
+                self.free.push(id);
+            }
+        }
+    }
+
     pub fn get(&self, id: SiteId) -> &Site {
-        &self.sites[id.0 as usize]
+        self.sites[id.0 as usize]
+            .as_ref()
+            .expect("site ids in the indexes are live")
     }
 
     /// Sites whose value depends on `target`'s address.
@@ -117,15 +144,16 @@ impl Sites {
             .map_or(&[], |v| v.as_slice())
     }
 
+    /// Live sites.
     pub fn len(&self) -> usize {
-        self.sites.len()
+        self.sites.len() - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sites.is_empty()
+        self.len() == 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Site> {
-        self.sites.iter()
+        self.sites.iter().flatten()
     }
 }

@@ -47,6 +47,11 @@ impl Region {
         }
     }
 
+    /// A region as persisted: its high-water mark and free ranges (offset, length).
+    pub fn restore(kind: RegionKind, used: u64, free: Vec<(u64, u64)>) -> Self {
+        Region { kind, used, free }
+    }
+
     pub fn base(&self) -> u64 {
         self.kind.vaddr()
     }

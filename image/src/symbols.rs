@@ -53,6 +53,10 @@ pub struct Symbol {
     pub got: Option<u64>,
     /// Provided by the image's runtime rather than by the program.
     pub builtin: bool,
+    /// Hash of the input this symbol was built from (0: unknown, always rebuild).
+    pub hash: u64,
+    /// Hash of a function's signature, so callers can be rechecked when it changes.
+    pub sig_hash: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +105,21 @@ impl SymbolTable {
             placement: None,
             got: None,
             builtin: false,
+            hash: 0,
+            sig_hash: 0,
         });
         self.by_name.insert(name.to_string(), id);
         Ok(id)
+    }
+
+    /// Re-create a table from its persisted symbols, keeping their ids.
+    pub fn from_symbols(symbols: Vec<Symbol>) -> SymbolTable {
+        let by_name = symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), SymbolId(i as u32)))
+            .collect();
+        SymbolTable { symbols, by_name }
     }
 
     pub fn lookup(&self, name: &str) -> Option<SymbolId> {
@@ -120,6 +136,10 @@ impl SymbolTable {
 
     pub fn len(&self) -> usize {
         self.symbols.len()
+    }
+
+    pub fn as_slice(&self) -> &[Symbol] {
+        &self.symbols
     }
 
     pub fn is_empty(&self) -> bool {

@@ -97,6 +97,30 @@ pub const START: Stub = Stub {
     calls: &[(16, "main")],
 };
 
+/// Message of the stub that `e_entry` names while an in-place update is under way.
+pub const INTERRUPTED_MESSAGE: &[u8] =
+    b"zerolink: this executable is being updated, or its update was interrupted; build it again\n";
+pub const INTERRUPTED_NAME: &str = "__zerolink_interrupted";
+/// Exit status of the stub, as the shell's "cannot execute".
+pub const INTERRUPTED_STATUS: u8 = 126;
+
+/// The "interrupted update" stub: write the message to stderr, exit 126. Position-independent,
+/// message included, so it can sit anywhere in text.
+pub fn interrupted_stub() -> Vec<u8> {
+    let len = INTERRUPTED_MESSAGE.len() as u32;
+    let mut code = vec![0xbf, 2, 0, 0, 0]; // mov edi, 2
+    code.extend_from_slice(&[0x48, 0x8d, 0x35]); // lea rsi, [rip + message]
+    code.extend_from_slice(&25i32.to_le_bytes()); //   message is 25 bytes past this lea's end
+    code.push(0xba); // mov edx, len
+    code.extend_from_slice(&len.to_le_bytes());
+    code.extend_from_slice(&[0xb8, 1, 0, 0, 0, 0x0f, 0x05]); // mov eax, 1 (write); syscall
+    code.extend_from_slice(&[0xbf, INTERRUPTED_STATUS, 0, 0, 0]); // mov edi, 126
+    code.extend_from_slice(&[0xb8, 0xe7, 0, 0, 0, 0x0f, 0x05, 0xf4]); // exit_group; hlt
+    debug_assert_eq!(code.len(), 12 + 25);
+    code.extend_from_slice(INTERRUPTED_MESSAGE);
+    code
+}
+
 /// Built-in functions a freestanding program may import. Signatures are System V.
 pub const BUILTINS: &[Stub] = &[
     // zl_write(fd: i32, buf: i64, len: i64) -> i64: write(2); negative errno on failure.

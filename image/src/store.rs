@@ -1,0 +1,256 @@
+//! Where the image's bytes go: straight into a fresh file, or into an overlay over an existing
+//! executable that is applied only when the whole update has been planned without error.
+//!
+//! The overlay is what makes a failed incremental build harmless: compiling, placing and
+//! patching all happen against the overlay, reading through it to the old file, and nothing
+//! touches the old file until `commit`. Commit then follows the crash protocol written in
+//! RATIONALE.md: mark the old table *in progress* and point the entry at the
+//! "interrupted update" stub, apply every write in order, restore the entry, clear the flag.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapMut};
+
+use crate::error::{ImageError, Result};
+use crate::layout::align_up;
+use crate::output::Output;
+
+/// An existing executable and the writes planned for it.
+pub struct Overlay {
+    path: PathBuf,
+    base: Mmap,
+    len: u64,
+    writes: Vec<(u64, Vec<u8>)>,
+}
+
+/// The final steps of an in-place update, applied in this order by `commit`.
+pub struct CommitPlan {
+    /// Where the old table's flags word is, to mark it in progress first.
+    pub old_flags_at: Option<u64>,
+    pub in_progress_flags: [u8; 4],
+    /// `e_entry` while the update is under way: the "interrupted update" stub.
+    pub interrupted_entry: u64,
+    /// `e_entry` once the update is complete.
+    pub entry: u64,
+    /// Where the new table's flags word is, and its final value.
+    pub new_flags_at: u64,
+    pub final_flags: [u8; 4],
+}
+
+const E_ENTRY_OFFSET: u64 = 24;
+
+/// Environment variable of the crash tests: abort the process after this many bytes of an
+/// in-place update have been written, as a SIGKILL at that moment would.
+pub const ABORT_AFTER_ENV: &str = "ZEROLINK_TEST_ABORT_AFTER_BYTES";
+
+impl Overlay {
+    pub fn open(path: &Path) -> Result<Overlay> {
+        let file = File::open(path).map_err(ImageError::io(path))?;
+        // SAFETY: mapped read-only; a concurrent writer could change what we read, which at
+        // worst makes this update's checks fail or the table's checksum mismatch.
+        let base = unsafe { Mmap::map(&file) }.map_err(ImageError::io(path))?;
+        Ok(Overlay {
+            path: path.to_path_buf(),
+            len: base.len() as u64,
+            base,
+            writes: Vec::new(),
+        })
+    }
+
+    pub fn base(&self) -> &[u8] {
+        &self.base
+    }
+
+    /// Apply the planned writes to the file (or, if it is running, to a copy renamed over it).
+    pub fn commit(self, plan: &CommitPlan) -> Result<()> {
+        let path = self.path.clone();
+        let (file, replace) = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => (f, None),
+            // Linux refuses to open a running executable for writing: update a copy instead
+            // and rename it over the original, whose inode the running process keeps.
+            Err(e) if e.raw_os_error() == Some(26 /* ETXTBSY */) => {
+                let tmp = temp_beside(&path);
+                std::fs::copy(&path, &tmp).map_err(ImageError::io(&tmp))?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&tmp)
+                    .map_err(ImageError::io(&tmp))?;
+                (f, Some(tmp))
+            }
+            Err(e) => return Err(ImageError::io(&path)(e)),
+        };
+        let target = replace.clone().unwrap_or_else(|| path.clone());
+        let result = apply(&file, &target, self.len, &self.writes, plan);
+        match (result, replace) {
+            (Ok(()), Some(tmp)) => std::fs::rename(&tmp, &path).map_err(ImageError::io(&path)),
+            (Ok(()), None) => Ok(()),
+            (Err(e), Some(tmp)) => {
+                let _ = std::fs::remove_file(tmp);
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.zl-{}.update", std::process::id()))
+}
+
+struct Budget(Option<u64>);
+
+impl Budget {
+    /// Write `data` at `at`, aborting the process midway if the test budget runs out.
+    fn write(&mut self, map: &mut MmapMut, at: u64, data: &[u8]) {
+        let at = at as usize;
+        if let Some(left) = self.0 {
+            if (data.len() as u64) > left {
+                let part = left as usize;
+                map[at..at + part].copy_from_slice(&data[..part]);
+                std::process::abort();
+            }
+            self.0 = Some(left - data.len() as u64);
+        }
+        map[at..at + data.len()].copy_from_slice(data);
+    }
+}
+
+fn apply(
+    file: &File,
+    path: &Path,
+    len: u64,
+    writes: &[(u64, Vec<u8>)],
+    plan: &CommitPlan,
+) -> Result<()> {
+    let current = file.metadata().map_err(ImageError::io(path))?.len();
+    if len > current {
+        file.set_len(len).map_err(ImageError::io(path))?;
+    }
+    // SAFETY: the file is opened read-write by us; nothing else may map it while we update it
+    // (a second zerolink on the same output is not supported).
+    let mut map = unsafe { MmapMut::map_mut(file) }.map_err(ImageError::io(path))?;
+    let mut budget = Budget(
+        std::env::var(ABORT_AFTER_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    );
+    // 1. From here until the last step the file refuses to run and the next build rebuilds it.
+    if let Some(at) = plan.old_flags_at {
+        budget.write(&mut map, at, &plan.in_progress_flags);
+    }
+    budget.write(
+        &mut map,
+        E_ENTRY_OFFSET,
+        &plan.interrupted_entry.to_le_bytes(),
+    );
+    // 2. Everything planned, in order (the new headers still name the stub as entry).
+    for (at, data) in writes {
+        budget.write(&mut map, *at, data);
+    }
+    // 3. Runnable again; 4. the table is trusted again.
+    budget.write(&mut map, E_ENTRY_OFFSET, &plan.entry.to_le_bytes());
+    budget.write(&mut map, plan.new_flags_at, &plan.final_flags);
+    Ok(())
+}
+
+/// The image's bytes: a fresh file, or an overlay over an existing one.
+pub enum Store {
+    Fresh(Output),
+    Overlay(Overlay),
+}
+
+impl Store {
+    pub fn len(&self) -> u64 {
+        match self {
+            Store::Fresh(o) => o.len(),
+            Store::Overlay(o) => o.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn allocate(&mut self, size: u64, align: u64) -> Result<u64> {
+        match self {
+            Store::Fresh(o) => o.allocate(size, align),
+            Store::Overlay(o) => {
+                let offset = align_up(o.len, align);
+                o.len = offset + size;
+                Ok(offset)
+            }
+        }
+    }
+
+    pub fn write(&mut self, offset: u64, data: &[u8]) {
+        match self {
+            Store::Fresh(o) => o.write(offset, data),
+            Store::Overlay(o) => {
+                // Consecutive writes are merged so a function's code and its patches travel
+                // as one piece.
+                if let Some((at, last)) = o.writes.last_mut() {
+                    if *at + last.len() as u64 == offset {
+                        last.extend_from_slice(data);
+                        return;
+                    }
+                }
+                o.writes.push((offset, data.to_vec()));
+            }
+        }
+    }
+
+    pub fn fill(&mut self, offset: u64, len: u64, byte: u8) {
+        match self {
+            Store::Fresh(o) => o.fill(offset, len, byte),
+            Store::Overlay(_) => self.write(offset, &vec![byte; len as usize]),
+        }
+    }
+
+    /// Current contents (old file plus planned writes).
+    pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
+        match self {
+            Store::Fresh(o) => o.bytes(offset, len).to_vec(),
+            Store::Overlay(o) => {
+                let mut buf = vec![0u8; len as usize];
+                let base_end = (o.base.len() as u64).min(offset + len);
+                if offset < base_end {
+                    buf[..(base_end - offset) as usize]
+                        .copy_from_slice(&o.base[offset as usize..base_end as usize]);
+                }
+                for (at, data) in &o.writes {
+                    let (s, e) = (*at, *at + data.len() as u64);
+                    let (lo, hi) = (s.max(offset), e.min(offset + len));
+                    if lo < hi {
+                        buf[(lo - offset) as usize..(hi - offset) as usize]
+                            .copy_from_slice(&data[(lo - s) as usize..(hi - s) as usize]);
+                    }
+                }
+                buf
+            }
+        }
+    }
+
+    pub fn copy_within(&mut self, from: u64, len: u64, to: u64) {
+        match self {
+            Store::Fresh(o) => o.copy_within(from, len, to),
+            Store::Overlay(_) => {
+                let data = self.read(from, len);
+                self.write(to, &data);
+            }
+        }
+    }
+
+    /// Bytes written to the store so far (an update's write volume).
+    pub fn planned_bytes(&self) -> u64 {
+        match self {
+            Store::Fresh(o) => o.len(),
+            Store::Overlay(o) => o.writes.iter().map(|(_, d)| d.len() as u64).sum(),
+        }
+    }
+}
