@@ -1,11 +1,15 @@
 //! The `zerolink` command: a thin shell over `zerolink-backend` and `zerolink-image`.
 
+mod inspect;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use zerolink_backend::clif::Program;
+use zerolink_backend::driver::{self, Mode};
 use zerolink_backend::{BackendError, TargetOptions};
 use zerolink_image::ImageError;
 
@@ -16,7 +20,10 @@ use zerolink_image::ImageError;
     about = "Compile Cranelift IR (CLIF) straight into a runnable x86-64 Linux executable: \
              no object files, no link step.",
     after_help = "Examples:\n  zerolink run examples/hello.clif\n  \
-                  zerolink build examples/demo/*.clif -o demo && ./demo\n\n\
+                  zerolink build examples/demo/*.clif -o demo && ./demo\n  \
+                  (edit a function, then build again: only what changed is recompiled)\n  \
+                  zerolink build examples/demo/*.clif -o demo --stats\n  \
+                  zerolink inspect demo\n\n\
                   The input format (CLIF plus `; data:` directives, built-in functions) is \
                   described in docs/input.md."
 )]
@@ -34,9 +41,21 @@ enum Command {
         /// Where to write the executable. Replaced only if the build succeeds.
         #[arg(short, long, value_name = "OUT")]
         output: PathBuf,
-        /// Print what the build produced (symbols, sites, bytes per region).
+        /// Print what the build did: functions compiled, reused and moved, sites patched,
+        /// bytes written, time per phase.
         #[arg(long)]
         stats: bool,
+        /// Rebuild OUT in full instead of updating it in place.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Show the symbol-resolution table inside an executable zerolink built.
+    Inspect {
+        /// The executable.
+        file: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Build into a temporary file, run it, and exit with its exit status.
     Run {
@@ -96,8 +115,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             input,
             output,
             stats,
+            full,
         } => {
-            build(&input, &output, stats)?;
+            build(&input, &output, stats, full)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { file, json } => {
+            inspect::run(&file, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { input, args } => {
@@ -107,7 +131,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .file_stem()
                     .unwrap_or(std::ffi::OsStr::new("a.out")),
             );
-            build(&input, &exe, false)?;
+            build(&input, &exe, false, true)?;
             let status = std::process::Command::new(&exe)
                 .args(&args)
                 .status()
@@ -117,38 +141,59 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn build(input: &InputArgs, output: &Path, stats: bool) -> Result<()> {
+fn build(input: &InputArgs, output: &Path, stats: bool, full: bool) -> Result<()> {
+    let t = Instant::now();
     let program = Program::read(&input.files)?;
+    let read_time = t.elapsed();
     let target = input.target();
     if input.separate {
         zerolink_backend::reference::build(&program, &target, output)?;
         return Ok(());
     }
-    match zerolink_backend::build(&program, &target, output) {
-        Ok(summary) => {
-            if stats {
-                eprintln!(
-                    "{} functions, {} data objects, {} reference sites, {} GOT entries, {} bytes",
-                    summary.functions,
-                    summary.data_objects,
-                    summary.sites,
-                    summary.got_entries,
-                    summary.file_size
-                );
-                for kind in zerolink_image::RegionKind::ALL {
-                    eprintln!(
-                        "  {:<7} {:>10} bytes",
-                        kind.name(),
-                        summary.region_used[kind.index()]
-                    );
-                }
-            }
-            Ok(())
-        }
+    let report = match driver::build(&program, &target, output, full) {
+        Ok(report) => report,
         Err(BackendError::Image(ImageError::Undefined(list))) => {
-            Err(anyhow::anyhow!(describe_undefined(&program, &list)))
+            return Err(anyhow::anyhow!(describe_undefined(&program, &list)))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    if let Mode::Full {
+        reason: Some(reason),
+    } = &report.mode
+    {
+        if !full {
+            eprintln!("zerolink: full build of {}: {reason}", output.display());
+        }
+    }
+    if stats {
+        print_stats(&report, read_time);
+    }
+    Ok(())
+}
+
+fn print_stats(report: &driver::Report, read_time: Duration) {
+    let s = &report.summary;
+    let mode = match &report.mode {
+        Mode::Full { .. } => "full build",
+        Mode::Update => "in-place update",
+    };
+    eprintln!("{mode}, generation {}", s.generation);
+    eprintln!(
+        "  compiled {}, reused {}, in place {}, moved {}, removed {}",
+        report.compiled, report.reused, s.in_place, s.moved, s.removed
+    );
+    eprintln!(
+        "  sites patched {}, bytes written {}, table {} bytes, file {} bytes",
+        s.sites_patched, s.bytes_written, s.table_bytes, s.file_size
+    );
+    eprintln!(
+        "  {} functions, {} data objects, {} sites, {} GOT entries",
+        s.functions, s.data_objects, s.sites, s.got_entries
+    );
+    let mut phases = vec![("read and hash inputs", read_time)];
+    phases.extend(report.phases.iter().copied());
+    for (name, d) in phases {
+        eprintln!("  {:<22} {:>9.3} ms", name, d.as_secs_f64() * 1e3);
     }
 }
 

@@ -276,6 +276,7 @@ impl Image {
         let sym = self.symbols.get_mut(id);
         sym.hash = 0;
         sym.sig_hash = 0;
+        sym.builtin = false;
         match sym.placement.take() {
             Some(p) => {
                 self.regions[p.region.index()].free(p.slot);

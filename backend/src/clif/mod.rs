@@ -1,15 +1,21 @@
-//! CLIF programs: text files of Cranelift IR plus `; data:` directives, read into a
-//! [`Program`] and defined into any `cranelift_module::Module`.
+//! CLIF programs: text files of Cranelift IR plus `; data:` directives.
+//!
+//! Reading a [`Program`] does not parse CLIF: it splits each file into one chunk per function
+//! (from a line starting with `function` to the next one), takes the function's name from that
+//! line, hashes the chunk, and scans the data directives. Each function is parsed only when it
+//! is compiled, so an update that finds a chunk's hash unchanged never parses it. Text before a
+//! file's first function may hold only comments and `test`/`set`/`target` lines; it is checked.
 //!
 //! All files share one namespace, as if linked: every function is a global symbol, a call to a
 //! function of another file resolves to it, and a name nothing defines becomes an import that
-//! the image resolves (built-ins) or reports as undefined. Defining into a `Module` rewrites the
-//! parser's test-case names (`%foo`) into the module's own references, the same way a compiler
-//! front end would build them with `declare_func_in_func`.
+//! the image resolves (built-ins) or reports as undefined. [`Program::define_in`] defines the
+//! program into any `cranelift_module::Module` (ours, or cranelift-object's);
+//! `crate::driver` defines it straight into an image, fresh or reopened.
 
 pub mod directives;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use cranelift_codegen::ir::{self, ExternalName, GlobalValueData, UserExternalName};
@@ -18,14 +24,15 @@ use cranelift_codegen::CodegenError;
 use cranelift_module::{
     DataDescription, FuncOrDataId, Linkage, Module, ModuleError, ModuleRelocTarget,
 };
-use cranelift_reader::{parse_test, ParseOptions};
+use cranelift_reader::{parse_test, ParseOptions, SourceMap};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub use directives::{AddrItem, DataDirective, DataInit};
 
 use crate::error::{BackendError, Result, SourcePos};
 
 /// Names the image provides itself in a freestanding executable.
-fn is_builtin(name: &str) -> bool {
+pub fn is_builtin(name: &str) -> bool {
     zerolink_image::x86_64::builtin(name).is_some()
 }
 
@@ -34,16 +41,33 @@ pub struct SourceFile {
     pub text: String,
 }
 
+/// One function's text: where it is and what it hashes to.
 pub struct FunctionDef {
     pub name: String,
     pub file: usize,
+    /// Line of the `function` keyword, 1-based.
     pub line: usize,
-    pub func: ir::Function,
+    pub span: Range<usize>,
+    pub hash: u64,
 }
 
 pub struct DataDef {
     pub file: usize,
     pub directive: DataDirective,
+    pub hash: u64,
+}
+
+/// What a name in the program stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Definition {
+    Function(usize),
+    Data(usize),
+}
+
+/// A parsed function and its source map (for the lines of verifier errors).
+pub struct Parsed {
+    pub func: ir::Function,
+    pub map: SourceMap,
 }
 
 #[derive(Default)]
@@ -51,10 +75,11 @@ pub struct Program {
     pub files: Vec<SourceFile>,
     pub functions: Vec<FunctionDef>,
     pub data: Vec<DataDef>,
+    pub names: HashMap<String, Definition>,
 }
 
 impl Program {
-    /// Read and parse the given files.
+    /// Read the given files.
     pub fn read(paths: &[PathBuf]) -> Result<Program> {
         let mut sources = Vec::new();
         for path in paths {
@@ -67,41 +92,34 @@ impl Program {
         Program::parse(sources)
     }
 
-    /// Parse in-memory sources (path, text).
+    /// Split in-memory sources (path, text) into functions and data objects.
     pub fn parse(sources: Vec<(PathBuf, String)>) -> Result<Program> {
         let mut program = Program::default();
         let mut seen: HashMap<String, SourcePos> = HashMap::new();
         for (path, text) in sources {
             let file = program.files.len();
-            let parsed = parse_test(&text, parse_options()).map_err(|e| BackendError::Parse {
-                pos: SourcePos {
-                    file: path.clone(),
-                    line: e.location.line_number,
-                },
-                message: e.message.clone(),
-            })?;
-            for (func, details) in parsed.functions {
+            let chunks = split(&text);
+            let preamble_end = chunks.first().map_or(text.len(), |c| c.span.start);
+            check_preamble(&text[..preamble_end], &path)?;
+            for c in chunks {
                 let pos = SourcePos {
                     file: path.clone(),
-                    line: details.location.line_number,
+                    line: c.line,
                 };
-                let name = match &func.name {
-                    ir::UserFuncName::Testcase(t) => String::from_utf8_lossy(t.raw()).into_owned(),
-                    ir::UserFuncName::User(u) => {
-                        return Err(BackendError::Unsupported {
-                            pos,
-                            message: format!(
-                                "function named `{u}`: give functions names like `%name`"
-                            ),
-                        })
-                    }
-                };
+                let name = c.name.ok_or_else(|| BackendError::Unsupported {
+                    pos: pos.clone(),
+                    message: "functions need a name like `%name` after `function`".into(),
+                })?;
                 check_unique(&mut seen, &name, &pos)?;
+                program
+                    .names
+                    .insert(name.clone(), Definition::Function(program.functions.len()));
                 program.functions.push(FunctionDef {
+                    hash: xxh3_64(text[c.span.clone()].as_bytes()),
                     name,
                     file,
-                    line: pos.line,
-                    func,
+                    line: c.line,
+                    span: c.span,
                 });
             }
             for directive in directives::scan(&text, &path)? {
@@ -110,14 +128,21 @@ impl Program {
                     line: directive.line,
                 };
                 check_unique(&mut seen, &directive.name, &pos)?;
-                program.data.push(DataDef { file, directive });
+                program
+                    .names
+                    .insert(directive.name.clone(), Definition::Data(program.data.len()));
+                program.data.push(DataDef {
+                    file,
+                    hash: directive_hash(&directive),
+                    directive,
+                });
             }
             program.files.push(SourceFile { path, text });
         }
         Ok(program)
     }
 
-    fn pos(&self, file: usize, line: usize) -> SourcePos {
+    pub fn pos(&self, file: usize, line: usize) -> SourcePos {
         SourcePos {
             file: self.files[file].path.clone(),
             line,
@@ -129,9 +154,73 @@ impl Program {
         self.files.iter().map(|f| f.text.len() as u64).sum::<u64>() / 2
     }
 
+    /// Parse one function from its chunk, with file and line in any error.
+    pub fn parse_function(&self, f: &FunctionDef) -> Result<Parsed> {
+        let text = &self.files[f.file].text[f.span.clone()];
+        let pos = |line: usize| self.pos(f.file, f.line + line - 1);
+        let parsed = parse_test(text, parse_options()).map_err(|e| BackendError::Parse {
+            pos: pos(e.location.line_number),
+            message: e.message.clone(),
+        })?;
+        let mut functions = parsed.functions.into_iter();
+        match (functions.next(), functions.next()) {
+            (Some((func, details)), None) => Ok(Parsed {
+                func,
+                map: details.map,
+            }),
+            _ => Err(BackendError::Parse {
+                pos: pos(1),
+                message: "expected exactly one function here".into(),
+            }),
+        }
+    }
+
+    /// Where a symbol is defined, for messages about it.
+    pub fn locate(&self, name: &str) -> Option<SourcePos> {
+        match self.names.get(name)? {
+            Definition::Function(i) => {
+                let f = &self.functions[*i];
+                Some(self.pos(f.file, f.line))
+            }
+            Definition::Data(i) => {
+                let d = &self.data[*i];
+                Some(self.pos(d.file, d.directive.line))
+            }
+        }
+    }
+
+    /// Turn a compile failure into an error with file and line.
+    pub fn compile_error(&self, f: &FunctionDef, map: &SourceMap, e: CodegenError) -> BackendError {
+        match e {
+            CodegenError::Verifier(errors) => {
+                let first = errors.0.first();
+                let line = first
+                    .and_then(|err| map.location(err.location))
+                    .map_or(f.line, |l| f.line + l.line_number - 1);
+                let message = match first {
+                    Some(err) => match &err.context {
+                        Some(ctx) => format!("{}: {} ({})", err.location, err.message, ctx),
+                        None => format!("{}: {}", err.location, err.message),
+                    },
+                    None => "verifier error".into(),
+                };
+                BackendError::Verifier {
+                    pos: self.pos(f.file, line),
+                    function: f.name.clone(),
+                    message,
+                }
+            }
+            other => BackendError::Compile {
+                function: format!("{} ({})", f.name, self.pos(f.file, f.line)),
+                message: other.to_string(),
+            },
+        }
+    }
+
     /// Declare and define everything in `module`.
     pub fn define_in<M: Module>(&self, module: &mut M) -> Result<()> {
-        // Pass 1: declare every definition, so any function may refer to any other.
+        // Pass 1: declare every definition, so any function may refer to any other. A
+        // function's signature is known only from its text, so each is parsed here once.
         let mut ids: HashMap<&str, FuncOrDataId> = HashMap::new();
         for d in &self.data {
             let linkage = if d.directive.export {
@@ -143,113 +232,39 @@ impl Program {
                 module.declare_data(&d.directive.name, linkage, d.directive.writable, false)?;
             ids.insert(&d.directive.name, FuncOrDataId::Data(id));
         }
+        let mut parsed = Vec::with_capacity(self.functions.len());
         for f in &self.functions {
-            let id = module.declare_function(&f.name, Linkage::Export, &f.func.signature)?;
+            let p = self.parse_function(f)?;
+            let id = module.declare_function(&f.name, Linkage::Export, &p.func.signature)?;
             ids.insert(&f.name, FuncOrDataId::Func(id));
+            parsed.push(p);
         }
 
         // Pass 2: data objects, then functions.
         for d in &self.data {
-            self.define_data(module, &ids, d)?;
+            self.define_data_in(module, &ids, d)?;
         }
         let mut ctx = module.make_context();
-        for f in &self.functions {
+        for (f, p) in self.functions.iter().zip(parsed) {
             let FuncOrDataId::Func(id) = ids[f.name.as_str()] else {
                 unreachable!("functions are declared as functions")
             };
             ctx.clear();
-            ctx.func = f.func.clone();
-            self.resolve_names(module, &ids, f, &mut ctx.func)?;
-            module
-                .define_function(id, &mut ctx)
-                .map_err(|e| self.compile_error(f, e))?;
+            ctx.func = p.func;
+            let mut names = ModuleNames {
+                module: &mut *module,
+                ids: &ids,
+            };
+            rewrite_names(self, f, &mut ctx.func, &mut names)?;
+            module.define_function(id, &mut ctx).map_err(|e| match e {
+                ModuleError::Compilation(c) => self.compile_error(f, &p.map, c),
+                other => BackendError::from(other),
+            })?;
         }
         Ok(())
     }
 
-    /// Turn the parser's `%name` references into the module's, declaring imports on the way.
-    fn resolve_names<M: Module>(
-        &self,
-        module: &mut M,
-        ids: &HashMap<&str, FuncOrDataId>,
-        f: &FunctionDef,
-        func: &mut ir::Function,
-    ) -> Result<()> {
-        let refs: Vec<ir::FuncRef> = func.dfg.ext_funcs.keys().collect();
-        for fref in refs {
-            let ext = &func.dfg.ext_funcs[fref];
-            let name = match &ext.name {
-                ExternalName::TestCase(t) => String::from_utf8_lossy(t.raw()).into_owned(),
-                _ => continue,
-            };
-            let sig = func.dfg.signatures[ext.signature].clone();
-            let (id, colocated) = match ids.get(name.as_str()) {
-                Some(FuncOrDataId::Func(id)) => {
-                    let defined = &module.declarations().get_function_decl(*id).signature;
-                    if !same_signature(defined, &sig) {
-                        return Err(BackendError::SignatureMismatch {
-                            pos: self.pos(f.file, f.line),
-                            function: f.name.clone(),
-                            message: format!(
-                                "calls `{name}` as `{sig}`, but `{name}` is defined as `{defined}`"
-                            ),
-                        });
-                    }
-                    (*id, true)
-                }
-                Some(FuncOrDataId::Data(_)) => {
-                    return Err(BackendError::NotAFunction {
-                        pos: self.pos(f.file, f.line),
-                        function: f.name.clone(),
-                        name,
-                    })
-                }
-                None => {
-                    let id = module.declare_function(&name, Linkage::Import, &sig)?;
-                    (id, is_builtin(&name))
-                }
-            };
-            let user = func.declare_imported_user_function(UserExternalName::new(0, id.as_u32()));
-            let ext = &mut func.dfg.ext_funcs[fref];
-            ext.name = ExternalName::user(user);
-            ext.colocated = colocated;
-        }
-
-        let gvs: Vec<ir::GlobalValue> = func.global_values.keys().collect();
-        for gv in gvs {
-            let GlobalValueData::Symbol { name, .. } = &func.global_values[gv] else {
-                continue;
-            };
-            let name = match name {
-                ExternalName::TestCase(t) => String::from_utf8_lossy(t.raw()).into_owned(),
-                _ => continue,
-            };
-            let (namespace, index, colocated) = match ids.get(name.as_str()) {
-                Some(FuncOrDataId::Func(id)) => (0, id.as_u32(), true),
-                Some(FuncOrDataId::Data(id)) => (1, id.as_u32(), true),
-                None if is_builtin(&name) => {
-                    let sig = ir::Signature::new(CallConv::SystemV);
-                    let id = module.declare_function(&name, Linkage::Import, &sig)?;
-                    (0, id.as_u32(), true)
-                }
-                None => {
-                    let id = module.declare_data(&name, Linkage::Import, false, false)?;
-                    (1, id.as_u32(), false)
-                }
-            };
-            let user = func.declare_imported_user_function(UserExternalName::new(namespace, index));
-            if let GlobalValueData::Symbol {
-                name, colocated: c, ..
-            } = &mut func.global_values[gv]
-            {
-                *name = ExternalName::user(user);
-                *c = colocated;
-            }
-        }
-        Ok(())
-    }
-
-    fn define_data<M: Module>(
+    fn define_data_in<M: Module>(
         &self,
         module: &mut M,
         ids: &HashMap<&str, FuncOrDataId>,
@@ -281,16 +296,7 @@ impl Program {
                         }
                     };
                     if matches!(target, ModuleRelocTarget::User { namespace: 0, .. }) {
-                        // Function addresses in data carry no addend in cranelift-module.
-                        if a.addend != 0 {
-                            return Err(BackendError::Directive {
-                                pos: self.pos(d.file, dir.line),
-                                message: format!(
-                                    "`addr %{} + {}`: offsets are allowed into data objects only",
-                                    a.target, a.addend
-                                ),
-                            });
-                        }
+                        self.check_function_addend(d, a)?;
                         let fref = desc.import_function(target);
                         desc.write_function_addr(a.offset, fref);
                     } else {
@@ -311,45 +317,233 @@ impl Program {
             })
     }
 
-    /// Turn a compile failure into an error with file and line, finding the line of the
-    /// offending instruction by parsing the function's file again (errors are rare; keeping
-    /// every function's source map would cost memory on every build).
-    fn compile_error(&self, f: &FunctionDef, e: ModuleError) -> BackendError {
-        match e {
-            ModuleError::Compilation(CodegenError::Verifier(errors)) => {
-                let first = errors.0.first();
-                let line = first
-                    .and_then(|err| self.entity_line(f, err.location))
-                    .unwrap_or(f.line);
-                let message = match first {
-                    Some(err) => match &err.context {
-                        Some(ctx) => format!("{}: {} ({})", err.location, err.message, ctx),
-                        None => format!("{}: {}", err.location, err.message),
-                    },
-                    None => "verifier error".into(),
-                };
-                BackendError::Verifier {
-                    pos: self.pos(f.file, line),
-                    function: f.name.clone(),
-                    message,
+    /// cranelift-module stores function addresses in data without an addend; so do we.
+    pub fn check_function_addend(&self, d: &DataDef, a: &AddrItem) -> Result<()> {
+        if a.addend != 0 {
+            return Err(BackendError::Directive {
+                pos: self.pos(d.file, d.directive.line),
+                message: format!(
+                    "`addr %{} + {}`: offsets are allowed into data objects only",
+                    a.target, a.addend
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How names in a function become references of whatever it is being defined into.
+pub trait Names {
+    /// A call to `name` with call-site signature `sig`: (namespace, index, colocated).
+    fn function(
+        &mut self,
+        program: &Program,
+        caller: &FunctionDef,
+        name: &str,
+        sig: &ir::Signature,
+    ) -> Result<(u32, u32, bool)>;
+    /// `symbol %name`: (namespace, index, colocated).
+    fn symbol(&mut self, program: &Program, name: &str) -> Result<(u32, u32, bool)>;
+}
+
+/// Rewrite the parser's `%name` references in `func` into `names`' references.
+pub fn rewrite_names(
+    program: &Program,
+    f: &FunctionDef,
+    func: &mut ir::Function,
+    names: &mut impl Names,
+) -> Result<()> {
+    let refs: Vec<ir::FuncRef> = func.dfg.ext_funcs.keys().collect();
+    for fref in refs {
+        let ext = &func.dfg.ext_funcs[fref];
+        let name = match &ext.name {
+            ExternalName::TestCase(t) => String::from_utf8_lossy(t.raw()).into_owned(),
+            _ => continue,
+        };
+        let sig = func.dfg.signatures[ext.signature].clone();
+        let (namespace, index, colocated) = names.function(program, f, &name, &sig)?;
+        let user = func.declare_imported_user_function(UserExternalName::new(namespace, index));
+        let ext = &mut func.dfg.ext_funcs[fref];
+        ext.name = ExternalName::user(user);
+        ext.colocated = colocated;
+    }
+    let gvs: Vec<ir::GlobalValue> = func.global_values.keys().collect();
+    for gv in gvs {
+        let GlobalValueData::Symbol { name, .. } = &func.global_values[gv] else {
+            continue;
+        };
+        let name = match name {
+            ExternalName::TestCase(t) => String::from_utf8_lossy(t.raw()).into_owned(),
+            _ => continue,
+        };
+        let (namespace, index, colocated) = names.symbol(program, &name)?;
+        let user = func.declare_imported_user_function(UserExternalName::new(namespace, index));
+        if let GlobalValueData::Symbol {
+            name, colocated: c, ..
+        } = &mut func.global_values[gv]
+        {
+            *name = ExternalName::user(user);
+            *c = colocated;
+        }
+    }
+    Ok(())
+}
+
+struct ModuleNames<'a, M: Module> {
+    module: &'a mut M,
+    ids: &'a HashMap<&'a str, FuncOrDataId>,
+}
+
+impl<M: Module> Names for ModuleNames<'_, M> {
+    fn function(
+        &mut self,
+        program: &Program,
+        caller: &FunctionDef,
+        name: &str,
+        sig: &ir::Signature,
+    ) -> Result<(u32, u32, bool)> {
+        match self.ids.get(name) {
+            Some(FuncOrDataId::Func(id)) => {
+                let defined = &self.module.declarations().get_function_decl(*id).signature;
+                if !same_signature(defined, sig) {
+                    return Err(signature_mismatch(
+                        program,
+                        caller,
+                        name,
+                        sig,
+                        Some(defined),
+                    ));
                 }
+                Ok((0, id.as_u32(), true))
             }
-            ModuleError::Compilation(other) => BackendError::Compile {
-                function: format!("{} ({})", f.name, self.pos(f.file, f.line)),
-                message: other.to_string(),
-            },
-            other => BackendError::from(other),
+            Some(FuncOrDataId::Data(_)) => Err(BackendError::NotAFunction {
+                pos: program.pos(caller.file, caller.line),
+                function: caller.name.clone(),
+                name: name.to_string(),
+            }),
+            None => {
+                let id = self.module.declare_function(name, Linkage::Import, sig)?;
+                Ok((0, id.as_u32(), is_builtin(name)))
+            }
         }
     }
 
-    fn entity_line(&self, f: &FunctionDef, entity: ir::entities::AnyEntity) -> Option<usize> {
-        let parsed = parse_test(&self.files[f.file].text, parse_options()).ok()?;
-        let (_, details) = parsed
-            .functions
-            .iter()
-            .find(|(_, d)| d.location.line_number == f.line)?;
-        details.map.location(entity).map(|l| l.line_number)
+    fn symbol(&mut self, _program: &Program, name: &str) -> Result<(u32, u32, bool)> {
+        Ok(match self.ids.get(name) {
+            Some(FuncOrDataId::Func(id)) => (0, id.as_u32(), true),
+            Some(FuncOrDataId::Data(id)) => (1, id.as_u32(), true),
+            None if is_builtin(name) => {
+                let sig = ir::Signature::new(CallConv::SystemV);
+                let id = self.module.declare_function(name, Linkage::Import, &sig)?;
+                (0, id.as_u32(), true)
+            }
+            None => {
+                let id = self
+                    .module
+                    .declare_data(name, Linkage::Import, false, false)?;
+                (1, id.as_u32(), false)
+            }
+        })
     }
+}
+
+pub fn signature_mismatch(
+    program: &Program,
+    caller: &FunctionDef,
+    callee: &str,
+    used: &ir::Signature,
+    defined: Option<&ir::Signature>,
+) -> BackendError {
+    let message = match defined {
+        Some(d) => format!("calls `{callee}` as `{used}`, but `{callee}` is defined as `{d}`"),
+        None => format!("calls `{callee}` as `{used}`, which differs from its definition"),
+    };
+    BackendError::SignatureMismatch {
+        pos: program.pos(caller.file, caller.line),
+        function: caller.name.clone(),
+        message,
+    }
+}
+
+pub fn same_signature(a: &ir::Signature, b: &ir::Signature) -> bool {
+    a.params == b.params && a.returns == b.returns && a.call_conv == b.call_conv
+}
+
+/// A hash of a signature, to notice when a definition's signature changes.
+pub fn signature_hash(sig: &ir::Signature) -> u64 {
+    xxh3_64(sig.to_string().as_bytes()) | 1
+}
+
+fn directive_hash(d: &DataDirective) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(d.name.as_bytes());
+    h.update(&[u8::from(d.writable), u8::from(d.export)]);
+    h.update(&d.align.to_le_bytes());
+    match &d.init {
+        DataInit::Zeroed(n) => {
+            h.update(b"z");
+            h.update(&n.to_le_bytes());
+        }
+        DataInit::Bytes { bytes, addrs } => {
+            h.update(b"b");
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+            for a in addrs {
+                h.update(&a.offset.to_le_bytes());
+                h.update(a.target.as_bytes());
+                h.update(&a.addend.to_le_bytes());
+            }
+        }
+    }
+    h.digest() | 1
+}
+
+struct Chunk {
+    name: Option<String>,
+    line: usize,
+    span: Range<usize>,
+}
+
+/// One chunk per line that starts with `function`, up to the next such line.
+fn split(text: &str) -> Vec<Chunk> {
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("function") {
+            if rest.starts_with(|c: char| c.is_whitespace()) {
+                if let Some(last) = chunks.last_mut() {
+                    last.span.end = offset;
+                }
+                let rest = rest.trim_start();
+                let name = rest.strip_prefix('%').map(|n| {
+                    n.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || "_.$".contains(*c))
+                        .collect::<String>()
+                });
+                chunks.push(Chunk {
+                    name: name.filter(|n| !n.is_empty()),
+                    line: i + 1,
+                    span: offset..text.len(),
+                });
+            }
+        }
+        offset += line.len();
+    }
+    chunks
+}
+
+/// Text before the first function: only comments, blank lines and `test`/`set`/`target`.
+fn check_preamble(text: &str, path: &std::path::Path) -> Result<()> {
+    parse_test(text, parse_options())
+        .map(|_| ())
+        .map_err(|e| BackendError::Parse {
+            pos: SourcePos {
+                file: path.to_path_buf(),
+                line: e.location.line_number,
+            },
+            message: e.message.clone(),
+        })
 }
 
 fn parse_options() -> ParseOptions<'static> {
@@ -371,19 +565,29 @@ fn check_unique(seen: &mut HashMap<String, SourcePos>, name: &str, pos: &SourceP
     Ok(())
 }
 
-fn same_signature(a: &ir::Signature, b: &ir::Signature) -> bool {
-    a.params == b.params && a.returns == b.returns && a.call_conv == b.call_conv
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Program {
-    /// Where a symbol is defined, for messages about it.
-    pub fn locate(&self, name: &str) -> Option<SourcePos> {
-        if let Some(f) = self.functions.iter().find(|f| f.name == name) {
-            return Some(self.pos(f.file, f.line));
-        }
-        self.data
-            .iter()
-            .find(|d| d.directive.name == name)
-            .map(|d| self.pos(d.file, d.directive.line))
+    #[test]
+    fn files_split_into_one_chunk_per_function() {
+        let text = "; data: %x = i8 1\nfunction %a() {\nblock0:\n    return\n}\n\n  function %b() {\nblock0:\n    return\n}\n";
+        let chunks = split(text);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].name.as_deref(), Some("a"));
+        assert_eq!(chunks[0].line, 2);
+        assert!(text[chunks[0].span.clone()].ends_with("}\n\n"));
+        assert_eq!(chunks[1].name.as_deref(), Some("b"));
+        assert_eq!(chunks[1].span.end, text.len());
+    }
+
+    #[test]
+    fn garbage_before_the_first_function_is_a_parse_error() {
+        let p = Program::parse(vec![(
+            "g.clif".into(),
+            "garbage here\nfunction %main() -> i32 {\nblock0:\n    v0 = iconst.i32 0\n    return v0\n}\n".into(),
+        )]);
+        let e = p.err().expect("an error").to_string();
+        assert!(e.starts_with("g.clif:1:"), "{e}");
     }
 }

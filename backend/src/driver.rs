@@ -1,0 +1,449 @@
+//! Building a CLIF program straight into an executable: in full, or as an in-place update of
+//! the executable a previous build left at OUT.
+//!
+//! An update is a script of passes:
+//! 1. open OUT's table (any reason it cannot be used means a full build, said in one line);
+//! 2. compare each input function's and data object's hash with the table, by name;
+//! 3. remove what is gone, then compile and write what is new or changed (in its old slot if
+//!    it fits, else in a new one, re-patching what refers to it);
+//! 4. if a function's signature changed, recompile its callers too, so the signature check of
+//!    a full build happens here as well;
+//! 5. `finish`: built-ins, undefined symbols, tables, and the commit.
+//!
+//! Everything up to the commit happens against an overlay: any error leaves OUT untouched.
+//! Names resolve straight to image symbols (no `ModuleDeclarations`), so an update never
+//! touches the declarations of the functions it does not compile.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{self, ExternalName};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::{Context, FinalizedRelocTarget};
+use zerolink_image::sites::Place;
+use zerolink_image::{
+    Binding, Contents, Image, OpenError, RefKind, Reference, Summary, SymbolId, SymbolKind,
+};
+
+use crate::clif::{
+    is_builtin, rewrite_names, signature_hash, signature_mismatch, DataDef, DataInit, Definition,
+    FunctionDef, Names, Program,
+};
+use crate::error::{BackendError, Result};
+use crate::relocs::ref_kind;
+use crate::target::TargetOptions;
+
+/// How a build went.
+#[derive(Debug)]
+pub enum Mode {
+    /// A full build; with the reason when an existing OUT could not be updated.
+    Full { reason: Option<String> },
+    /// OUT was updated in place.
+    Update,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub mode: Mode,
+    pub summary: Summary,
+    /// Functions and data objects compiled or encoded in this build.
+    pub compiled: usize,
+    /// Functions and data objects left as they were.
+    pub reused: usize,
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// The settings an executable records: an update requires the very same.
+pub fn settings_of(isa: &dyn TargetIsa) -> String {
+    let mut flags: Vec<String> = isa
+        .flags()
+        .iter()
+        .chain(isa.isa_flags())
+        .map(|v| v.to_string())
+        .collect();
+    flags.sort();
+    format!(
+        "zerolink {}; {}; {}",
+        env!("CARGO_PKG_VERSION"),
+        isa.triple(),
+        flags.join(" ")
+    )
+}
+
+/// Build `program` into `out`: update it in place when possible (unless `force_full`).
+pub fn build(
+    program: &Program,
+    target: &TargetOptions,
+    out: &Path,
+    force_full: bool,
+) -> Result<Report> {
+    let isa = target.isa()?;
+    let settings = settings_of(&*isa);
+    let start = Instant::now();
+    let opened = if force_full {
+        Err(OpenError::Incompatible("--full was given".into()))
+    } else {
+        Image::open(out, &settings)
+    };
+    let opened_at = start.elapsed();
+    match opened {
+        Ok(image) => match kind_change(program, &image) {
+            None => update(program, &*isa, image, opened_at),
+            Some(reason) => full(program, &*isa, &settings, out, Some(reason)),
+        },
+        Err(OpenError::Missing) => full(program, &*isa, &settings, out, None),
+        Err(OpenError::Incompatible(reason)) => full(program, &*isa, &settings, out, Some(reason)),
+    }
+}
+
+fn full(
+    program: &Program,
+    isa: &dyn TargetIsa,
+    settings: &str,
+    out: &Path,
+    reason: Option<String>,
+) -> Result<Report> {
+    let t = Instant::now();
+    let mut image = Image::create(out)?;
+    image.set_settings(settings);
+    image.expect_code_bytes(program.code_size_estimate());
+    let mut b = Builder::new(program, isa, image);
+    for d in &program.data {
+        b.data(d)?;
+    }
+    for (i, _) in program.functions.iter().enumerate() {
+        b.function(i)?;
+    }
+    b.check_calls()?;
+    let compiled = b.compiled;
+    let compile_time = t.elapsed();
+    let t = Instant::now();
+    let summary = b.image.finish()?;
+    Ok(Report {
+        mode: Mode::Full { reason },
+        summary,
+        compiled,
+        reused: 0,
+        phases: vec![("compile and write", compile_time), ("finish", t.elapsed())],
+    })
+}
+
+fn update(
+    program: &Program,
+    isa: &dyn TargetIsa,
+    mut image: Image,
+    opened: Duration,
+) -> Result<Report> {
+    let t = Instant::now();
+    // Gone from the input: free the slot. Redefined by the program where a built-in was: the
+    // program's definition replaces it.
+    let gone: Vec<SymbolId> = image
+        .symbols()
+        .iter()
+        .filter(|(_, s)| s.placement.is_some())
+        .filter(|(_, s)| {
+            let defined = program.names.contains_key(&s.name);
+            (!s.builtin && !defined) || (s.builtin && defined)
+        })
+        .map(|(id, _)| id)
+        .collect();
+    for id in gone {
+        image.remove(id);
+    }
+    let unchanged = |image: &Image, name: &str, hash: u64| {
+        image
+            .symbols()
+            .lookup(name)
+            .map(|id| image.symbols().get(id))
+            .is_some_and(|s| s.placement.is_some() && s.hash == hash && !s.builtin)
+    };
+    let changed_data: Vec<&DataDef> = program
+        .data
+        .iter()
+        .filter(|d| !unchanged(&image, &d.directive.name, d.hash))
+        .collect();
+    let changed_functions: Vec<usize> = (0..program.functions.len())
+        .filter(|&i| {
+            let f = &program.functions[i];
+            !unchanged(&image, &f.name, f.hash)
+        })
+        .collect();
+    let diff_time = t.elapsed();
+
+    let t = Instant::now();
+    let mut b = Builder::new(program, isa, image);
+    for d in changed_data {
+        b.data(d)?;
+    }
+    let mut queue = changed_functions;
+    let mut done: HashSet<usize> = HashSet::new();
+    while let Some(i) = queue.pop() {
+        if !done.insert(i) {
+            continue;
+        }
+        if let Some(callers) = b.function(i)? {
+            // The signature changed: the callers must be checked (and compiled) against it.
+            queue.extend(callers.into_iter().filter(|c| !done.contains(c)));
+        }
+    }
+    b.check_calls()?;
+    let compiled = b.compiled;
+    let compile_time = t.elapsed();
+    let t = Instant::now();
+    let summary = b.image.finish()?;
+    let total = program.functions.len() + program.data.len();
+    Ok(Report {
+        mode: Mode::Update,
+        summary,
+        compiled,
+        reused: total.saturating_sub(compiled),
+        phases: vec![
+            ("open table", opened),
+            ("diff", diff_time),
+            ("compile and write", compile_time),
+            ("finish", t.elapsed()),
+        ],
+    })
+}
+
+/// A name that changed from function to data or back: not worth updating in place.
+fn kind_change(program: &Program, image: &Image) -> Option<String> {
+    for (name, def) in &program.names {
+        let Some(id) = image.symbols().lookup(name) else {
+            continue;
+        };
+        let kind = image.symbols().get(id).kind;
+        let now = match def {
+            Definition::Function(_) => SymbolKind::Function,
+            Definition::Data(_) => SymbolKind::Data,
+        };
+        if kind != now {
+            return Some(format!(
+                "`{name}` changed from a {} to a {}",
+                kind.describe(),
+                now.describe()
+            ));
+        }
+    }
+    None
+}
+
+/// A call to check once every signature is known: (caller, callee, call-site signature).
+struct CallCheck {
+    caller: usize,
+    callee: SymbolId,
+    name: String,
+    sig: ir::Signature,
+}
+
+struct Builder<'a> {
+    program: &'a Program,
+    isa: &'a dyn TargetIsa,
+    image: Image,
+    ctx: Context,
+    calls: Vec<CallCheck>,
+    compiled: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn new(program: &'a Program, isa: &'a dyn TargetIsa, image: Image) -> Self {
+        Builder {
+            program,
+            isa,
+            image,
+            ctx: Context::new(),
+            calls: Vec::new(),
+            compiled: 0,
+        }
+    }
+
+    fn symbol_for(&mut self, name: &str, as_call: bool) -> Result<SymbolId> {
+        let kind = match self.program.names.get(name) {
+            Some(Definition::Function(_)) => SymbolKind::Function,
+            Some(Definition::Data(_)) => SymbolKind::Data,
+            None if as_call || is_builtin(name) => SymbolKind::Function,
+            None => SymbolKind::Data,
+        };
+        Ok(self.image.declare(name, kind, Binding::Global)?)
+    }
+
+    /// Compile function `i` and write it. If it replaced a definition with another signature,
+    /// returns the functions that refer to it.
+    fn function(&mut self, i: usize) -> Result<Option<Vec<usize>>> {
+        let program = self.program;
+        let f = &program.functions[i];
+        let parsed = program.parse_function(f)?;
+        let sig_hash = signature_hash(&parsed.func.signature);
+        let mut func = parsed.func;
+        rewrite_names(
+            program,
+            f,
+            &mut func,
+            &mut ImageNames { b: self, caller: i },
+        )?;
+        self.ctx.clear();
+        self.ctx.func = func;
+        self.ctx
+            .compile(self.isa, &mut ControlPlane::default())
+            .map_err(|e| program.compile_error(f, &parsed.map, e.inner))?;
+        let compiled = self.ctx.compiled_code().expect("compiled just above");
+        let align = u64::from(compiled.buffer.alignment);
+        let mut refs = Vec::with_capacity(compiled.buffer.relocs().len());
+        let libcall_names = cranelift_module::default_libcall_names();
+        for r in compiled.buffer.relocs() {
+            let target = match &r.target {
+                FinalizedRelocTarget::ExternalName(ExternalName::User(u)) => {
+                    SymbolId(self.ctx.func.params.user_named_funcs()[*u].index)
+                }
+                FinalizedRelocTarget::ExternalName(ExternalName::LibCall(lc)) => self
+                    .image
+                    .declare(&libcall_names(*lc), SymbolKind::Function, Binding::Global)?,
+                other => {
+                    return Err(BackendError::Compile {
+                        function: f.name.clone(),
+                        message: format!("reference to {other:?} is not supported"),
+                    })
+                }
+            };
+            refs.push(Reference {
+                offset: r.offset,
+                kind: ref_kind(r.kind, &f.name, r.offset)?,
+                target,
+                addend: r.addend,
+            });
+        }
+        let code = compiled.code_buffer().to_vec();
+        let id = self
+            .image
+            .declare(&f.name, SymbolKind::Function, Binding::Global)?;
+        let old = self.image.symbols().get(id);
+        let old_sig = old.placement.map(|_| old.sig_hash).filter(|&h| h != 0);
+        self.image.redefine_function(id, &code, align, &refs)?;
+        self.image.set_hashes(id, f.hash, sig_hash);
+        self.compiled += 1;
+        if old_sig.is_some_and(|h| h != sig_hash) {
+            return Ok(Some(self.callers_of(id)));
+        }
+        Ok(None)
+    }
+
+    /// Program functions whose code refers to `id`.
+    fn callers_of(&self, id: SymbolId) -> Vec<usize> {
+        let sites = self.image.sites();
+        let mut callers = Vec::new();
+        for &s in sites.referring_to(id) {
+            if let Place::In { owner, .. } = sites.get(s).place {
+                let name = &self.image.symbols().get(owner).name;
+                if let Some(Definition::Function(i)) = self.program.names.get(name) {
+                    callers.push(*i);
+                }
+            }
+        }
+        callers
+    }
+
+    fn data(&mut self, d: &DataDef) -> Result<()> {
+        let dir = &d.directive;
+        let mut refs = Vec::new();
+        let contents = match &dir.init {
+            DataInit::Zeroed(n) => Contents::Zeros(*n),
+            DataInit::Bytes { bytes, addrs } => {
+                for a in addrs {
+                    if matches!(
+                        self.program.names.get(&a.target),
+                        Some(Definition::Function(_))
+                    ) || is_builtin(&a.target)
+                    {
+                        self.program.check_function_addend(d, a)?;
+                    }
+                    refs.push(Reference {
+                        offset: a.offset,
+                        kind: RefKind::Abs64,
+                        target: self.symbol_for(&a.target, false)?,
+                        addend: a.addend,
+                    });
+                }
+                Contents::Bytes(bytes)
+            }
+        };
+        let id = self
+            .image
+            .declare(&dir.name, SymbolKind::Data, Binding::Global)?;
+        self.image
+            .redefine_data(id, contents, dir.align, dir.writable, &refs)?;
+        self.image.set_hashes(id, d.hash, 0);
+        self.compiled += 1;
+        Ok(())
+    }
+
+    /// Every call compiled in this build against its callee's signature.
+    fn check_calls(&self) -> Result<()> {
+        for c in &self.calls {
+            let defined = self.image.symbols().get(c.callee).sig_hash;
+            if defined != 0 && defined != signature_hash(&c.sig) {
+                let caller = &self.program.functions[c.caller];
+                let definition = match self.program.names.get(&c.name) {
+                    Some(Definition::Function(i)) => self
+                        .program
+                        .parse_function(&self.program.functions[*i])
+                        .ok()
+                        .map(|p| p.func.signature.clone()),
+                    _ => None,
+                };
+                return Err(signature_mismatch(
+                    self.program,
+                    caller,
+                    &c.name,
+                    &c.sig,
+                    definition.as_ref(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ImageNames<'b, 'a> {
+    b: &'b mut Builder<'a>,
+    caller: usize,
+}
+
+impl Names for ImageNames<'_, '_> {
+    fn function(
+        &mut self,
+        program: &Program,
+        caller: &FunctionDef,
+        name: &str,
+        sig: &ir::Signature,
+    ) -> Result<(u32, u32, bool)> {
+        let colocated = match program.names.get(name) {
+            Some(Definition::Function(_)) => true,
+            Some(Definition::Data(_)) => {
+                return Err(BackendError::NotAFunction {
+                    pos: program.pos(caller.file, caller.line),
+                    function: caller.name.clone(),
+                    name: name.to_string(),
+                })
+            }
+            None => is_builtin(name),
+        };
+        let id = self.b.symbol_for(name, true)?;
+        if matches!(program.names.get(name), Some(Definition::Function(_))) {
+            self.b.calls.push(CallCheck {
+                caller: self.caller,
+                callee: id,
+                name: name.to_string(),
+                sig: sig.clone(),
+            });
+        }
+        Ok((0, id.0, colocated))
+    }
+
+    fn symbol(&mut self, program: &Program, name: &str) -> Result<(u32, u32, bool)> {
+        let colocated = program.names.contains_key(name) || is_builtin(name);
+        let id = self.b.symbol_for(name, false)?;
+        Ok((0, id.0, colocated))
+    }
+}

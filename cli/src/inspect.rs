@@ -1,0 +1,196 @@
+//! `zerolink inspect`: the symbol-resolution table of an executable, as text or JSON.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use zerolink_image::persist::Table;
+use zerolink_image::sites::Place;
+use zerolink_image::RegionKind;
+
+pub fn run(path: &Path, as_json: bool) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, table) = zerolink_image::find_table(&bytes)
+        .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+    let mut text = if as_json {
+        serde_json::to_string_pretty(&to_json(&table))?
+    } else {
+        render_text(&table)
+    };
+    text.push('\n');
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // `zerolink inspect OUT | head` closes the pipe early: that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Incoming sites per symbol.
+fn referrers(table: &Table) -> Vec<Vec<String>> {
+    let mut by_target = vec![Vec::new(); table.symbols.len()];
+    for site in &table.sites {
+        let from = match site.place {
+            Place::In { owner, offset } => {
+                format!("{}+{:#x}", table.symbols[owner.index()].name, offset)
+            }
+            Place::GotEntry { addr } => format!("GOT@{addr:#x}"),
+        };
+        by_target[site.target.index()].push(format!("{from} ({})", site.kind.name()));
+    }
+    by_target
+}
+
+struct RegionInfo {
+    kind: RegionKind,
+    used: u64,
+    free: u64,
+    ranges: usize,
+    largest: u64,
+}
+
+impl RegionInfo {
+    /// 0 when free space is one piece (or none), towards 1 as it splinters.
+    fn fragmentation(&self) -> f64 {
+        if self.free == 0 {
+            0.0
+        } else {
+            1.0 - self.largest as f64 / self.free as f64
+        }
+    }
+}
+
+fn regions(table: &Table) -> Vec<RegionInfo> {
+    table
+        .regions
+        .iter()
+        .map(|r| RegionInfo {
+            kind: r.kind,
+            used: r.used,
+            free: r.free_bytes(),
+            ranges: r.free_ranges().len(),
+            largest: r.free_ranges().iter().map(|&(_, l)| l).max().unwrap_or(0),
+        })
+        .collect()
+}
+
+fn render_text(table: &Table) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "settings:   {}", table.settings);
+    let _ = writeln!(out, "generation: {}", table.header.generation);
+    let _ = writeln!(out, "entry:      {:#x}", table.header.entry);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<8} {:>12} {:>12} {:>8} {:>12} {:>14}",
+        "region", "used", "free", "ranges", "largest", "fragmentation"
+    );
+    for r in regions(table) {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>12} {:>12} {:>8} {:>12} {:>13.1}%",
+            r.kind.name(),
+            r.used,
+            r.free,
+            r.ranges,
+            r.largest,
+            100.0 * r.fragmentation()
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<24} {:<8} {:>12} {:>8} {:>8} {:>16} {:>6}",
+        "symbol", "kind", "address", "size", "capacity", "hash", "sites"
+    );
+    let refs = referrers(table);
+    for (i, s) in table.symbols.iter().enumerate() {
+        let kind = match (s.kind, s.builtin) {
+            (_, true) => "builtin",
+            (zerolink_image::SymbolKind::Function, _) => "function",
+            (zerolink_image::SymbolKind::Data, _) => "data",
+        };
+        match s.placement {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<8} {:>#12x} {:>8} {:>8} {:>16x} {:>6}",
+                    s.name,
+                    kind,
+                    p.slot.addr,
+                    p.size,
+                    p.slot.capacity,
+                    s.hash,
+                    refs[i].len()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<8} {:>12} {:>8} {:>8} {:>16} {:>6}",
+                    s.name,
+                    kind,
+                    "undefined",
+                    "-",
+                    "-",
+                    "-",
+                    refs[i].len()
+                );
+            }
+        }
+        for r in &refs[i] {
+            let _ = writeln!(out, "    <- {r}");
+        }
+    }
+    out.pop();
+    out
+}
+
+fn to_json(table: &Table) -> serde_json::Value {
+    let refs = referrers(table);
+    let symbols: Vec<serde_json::Value> = table
+        .symbols
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({
+                "name": s.name,
+                "kind": match s.kind {
+                    zerolink_image::SymbolKind::Function => "function",
+                    zerolink_image::SymbolKind::Data => "data",
+                },
+                "builtin": s.builtin,
+                "defined": s.placement.is_some(),
+                "region": s.placement.map(|p| p.region.name()),
+                "address": s.placement.map(|p| p.slot.addr),
+                "size": s.placement.map(|p| p.size),
+                "capacity": s.placement.map(|p| p.slot.capacity),
+                "hash": format!("{:016x}", s.hash),
+                "got": s.got,
+                "sites": refs[i],
+            })
+        })
+        .collect();
+    let regions: Vec<serde_json::Value> = regions(table)
+        .iter()
+        .map(|r| {
+            json!({
+                "region": r.kind.name(),
+                "used": r.used,
+                "free": r.free,
+                "free_ranges": r.ranges,
+                "largest_free": r.largest,
+                "fragmentation": r.fragmentation(),
+            })
+        })
+        .collect();
+    json!({
+        "settings": table.settings,
+        "generation": table.header.generation,
+        "format_version": table.header.version,
+        "entry": table.header.entry,
+        "regions": regions,
+        "symbols": symbols,
+    })
+}
