@@ -54,6 +54,25 @@ fn the_multi_file_demo_runs() {
 }
 
 #[test]
+fn sparse_entity_numbers_are_accepted_both_ways() {
+    // `fn3` and `gv5` without the numbers below them: the parser fills the gaps with
+    // placeholders, which must be ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("sparse.clif");
+    std::fs::write(
+        &p,
+        "; data: %seven = i64 7\n\
+         function %one() -> i64 {\nblock0:\n    v0 = iconst.i64 1\n    return v0\n}\n\
+         function %main() -> i32 {\n    gv5 = symbol %seven\n    fn3 = %one() -> i64\n\
+         block0:\n    v0 = call fn3()\n    v1 = symbol_value.i64 gv5\n    v2 = load.i64 v1\n\
+         v3 = iadd v0, v2\n    v4 = ireduce.i32 v3\n    return v4\n}\n",
+    )
+    .unwrap();
+    let got = build_both_and_run(&[p], dir.path(), &[]);
+    assert_eq!(got.status, 8);
+}
+
+#[test]
 fn help_explains_the_commands() {
     let o = zerolink().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);

@@ -477,7 +477,9 @@ impl Image {
         };
         let mut kind = site.kind;
         if kind == RefKind::GotPcRel32 {
-            if self.relax_got_load(&site, p) {
+            // The target has an address in the image (checked above), so a GOT load can
+            // become an address computation.
+            if self.set_got_load_form(&site, p, true) {
                 kind = RefKind::PcRel32;
             } else {
                 self.ensure_got_entry(site.target)?;
@@ -503,8 +505,9 @@ impl Image {
         Ok(())
     }
 
-    /// Turn a GOT load in code into an address computation, if the instruction allows it.
-    fn relax_got_load(&mut self, site: &Site, p: u64) -> bool {
+    /// Give a GOT-load site its relaxed (`lea`) or GOT (`mov`) form, if the instruction is one
+    /// of the two; false if it is some other instruction, which must go through the GOT.
+    fn set_got_load_form(&mut self, site: &Site, p: u64, relaxed: bool) -> bool {
         let Place::In { owner, offset } = site.place else {
             return false;
         };
@@ -514,9 +517,11 @@ impl Image {
         }
         let at = self.file_offset(RegionKind::Text, p - 3);
         let before: [u8; 3] = self.store.read(at, 3).try_into().expect("three bytes");
-        match x86_64::relax_got_load(before) {
+        match x86_64::got_load_opcode(before, relaxed) {
             Some(opcode) => {
-                self.store.write(at + 1, &[opcode]);
+                if opcode != before[1] {
+                    self.store.write(at + 1, &[opcode]);
+                }
                 true
             }
             None => false,
@@ -675,11 +680,11 @@ impl Image {
             Store::Fresh(out) => out.commit()?,
             Store::Overlay(overlay) => overlay.commit(&CommitPlan {
                 old_flags_at: self.old_table.map(|t| t + persist::FLAGS_OFFSET),
-                in_progress_flags: persist::FLAG_IN_PROGRESS.to_le_bytes(),
+                in_progress_flags: persist::FLAG_IN_PROGRESS,
                 interrupted_entry: interrupted,
                 entry,
                 new_flags_at: new_table + persist::FLAGS_OFFSET,
-                final_flags: 0u32.to_le_bytes(),
+                final_flags: 0,
             })?,
         }
         Ok(summary)

@@ -28,14 +28,14 @@ pub struct Overlay {
 pub struct CommitPlan {
     /// Where the old table's flags word is, to mark it in progress first.
     pub old_flags_at: Option<u64>,
-    pub in_progress_flags: [u8; 4],
+    pub in_progress_flags: u32,
     /// `e_entry` while the update is under way: the "interrupted update" stub.
     pub interrupted_entry: u64,
     /// `e_entry` once the update is complete.
     pub entry: u64,
     /// Where the new table's flags word is, and its final value.
     pub new_flags_at: u64,
-    pub final_flags: [u8; 4],
+    pub final_flags: u32,
 }
 
 const E_ENTRY_OFFSET: u64 = 24;
@@ -106,6 +106,26 @@ fn temp_beside(path: &Path) -> PathBuf {
 struct Budget(Option<u64>);
 
 impl Budget {
+    /// Store an aligned word with one instruction: a kill can never leave half of it behind,
+    /// which matters for `e_entry` (half an address would jump into the middle of the text).
+    fn store_word(&mut self, map: &mut MmapMut, at: u64, value: u64, width: usize) {
+        if let Some(left) = self.0 {
+            if (width as u64) > left {
+                std::process::abort();
+            }
+            self.0 = Some(left - width as u64);
+        }
+        let ptr = map[at as usize..at as usize + width].as_mut_ptr();
+        assert_eq!(ptr as usize % width, 0, "protocol words are aligned");
+        // SAFETY: in bounds (sliced above) and aligned (asserted).
+        unsafe {
+            match width {
+                8 => std::ptr::write_volatile(ptr.cast::<u64>(), value.to_le()),
+                _ => std::ptr::write_volatile(ptr.cast::<u32>(), (value as u32).to_le()),
+            }
+        }
+    }
+
     /// Write `data` at `at`, aborting the process midway if the test budget runs out.
     fn write(&mut self, map: &mut MmapMut, at: u64, data: &[u8]) {
         let at = at as usize;
@@ -142,20 +162,16 @@ fn apply(
     );
     // 1. From here until the last step the file refuses to run and the next build rebuilds it.
     if let Some(at) = plan.old_flags_at {
-        budget.write(&mut map, at, &plan.in_progress_flags);
+        budget.store_word(&mut map, at, u64::from(plan.in_progress_flags), 4);
     }
-    budget.write(
-        &mut map,
-        E_ENTRY_OFFSET,
-        &plan.interrupted_entry.to_le_bytes(),
-    );
+    budget.store_word(&mut map, E_ENTRY_OFFSET, plan.interrupted_entry, 8);
     // 2. Everything planned, in order (the new headers still name the stub as entry).
     for (at, data) in writes {
         budget.write(&mut map, *at, data);
     }
     // 3. Runnable again; 4. the table is trusted again.
-    budget.write(&mut map, E_ENTRY_OFFSET, &plan.entry.to_le_bytes());
-    budget.write(&mut map, plan.new_flags_at, &plan.final_flags);
+    budget.store_word(&mut map, E_ENTRY_OFFSET, plan.entry, 8);
+    budget.store_word(&mut map, plan.new_flags_at, u64::from(plan.final_flags), 4);
     Ok(())
 }
 

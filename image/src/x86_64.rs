@@ -43,13 +43,16 @@ fn rel32(v: i128) -> Result<Field, i128> {
 
 /// GOT-load relaxation, as GNU ld does for `R_X86_64_REX_GOTPCRELX`: when the target lives in
 /// the image, `mov reg, [rip + GOT(sym)]` becomes `lea reg, [rip + sym]`, one load fewer and no
-/// GOT entry. `before` holds the three bytes in front of the 32-bit field (REX, opcode, ModRM);
-/// returns the rewritten opcode byte if the instruction is that load.
-pub fn relax_got_load(before: [u8; 3]) -> Option<u8> {
+/// GOT entry. `before` holds the three bytes in front of the 32-bit field (REX, opcode, ModRM).
+/// Returns the opcode byte to store for the wanted form, or `None` if the instruction is not
+/// such a load. Both forms are recognised, because a site is patched again whenever its
+/// target moves, and may have to go back to the GOT form if its target leaves the image.
+pub fn got_load_opcode(before: [u8; 3], relaxed: bool) -> Option<u8> {
     let [rex, opcode, modrm] = before;
     let rex_w = rex & 0xf8 == 0x48;
     let rip_relative = modrm & 0xc7 == 0x05;
-    (rex_w && opcode == MOV_LOAD && rip_relative).then_some(LEA)
+    let is_load = opcode == MOV_LOAD || opcode == LEA;
+    (rex_w && rip_relative && is_load).then_some(if relaxed { LEA } else { MOV_LOAD })
 }
 
 const MOV_LOAD: u8 = 0x8b;
@@ -237,11 +240,13 @@ mod tests {
     }
 
     #[test]
-    fn only_rip_relative_64_bit_loads_are_relaxed() {
-        assert_eq!(relax_got_load([0x48, 0x8b, 0x05]), Some(0x8d)); // mov rax, [rip+x]
-        assert_eq!(relax_got_load([0x4c, 0x8b, 0x3d]), Some(0x8d)); // mov r15, [rip+x]
-        assert_eq!(relax_got_load([0x90, 0xff, 0x15]), None); // call [rip+x]
-        assert_eq!(relax_got_load([0x48, 0x8b, 0x44]), None); // not RIP-relative
+    fn only_rip_relative_64_bit_loads_are_relaxed_and_relaxation_is_reversible() {
+        assert_eq!(got_load_opcode([0x48, 0x8b, 0x05], true), Some(0x8d)); // mov rax, [rip+x]
+        assert_eq!(got_load_opcode([0x4c, 0x8b, 0x3d], true), Some(0x8d)); // mov r15, [rip+x]
+        assert_eq!(got_load_opcode([0x48, 0x8d, 0x05], true), Some(0x8d)); // already relaxed
+        assert_eq!(got_load_opcode([0x48, 0x8d, 0x05], false), Some(0x8b)); // back to the GOT
+        assert_eq!(got_load_opcode([0x90, 0xff, 0x15], true), None); // call [rip+x]
+        assert_eq!(got_load_opcode([0x48, 0x8b, 0x44], true), None); // not RIP-relative
     }
 
     #[test]

@@ -357,6 +357,9 @@ pub fn rewrite_names(
     for fref in refs {
         let ext = &func.dfg.ext_funcs[fref];
         let name = match &ext.name {
+            // The parser fills unused numbers (`fn0`, `fn5` without `fn1`..`fn4`) with
+            // unnamed placeholders: nothing refers to them.
+            ExternalName::TestCase(t) if t.raw().is_empty() => continue,
             ExternalName::TestCase(t) => String::from_utf8_lossy(t.raw()).into_owned(),
             _ => continue,
         };
@@ -373,6 +376,7 @@ pub fn rewrite_names(
             continue;
         };
         let name = match name {
+            ExternalName::TestCase(t) if t.raw().is_empty() => continue,
             ExternalName::TestCase(t) => String::from_utf8_lossy(t.raw()).into_owned(),
             _ => continue,
         };
