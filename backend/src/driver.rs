@@ -85,14 +85,17 @@ pub fn build(
     let opened = if force_full {
         Err(OpenError::Incompatible("--full was given".into()))
     } else {
-        Image::open(out, &settings)
+        Image::open(out, Some(&settings))
     };
     let opened_at = start.elapsed();
     match opened {
-        Ok(image) => match kind_change(program, &image) {
-            None => update(program, &*isa, image, opened_at),
-            Some(reason) => full(program, &*isa, &settings, out, Some(reason)),
-        },
+        Ok(image) => {
+            let t = Instant::now();
+            match diff(program, &image) {
+                Ok(d) => update(program, &*isa, image, d, opened_at, t.elapsed()),
+                Err(reason) => full(program, &*isa, &settings, out, Some(reason)),
+            }
+        }
         Err(OpenError::Missing) => full(program, &*isa, &settings, out, None),
         Err(OpenError::Incompatible(reason)) => full(program, &*isa, &settings, out, Some(reason)),
     }
@@ -130,47 +133,81 @@ fn full(
     })
 }
 
+/// What an update must do: the result of comparing every input with the table.
+struct Diff<'p> {
+    gone: Vec<SymbolId>,
+    functions: Vec<usize>,
+    data: Vec<&'p DataDef>,
+}
+
+/// One pass over the inputs: each name is looked up once. Fails with a reason for a full build
+/// when a name changed from function to data or back.
+fn diff<'p>(program: &'p Program, image: &Image) -> Result<Diff<'p>, String> {
+    let symbols = image.symbols();
+    let mut present = 0usize;
+    let mut shadows_builtin = false;
+    let mut changed = |name: &str, kind: SymbolKind, hash: u64| -> Result<bool, String> {
+        let Some(id) = symbols.lookup(name) else {
+            return Ok(true);
+        };
+        let s = symbols.get(id);
+        if s.kind() != kind {
+            return Err(format!(
+                "`{name}` changed from a {} to a {}",
+                s.kind().describe(),
+                kind.describe()
+            ));
+        }
+        if s.placement().is_none() {
+            return Ok(true);
+        }
+        present += 1;
+        shadows_builtin |= s.builtin();
+        Ok(s.builtin() || s.hash != hash)
+    };
+    let mut functions = Vec::new();
+    for (i, f) in program.functions.iter().enumerate() {
+        if changed(&f.name, SymbolKind::Function, f.hash)? {
+            functions.push(i);
+        }
+    }
+    let mut data = Vec::new();
+    for d in &program.data {
+        if changed(&d.directive.name, SymbolKind::Data, d.hash)? {
+            data.push(d);
+        }
+    }
+    // Every placed symbol the input does not account for is gone (or a built-in). Only when
+    // the counts say something is gone is the table scanned to find it.
+    let counts = symbols.counts();
+    let placed = (counts.functions + counts.data_objects) as usize;
+    let gone = if !shadows_builtin && present + builtins_placed(image) == placed {
+        Vec::new()
+    } else {
+        gone_symbols(program, image)
+    };
+    Ok(Diff {
+        gone,
+        functions,
+        data,
+    })
+}
+
 fn update(
     program: &Program,
     isa: &dyn TargetIsa,
     mut image: Image,
+    diff: Diff<'_>,
     opened: Duration,
+    diff_time: Duration,
 ) -> Result<Report> {
-    let t = Instant::now();
     // Gone from the input: free the slot. Redefined by the program where a built-in was: the
     // program's definition replaces it.
-    let gone: Vec<SymbolId> = image
-        .symbols()
-        .iter()
-        .filter(|(_, s)| s.placement.is_some())
-        .filter(|(_, s)| {
-            let defined = program.names.contains_key(&s.name);
-            (!s.builtin && !defined) || (s.builtin && defined)
-        })
-        .map(|(id, _)| id)
-        .collect();
-    for id in gone {
+    for id in diff.gone {
         image.remove(id);
     }
-    let unchanged = |image: &Image, name: &str, hash: u64| {
-        image
-            .symbols()
-            .lookup(name)
-            .map(|id| image.symbols().get(id))
-            .is_some_and(|s| s.placement.is_some() && s.hash == hash && !s.builtin)
-    };
-    let changed_data: Vec<&DataDef> = program
-        .data
-        .iter()
-        .filter(|d| !unchanged(&image, &d.directive.name, d.hash))
-        .collect();
-    let changed_functions: Vec<usize> = (0..program.functions.len())
-        .filter(|&i| {
-            let f = &program.functions[i];
-            !unchanged(&image, &f.name, f.hash)
-        })
-        .collect();
-    let diff_time = t.elapsed();
+    let changed_data = diff.data;
+    let changed_functions = diff.functions;
 
     let t = Instant::now();
     let mut b = Builder::new(program, isa, image);
@@ -208,26 +245,37 @@ fn update(
     })
 }
 
-/// A name that changed from function to data or back: not worth updating in place.
-fn kind_change(program: &Program, image: &Image) -> Option<String> {
-    for (name, def) in &program.names {
-        let Some(id) = image.symbols().lookup(name) else {
-            continue;
-        };
-        let kind = image.symbols().get(id).kind;
-        let now = match def {
-            Definition::Function(_) => SymbolKind::Function,
-            Definition::Data(_) => SymbolKind::Data,
-        };
-        if kind != now {
-            return Some(format!(
-                "`{name}` changed from a {} to a {}",
-                kind.describe(),
-                now.describe()
-            ));
-        }
-    }
-    None
+/// Symbols to take out before updating: definitions gone from the input, and built-ins the
+/// program now defines itself. Scans the table: called only when something is gone.
+fn gone_symbols(program: &Program, image: &Image) -> Vec<SymbolId> {
+    image
+        .symbols()
+        .iter()
+        .filter(|(_, s)| s.placement().is_some())
+        .filter(|(id, s)| {
+            let defined = program.names.contains_key(&image.symbols().name(*id));
+            (!s.builtin() && !defined) || (s.builtin() && defined)
+        })
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Built-ins (and runtime stubs) placed in the image: few, found by name.
+fn builtins_placed(image: &Image) -> usize {
+    zerolink_image::x86_64::BUILTINS
+        .iter()
+        .map(|b| b.name)
+        .chain([
+            zerolink_image::x86_64::START.name,
+            zerolink_image::x86_64::INTERRUPTED_NAME,
+        ])
+        .filter(|name| {
+            image
+                .symbols()
+                .lookup(name)
+                .is_some_and(|id| image.symbols().get(id).builtin())
+        })
+        .count()
 }
 
 /// A call to check once every signature is known: (caller, callee, call-site signature).
@@ -319,7 +367,7 @@ impl<'a> Builder<'a> {
             .image
             .declare(&f.name, SymbolKind::Function, Binding::Global)?;
         let old = self.image.symbols().get(id);
-        let old_sig = old.placement.map(|_| old.sig_hash).filter(|&h| h != 0);
+        let old_sig = old.placement().map(|_| old.sig_hash).filter(|&h| h != 0);
         self.image.redefine_function(id, &code, align, &refs)?;
         self.image.set_hashes(id, f.hash, sig_hash);
         self.compiled += 1;
@@ -331,12 +379,11 @@ impl<'a> Builder<'a> {
 
     /// Program functions whose code refers to `id`.
     fn callers_of(&self, id: SymbolId) -> Vec<usize> {
-        let sites = self.image.sites();
         let mut callers = Vec::new();
-        for &s in sites.referring_to(id) {
-            if let Place::In { owner, .. } = sites.get(s).place {
-                let name = &self.image.symbols().get(owner).name;
-                if let Some(Definition::Function(i)) = self.program.names.get(name) {
+        for s in self.image.referrers(id) {
+            if let Place::In { owner, .. } = self.image.sites().get(s).place {
+                let name = self.image.symbols().name(owner);
+                if let Some(Definition::Function(i)) = self.program.names.get(&name) {
                     callers.push(*i);
                 }
             }

@@ -2,16 +2,17 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
-use zerolink_image::persist::Table;
 use zerolink_image::sites::Place;
-use zerolink_image::RegionKind;
+use zerolink_image::{Image, OpenError, RegionKind, SymbolId};
 
 pub fn run(path: &Path, as_json: bool) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (_, table) = zerolink_image::find_table(&bytes)
-        .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+    let table = match Image::open(path, None) {
+        Ok(image) => image,
+        Err(OpenError::Missing) => anyhow::bail!("{}: no such file", path.display()),
+        Err(OpenError::Incompatible(reason)) => anyhow::bail!("{}: {reason}", path.display()),
+    };
     let mut text = if as_json {
         serde_json::to_string_pretty(&to_json(&table))?
     } else {
@@ -27,12 +28,12 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
 }
 
 /// Incoming sites per symbol.
-fn referrers(table: &Table) -> Vec<Vec<String>> {
-    let mut by_target = vec![Vec::new(); table.symbols.len()];
-    for site in &table.sites {
+fn referrers(table: &Image) -> Vec<Vec<String>> {
+    let mut by_target = vec![Vec::new(); table.symbols().len()];
+    for site in table.sites().iter() {
         let from = match site.place {
             Place::In { owner, offset } => {
-                format!("{}+{:#x}", table.symbols[owner.index()].name, offset)
+                format!("{}+{:#x}", table.symbols().name(owner), offset)
             }
             Place::GotEntry { addr } => format!("GOT@{addr:#x}"),
         };
@@ -60,9 +61,9 @@ impl RegionInfo {
     }
 }
 
-fn regions(table: &Table) -> Vec<RegionInfo> {
+fn regions(table: &Image) -> Vec<RegionInfo> {
     table
-        .regions
+        .regions()
         .iter()
         .map(|r| RegionInfo {
             kind: r.kind,
@@ -74,12 +75,11 @@ fn regions(table: &Table) -> Vec<RegionInfo> {
         .collect()
 }
 
-fn render_text(table: &Table) -> String {
+fn render_text(table: &Image) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "settings:   {}", table.settings);
-    let _ = writeln!(out, "generation: {}", table.header.generation);
-    let _ = writeln!(out, "entry:      {:#x}", table.header.entry);
+    let _ = writeln!(out, "settings:   {}", table.settings());
+    let _ = writeln!(out, "generation: {}", table.generation());
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -105,18 +105,20 @@ fn render_text(table: &Table) -> String {
         "symbol", "kind", "address", "size", "capacity", "hash", "sites"
     );
     let refs = referrers(table);
-    for (i, s) in table.symbols.iter().enumerate() {
-        let kind = match (s.kind, s.builtin) {
+    for (id, s) in table.symbols().iter() {
+        let i = id.index();
+        let name = table.symbols().name(id);
+        let kind = match (s.kind(), s.builtin()) {
             (_, true) => "builtin",
             (zerolink_image::SymbolKind::Function, _) => "function",
             (zerolink_image::SymbolKind::Data, _) => "data",
         };
-        match s.placement {
+        match s.placement() {
             Some(p) => {
                 let _ = writeln!(
                     out,
                     "{:<24} {:<8} {:>#12x} {:>8} {:>8} {:>16x} {:>6}",
-                    s.name,
+                    name,
                     kind,
                     p.slot.addr,
                     p.size,
@@ -129,7 +131,7 @@ fn render_text(table: &Table) -> String {
                 let _ = writeln!(
                     out,
                     "{:<24} {:<8} {:>12} {:>8} {:>8} {:>16} {:>6}",
-                    s.name,
+                    name,
                     kind,
                     "undefined",
                     "-",
@@ -147,27 +149,27 @@ fn render_text(table: &Table) -> String {
     out
 }
 
-fn to_json(table: &Table) -> serde_json::Value {
+fn to_json(table: &Image) -> serde_json::Value {
     let refs = referrers(table);
     let symbols: Vec<serde_json::Value> = table
-        .symbols
+        .symbols()
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|(id, s): (SymbolId, _)| {
+            let i = id.index();
             json!({
-                "name": s.name,
-                "kind": match s.kind {
+                "name": table.symbols().name(id),
+                "kind": match s.kind() {
                     zerolink_image::SymbolKind::Function => "function",
                     zerolink_image::SymbolKind::Data => "data",
                 },
-                "builtin": s.builtin,
-                "defined": s.placement.is_some(),
-                "region": s.placement.map(|p| p.region.name()),
-                "address": s.placement.map(|p| p.slot.addr),
-                "size": s.placement.map(|p| p.size),
-                "capacity": s.placement.map(|p| p.slot.capacity),
+                "builtin": s.builtin(),
+                "defined": s.placement().is_some(),
+                "region": s.placement().map(|p| p.region.name()),
+                "address": s.placement().map(|p| p.slot.addr),
+                "size": s.placement().map(|p| p.size),
+                "capacity": s.placement().map(|p| p.slot.capacity),
                 "hash": format!("{:016x}", s.hash),
-                "got": s.got,
+                "got": s.got(),
                 "sites": refs[i],
             })
         })
@@ -186,10 +188,9 @@ fn to_json(table: &Table) -> serde_json::Value {
         })
         .collect();
     json!({
-        "settings": table.settings,
-        "generation": table.header.generation,
-        "format_version": table.header.version,
-        "entry": table.header.entry,
+        "settings": table.settings(),
+        "generation": table.generation(),
+        "format_version": zerolink_image::persist::FORMAT_VERSION,
         "regions": regions,
         "symbols": symbols,
     })

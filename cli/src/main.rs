@@ -1,5 +1,7 @@
 //! The `zerolink` command: a thin shell over `zerolink-backend` and `zerolink-image`.
 
+mod bench;
+mod gen;
 mod inspect;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,24 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Generate a CLIF program (N functions over M files) for benchmarks and tests.
+    Gen {
+        /// Number of functions.
+        #[arg(long, default_value_t = 1000)]
+        functions: usize,
+        /// Number of files (compilation units).
+        #[arg(long, default_value_t = 10)]
+        files: usize,
+        /// Seed: the same seed gives the same program.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory to write the files into.
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+    },
+    /// Benchmarks (measurements, not pass/fail).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Show the symbol-resolution table inside an executable zerolink built.
     Inspect {
         /// The executable.
@@ -67,11 +87,23 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The edit loop: full build, then one-function edits updated in place, per program size.
+    Edit {
+        /// Program sizes, in functions.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        sizes: Vec<usize>,
+        /// Edits (updates) per size; the median is reported.
+        #[arg(long, default_value_t = 7)]
+        edits: usize,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
 #[derive(Args)]
-struct InputArgs {
-    /// CLIF files. Together they form one program whose entry is `%main() -> i32`.
-    #[arg(required = true, value_name = "FILE.clif")]
-    files: Vec<PathBuf>,
+struct TargetArgs {
     /// Cranelift optimisation level.
     #[arg(short = 'O', long, default_value = "speed", value_parser = ["none", "speed", "speed_and_size"])]
     opt_level: String,
@@ -82,6 +114,25 @@ struct InputArgs {
     /// Compile for the baseline x86-64 CPU instead of detecting this machine's features.
     #[arg(long)]
     baseline: bool,
+}
+
+impl TargetArgs {
+    fn target(&self) -> TargetOptions {
+        TargetOptions {
+            opt_level: self.opt_level.clone(),
+            native_features: !self.baseline,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// CLIF files. Together they form one program whose entry is `%main() -> i32`.
+    #[arg(required = true, value_name = "FILE.clif")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Use the separate path instead: cranelift-object writes a `.o`, then `cc` links it.
     /// For comparison only.
     #[arg(long)]
@@ -90,11 +141,7 @@ struct InputArgs {
 
 impl InputArgs {
     fn target(&self) -> TargetOptions {
-        TargetOptions {
-            opt_level: self.opt_level.clone(),
-            native_features: !self.baseline,
-            settings: self.settings.clone(),
-        }
+        self.target.target()
     }
 }
 
@@ -118,6 +165,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             full,
         } => {
             build(&input, &output, stats, full)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen {
+            functions,
+            files,
+            seed,
+            output,
+        } => {
+            if functions == 0 || files == 0 || files > functions {
+                anyhow::bail!("need at least one function per file (got {functions} over {files})");
+            }
+            let paths = gen::generate(&gen::GenOptions {
+                functions,
+                files,
+                seed,
+            })
+            .write(&output)?;
+            eprintln!("wrote {} files to {}", paths.len(), output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Edit {
+            sizes,
+            edits,
+            target,
+        }) => {
+            bench::edit_loop(&sizes, edits.max(1), &target.target())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { file, json } => {

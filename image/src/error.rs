@@ -52,6 +52,8 @@ pub enum ImageError {
     },
     #[error("alignment {align} of `{name}` is not a power of two of at most 4096")]
     BadAlignment { name: String, align: u64 },
+    #[error("the table in the existing executable is damaged ({0})")]
+    TableDamaged(&'static str),
     #[error("no entry point: the program must define `{0}`")]
     NoEntry(String),
 }

@@ -5,30 +5,36 @@
 //! reference it makes as a site, and patches at once every site whose target already has an
 //! address, including earlier sites that were waiting for this very symbol. Redefining one
 //! writes it over its old slot if it fits (nothing that refers to it changes) and otherwise
-//! moves it and re-patches exactly the sites that refer to it. `finish` adds the runtime pieces
-//! that were asked for, checks that nothing is left undefined, writes the tables, and commits.
+//! moves it and re-patches exactly the sites that refer to it. Every symbol a build touches is
+//! remembered, and `finish` looks only at those: it adds the runtime pieces they need, reports
+//! the ones left undefined, brings their `.symtab` entries up to date, writes back the table
+//! records that changed, and commits. A fresh build touches everything; an update, its edit.
 //!
 //! A *fresh* image is a new file renamed over OUT at the end. An *opened* image is an existing
-//! executable read back from its `.zerolink` table; its writes go to an overlay and reach the
-//! file only at commit, so a failed update leaves OUT exactly as it was (see `store.rs`).
+//! executable whose table is read in place; its writes go to an overlay and reach the file only
+//! at commit, so a failed update leaves OUT exactly as it was (see `store.rs`).
 //!
-//! File space: each region's bytes, and each tail table, occupy one extent of the file
+//! File space: each region's bytes, and each table array, occupy one extent of the file
 //! (page-aligned, with spare room). An extent that fills up grows in place when it is the last
 //! thing in the file and is otherwise copied to the end; addresses never change, only offsets.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use object::elf;
+use xxhash_rust::xxh3::xxh3_64;
 
-use crate::elf::{Section, Segment, SymbolEntry};
+use crate::elf::{Section, Segment};
 use crate::error::{ImageError, Result, Undefined};
-use crate::layout::{align_up, Extent, RegionKind, Tail, HEADERS_VADDR, PAGE};
+use crate::layout::{align_up, Extent, RegionKind, HEADERS_VADDR, PAGE};
 use crate::output::Output;
-use crate::persist::{self, Reject, Snapshot};
+use crate::persist::{self, Array, ArrayState, Body, Header, Reject};
 use crate::sites::{Place, RefKind, Reference, Site, SiteId, Sites};
 use crate::slots::{Region, Slot};
 use crate::store::{CommitPlan, Overlay, Store};
-use crate::symbols::{Binding, Placement, SymbolId, SymbolKind, SymbolTable};
+use crate::symbols::{Binding, Counts, Placement, SymbolId, SymbolKind, SymbolTable};
+use crate::symtab::Symtab;
+use crate::table::{Base, Blob, NameIndex, Records, PAGE_BYTES};
 use crate::x86_64;
 
 /// Contents of a data object.
@@ -72,7 +78,7 @@ pub struct Summary {
     pub sites_patched: usize,
     /// Bytes written to the file by this build.
     pub bytes_written: u64,
-    /// Bytes of the `.zerolink` table.
+    /// Bytes of the table (`.zerolink` and its arrays).
     pub table_bytes: u64,
     /// How many builds made this file (1 after a full build).
     pub generation: u64,
@@ -90,19 +96,28 @@ pub enum OpenError {
     Incompatible(Reject),
 }
 
+/// Fixed section layout, so `.symtab` entries never need their section index rewritten.
+const SECTIONS: usize = 14;
+const SHSTRTAB_INDEX: u16 = 13;
+
 pub struct Image {
     store: Store,
     regions: [Region; 5],
     extents: [Option<Extent>; 5],
-    tails: [Option<Extent>; 4],
+    meta: Option<Extent>,
+    table: Option<Extent>,
+    arrays: Vec<ArrayState>,
     symbols: SymbolTable,
     sites: Sites,
+    symtab: Symtab,
+    /// Symbols this build defined, removed, referred to or stopped referring to.
+    touched: BTreeSet<SymbolId>,
     /// Initial file capacity per region, from the caller's size hint.
     initial_extent: [u64; 5],
     /// Target, flags and version the image is built with; an update requires the same.
     settings: String,
     generation: u64,
-    /// For the update protocol: where the old table's flags are.
+    /// For the update protocol: where the old table's header is.
     old_table: Option<u64>,
     stats: Summary,
 }
@@ -118,9 +133,13 @@ impl Image {
             store: Store::Fresh(out),
             regions: RegionKind::ALL.map(Region::new),
             extents: [None; 5],
-            tails: [None; 4],
+            meta: None,
+            table: None,
+            arrays: vec![ArrayState::default(); Array::ALL.len()],
             symbols: SymbolTable::default(),
             sites: Sites::default(),
+            symtab: Symtab::default(),
+            touched: BTreeSet::new(),
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0],
             settings: String::new(),
             generation: 0,
@@ -129,41 +148,73 @@ impl Image {
         })
     }
 
-    /// Reopen an executable zerolink built, to update it in place. `settings` must equal the
-    /// ones it was built with.
-    pub fn open(path: &Path, settings: &str) -> Result<Image, OpenError> {
+    /// Reopen an executable zerolink built, to update it in place. With `settings`, they must
+    /// equal the ones it was built with. Reads only the table's header and small body.
+    pub fn open(path: &Path, settings: Option<&str>) -> Result<Image, OpenError> {
         if !path.exists() {
             return Err(OpenError::Missing);
         }
         let overlay = Overlay::open(path)
             .map_err(|e| OpenError::Incompatible(format!("cannot read it: {e}")))?;
-        let (offset, table) = find_table(overlay.base()).map_err(OpenError::Incompatible)?;
-        if table.settings != settings {
+        let map = overlay.base().clone();
+        let (offset, header, body) = find_table(&map).map_err(OpenError::Incompatible)?;
+        if settings.is_some_and(|s| s != body.settings) {
             return Err(OpenError::Incompatible(
                 "it was built with other target settings or another zerolink version".into(),
             ));
         }
-        if table.tails.iter().any(|t| t.is_none()) {
-            return Err(OpenError::Incompatible("its table is incomplete".into()));
-        }
-        let mut sites = Sites::default();
-        for site in table.sites {
-            sites.add(site);
-        }
-        let regions: [Region; 5] = table
+        let base = |a: Array| -> Result<Base, OpenError> {
+            let state = &body.arrays[a.index()];
+            let e = state
+                .extent
+                .expect("decode checks every array has an extent");
+            if e.offset + state.len > map.len() as u64 {
+                return Err(OpenError::Incompatible(
+                    "its table points outside the file".into(),
+                ));
+            }
+            Ok(Base {
+                map: map.clone(),
+                offset: e.offset as usize,
+                len: state.len as usize,
+                page_sums: state.page_sums.clone(),
+            })
+        };
+        let counts = Counts {
+            functions: body.counts[0],
+            data_objects: body.counts[1],
+            got_entries: body.counts[2],
+        };
+        let symbols = SymbolTable::restore(
+            Records::from_base(base(Array::Symbols)?),
+            Blob::from_base(base(Array::Names)?),
+            NameIndex::from_base(base(Array::Index)?, body.index_count),
+            counts,
+        );
+        let sites = Sites::restore(Records::from_base(base(Array::Sites)?), body.live_sites);
+        let symtab = Symtab {
+            entries: Records::from_base(base(Array::Symtab)?),
+            owners: Records::from_base(base(Array::Owners)?),
+            first_global: body.first_global,
+        };
+        let regions: [Region; 5] = body
             .regions
             .try_into()
             .map_err(|_| OpenError::Incompatible("bad region count".into()))?;
         Ok(Image {
             store: Store::Overlay(overlay),
             regions,
-            extents: table.extents,
-            tails: table.tails,
-            symbols: SymbolTable::from_symbols(table.symbols),
+            extents: body.extents,
+            meta: body.meta,
+            table: body.table,
+            arrays: body.arrays,
+            symbols,
             sites,
+            symtab,
+            touched: BTreeSet::new(),
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0],
-            settings: table.settings,
-            generation: table.header.generation,
+            settings: body.settings,
+            generation: header.generation,
             old_table: Some(offset),
             stats: Summary::default(),
         })
@@ -182,7 +233,12 @@ impl Image {
     }
 
     pub fn declare(&mut self, name: &str, kind: SymbolKind, binding: Binding) -> Result<SymbolId> {
-        self.symbols.declare(name, kind, binding)
+        let before = self.symbols.len();
+        let id = self.symbols.declare(name, kind, binding)?;
+        if self.symbols.len() > before {
+            self.touched.insert(id);
+        }
+        Ok(id)
     }
 
     pub fn symbols(&self) -> &SymbolTable {
@@ -191,6 +247,11 @@ impl Image {
 
     pub fn sites(&self) -> &Sites {
         &self.sites
+    }
+
+    /// Sites whose value depends on `target`'s address.
+    pub fn referrers(&self, target: SymbolId) -> Vec<SiteId> {
+        self.sites.referring_to(&self.symbols, target)
     }
 
     pub fn regions(&self) -> &[Region; 5] {
@@ -207,9 +268,10 @@ impl Image {
 
     /// Remember what a symbol was built from, for the next update to compare.
     pub fn set_hashes(&mut self, id: SymbolId, content: u64, signature: u64) {
-        let sym = self.symbols.get_mut(id);
+        let mut sym = self.symbols.get(id);
         sym.hash = content;
         sym.sig_hash = signature;
+        self.symbols.set(id, sym);
     }
 
     pub fn define_function(
@@ -272,12 +334,16 @@ impl Image {
 
     /// Free a symbol's slot and drop its own sites; true if it was placed.
     fn unplace(&mut self, id: SymbolId) -> bool {
-        self.sites.remove_owned_by(id);
-        let sym = self.symbols.get_mut(id);
+        self.replace_sites(id, &[]);
+        let mut sym = self.symbols.get(id);
+        let placement = sym.placement();
         sym.hash = 0;
         sym.sig_hash = 0;
-        sym.builtin = false;
-        match sym.placement.take() {
+        sym.set_builtin(false);
+        sym.set_placement(None);
+        self.symbols.set(id, sym);
+        self.touched.insert(id);
+        match placement {
             Some(p) => {
                 self.regions[p.region.index()].free(p.slot);
                 true
@@ -288,10 +354,10 @@ impl Image {
 
     fn check_kind(&self, id: SymbolId, kind: SymbolKind) -> Result<()> {
         let sym = self.symbols.get(id);
-        if sym.kind != kind {
+        if sym.kind() != kind {
             return Err(ImageError::KindMismatch {
-                name: sym.name.clone(),
-                declared: sym.kind.describe(),
+                name: self.symbols.name(id),
+                declared: sym.kind().describe(),
                 used: kind.describe(),
             });
         }
@@ -305,17 +371,16 @@ impl Image {
         align: u64,
         refs: &[Reference],
     ) -> Result<()> {
-        let name = &self.symbols.get(id).name;
         if !align.is_power_of_two() || align > PAGE {
             return Err(ImageError::BadAlignment {
-                name: name.clone(),
+                name: self.symbols.name(id),
                 align,
             });
         }
         for r in refs {
             if u64::from(r.offset) + u64::from(r.kind.width()) > size {
                 return Err(ImageError::SiteOutOfBounds {
-                    function: name.clone(),
+                    function: self.symbols.name(id),
                     offset: r.offset,
                     size,
                 });
@@ -332,10 +397,8 @@ impl Image {
         align: u64,
         refs: &[Reference],
     ) -> Result<()> {
-        if self.symbols.get(id).placement.is_some() {
-            return Err(ImageError::DuplicateDefinition(
-                self.symbols.get(id).name.clone(),
-            ));
+        if self.symbols.get(id).placement().is_some() {
+            return Err(ImageError::DuplicateDefinition(self.symbols.name(id)));
         }
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
@@ -346,7 +409,10 @@ impl Image {
             let fill_from = slot.addr.min(region.vaddr() + used_before);
             self.write_slot(region, fill_from, slot, contents)?;
         }
-        self.symbols.get_mut(id).placement = Some(Placement { region, slot, size });
+        let mut sym = self.symbols.get(id);
+        sym.set_placement(Some(Placement { region, slot, size }));
+        self.symbols.set(id, sym);
+        self.touched.insert(id);
         self.add_sites(id, refs)?;
         // Incoming references that were waiting for this symbol's address, or that pointed at
         // its old slot.
@@ -361,28 +427,33 @@ impl Image {
         align: u64,
         refs: &[Reference],
     ) -> Result<()> {
-        let Some(old) = self.symbols.get(id).placement else {
+        let Some(old) = self.symbols.get(id).placement() else {
             return self.define(id, region, contents, align, refs);
         };
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
-        self.sites.remove_owned_by(id);
         let align = align.max(region.min_slot_align());
         if old.region == region && size <= old.slot.capacity && old.slot.addr % align == 0 {
             if region.in_file() {
                 self.write_slot(region, old.slot.addr, old.slot, contents)?;
             }
-            self.symbols.get_mut(id).placement = Some(Placement {
+            let mut sym = self.symbols.get(id);
+            sym.set_placement(Some(Placement {
                 region,
                 slot: old.slot,
                 size,
-            });
+            }));
+            self.symbols.set(id, sym);
+            self.touched.insert(id);
             self.stats.in_place += 1;
             // Same address: only the symbol's own fields need writing.
             return self.add_sites(id, refs);
         }
+        self.replace_sites(id, &[]);
         self.regions[old.region.index()].free(old.slot);
-        self.symbols.get_mut(id).placement = None;
+        let mut sym = self.symbols.get(id);
+        sym.set_placement(None);
+        self.symbols.set(id, sym);
         self.stats.moved += 1;
         self.define(id, region, contents, align, refs)
     }
@@ -397,37 +468,33 @@ impl Image {
     ) -> Result<()> {
         self.ensure_extent(region, slot.end() - region.vaddr())?;
         let mut bytes = vec![region.fill_byte(); (slot.end() - fill_from) as usize];
-        if let Contents::Bytes(b) = contents {
-            let at = (slot.addr - fill_from) as usize;
-            bytes[at..at + b.len()].copy_from_slice(b);
-        } else if region.fill_byte() != 0 {
-            let at = (slot.addr - fill_from) as usize;
-            bytes[at..at + contents.len() as usize].fill(0);
+        let at = (slot.addr - fill_from) as usize;
+        match contents {
+            Contents::Bytes(b) => bytes[at..at + b.len()].copy_from_slice(b),
+            Contents::Zeros(n) => bytes[at..at + n as usize].fill(0),
         }
-        let at = self.file_offset(region, fill_from);
-        self.store.write(at, &bytes);
+        let offset = self.file_offset(region, fill_from);
+        self.store.write(offset, &bytes);
         Ok(())
     }
 
+    /// Replace `id`'s own sites; the targets it stopped referring to are touched.
+    fn replace_sites(&mut self, id: SymbolId, refs: &[Reference]) -> Vec<SiteId> {
+        let (ids, old_targets) = self.sites.set_owned(&mut self.symbols, id, refs);
+        self.touched.extend(old_targets);
+        self.touched.extend(refs.iter().map(|r| r.target));
+        ids
+    }
+
     fn add_sites(&mut self, id: SymbolId, refs: &[Reference]) -> Result<()> {
-        for r in refs {
-            let site = self.sites.add(Site {
-                place: Place::In {
-                    owner: id,
-                    offset: r.offset,
-                },
-                kind: r.kind,
-                target: r.target,
-                addend: r.addend,
-            });
+        for site in self.replace_sites(id, refs) {
             self.patch(site)?;
         }
         Ok(())
     }
 
     fn patch_referrers(&mut self, id: SymbolId) -> Result<()> {
-        for i in 0..self.sites.referring_to(id).len() {
-            let site = self.sites.referring_to(id)[i];
+        for site in self.referrers(id) {
             if !matches!(self.sites.get(site).place, Place::In { owner, .. } if owner == id) {
                 self.patch(site)?;
             }
@@ -437,20 +504,19 @@ impl Image {
 
     /// Give `target` a GOT entry if it has none; the entry is itself a site holding its address.
     fn ensure_got_entry(&mut self, target: SymbolId) -> Result<()> {
-        if self.symbols.get(target).got.is_some() {
+        if self.symbols.get(target).got().is_some() {
             return Ok(());
         }
         let slot: Slot = self.regions[RegionKind::Got.index()].alloc(8, 8)?;
         self.ensure_extent(RegionKind::Got, slot.end() - RegionKind::Got.vaddr())?;
         let at = self.file_offset(RegionKind::Got, slot.addr);
         self.store.fill(at, 8, 0);
-        self.symbols.get_mut(target).got = Some(slot.addr);
-        let site = self.sites.add(Site {
-            place: Place::GotEntry { addr: slot.addr },
-            kind: RefKind::Abs64,
-            target,
-            addend: 0,
-        });
+        let mut sym = self.symbols.get(target);
+        sym.set_got(slot.addr);
+        self.symbols.set(target, sym);
+        let site = self
+            .sites
+            .add_got_entry(&mut self.symbols, target, slot.addr);
         self.patch(site)
     }
 
@@ -468,7 +534,7 @@ impl Image {
     /// Write a site's field if everything it depends on has an address; otherwise leave it for
     /// when its target is defined.
     fn patch(&mut self, id: SiteId) -> Result<()> {
-        let site = *self.sites.get(id);
+        let site = self.sites.get(id);
         let Some(p) = self.site_addr(&site) else {
             return Ok(());
         };
@@ -485,17 +551,17 @@ impl Image {
                 self.ensure_got_entry(site.target)?;
             }
         }
-        let target = self.symbols.get(site.target);
-        let field = x86_64::encode(kind, s, site.addend, p, target.got).map_err(|value| {
+        let got = self.symbols.get(site.target).got();
+        let field = x86_64::encode(kind, s, site.addend, p, got).map_err(|value| {
             let (function, offset) = match site.place {
-                Place::In { owner, offset } => (self.symbols.get(owner).name.clone(), offset),
+                Place::In { owner, offset } => (self.symbols.name(owner), offset),
                 Place::GotEntry { addr } => ("<GOT>".to_string(), (addr & 0xffff_ffff) as u32),
             };
             ImageError::Overflow {
                 function,
                 offset,
                 kind: site.kind.name(),
-                target: target.name.clone(),
+                target: self.symbols.name(site.target),
                 value,
             }
         })?;
@@ -511,8 +577,12 @@ impl Image {
         let Place::In { owner, offset } = site.place else {
             return false;
         };
-        let owner = self.symbols.get(owner);
-        if offset < 3 || owner.placement.map(|pl| pl.region) != Some(RegionKind::Text) {
+        let in_text = self
+            .symbols
+            .get(owner)
+            .placement()
+            .is_some_and(|pl| pl.region == RegionKind::Text);
+        if offset < 3 || !in_text {
             return false;
         }
         let at = self.file_offset(RegionKind::Text, p - 3);
@@ -548,26 +618,33 @@ impl Image {
         e.offset + (addr - region.vaddr())
     }
 
-    /// Define every builtin that is referred to but not defined by the program, plus `_start`
-    /// and the interrupted-update stub on a fresh image.
+    fn has_code_referrers(&self, id: SymbolId) -> bool {
+        self.referrers(id)
+            .iter()
+            .any(|&s| matches!(self.sites.get(s).place, Place::In { .. }))
+    }
+
+    /// Define every builtin that a touched symbol needs, plus `_start` and the
+    /// interrupted-update stub if the image has none yet.
     fn add_runtime(&mut self) -> Result<()> {
         let wanted: Vec<SymbolId> = self
-            .symbols
+            .touched
             .iter()
-            .filter(|(id, s)| {
-                s.placement.is_none()
-                    && s.kind == SymbolKind::Function
-                    && !self.sites.referring_to(*id).is_empty()
-                    && x86_64::builtin(&s.name).is_some()
+            .copied()
+            .filter(|&id| {
+                let s = self.symbols.get(id);
+                s.placement().is_none()
+                    && s.kind() == SymbolKind::Function
+                    && x86_64::builtin(&self.symbols.name(id)).is_some()
+                    && self.has_code_referrers(id)
             })
-            .map(|(id, _)| id)
             .collect();
         for id in wanted {
-            let stub = x86_64::builtin(&self.symbols.get(id).name).expect("filtered above");
+            let stub = x86_64::builtin(&self.symbols.name(id)).expect("filtered above");
             self.define_stub(id, stub.code, stub.calls)?;
         }
         let start = self.declare(x86_64::START.name, SymbolKind::Function, Binding::Global)?;
-        if self.symbols.get(start).placement.is_none() {
+        if self.symbols.get(start).placement().is_none() {
             self.define_stub(start, x86_64::START.code, x86_64::START.calls)?;
         }
         let stub = self.declare(
@@ -575,14 +652,13 @@ impl Image {
             SymbolKind::Function,
             Binding::Local,
         )?;
-        if self.symbols.get(stub).placement.is_none() {
+        if self.symbols.get(stub).placement().is_none() {
             self.define_stub(stub, &x86_64::interrupted_stub(), &[])?;
         }
         Ok(())
     }
 
     fn define_stub(&mut self, id: SymbolId, code: &[u8], calls: &[(u32, &str)]) -> Result<()> {
-        self.symbols.get_mut(id).builtin = true;
         let mut refs = Vec::new();
         for &(offset, target) in calls {
             let target = self.declare(target, SymbolKind::Function, Binding::Global)?;
@@ -593,25 +669,28 @@ impl Image {
                 addend: -4,
             });
         }
-        self.define(id, RegionKind::Text, Contents::Bytes(code), 16, &refs)
+        self.define(id, RegionKind::Text, Contents::Bytes(code), 16, &refs)?;
+        let mut sym = self.symbols.get(id);
+        sym.set_builtin(true);
+        self.symbols.set(id, sym);
+        Ok(())
     }
 
     /// Drop built-ins nothing refers to any more, so an update keeps the same set a full build
     /// of the same input would have.
     fn drop_unused_builtins(&mut self) {
-        let unused: Vec<SymbolId> =
-            self.symbols
-                .iter()
-                .filter(|(id, s)| {
-                    s.builtin
-                        && s.placement.is_some()
-                        && x86_64::builtin(&s.name).is_some()
-                        && self.sites.referring_to(*id).iter().all(|&site| {
-                            matches!(self.sites.get(site).place, Place::GotEntry { .. })
-                        })
-                })
-                .map(|(id, _)| id)
-                .collect();
+        let unused: Vec<SymbolId> = self
+            .touched
+            .iter()
+            .copied()
+            .filter(|&id| {
+                let s = self.symbols.get(id);
+                s.builtin()
+                    && s.placement().is_some()
+                    && x86_64::builtin(&self.symbols.name(id)).is_some()
+                    && !self.has_code_referrers(id)
+            })
+            .collect();
         for id in unused {
             self.unplace(id);
         }
@@ -619,22 +698,24 @@ impl Image {
 
     fn undefined(&self) -> Vec<Undefined> {
         let mut out = Vec::new();
-        for (id, sym) in self.symbols.iter() {
-            if sym.placement.is_some() {
+        for &id in &self.touched {
+            if self.symbols.get(id).placement().is_some() {
                 continue;
             }
             let mut referenced_by: Vec<String> = Vec::new();
-            for &site in self.sites.referring_to(id) {
+            let mut referrers = self.referrers(id);
+            referrers.sort_by_key(|s| s.0);
+            for site in referrers {
                 if let Place::In { owner, .. } = self.sites.get(site).place {
-                    let name = &self.symbols.get(owner).name;
-                    if !referenced_by.contains(name) {
-                        referenced_by.push(name.clone());
+                    let name = self.symbols.name(owner);
+                    if !referenced_by.contains(&name) {
+                        referenced_by.push(name);
                     }
                 }
             }
             if !referenced_by.is_empty() {
                 out.push(Undefined {
-                    name: sym.name.clone(),
+                    name: self.symbols.name(id),
                     referenced_by,
                 });
             }
@@ -649,6 +730,18 @@ impl Image {
             .unwrap_or(HEADERS_VADDR)
     }
 
+    fn damaged(&self) -> Option<&'static str> {
+        if self.symbols.damaged() {
+            Some("symbols")
+        } else if self.sites.damaged() {
+            Some("reference sites")
+        } else if self.symtab.damaged() {
+            Some(".symtab")
+        } else {
+            None
+        }
+    }
+
     /// Complete the executable: a fresh one is renamed over OUT, an opened one is updated in
     /// place. On error, OUT is untouched.
     pub fn finish(mut self) -> Result<Summary> {
@@ -656,7 +749,7 @@ impl Image {
         let has_entry = self
             .symbols
             .lookup(ENTRY)
-            .is_some_and(|id| self.symbols.get(id).placement.is_some());
+            .is_some_and(|id| self.symbols.get(id).placement().is_some());
         if !has_entry {
             return Err(ImageError::NoEntry(ENTRY.to_string()));
         }
@@ -666,11 +759,18 @@ impl Image {
             return Err(ImageError::Undefined(undefined));
         }
         self.drop_unused_builtins();
+        if let Some(what) = self.damaged() {
+            return Err(ImageError::TableDamaged(what));
+        }
         // At this point every address is fixed and every site is patched.
+        for id in std::mem::take(&mut self.touched) {
+            self.symtab.update(&mut self.symbols, id);
+        }
         self.generation += 1;
         let updating = matches!(self.store, Store::Overlay(_));
         let entry = self.addr_of(x86_64::START.name);
         let interrupted = self.addr_of(x86_64::INTERRUPTED_NAME);
+        self.write_arrays()?;
         let new_table = self.write_tables(if updating { interrupted } else { entry }, updating)?;
         let mut summary = std::mem::take(&mut self.stats);
         self.summarise(&mut summary);
@@ -691,29 +791,22 @@ impl Image {
     }
 
     fn summarise(&self, summary: &mut Summary) {
+        let counts = self.symbols.counts();
+        summary.functions = counts.functions as usize;
+        summary.data_objects = counts.data_objects as usize;
+        summary.got_entries = counts.got_entries as usize;
         summary.sites = self.sites.len();
         summary.generation = self.generation;
         for kind in RegionKind::ALL {
             summary.region_used[kind.index()] = self.regions[kind.index()].used;
         }
-        for (_, sym) in self.symbols.iter() {
-            if sym.placement.is_none() {
-                continue;
-            }
-            match sym.kind {
-                SymbolKind::Function => summary.functions += 1,
-                SymbolKind::Data => summary.data_objects += 1,
-            }
-            if sym.got.is_some() {
-                summary.got_entries += 1;
-            }
-        }
+        summary.table_bytes += self.arrays.iter().map(|a| a.len).sum::<u64>();
     }
 
-    /// Make a tail extent hold `len` bytes, growing it in place if it is last in the file or
-    /// moving it to the end; its old contents are not kept (tails are rewritten whole).
-    fn reserve_tail(&mut self, tail: Tail, len: u64) -> Result<Extent> {
-        let e = match self.tails[tail.index()] {
+    /// An extent that holds `len` bytes: `current` if it fits, grown in place if it is last in
+    /// the file, or a new one at the end. Contents are not carried over.
+    fn reserve(&mut self, current: Option<Extent>, len: u64) -> Result<Extent> {
+        Ok(match current {
             Some(e) if len <= e.capacity => e,
             Some(e) if e.offset + e.capacity == self.store.len() => {
                 let extra = align_up(len + len / 3, PAGE) - e.capacity;
@@ -728,41 +821,114 @@ impl Image {
                 let offset = self.store.allocate(capacity, PAGE)?;
                 Extent { offset, capacity }
             }
-        };
-        self.tails[tail.index()] = Some(e);
-        Ok(e)
+        })
     }
 
-    fn write_tail(&mut self, tail: Tail, bytes: &[u8]) -> Result<u64> {
-        let e = self.reserve_tail(tail, bytes.len() as u64)?;
-        self.store.write(e.offset, bytes);
-        Ok(e.offset)
+    /// Write each table array back: only its changed records when it still fits its extent
+    /// (rehashing only the pages they fall in), else whole into a bigger extent.
+    fn write_arrays(&mut self) -> Result<()> {
+        let size = |a: Array| match a {
+            Array::Symbols => std::mem::size_of::<crate::symbols::Symbol>(),
+            Array::Sites => std::mem::size_of::<crate::sites::SiteRecord>(),
+            Array::Index | Array::Owners => 4,
+            Array::Symtab => std::mem::size_of::<crate::symtab::Entry>(),
+            Array::Names => 1,
+        } as u64;
+        for a in Array::ALL {
+            let (len, has_base, dirty) = match a {
+                Array::Symbols => dirty_records(self.symbols.records()),
+                Array::Sites => dirty_records(self.sites.records()),
+                Array::Index => dirty_records(&self.symbols.index().slots),
+                Array::Symtab => dirty_records(&self.symtab.entries),
+                Array::Owners => dirty_records(&self.symtab.owners),
+                Array::Names => {
+                    let names = self.symbols.names();
+                    let (at, bytes) = names.appended();
+                    (
+                        names.len() as u64,
+                        names.has_base(),
+                        vec![(u64::from(at), bytes.to_vec())],
+                    )
+                }
+            };
+            let len = len * if a == Array::Names { 1 } else { size(a) };
+            let old = self.arrays[a.index()].clone();
+            let fits = old.extent.is_some_and(|e| len <= e.capacity);
+            let state = if has_base && fits {
+                let e = old.extent.expect("checked");
+                let mut pages = BTreeSet::new();
+                for (at, bytes) in &dirty {
+                    let at = at * if a == Array::Names { 1 } else { size(a) };
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    self.store.write(e.offset + at, bytes);
+                    let first = at as usize / PAGE_BYTES;
+                    let last = (at as usize + bytes.len() - 1) / PAGE_BYTES;
+                    pages.extend(first..=last);
+                }
+                let n_pages = (len as usize).div_ceil(PAGE_BYTES);
+                let mut sums = old.page_sums.clone();
+                sums.resize(n_pages, 0);
+                if len != old.len && n_pages > 0 {
+                    // The last page's contents end somewhere else now.
+                    pages.insert(n_pages - 1);
+                    pages.extend(old.page_sums.len()..n_pages);
+                }
+                for p in pages.into_iter().filter(|&p| p < n_pages) {
+                    let start = (p * PAGE_BYTES) as u64;
+                    let bytes = self
+                        .store
+                        .read(e.offset + start, (len - start).min(PAGE_BYTES as u64));
+                    sums[p] = xxh3_64(&bytes);
+                }
+                ArrayState {
+                    extent: Some(e),
+                    len,
+                    page_sums: sums,
+                }
+            } else {
+                let bytes = match a {
+                    Array::Symbols => self.symbols.records().to_bytes(),
+                    Array::Sites => self.sites.records().to_bytes(),
+                    Array::Index => self.symbols.index().slots.to_bytes(),
+                    Array::Symtab => self.symtab.entries.to_bytes(),
+                    Array::Owners => self.symtab.owners.to_bytes(),
+                    Array::Names => self.symbols.names().to_bytes(),
+                };
+                let e = self.reserve(old.extent, bytes.len() as u64)?;
+                self.store.write(e.offset, &bytes);
+                ArrayState {
+                    extent: Some(e),
+                    len,
+                    page_sums: crate::table::page_sums(&bytes),
+                }
+            };
+            self.arrays[a.index()] = state;
+        }
+        Ok(())
     }
 
-    /// `.symtab`, `.strtab`, the table, section headers and the ELF and program headers.
+    /// The table's header and body, section headers, and the ELF and program headers.
     /// Returns the offset of the new table. `in_progress` marks the table for the update
     /// protocol; `entry` is what `e_entry` says for now.
     fn write_tables(&mut self, entry: u64, in_progress: bool) -> Result<u64> {
         let mut segments = vec![Segment::headers()];
-        let mut sections: Vec<Section> = Vec::new();
-        let mut shndx = [0u16; 5];
+        let mut sections: Vec<Section> = Vec::with_capacity(SECTIONS);
         for kind in RegionKind::ALL {
             let used = self.regions[kind.index()].used;
-            if used == 0 {
-                continue;
-            }
             let offset = self.extents[kind.index()].map_or(0, |e| e.offset);
-            let filesz = if kind.in_file() { used } else { 0 };
-            segments.push(Segment {
-                p_type: elf::PT_LOAD,
-                flags: kind.segment_flags(),
-                offset,
-                vaddr: kind.vaddr(),
-                filesz,
-                memsz: used,
-                align: PAGE,
-            });
-            shndx[kind.index()] = sections.len() as u16 + 1;
+            if used > 0 {
+                segments.push(Segment {
+                    p_type: elf::PT_LOAD,
+                    flags: kind.segment_flags(),
+                    offset,
+                    vaddr: kind.vaddr(),
+                    filesz: if kind.in_file() { used } else { 0 },
+                    memsz: used,
+                    align: PAGE,
+                });
+            }
             sections.push(Section {
                 name: kind.section_name().into(),
                 sh_type: kind.section_type(),
@@ -786,67 +952,40 @@ impl Image {
             align: 16,
         });
 
-        let mut locals = Vec::new();
-        let mut globals = Vec::new();
-        for (_, sym) in self.symbols.iter() {
-            let Some(p) = sym.placement else { continue };
-            let entry = SymbolEntry {
-                name: sym.name.clone(),
-                value: p.slot.addr,
-                size: p.size,
-                bind: match sym.binding {
-                    Binding::Local => elf::STB_LOCAL,
-                    Binding::Global => elf::STB_GLOBAL,
-                    Binding::Weak => elf::STB_WEAK,
-                },
-                typ: match sym.kind {
-                    SymbolKind::Function => elf::STT_FUNC,
-                    SymbolKind::Data => elf::STT_OBJECT,
-                },
-                shndx: shndx[p.region.index()],
-            };
-            if sym.binding == Binding::Local {
-                locals.push(entry);
-            } else {
-                globals.push(entry);
-            }
-        }
-        locals.append(&mut globals);
-        let (symtab, strtab, first_global) = crate::elf::symtab(&locals);
-        let symtab_off = self.write_tail(Tail::Symtab, &symtab)?;
-        let strtab_off = self.write_tail(Tail::Strtab, &strtab)?;
-
         // The table describes the file as it will be, its own extent included: reserve the
         // extents first (the encoded length does not depend on their values), then encode.
-        let meta_len = crate::elf::SHDR_SIZE * (sections.len() as u64 + 5) + 64;
-        self.reserve_tail(Tail::Meta, meta_len)?;
-        let table_len = self.encode_table(in_progress).len() as u64;
-        let table_off = self.reserve_tail(Tail::Table, table_len)?.offset;
-        let table = self.encode_table(in_progress);
-        debug_assert_eq!(table.len() as u64, table_len);
-        self.store.write(table_off, &table);
+        let meta = self.reserve(self.meta, SHDR_BYTES)?;
+        self.meta = Some(meta);
+        let table_len = self.encode_table(entry, in_progress).len() as u64;
+        let table = self.reserve(self.table, table_len)?;
+        self.table = Some(table);
+        let encoded = self.encode_table(entry, in_progress);
+        debug_assert_eq!(encoded.len() as u64, table_len);
+        self.store.write(table.offset, &encoded);
         self.stats.table_bytes = table_len;
 
-        let symtab_index = sections.len() as u32 + 1;
+        let array = |a: Array| self.arrays[a.index()].clone();
+        let symtab = array(Array::Symtab);
         sections.push(Section {
             name: ".symtab".into(),
             sh_type: elf::SHT_SYMTAB,
             flags: 0,
             addr: 0,
-            offset: symtab_off,
-            size: symtab.len() as u64,
-            link: symtab_index + 1,
-            info: first_global,
+            offset: symtab.extent.map_or(0, |e| e.offset),
+            size: symtab.len,
+            link: 7,
+            info: self.symtab.first_global,
             align: 8,
             entsize: crate::elf::SYM_SIZE,
         });
+        let names = array(Array::Names);
         sections.push(Section {
             name: ".strtab".into(),
             sh_type: elf::SHT_STRTAB,
             flags: 0,
             addr: 0,
-            offset: strtab_off,
-            size: strtab.len() as u64,
+            offset: names.extent.map_or(0, |e| e.offset),
+            size: names.len,
             link: 0,
             info: 0,
             align: 1,
@@ -857,35 +996,49 @@ impl Image {
             sh_type: elf::SHT_PROGBITS,
             flags: 0,
             addr: 0,
-            offset: table_off,
-            size: table.len() as u64,
+            offset: table.offset,
+            size: table_len,
             link: 0,
             info: 0,
             align: 8,
             entsize: 0,
         });
+        for a in [Array::Symbols, Array::Sites, Array::Index, Array::Owners] {
+            let s = array(a);
+            sections.push(Section {
+                name: a.section_name().into(),
+                sh_type: elf::SHT_PROGBITS,
+                flags: 0,
+                addr: 0,
+                offset: s.extent.map_or(0, |e| e.offset),
+                size: s.len,
+                link: 0,
+                info: 0,
+                align: 8,
+                entsize: 0,
+            });
+        }
+        let shdrs_len = crate::elf::SHDR_SIZE * SECTIONS as u64;
         sections.push(Section {
             name: ".shstrtab".into(),
             sh_type: elf::SHT_STRTAB,
             flags: 0,
             addr: 0,
-            offset: 0,
+            offset: meta.offset + shdrs_len,
             size: 0,
             link: 0,
             info: 0,
             align: 1,
             entsize: 0,
         });
+        debug_assert_eq!(sections.len() + 1, SECTIONS);
         let (shstrtab, names) = crate::elf::shstrtab(&sections);
-        let meta = self.tails[Tail::Meta.index()].expect("reserved above");
-        let shdrs_len = crate::elf::SHDR_SIZE * (sections.len() as u64 + 1);
         let last = sections.len() - 1;
-        sections[last].offset = meta.offset + shdrs_len;
         sections[last].size = shstrtab.len() as u64;
         let mut meta_bytes = crate::elf::section_headers(&sections, &names);
         meta_bytes.extend_from_slice(&shstrtab);
         assert!(
-            meta_bytes.len() as u64 <= meta.capacity,
+            meta_bytes.len() as u64 <= SHDR_BYTES,
             "meta extent sized above"
         );
         self.store.write(meta.offset, &meta_bytes);
@@ -895,32 +1048,73 @@ impl Image {
             entry,
             &segments,
             meta.offset,
-            sections.len() as u16 + 1,
-            sections.len() as u16,
+            SECTIONS as u16,
+            SHSTRTAB_INDEX,
         );
         self.store.write(0, &headers);
-        Ok(table_off)
+        Ok(table.offset)
     }
 
-    fn encode_table(&self, in_progress: bool) -> Vec<u8> {
-        let sites: Vec<&Site> = self.sites.iter().collect();
-        persist::encode(&Snapshot {
-            settings: &self.settings,
-            generation: self.generation,
-            entry: self.addr_of(x86_64::START.name),
-            interrupted: self.addr_of(x86_64::INTERRUPTED_NAME),
-            in_progress,
-            regions: &self.regions,
-            extents: &self.extents,
-            tails: &self.tails,
-            symbols: self.symbols.as_slice(),
-            sites,
-        })
+    fn encode_table(&self, _entry: u64, in_progress: bool) -> Vec<u8> {
+        let counts = self.symbols.counts();
+        persist::encode(
+            &Header {
+                flags: if in_progress {
+                    persist::FLAG_IN_PROGRESS
+                } else {
+                    0
+                },
+                generation: self.generation,
+                entry: self.addr_of(x86_64::START.name),
+                interrupted: self.addr_of(x86_64::INTERRUPTED_NAME),
+                ..Header::default()
+            },
+            &Body {
+                settings: self.settings.clone(),
+                regions: self.regions.to_vec(),
+                extents: self.extents,
+                meta: self.meta,
+                table: self.table,
+                arrays: self.arrays.clone(),
+                live_sites: self.sites.len() as u32,
+                index_count: self.symbols.index().count,
+                first_global: self.symtab.first_global,
+                counts: [counts.functions, counts.data_objects, counts.got_entries],
+            },
+        )
+    }
+
+    /// The symbol table, for `inspect`.
+    pub fn symtab_len(&self) -> usize {
+        self.symtab.len()
     }
 }
 
-/// The table of a zerolink executable, and its file offset.
-pub fn find_table(file: &[u8]) -> Result<(u64, persist::Table), Reject> {
+/// Bytes reserved for the section headers and `.shstrtab`.
+const SHDR_BYTES: u64 = crate::elf::SHDR_SIZE * SECTIONS as u64 + 256;
+
+/// (records, has a base, [(record index, bytes)]) of the records that changed.
+fn dirty_records<T: object::pod::Pod + Default>(
+    r: &Records<T>,
+) -> (u64, bool, Vec<(u64, Vec<u8>)>) {
+    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+    let size = std::mem::size_of::<T>() as u64;
+    for (i, rec) in r.dirty() {
+        let bytes = object::pod::bytes_of(&rec);
+        // Consecutive records travel as one write.
+        if let Some((start, buf)) = runs.last_mut() {
+            if *start + buf.len() as u64 / size == u64::from(i) {
+                buf.extend_from_slice(bytes);
+                continue;
+            }
+        }
+        runs.push((u64::from(i), bytes.to_vec()));
+    }
+    (r.len() as u64, r.has_base(), runs)
+}
+
+/// The table of a zerolink executable: its file offset, header and body.
+pub fn find_table(file: &[u8]) -> Result<(u64, Header, Body), Reject> {
     use object::read::elf::{ElfFile64, FileHeader};
     use object::{Object, ObjectSection};
     let elf = ElfFile64::<object::Endianness>::parse(file)
@@ -937,7 +1131,8 @@ pub fn find_table(file: &[u8]) -> Result<(u64, persist::Table), Reject> {
     let bytes = section
         .data()
         .map_err(|_| "its .zerolink section lies outside the file".to_string())?;
-    Ok((offset, persist::decode(bytes)?))
+    let (header, body) = persist::decode(bytes)?;
+    Ok((offset, header, body))
 }
 
 fn data_region(contents: Contents<'_>, writable: bool, refs: &[Reference]) -> RegionKind {

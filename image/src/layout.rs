@@ -125,26 +125,6 @@ pub struct Extent {
     pub capacity: u64,
 }
 
-/// Non-loaded pieces at the file's tail, each in an extent of its own so an update can
-/// rewrite one without moving the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tail {
-    Symtab,
-    Strtab,
-    /// The symbol-resolution table (`.zerolink`).
-    Table,
-    /// Section headers followed by `.shstrtab`.
-    Meta,
-}
-
-impl Tail {
-    pub const ALL: [Tail; 4] = [Tail::Symtab, Tail::Strtab, Tail::Table, Tail::Meta];
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
 pub fn align_up(value: u64, align: u64) -> u64 {
     debug_assert!(align.is_power_of_two());
     (value + align - 1) & !(align - 1)

@@ -18,10 +18,12 @@ pub mod sites;
 pub mod slots;
 pub mod store;
 pub mod symbols;
+pub mod symtab;
+pub mod table;
 pub mod x86_64;
 
 pub use error::{ImageError, Result, Undefined};
 pub use image::{find_table, Contents, Image, OpenError, Summary, ENTRY};
 pub use layout::RegionKind;
 pub use sites::{RefKind, Reference};
-pub use symbols::{Binding, SymbolId, SymbolKind};
+pub use symbols::{Binding, Symbol, SymbolId, SymbolKind};

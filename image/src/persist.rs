@@ -1,30 +1,70 @@
-//! The symbol-resolution table inside the executable: the `.zerolink` section.
+//! The symbol-resolution table inside the executable: the `.zerolink` section and the arrays it
+//! describes.
 //!
-//! Everything a later build needs to continue is here: the settings the executable was built
-//! with, each region's high-water mark, free ranges and file extent, the tail extents, every
-//! symbol (slot, size, GOT entry, content and signature hashes) and every reference site. The
-//! section is not loaded; it is found through the section headers.
+//! Everything a later build needs to continue is in the file: the settings it was built with,
+//! each region's high-water mark, free ranges and file extent, every symbol (slot, size, GOT
+//! entry, content and signature hashes, its sites, its `.symtab` entry) and every reference
+//! site. The big arrays (symbols, sites, name index, `.symtab` owners; names are `.strtab`
+//! itself) live in extents of their own and are read in place (see `table.rs`); `.zerolink`
+//! holds a fixed [`Header`] and a small *body*: the settings, the extents, the free ranges,
+//! counts, and one checksum per 4 KiB page of each array.
 //!
-//! Layout: a fixed [`Header`], then a body of plain `repr(C)` records (settings, regions, tails,
-//! free ranges, symbols, sites, names). The header carries the format version, an *in progress*
-//! flag that an interrupted update leaves set, and an xxh3 checksum of the body. Anything that
-//! does not check out is a reason for a full rebuild, never a crash.
+//! The header carries the format version, an *in progress* flag that an interrupted update
+//! leaves set, and an xxh3 checksum of the body. Anything that does not check out is a reason
+//! for a full rebuild, never a crash.
 
-use object::pod::{bytes_of, bytes_of_slice, from_bytes, slice_from_bytes, Pod};
+use object::pod::{bytes_of, from_bytes, Pod};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::layout::{Extent, RegionKind, Tail};
-use crate::sites::{Place, RefKind, Site};
-use crate::slots::{Region, Slot};
-use crate::symbols::{Binding, Placement, Symbol, SymbolId, SymbolKind};
+use crate::layout::{Extent, RegionKind};
+use crate::slots::Region;
 
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
-/// Bump on any change to the records below.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bump on any change to the layout of the header, the body or the records.
+pub const FORMAT_VERSION: u32 = 2;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;
+
+/// The arrays of the table, each in an extent of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Array {
+    Symbols,
+    Sites,
+    Index,
+    Symtab,
+    Owners,
+    /// Symbol names: the contents of `.strtab`.
+    Names,
+}
+
+impl Array {
+    pub const ALL: [Array; 6] = [
+        Array::Symbols,
+        Array::Sites,
+        Array::Index,
+        Array::Symtab,
+        Array::Owners,
+        Array::Names,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Section name; `.symtab` and `.strtab` are the ELF ones.
+    pub fn section_name(self) -> &'static str {
+        match self {
+            Array::Symbols => ".zerolink.symbols",
+            Array::Sites => ".zerolink.sites",
+            Array::Index => ".zerolink.index",
+            Array::Symtab => ".symtab",
+            Array::Owners => ".zerolink.owners",
+            Array::Names => ".strtab",
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,258 +79,129 @@ pub struct Header {
     /// `_start`, and the stub that reports an interrupted update.
     pub entry: u64,
     pub interrupted: u64,
-    pub n_symbols: u32,
-    pub n_sites: u32,
-    pub n_free: u32,
-    pub settings_len: u32,
-    pub names_len: u32,
-    pub reserved: u32,
 }
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct RegionRec {
-    used: u64,
-    ext_offset: u64,
-    /// 0: the region has no file extent.
-    ext_capacity: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct FreeRec {
-    region: u64,
-    offset: u64,
-    len: u64,
-}
-
-const SYM_PLACED: u8 = 1;
-const SYM_BUILTIN: u8 = 2;
-const SYM_GOT: u8 = 4;
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SymRec {
-    name_off: u32,
-    name_len: u32,
-    kind: u8,
-    binding: u8,
-    flags: u8,
-    region: u8,
-    reserved: u32,
-    addr: u64,
-    capacity: u64,
-    size: u64,
-    got: u64,
-    hash: u64,
-    sig_hash: u64,
-}
-
-const PLACE_IN: u8 = 0;
-const PLACE_GOT: u8 = 1;
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SiteRec {
-    owner: u32,
-    offset: u32,
-    target: u32,
-    kind: u8,
-    place: u8,
-    reserved: u16,
-    addend: i64,
-    got_addr: u64,
-}
-
-// SAFETY: all are `repr(C)`, made of integers only, with no padding (sizes checked below).
+// SAFETY: `repr(C)`, integers only, no padding (size checked).
 unsafe impl Pod for Header {}
-unsafe impl Pod for RegionRec {}
-unsafe impl Pod for FreeRec {}
-unsafe impl Pod for SymRec {}
-unsafe impl Pod for SiteRec {}
-const _: () = assert!(std::mem::size_of::<Header>() == 80);
-const _: () = assert!(std::mem::size_of::<SymRec>() == 64);
-const _: () = assert!(std::mem::size_of::<SiteRec>() == 32);
+const _: () = assert!(std::mem::size_of::<Header>() == 56);
 
-/// The persisted state of an image.
-#[derive(Debug)]
-pub struct Table {
-    pub header: Header,
+/// Where an array is in the file, how long it is, and its page checksums.
+#[derive(Debug, Clone, Default)]
+pub struct ArrayState {
+    pub extent: Option<Extent>,
+    pub len: u64,
+    pub page_sums: Vec<u64>,
+}
+
+/// Everything in the body of `.zerolink`.
+#[derive(Debug, Clone, Default)]
+pub struct Body {
     pub settings: String,
     pub regions: Vec<Region>,
     pub extents: [Option<Extent>; 5],
-    pub tails: [Option<Extent>; 4],
-    pub symbols: Vec<Symbol>,
-    pub sites: Vec<Site>,
+    /// `Meta` (section headers and `.shstrtab`) and the table itself.
+    pub meta: Option<Extent>,
+    pub table: Option<Extent>,
+    pub arrays: Vec<ArrayState>,
+    pub live_sites: u32,
+    pub index_count: u32,
+    pub first_global: u32,
+    pub counts: [u32; 3],
 }
 
-fn kind_code(k: RefKind) -> u8 {
-    match k {
-        RefKind::PcRel32 => 0,
-        RefKind::Abs32 => 1,
-        RefKind::Abs64 => 2,
-        RefKind::GotPcRel32 => 3,
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn extent(&mut self, e: Option<Extent>) {
+        self.u64(e.map_or(0, |e| e.offset));
+        self.u64(e.map_or(0, |e| e.capacity));
     }
 }
 
-fn kind_from(c: u8) -> Option<RefKind> {
-    Some(match c {
-        0 => RefKind::PcRel32,
-        1 => RefKind::Abs32,
-        2 => RefKind::Abs64,
-        3 => RefKind::GotPcRel32,
-        _ => return None,
-    })
-}
+struct Reader<'a>(&'a [u8]);
 
-/// The state to persist, borrowed from the image.
-pub struct Snapshot<'a> {
-    pub settings: &'a str,
-    pub generation: u64,
-    pub entry: u64,
-    pub interrupted: u64,
-    pub in_progress: bool,
-    pub regions: &'a [Region],
-    pub extents: &'a [Option<Extent>; 5],
-    pub tails: &'a [Option<Extent>; 4],
-    pub symbols: &'a [Symbol],
-    pub sites: Vec<&'a Site>,
-}
-
-fn pad8(v: &mut Vec<u8>) {
-    while !v.len().is_multiple_of(8) {
-        v.push(0);
+impl Reader<'_> {
+    fn u64(&mut self) -> Result<u64, String> {
+        let (word, rest) = self
+            .0
+            .split_first_chunk::<8>()
+            .ok_or("table body is truncated")?;
+        self.0 = rest;
+        Ok(u64::from_le_bytes(*word))
     }
-}
-
-pub fn encode(s: &Snapshot<'_>) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(s.settings.as_bytes());
-    pad8(&mut body);
-    let regions: Vec<RegionRec> = s
-        .regions
-        .iter()
-        .zip(s.extents)
-        .map(|(r, e)| RegionRec {
-            used: r.used,
-            ext_offset: e.map_or(0, |e| e.offset),
-            ext_capacity: e.map_or(0, |e| e.capacity),
-        })
-        .collect();
-    body.extend_from_slice(bytes_of_slice(&regions));
-    let tails: Vec<RegionRec> = s
-        .tails
-        .iter()
-        .map(|e| RegionRec {
-            used: 0,
-            ext_offset: e.map_or(0, |e| e.offset),
-            ext_capacity: e.map_or(0, |e| e.capacity),
-        })
-        .collect();
-    body.extend_from_slice(bytes_of_slice(&tails));
-    let free: Vec<FreeRec> = s
-        .regions
-        .iter()
-        .flat_map(|r| {
-            r.free_ranges().iter().map(move |&(offset, len)| FreeRec {
-                region: r.kind.index() as u64,
-                offset,
-                len,
-            })
-        })
-        .collect();
-    body.extend_from_slice(bytes_of_slice(&free));
-    let mut names = Vec::new();
-    let syms: Vec<SymRec> = s
-        .symbols
-        .iter()
-        .map(|sym| {
-            let name_off = names.len() as u32;
-            names.extend_from_slice(sym.name.as_bytes());
-            let p = sym.placement;
-            SymRec {
-                name_off,
-                name_len: sym.name.len() as u32,
-                kind: match sym.kind {
-                    SymbolKind::Function => 0,
-                    SymbolKind::Data => 1,
-                },
-                binding: match sym.binding {
-                    Binding::Local => 0,
-                    Binding::Global => 1,
-                    Binding::Weak => 2,
-                },
-                flags: (if p.is_some() { SYM_PLACED } else { 0 })
-                    | (if sym.builtin { SYM_BUILTIN } else { 0 })
-                    | (if sym.got.is_some() { SYM_GOT } else { 0 }),
-                region: p.map_or(0, |p| p.region.index() as u8),
-                reserved: 0,
-                addr: p.map_or(0, |p| p.slot.addr),
-                capacity: p.map_or(0, |p| p.slot.capacity),
-                size: p.map_or(0, |p| p.size),
-                got: sym.got.unwrap_or(0),
-                hash: sym.hash,
-                sig_hash: sym.sig_hash,
-            }
-        })
-        .collect();
-    body.extend_from_slice(bytes_of_slice(&syms));
-    let sites: Vec<SiteRec> = s
-        .sites
-        .iter()
-        .map(|site| {
-            let (place, owner, offset, got_addr) = match site.place {
-                Place::In { owner, offset } => (PLACE_IN, owner.0, offset, 0),
-                Place::GotEntry { addr } => (PLACE_GOT, 0, 0, addr),
-            };
-            SiteRec {
-                owner,
-                offset,
-                target: site.target.0,
-                kind: kind_code(site.kind),
-                place,
-                reserved: 0,
-                addend: site.addend,
-                got_addr,
-            }
-        })
-        .collect();
-    body.extend_from_slice(bytes_of_slice(&sites));
-    body.extend_from_slice(&names);
-    let header = Header {
-        magic: MAGIC,
-        version: FORMAT_VERSION,
-        flags: if s.in_progress { FLAG_IN_PROGRESS } else { 0 },
-        body_len: body.len() as u64,
-        checksum: xxh3_64(&body),
-        generation: s.generation,
-        entry: s.entry,
-        interrupted: s.interrupted,
-        n_symbols: syms.len() as u32,
-        n_sites: sites.len() as u32,
-        n_free: free.len() as u32,
-        settings_len: s.settings.len() as u32,
-        names_len: names.len() as u32,
-        reserved: 0,
-    };
-    let mut out = bytes_of(&header).to_vec();
-    out.extend_from_slice(&body);
-    out
+    fn u32(&mut self) -> Result<u32, String> {
+        u32::try_from(self.u64()?).map_err(|_| "table body has a bad count".to_string())
+    }
+    fn count(&mut self, limit: usize) -> Result<usize, String> {
+        let n = self.u64()? as usize;
+        if n > limit {
+            return Err("table body has an impossible count".into());
+        }
+        Ok(n)
+    }
+    fn extent(&mut self) -> Result<Option<Extent>, String> {
+        let (offset, capacity) = (self.u64()?, self.u64()?);
+        Ok((capacity != 0).then_some(Extent { offset, capacity }))
+    }
 }
 
 /// Why a table cannot be used; the build falls back to a full one and prints this.
 pub type Reject = String;
 
-fn take<'a, T: Pod>(data: &mut &'a [u8], count: usize, what: &str) -> Result<&'a [T], Reject> {
-    let (items, rest) =
-        slice_from_bytes::<T>(data, count).map_err(|_| format!("table is truncated ({what})"))?;
-    *data = rest;
-    Ok(items)
+pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
+    let mut w = Writer(Vec::new());
+    w.u64(body.settings.len() as u64);
+    w.0.extend_from_slice(body.settings.as_bytes());
+    while !w.0.len().is_multiple_of(8) {
+        w.0.push(0);
+    }
+    for (r, e) in body.regions.iter().zip(body.extents) {
+        w.u64(r.used);
+        w.extent(e);
+        w.u64(r.free_ranges().len() as u64);
+        for &(off, len) in r.free_ranges() {
+            w.u64(off);
+            w.u64(len);
+        }
+    }
+    w.extent(body.meta);
+    w.extent(body.table);
+    for a in &body.arrays {
+        w.extent(a.extent);
+        w.u64(a.len);
+        w.u64(a.page_sums.len() as u64);
+        for &s in &a.page_sums {
+            w.u64(s);
+        }
+    }
+    for v in [
+        body.live_sites,
+        body.index_count,
+        body.first_global,
+        body.counts[0],
+        body.counts[1],
+        body.counts[2],
+    ] {
+        w.u64(u64::from(v));
+    }
+    let header = Header {
+        magic: MAGIC,
+        version: FORMAT_VERSION,
+        body_len: w.0.len() as u64,
+        checksum: xxh3_64(&w.0),
+        ..*header
+    };
+    let mut out = bytes_of(&header).to_vec();
+    out.extend_from_slice(&w.0);
+    out
 }
 
-/// Read a table from the bytes of the `.zerolink` section.
-pub fn decode(bytes: &[u8]) -> Result<Table, Reject> {
-    let (header, body) =
+/// Read the header and body of a `.zerolink` section.
+pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
+    let (header, rest) =
         from_bytes::<Header>(bytes).map_err(|_| "table is truncated (header)".to_string())?;
     let header = *header;
     if header.magic != MAGIC {
@@ -305,119 +216,52 @@ pub fn decode(bytes: &[u8]) -> Result<Table, Reject> {
     if header.flags & FLAG_IN_PROGRESS != 0 {
         return Err("the previous update was interrupted".into());
     }
-    let body = body
+    let body_bytes = rest
         .get(..header.body_len as usize)
         .ok_or("table is truncated (body)")?;
-    if xxh3_64(body) != header.checksum {
+    if xxh3_64(body_bytes) != header.checksum {
         return Err("table is damaged (checksum mismatch)".into());
     }
-    let mut data = body;
-    let settings_padded = (header.settings_len as usize).div_ceil(8) * 8;
-    let settings = data
-        .get(..header.settings_len as usize)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .ok_or("table settings are unreadable")?
+    let mut r = Reader(body_bytes);
+    let mut body = Body::default();
+    let n = r.count(1 << 20)?;
+    let padded = n.div_ceil(8) * 8;
+    body.settings = std::str::from_utf8(r.0.get(..n).ok_or("table body is truncated")?)
+        .map_err(|_| "table settings are unreadable")?
         .to_string();
-    data = data.get(settings_padded..).ok_or("table is truncated")?;
-    let regions: &[RegionRec] = take(&mut data, 5, "regions")?;
-    let tails: &[RegionRec] = take(&mut data, 4, "tails")?;
-    let free: &[FreeRec] = take(&mut data, header.n_free as usize, "free ranges")?;
-    let syms: &[SymRec] = take(&mut data, header.n_symbols as usize, "symbols")?;
-    let sites: &[SiteRec] = take(&mut data, header.n_sites as usize, "sites")?;
-    let names = data
-        .get(..header.names_len as usize)
-        .ok_or("table is truncated (names)")?;
-
-    let extent = |r: &RegionRec| {
-        (r.ext_capacity != 0).then_some(Extent {
-            offset: r.ext_offset,
-            capacity: r.ext_capacity,
-        })
-    };
-    let mut free_by_region: Vec<Vec<(u64, u64)>> = vec![Vec::new(); 5];
-    for f in free {
-        free_by_region
-            .get_mut(f.region as usize)
-            .ok_or("bad free range")?
-            .push((f.offset, f.len));
-    }
-    let regions_out: Vec<Region> = RegionKind::ALL
-        .iter()
-        .zip(free_by_region)
-        .map(|(&k, free)| Region::restore(k, regions[k.index()].used, free))
-        .collect();
-    let mut extents = [None; 5];
-    for (i, r) in regions.iter().enumerate() {
-        extents[i] = extent(r);
-    }
-    let mut tails_out = [None; 4];
-    for t in Tail::ALL {
-        tails_out[t.index()] = extent(&tails[t.index()]);
-    }
-
-    let mut symbols = Vec::with_capacity(syms.len());
-    for r in syms {
-        let name = names
-            .get(r.name_off as usize..(r.name_off + r.name_len) as usize)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .ok_or("bad symbol name")?;
-        let region = *RegionKind::ALL
-            .get(r.region as usize)
-            .ok_or("bad symbol region")?;
-        symbols.push(Symbol {
-            name: name.to_string(),
-            kind: match r.kind {
-                0 => SymbolKind::Function,
-                1 => SymbolKind::Data,
-                _ => return Err("bad symbol kind".into()),
-            },
-            binding: match r.binding {
-                0 => Binding::Local,
-                1 => Binding::Global,
-                2 => Binding::Weak,
-                _ => return Err("bad symbol binding".into()),
-            },
-            placement: (r.flags & SYM_PLACED != 0).then_some(Placement {
-                region,
-                slot: Slot {
-                    addr: r.addr,
-                    capacity: r.capacity,
-                },
-                size: r.size,
-            }),
-            got: (r.flags & SYM_GOT != 0).then_some(r.got),
-            builtin: r.flags & SYM_BUILTIN != 0,
-            hash: r.hash,
-            sig_hash: r.sig_hash,
-        });
-    }
-    let n = symbols.len() as u32;
-    let mut sites_out = Vec::with_capacity(sites.len());
-    for r in sites {
-        if r.target >= n || (r.place == PLACE_IN && r.owner >= n) {
-            return Err("a site refers to a symbol that does not exist".into());
+    r.0 = r.0.get(padded..).ok_or("table body is truncated")?;
+    for kind in RegionKind::ALL {
+        let used = r.u64()?;
+        body.extents[kind.index()] = r.extent()?;
+        let n = r.count(1 << 24)?;
+        let mut free = Vec::with_capacity(n);
+        for _ in 0..n {
+            free.push((r.u64()?, r.u64()?));
         }
-        sites_out.push(Site {
-            place: match r.place {
-                PLACE_IN => Place::In {
-                    owner: SymbolId(r.owner),
-                    offset: r.offset,
-                },
-                PLACE_GOT => Place::GotEntry { addr: r.got_addr },
-                _ => return Err("bad site place".into()),
-            },
-            kind: kind_from(r.kind).ok_or("bad site kind")?,
-            target: SymbolId(r.target),
-            addend: r.addend,
+        body.regions.push(Region::restore(kind, used, free));
+    }
+    body.meta = r.extent()?;
+    body.table = r.extent()?;
+    for _ in Array::ALL {
+        let extent = r.extent()?;
+        let len = r.u64()?;
+        let n = r.count(1 << 28)?;
+        let mut page_sums = Vec::with_capacity(n);
+        for _ in 0..n {
+            page_sums.push(r.u64()?);
+        }
+        if extent.is_none_or(|e| len > e.capacity) || (len as usize).div_ceil(4096) != n {
+            return Err("table describes an array that does not fit its extent".into());
+        }
+        body.arrays.push(ArrayState {
+            extent,
+            len,
+            page_sums,
         });
     }
-    Ok(Table {
-        header,
-        settings,
-        regions: regions_out,
-        extents,
-        tails: tails_out,
-        symbols,
-        sites: sites_out,
-    })
+    body.live_sites = r.u32()?;
+    body.index_count = r.u32()?;
+    body.first_global = r.u32()?;
+    body.counts = [r.u32()?, r.u32()?, r.u32()?];
+    Ok((header, body))
 }

@@ -1,11 +1,19 @@
 //! Reference sites: every place in the image whose bytes depend on some symbol's address.
 //!
-//! Sites are indexed twice: by *owner* (the function or data object that contains them, so that
-//! moving the owner re-patches its outgoing PC-relative fields) and by *target* (so that moving
-//! a symbol costs the number of places that refer to it, not a scan of the image). GOT entries
-//! are sites too: an 8-byte absolute field in the GOT whose target is the symbol it holds.
+//! Sites are indexed twice, both in the persisted records themselves, so an update reaches
+//! them without building anything:
+//! - by *owner*: the sites inside a function or data object occupy one contiguous range of the
+//!   site array, with spare room like a slot, recorded in the owner's symbol record; moving the
+//!   owner re-patches exactly that range;
+//! - by *target*: every site is a node of a doubly linked list that starts at its target's
+//!   symbol record; moving a symbol walks that list, so it costs the number of places that
+//!   refer to it, not a scan of the image. Adding or removing a site is O(1).
+//!
+//! GOT entries are sites too: an 8-byte absolute field in the GOT whose target is the symbol
+//! whose address it holds.
 
-use crate::symbols::SymbolId;
+use crate::symbols::{SymbolId, SymbolTable};
+use crate::table::Records;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SiteId(pub u32);
@@ -40,6 +48,24 @@ impl RefKind {
             _ => 4,
         }
     }
+
+    fn code(self) -> u8 {
+        match self {
+            RefKind::PcRel32 => 0,
+            RefKind::Abs32 => 1,
+            RefKind::Abs64 => 2,
+            RefKind::GotPcRel32 => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> RefKind {
+        match c {
+            1 => RefKind::Abs32,
+            2 => RefKind::Abs64,
+            3 => RefKind::GotPcRel32,
+            _ => RefKind::PcRel32,
+        }
+    }
 }
 
 /// A relocation as the producer of a function or data object states it.
@@ -69,91 +95,213 @@ pub struct Site {
     pub addend: i64,
 }
 
-#[derive(Debug, Default)]
+// Place codes; 0 marks a dead record.
+const IN: u8 = 1;
+const GOT: u8 = 2;
+
+/// One site, as stored in the table (40 bytes, no padding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SiteRecord {
+    owner: u32,
+    offset: u32,
+    target: u32,
+    kind: u8,
+    place: u8,
+    reserved: u16,
+    addend: i64,
+    got_addr: u64,
+    /// Neighbours in the target's list, plus one (0: none).
+    next: u32,
+    prev: u32,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding (size checked).
+unsafe impl object::pod::Pod for SiteRecord {}
+const _: () = assert!(std::mem::size_of::<SiteRecord>() == 40);
+
+impl SiteRecord {
+    fn site(&self) -> Option<Site> {
+        let place = match self.place {
+            IN => Place::In {
+                owner: SymbolId(self.owner),
+                offset: self.offset,
+            },
+            GOT => Place::GotEntry {
+                addr: self.got_addr,
+            },
+            _ => return None,
+        };
+        Some(Site {
+            place,
+            kind: RefKind::from_code(self.kind),
+            target: SymbolId(self.target),
+            addend: self.addend,
+        })
+    }
+}
+
+#[derive(Default)]
 pub struct Sites {
-    /// `None` marks a removed site whose id waits in `free` for reuse.
-    sites: Vec<Option<Site>>,
-    free: Vec<SiteId>,
-    by_target: Vec<Vec<SiteId>>,
-    by_owner: Vec<Vec<SiteId>>,
+    records: Records<SiteRecord>,
+    live: u32,
 }
 
 impl Sites {
-    fn grow_to(&mut self, n: usize) {
-        if self.by_target.len() < n {
-            self.by_target.resize_with(n, Vec::new);
-            self.by_owner.resize_with(n, Vec::new);
-        }
+    pub fn restore(records: Records<SiteRecord>, live: u32) -> Self {
+        Sites { records, live }
     }
 
-    pub fn add(&mut self, site: Site) -> SiteId {
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.sites.push(None);
-                SiteId(self.sites.len() as u32 - 1)
-            }
-        };
-        let mut top = site.target.index();
-        if let Place::In { owner, .. } = site.place {
-            top = top.max(owner.index());
-        }
-        self.grow_to(top + 1);
-        self.by_target[site.target.index()].push(id);
-        if let Place::In { owner, .. } = site.place {
-            self.by_owner[owner.index()].push(id);
-        }
-        self.sites[id.0 as usize] = Some(site);
-        id
-    }
-
-    /// Remove every site inside `owner` (it is being redefined or removed). Costs the number
-    /// of those sites times the length of their targets' lists.
-    pub fn remove_owned_by(&mut self, owner: SymbolId) {
-        let Some(owned) = self.by_owner.get_mut(owner.index()) else {
-            return;
-        };
-        for id in std::mem::take(owned) {
-            if let Some(site) = self.sites[id.0 as usize].take() {
-                let list = &mut self.by_target[site.target.index()];
-                if let Some(i) = list.iter().position(|&s| s == id) {
-                    list.swap_remove(i);
-                }
-                self.free.push(id);
+    /// Replace the sites inside `owner` by `refs`; returns the new sites' ids and the targets
+    /// that lost a referrer. Reuses the owner's range when it is big enough.
+    pub fn set_owned(
+        &mut self,
+        syms: &mut SymbolTable,
+        owner: SymbolId,
+        refs: &[Reference],
+    ) -> (Vec<SiteId>, Vec<SymbolId>) {
+        let mut sym = syms.get(owner);
+        let mut old_targets = Vec::new();
+        for i in sym.sites_first..sym.sites_first + sym.sites_len {
+            if let Some(site) = self.records.get(i).site() {
+                old_targets.push(site.target);
+                self.unlink(syms, i);
             }
         }
+        let n = refs.len() as u32;
+        if n > sym.sites_cap {
+            // A new range at the end, with a third spare; the old one stays dead.
+            let cap = n + n / 3;
+            sym.sites_first = self.records.len() as u32;
+            sym.sites_cap = cap;
+            for _ in 0..cap {
+                self.records.push(SiteRecord::default());
+            }
+        }
+        sym.sites_len = n;
+        syms.set(owner, sym);
+        let mut ids = Vec::with_capacity(refs.len());
+        for (k, r) in refs.iter().enumerate() {
+            let id = sym.sites_first + k as u32;
+            self.records.set(
+                id,
+                SiteRecord {
+                    owner: owner.0,
+                    offset: r.offset,
+                    target: r.target.0,
+                    kind: r.kind.code(),
+                    place: IN,
+                    addend: r.addend,
+                    ..SiteRecord::default()
+                },
+            );
+            self.link(syms, id);
+            ids.push(SiteId(id));
+        }
+        (ids, old_targets)
     }
 
-    pub fn get(&self, id: SiteId) -> &Site {
-        self.sites[id.0 as usize]
-            .as_ref()
-            .expect("site ids in the indexes are live")
+    /// The site of `target`'s GOT entry at `addr`.
+    pub fn add_got_entry(&mut self, syms: &mut SymbolTable, target: SymbolId, addr: u64) -> SiteId {
+        let id = self.records.push(SiteRecord {
+            target: target.0,
+            kind: RefKind::Abs64.code(),
+            place: GOT,
+            got_addr: addr,
+            ..SiteRecord::default()
+        });
+        self.link(syms, id);
+        let mut sym = syms.get(target);
+        sym.got_site = id + 1;
+        syms.set(target, sym);
+        SiteId(id)
+    }
+
+    fn link(&mut self, syms: &mut SymbolTable, id: u32) {
+        let mut rec = self.records.get(id);
+        let target = SymbolId(rec.target);
+        let mut sym = syms.get(target);
+        rec.prev = 0;
+        rec.next = sym.refs_head;
+        if sym.refs_head != 0 {
+            let mut head = self.records.get(sym.refs_head - 1);
+            head.prev = id + 1;
+            self.records.set(sym.refs_head - 1, head);
+        }
+        sym.refs_head = id + 1;
+        syms.set(target, sym);
+        self.records.set(id, rec);
+        self.live += 1;
+    }
+
+    fn unlink(&mut self, syms: &mut SymbolTable, id: u32) {
+        let rec = self.records.get(id);
+        if rec.prev != 0 {
+            let mut p = self.records.get(rec.prev - 1);
+            p.next = rec.next;
+            self.records.set(rec.prev - 1, p);
+        } else {
+            let mut sym = syms.get(SymbolId(rec.target));
+            sym.refs_head = rec.next;
+            syms.set(SymbolId(rec.target), sym);
+        }
+        if rec.next != 0 {
+            let mut n = self.records.get(rec.next - 1);
+            n.prev = rec.prev;
+            self.records.set(rec.next - 1, n);
+        }
+        self.records.set(id, SiteRecord::default());
+        self.live -= 1;
+    }
+
+    pub fn get(&self, id: SiteId) -> Site {
+        self.records.get(id.0).site().unwrap_or(Site {
+            place: Place::GotEntry { addr: 0 },
+            kind: RefKind::Abs64,
+            target: SymbolId(0),
+            addend: 0,
+        })
     }
 
     /// Sites whose value depends on `target`'s address.
-    pub fn referring_to(&self, target: SymbolId) -> &[SiteId] {
-        self.by_target
-            .get(target.index())
-            .map_or(&[], |v| v.as_slice())
+    pub fn referring_to(&self, syms: &SymbolTable, target: SymbolId) -> Vec<SiteId> {
+        let mut out = Vec::new();
+        let mut next = syms.get(target).refs_head;
+        // Bounded walk: a damaged list can never loop forever.
+        while next != 0 && out.len() <= self.records.len() {
+            out.push(SiteId(next - 1));
+            next = self.records.get(next - 1).next;
+        }
+        out
     }
 
     /// Sites inside `owner`'s bytes.
-    pub fn owned_by(&self, owner: SymbolId) -> &[SiteId] {
-        self.by_owner
-            .get(owner.index())
-            .map_or(&[], |v| v.as_slice())
+    pub fn owned_by(&self, syms: &SymbolTable, owner: SymbolId) -> Vec<SiteId> {
+        let s = syms.get(owner);
+        (s.sites_first..s.sites_first + s.sites_len)
+            .map(SiteId)
+            .collect()
     }
 
     /// Live sites.
     pub fn len(&self) -> usize {
-        self.sites.len() - self.free.len()
+        self.live as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.live == 0
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Site> {
-        self.sites.iter().flatten()
+    pub fn records(&self) -> &Records<SiteRecord> {
+        &self.records
+    }
+
+    pub fn damaged(&self) -> bool {
+        self.records.damaged()
+    }
+
+    /// Every live site. Reads the whole array: for `inspect`, not for updates.
+    pub fn iter(&self) -> impl Iterator<Item = Site> + '_ {
+        (0..self.records.len() as u32).filter_map(|i| self.records.get(i).site())
     }
 }

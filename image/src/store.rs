@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::{Mmap, MmapMut};
 
@@ -19,7 +20,7 @@ use crate::output::Output;
 /// An existing executable and the writes planned for it.
 pub struct Overlay {
     path: PathBuf,
-    base: Mmap,
+    base: Arc<Mmap>,
     len: u64,
     writes: Vec<(u64, Vec<u8>)>,
 }
@@ -53,12 +54,13 @@ impl Overlay {
         Ok(Overlay {
             path: path.to_path_buf(),
             len: base.len() as u64,
-            base,
+            base: Arc::new(base),
             writes: Vec::new(),
         })
     }
 
-    pub fn base(&self) -> &[u8] {
+    /// The old file, shared with the table arrays that read it in place.
+    pub fn base(&self) -> &Arc<Mmap> {
         &self.base
     }
 

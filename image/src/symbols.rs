@@ -1,14 +1,15 @@
 //! The symbol-resolution table: every symbol the program names, resolved once to a handle.
 //!
-//! A [`SymbolId`] is an index that stays valid for the life of the table; everything else
-//! (reference sites, the GOT, `.symtab`) refers to symbols through it, never by name, so a name
-//! is looked up exactly once: when it is declared.
-
-use std::collections::HashMap;
+//! A [`SymbolId`] is an index that stays valid for the life of the executable, across updates;
+//! everything else (reference sites, the GOT, `.symtab`) refers to symbols through it, never by
+//! name, so a name is looked up exactly once: when it is declared. Symbols are fixed-size
+//! records ([`Symbol`]) kept in a [`Records`] array and found by name through an on-disk hash
+//! index, so an update reads only the symbols it touches.
 
 use crate::error::{ImageError, Result};
 use crate::layout::RegionKind;
 use crate::slots::Slot;
+use crate::table::{name_hash, Blob, NameIndex, Records};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SymbolId(pub u32);
@@ -42,23 +43,6 @@ pub enum Binding {
     Weak,
 }
 
-#[derive(Debug, Clone)]
-pub struct Symbol {
-    pub name: String,
-    pub kind: SymbolKind,
-    pub binding: Binding,
-    /// Where the symbol lives once defined.
-    pub placement: Option<Placement>,
-    /// Address of the symbol's GOT entry, once something has referred to it through the GOT.
-    pub got: Option<u64>,
-    /// Provided by the image's runtime rather than by the program.
-    pub builtin: bool,
-    /// Hash of the input this symbol was built from (0: unknown, always rebuild).
-    pub hash: u64,
-    /// Hash of a function's signature, so callers can be rechecked when it changes.
-    pub sig_hash: u64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
     pub region: RegionKind,
@@ -67,89 +51,274 @@ pub struct Placement {
     pub size: u64,
 }
 
+const PLACED: u8 = 1;
+const BUILTIN: u8 = 2;
+const HAS_GOT: u8 = 4;
+
+/// One symbol, as stored in the table (88 bytes, no padding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Symbol {
+    name_off: u32,
+    name_len: u32,
+    kind: u8,
+    binding: u8,
+    flags: u8,
+    region: u8,
+    /// Index of the symbol's `.symtab` entry; 0: none.
+    pub symtab: u32,
+    addr: u64,
+    capacity: u64,
+    size: u64,
+    got: u64,
+    /// Hash of the input this symbol was built from (0: unknown, always rebuild).
+    pub hash: u64,
+    /// Hash of a function's signature, so callers can be rechecked when it changes.
+    pub sig_hash: u64,
+    /// The sites inside this symbol: a contiguous range of the site array with spare room.
+    pub sites_first: u32,
+    pub sites_len: u32,
+    pub sites_cap: u32,
+    /// First site whose target is this symbol, plus one (0: none).
+    pub refs_head: u32,
+    /// The site of this symbol's GOT entry, plus one (0: none).
+    pub got_site: u32,
+    name_hash32: u32,
+}
+
+// SAFETY: `repr(C)`, integers only, no padding (size checked).
+unsafe impl object::pod::Pod for Symbol {}
+const _: () = assert!(std::mem::size_of::<Symbol>() == 88);
+
 impl Symbol {
+    pub fn kind(&self) -> SymbolKind {
+        if self.kind == 1 {
+            SymbolKind::Data
+        } else {
+            SymbolKind::Function
+        }
+    }
+
+    pub fn binding(&self) -> Binding {
+        match self.binding {
+            0 => Binding::Local,
+            2 => Binding::Weak,
+            _ => Binding::Global,
+        }
+    }
+
+    fn set_binding(&mut self, b: Binding) {
+        self.binding = match b {
+            Binding::Local => 0,
+            Binding::Global => 1,
+            Binding::Weak => 2,
+        };
+    }
+
+    pub fn placement(&self) -> Option<Placement> {
+        (self.flags & PLACED != 0).then(|| Placement {
+            region: RegionKind::ALL[(self.region as usize).min(4)],
+            slot: Slot {
+                addr: self.addr,
+                capacity: self.capacity,
+            },
+            size: self.size,
+        })
+    }
+
+    pub fn set_placement(&mut self, p: Option<Placement>) {
+        match p {
+            Some(p) => {
+                self.flags |= PLACED;
+                self.region = p.region.index() as u8;
+                self.addr = p.slot.addr;
+                self.capacity = p.slot.capacity;
+                self.size = p.size;
+            }
+            None => {
+                self.flags &= !PLACED;
+                self.addr = 0;
+                self.capacity = 0;
+                self.size = 0;
+            }
+        }
+    }
+
     pub fn addr(&self) -> Option<u64> {
-        self.placement.map(|p| p.slot.addr)
+        self.placement().map(|p| p.slot.addr)
+    }
+
+    /// Address of the symbol's GOT entry, once something has referred to it through the GOT.
+    pub fn got(&self) -> Option<u64> {
+        (self.flags & HAS_GOT != 0).then_some(self.got)
+    }
+
+    pub fn set_got(&mut self, addr: u64) {
+        self.flags |= HAS_GOT;
+        self.got = addr;
+    }
+
+    /// Provided by the image's runtime rather than by the program.
+    pub fn builtin(&self) -> bool {
+        self.flags & BUILTIN != 0
+    }
+
+    pub fn set_builtin(&mut self, b: bool) {
+        if b {
+            self.flags |= BUILTIN;
+        } else {
+            self.flags &= !BUILTIN;
+        }
     }
 }
 
-#[derive(Debug, Default)]
+/// Counts kept up to date on every change, so reports never scan the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub functions: u32,
+    pub data_objects: u32,
+    pub got_entries: u32,
+}
+
+#[derive(Default)]
 pub struct SymbolTable {
-    symbols: Vec<Symbol>,
-    by_name: HashMap<String, SymbolId>,
+    records: Records<Symbol>,
+    names: Blob,
+    index: NameIndex,
+    counts: Counts,
 }
 
 impl SymbolTable {
+    /// A table over persisted arrays.
+    pub fn restore(
+        records: Records<Symbol>,
+        names: Blob,
+        index: NameIndex,
+        counts: Counts,
+    ) -> Self {
+        SymbolTable {
+            records,
+            names,
+            index,
+            counts,
+        }
+    }
+
     /// Declare a symbol, or return the existing handle if the name is already declared with the
     /// same kind. A stronger binding wins (a local declaration never demotes a global one).
     pub fn declare(&mut self, name: &str, kind: SymbolKind, binding: Binding) -> Result<SymbolId> {
-        if let Some(&id) = self.by_name.get(name) {
-            let sym = &mut self.symbols[id.index()];
-            if sym.kind != kind {
+        if let Some(id) = self.lookup(name) {
+            let mut sym = self.get(id);
+            if sym.kind() != kind {
                 return Err(ImageError::KindMismatch {
                     name: name.to_string(),
-                    declared: sym.kind.describe(),
+                    declared: sym.kind().describe(),
                     used: kind.describe(),
                 });
             }
-            if sym.binding == Binding::Local && binding != Binding::Local {
-                sym.binding = binding;
+            if sym.binding() == Binding::Local && binding != Binding::Local {
+                sym.set_binding(binding);
+                self.records.set(id.0, sym);
             }
             return Ok(id);
         }
-        let id = SymbolId(self.symbols.len() as u32);
-        self.symbols.push(Symbol {
-            name: name.to_string(),
-            kind,
-            binding,
-            placement: None,
-            got: None,
-            builtin: false,
-            hash: 0,
-            sig_hash: 0,
+        let hash = name_hash(name.as_bytes());
+        let mut sym = Symbol {
+            name_off: self.names.push(name.as_bytes()),
+            name_len: name.len() as u32,
+            kind: u8::from(kind == SymbolKind::Data),
+            name_hash32: hash as u32,
+            ..Symbol::default()
+        };
+        sym.set_binding(binding);
+        let id = self.records.push(sym);
+        let records = &self.records;
+        let names = &self.names;
+        self.index.insert(hash, id, || {
+            (0..records.len() as u32)
+                .map(|i| {
+                    let s = records.get(i);
+                    (name_hash(names.get(s.name_off, s.name_len)), i)
+                })
+                .collect()
         });
-        self.by_name.insert(name.to_string(), id);
-        Ok(id)
-    }
-
-    /// Re-create a table from its persisted symbols, keeping their ids.
-    pub fn from_symbols(symbols: Vec<Symbol>) -> SymbolTable {
-        let by_name = symbols
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), SymbolId(i as u32)))
-            .collect();
-        SymbolTable { symbols, by_name }
+        Ok(SymbolId(id))
     }
 
     pub fn lookup(&self, name: &str) -> Option<SymbolId> {
-        self.by_name.get(name).copied()
+        let hash32 = name_hash(name.as_bytes()) as u32;
+        self.index
+            .lookup(name.as_bytes(), |id| {
+                let s = self.records.get(id);
+                s.name_hash32 == hash32 && self.names.get(s.name_off, s.name_len) == name.as_bytes()
+            })
+            .map(SymbolId)
     }
 
-    pub fn get(&self, id: SymbolId) -> &Symbol {
-        &self.symbols[id.index()]
+    pub fn get(&self, id: SymbolId) -> Symbol {
+        self.records.get(id.0)
     }
 
-    pub fn get_mut(&mut self, id: SymbolId) -> &mut Symbol {
-        &mut self.symbols[id.index()]
+    /// Store a changed symbol, keeping the counts right.
+    pub fn set(&mut self, id: SymbolId, sym: Symbol) {
+        let old = self.records.get(id.0);
+        let count = |s: &Symbol, c: &mut Counts, d: i64| {
+            if s.placement().is_some() {
+                let n = match s.kind() {
+                    SymbolKind::Function => &mut c.functions,
+                    SymbolKind::Data => &mut c.data_objects,
+                };
+                *n = (i64::from(*n) + d) as u32;
+            }
+            if s.got().is_some() {
+                c.got_entries = (i64::from(c.got_entries) + d) as u32;
+            }
+        };
+        count(&old, &mut self.counts, -1);
+        count(&sym, &mut self.counts, 1);
+        self.records.set(id.0, sym);
+    }
+
+    pub fn name(&self, id: SymbolId) -> String {
+        let s = self.records.get(id.0);
+        String::from_utf8_lossy(self.names.get(s.name_off, s.name_len)).into_owned()
+    }
+
+    /// Offset of the symbol's name in `.strtab`.
+    pub fn name_offset(&self, id: SymbolId) -> u32 {
+        self.records.get(id.0).name_off
     }
 
     pub fn len(&self) -> usize {
-        self.symbols.len()
-    }
-
-    pub fn as_slice(&self) -> &[Symbol] {
-        &self.symbols
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.symbols.is_empty()
+        self.records.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (SymbolId, &Symbol)> {
-        self.symbols
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (SymbolId(i as u32), s))
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn damaged(&self) -> bool {
+        self.records.damaged() || self.names.damaged() || self.index.slots.damaged()
+    }
+
+    /// Every symbol. Reads the whole table: for fresh builds and `inspect`, not for updates.
+    pub fn iter(&self) -> impl Iterator<Item = (SymbolId, Symbol)> + '_ {
+        (0..self.records.len() as u32).map(|i| (SymbolId(i), self.records.get(i)))
+    }
+
+    pub fn records(&self) -> &Records<Symbol> {
+        &self.records
+    }
+
+    pub fn names(&self) -> &Blob {
+        &self.names
+    }
+
+    pub fn index(&self) -> &NameIndex {
+        &self.index
     }
 }

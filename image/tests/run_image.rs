@@ -5,9 +5,18 @@ use std::process::Command;
 use zerolink_image::{Binding, Contents, Image, RefKind, Reference, SymbolKind};
 
 fn run(path: &std::path::Path) -> (i32, String) {
-    let out = Command::new(path)
-        .output()
-        .expect("the built executable starts");
+    // These tests write executables in-process while other test threads fork children, which
+    // briefly inherit the write descriptor until they exec: retry the "text file busy" race.
+    let mut tries = 0;
+    let out = loop {
+        match Command::new(path).output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other.expect("the built executable starts"),
+        }
+    };
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

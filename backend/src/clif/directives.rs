@@ -36,37 +36,50 @@ pub struct DataDirective {
 
 const PREFIX: &str = "data:";
 
-/// Every data directive in `text`, in order.
+/// Every data directive in `text`, in order. Finds candidates by searching for `data:` rather
+/// than walking every line: inputs are mostly function bodies.
 pub fn scan(text: &str, file: &Path) -> Result<Vec<DataDirective>, BackendError> {
     let mut out = Vec::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = i + 1;
-        let Some(body) = directive_body(lines[i]) else {
-            i += 1;
+    let (mut counted_to, mut line) = (0usize, 1usize);
+    let mut consumed_to = 0usize;
+    for (at, _) in text.match_indices(PREFIX) {
+        let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+        if start < consumed_to {
+            continue;
+        }
+        let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
+        let Some(body) = directive_body(&text[start..end]) else {
             continue;
         };
+        line += count_lines(&text[counted_to..start]);
+        counted_to = start;
         let mut body = body.to_string();
+        let mut next = end;
         // Continuation: a list ending in `,` goes on in the next comment line.
-        while body.trim_end().ends_with(',') && i + 1 < lines.len() {
-            match lines[i + 1].trim_start().strip_prefix(';') {
+        while body.trim_end().ends_with(',') && next < text.len() {
+            let from = next + 1;
+            let to = text[from..].find('\n').map_or(text.len(), |n| from + n);
+            match text[from..to].trim_start().strip_prefix(';') {
                 Some(rest) => {
                     body.push(' ');
                     body.push_str(rest);
-                    i += 1;
+                    next = to;
                 }
                 None => break,
             }
         }
+        consumed_to = next;
         let pos = SourcePos {
             file: file.to_path_buf(),
             line,
         };
         out.push(parse(&body, line).map_err(|message| BackendError::Directive { pos, message })?);
-        i += 1;
     }
     Ok(out)
+}
+
+fn count_lines(s: &str) -> usize {
+    s.bytes().filter(|&b| b == b'\n').count()
 }
 
 fn directive_body(line: &str) -> Option<&str> {

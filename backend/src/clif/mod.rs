@@ -92,45 +92,34 @@ impl Program {
         Program::parse(sources)
     }
 
-    /// Split in-memory sources (path, text) into functions and data objects.
+    /// Split in-memory sources (path, text) into functions and data objects. Files are
+    /// scanned and hashed in parallel; names are then checked for duplicates in input order.
     pub fn parse(sources: Vec<(PathBuf, String)>) -> Result<Program> {
+        let scanned = scan_files(&sources);
         let mut program = Program::default();
-        let mut seen: HashMap<String, SourcePos> = HashMap::new();
-        for (path, text) in sources {
+        program.names.reserve(
+            scanned
+                .iter()
+                .map(|s| s.as_ref().map_or(0, |s| s.0.len() + s.1.len()))
+                .sum(),
+        );
+        for ((path, text), scanned) in sources.into_iter().zip(scanned) {
+            let (functions, data) = scanned?;
             let file = program.files.len();
-            let chunks = split(&text);
-            let preamble_end = chunks.first().map_or(text.len(), |c| c.span.start);
-            check_preamble(&text[..preamble_end], &path)?;
-            for c in chunks {
-                let pos = SourcePos {
-                    file: path.clone(),
-                    line: c.line,
-                };
-                let name = c.name.ok_or_else(|| BackendError::Unsupported {
-                    pos: pos.clone(),
-                    message: "functions need a name like `%name` after `function`".into(),
-                })?;
-                check_unique(&mut seen, &name, &pos)?;
-                program
-                    .names
-                    .insert(name.clone(), Definition::Function(program.functions.len()));
+            for (name, line, span, hash) in functions {
+                let def = Definition::Function(program.functions.len());
+                program.define_name(&name, def, &path, line)?;
                 program.functions.push(FunctionDef {
-                    hash: xxh3_64(text[c.span.clone()].as_bytes()),
                     name,
                     file,
-                    line: c.line,
-                    span: c.span,
+                    line,
+                    span,
+                    hash,
                 });
             }
-            for directive in directives::scan(&text, &path)? {
-                let pos = SourcePos {
-                    file: path.clone(),
-                    line: directive.line,
-                };
-                check_unique(&mut seen, &directive.name, &pos)?;
-                program
-                    .names
-                    .insert(directive.name.clone(), Definition::Data(program.data.len()));
+            for directive in data {
+                let def = Definition::Data(program.data.len());
+                program.define_name(&directive.name, def, &path, directive.line)?;
                 program.data.push(DataDef {
                     file,
                     hash: directive_hash(&directive),
@@ -140,6 +129,49 @@ impl Program {
             program.files.push(SourceFile { path, text });
         }
         Ok(program)
+    }
+
+    /// Record a definition; a second one of the same name is an error naming both places.
+    fn define_name(
+        &mut self,
+        name: &str,
+        def: Definition,
+        path: &std::path::Path,
+        line: usize,
+    ) -> Result<()> {
+        if let Some(first) = self.names.get(name) {
+            let first = match *first {
+                Definition::Function(i) => {
+                    let f = &self.functions[i];
+                    (f.file, f.line)
+                }
+                Definition::Data(i) => {
+                    let d = &self.data[i];
+                    (d.file, d.directive.line)
+                }
+            };
+            let first = match self.files.get(first.0) {
+                Some(f) => SourcePos {
+                    file: f.path.clone(),
+                    line: first.1,
+                },
+                // Defined earlier in the file being added.
+                None => SourcePos {
+                    file: path.to_path_buf(),
+                    line: first.1,
+                },
+            };
+            return Err(BackendError::DuplicateDefinition {
+                name: name.to_string(),
+                first,
+                second: SourcePos {
+                    file: path.to_path_buf(),
+                    line,
+                },
+            });
+        }
+        self.names.insert(name.to_string(), def);
+        Ok(())
     }
 
     pub fn pos(&self, file: usize, line: usize) -> SourcePos {
@@ -502,37 +534,94 @@ fn directive_hash(d: &DataDirective) -> u64 {
     h.digest() | 1
 }
 
+/// A file's functions (name, line, span, hash) and data directives.
+type Scanned = (Vec<(String, usize, Range<usize>, u64)>, Vec<DataDirective>);
+
+/// Split and hash every file, on every core.
+fn scan_files(sources: &[(PathBuf, String)]) -> Vec<Result<Scanned>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = sources.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = sources
+            .chunks(per)
+            .map(|group| {
+                s.spawn(move || {
+                    group
+                        .iter()
+                        .map(|(p, t)| scan_file(p, t))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("scanning threads do not panic"))
+            .collect()
+    })
+}
+
+fn scan_file(path: &std::path::Path, text: &str) -> Result<Scanned> {
+    let chunks = split(text);
+    let preamble_end = chunks.first().map_or(text.len(), |c| c.span.start);
+    check_preamble(&text[..preamble_end], path)?;
+    let mut functions = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        let name = c.name.ok_or_else(|| BackendError::Unsupported {
+            pos: SourcePos {
+                file: path.to_path_buf(),
+                line: c.line,
+            },
+            message: "functions need a name like `%name` after `function`".into(),
+        })?;
+        functions.push((
+            name,
+            c.line,
+            c.span.clone(),
+            xxh3_64(text[c.span].as_bytes()),
+        ));
+    }
+    Ok((functions, directives::scan(text, path)?))
+}
+
 struct Chunk {
     name: Option<String>,
     line: usize,
     span: Range<usize>,
 }
 
-/// One chunk per line that starts with `function`, up to the next such line.
+/// One chunk per line that starts with `function`, up to the next such line. Candidates are
+/// found by substring search, not by walking every line.
 fn split(text: &str) -> Vec<Chunk> {
     let mut chunks: Vec<Chunk> = Vec::new();
-    let mut offset = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix("function") {
-            if rest.starts_with(|c: char| c.is_whitespace()) {
-                if let Some(last) = chunks.last_mut() {
-                    last.span.end = offset;
-                }
-                let rest = rest.trim_start();
-                let name = rest.strip_prefix('%').map(|n| {
-                    n.chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || "_.$".contains(*c))
-                        .collect::<String>()
-                });
-                chunks.push(Chunk {
-                    name: name.filter(|n| !n.is_empty()),
-                    line: i + 1,
-                    span: offset..text.len(),
-                });
-            }
+    let (mut counted_to, mut line) = (0usize, 1usize);
+    for (at, _) in text.match_indices("function") {
+        let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+        if !text[start..at].chars().all(char::is_whitespace) {
+            continue;
         }
-        offset += line.len();
+        let rest = &text[at + "function".len()..];
+        if !rest.starts_with(|c: char| c.is_whitespace()) {
+            continue;
+        }
+        line += text[counted_to..start]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count();
+        counted_to = start;
+        if let Some(last) = chunks.last_mut() {
+            last.span.end = start;
+        }
+        let rest = rest.trim_start();
+        let name = rest.strip_prefix('%').map(|n| {
+            n.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "_.$".contains(*c))
+                .collect::<String>()
+        });
+        chunks.push(Chunk {
+            name: name.filter(|n| !n.is_empty()),
+            line,
+            span: start..text.len(),
+        });
     }
     chunks
 }
@@ -555,18 +644,6 @@ fn parse_options() -> ParseOptions<'static> {
         default_calling_convention: CallConv::SystemV,
         ..ParseOptions::default()
     }
-}
-
-fn check_unique(seen: &mut HashMap<String, SourcePos>, name: &str, pos: &SourcePos) -> Result<()> {
-    if let Some(first) = seen.get(name) {
-        return Err(BackendError::DuplicateDefinition {
-            name: name.to_string(),
-            first: first.clone(),
-            second: pos.clone(),
-        });
-    }
-    seen.insert(name.to_string(), pos.clone());
-    Ok(())
 }
 
 #[cfg(test)]
