@@ -14,7 +14,7 @@
 //! Names resolve straight to image symbols (no `ModuleDeclarations`), so an update never
 //! touches the declarations of the functions it does not compile.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,7 @@ fn full(
     let compiled = b.compiled;
     let compile_time = t.elapsed();
     let t = Instant::now();
+    b.image.set_manifest(manifest(program));
     let summary = b.image.finish()?;
     Ok(Report {
         mode: Mode::Full { reason },
@@ -165,18 +166,29 @@ fn diff<'p>(program: &'p Program, image: &Image) -> Result<Diff<'p>, String> {
         shadows_builtin |= s.builtin();
         Ok(s.builtin() || s.hash != hash)
     };
+    let old = read_manifest(image.manifest());
+    let mut unchanged_files = 0;
     let mut functions = Vec::new();
-    for (i, f) in program.functions.iter().enumerate() {
-        if changed(&f.name, SymbolKind::Function, f.hash)? {
-            functions.push(i);
-        }
-    }
     let mut data = Vec::new();
-    for d in &program.data {
-        if changed(&d.directive.name, SymbolKind::Data, d.hash)? {
-            data.push(d);
+    for file in &program.files {
+        // A file whose digest is the one recorded defines exactly what it did last time.
+        if old.get(&path_hash(&file.path)) == Some(&file.digest) {
+            unchanged_files += file.functions.len() + file.data.len();
+            continue;
+        }
+        for i in file.functions.clone() {
+            let f = &program.functions[i];
+            if changed(&f.name, SymbolKind::Function, f.hash)? {
+                functions.push(i);
+            }
+        }
+        for d in &program.data[file.data.clone()] {
+            if changed(&d.directive.name, SymbolKind::Data, d.hash)? {
+                data.push(d);
+            }
         }
     }
+    present += unchanged_files;
     // Every placed symbol the input does not account for is gone (or a built-in). Only when
     // the counts say something is gone is the table scanned to find it.
     let counts = symbols.counts();
@@ -229,6 +241,7 @@ fn update(
     let compiled = b.compiled;
     let compile_time = t.elapsed();
     let t = Instant::now();
+    b.image.set_manifest(manifest(program));
     let summary = b.image.finish()?;
     let total = program.functions.len() + program.data.len();
     Ok(Report {
@@ -243,6 +256,35 @@ fn update(
             ("finish", t.elapsed()),
         ],
     })
+}
+
+/// The record of the inputs kept in the table: per file (hash of its path as given, digest of
+/// its definitions), so an update skips files that did not change without looking at their
+/// functions one by one.
+fn manifest(program: &Program) -> Vec<u8> {
+    let mut out = Vec::with_capacity(program.files.len() * 16);
+    for f in &program.files {
+        out.extend_from_slice(&path_hash(&f.path).to_le_bytes());
+        out.extend_from_slice(&f.digest.to_le_bytes());
+    }
+    out
+}
+
+fn read_manifest(bytes: &[u8]) -> HashMap<u64, u64> {
+    bytes
+        .chunks_exact(16)
+        .map(|c| {
+            let (p, d) = c.split_at(8);
+            (
+                u64::from_le_bytes(p.try_into().expect("8 bytes")),
+                u64::from_le_bytes(d.try_into().expect("8 bytes")),
+            )
+        })
+        .collect()
+}
+
+fn path_hash(path: &Path) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(path.as_os_str().as_encoded_bytes())
 }
 
 /// Symbols to take out before updating: definitions gone from the input, and built-ins the

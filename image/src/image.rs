@@ -119,6 +119,8 @@ pub struct Image {
     generation: u64,
     /// For the update protocol: where the old table's header is.
     old_table: Option<u64>,
+    /// The caller's record of its inputs, kept in the table (opaque here).
+    manifest: Vec<u8>,
     stats: Summary,
 }
 
@@ -144,6 +146,7 @@ impl Image {
             settings: String::new(),
             generation: 0,
             old_table: None,
+            manifest: Vec::new(),
             stats: Summary::default(),
         })
     }
@@ -216,8 +219,19 @@ impl Image {
             settings: body.settings,
             generation: header.generation,
             old_table: Some(offset),
+            manifest: body.manifest,
             stats: Summary::default(),
         })
+    }
+
+    /// What the caller recorded about its inputs in the previous build.
+    pub fn manifest(&self) -> &[u8] {
+        &self.manifest
+    }
+
+    /// Record something about the inputs for the next build (kept in the table as is).
+    pub fn set_manifest(&mut self, manifest: Vec<u8>) {
+        self.manifest = manifest;
     }
 
     /// Record the settings the executable is built with (compared on the next update).
@@ -1080,6 +1094,7 @@ impl Image {
                 index_count: self.symbols.index().count,
                 first_global: self.symtab.first_global,
                 counts: [counts.functions, counts.data_objects, counts.got_entries],
+                manifest: self.manifest.clone(),
             },
         )
     }

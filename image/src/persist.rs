@@ -22,7 +22,7 @@ use crate::slots::Region;
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
 /// Bump on any change to the layout of the header, the body or the records.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;
@@ -107,6 +107,8 @@ pub struct Body {
     pub index_count: u32,
     pub first_global: u32,
     pub counts: [u32; 3],
+    /// What the producer of the inputs wants to remember about them (opaque to the image).
+    pub manifest: Vec<u8>,
 }
 
 struct Writer(Vec<u8>);
@@ -187,6 +189,11 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     ] {
         w.u64(u64::from(v));
     }
+    w.u64(body.manifest.len() as u64);
+    w.0.extend_from_slice(&body.manifest);
+    while !w.0.len().is_multiple_of(8) {
+        w.0.push(0);
+    }
     let header = Header {
         magic: MAGIC,
         version: FORMAT_VERSION,
@@ -263,5 +270,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
     body.index_count = r.u32()?;
     body.first_global = r.u32()?;
     body.counts = [r.u32()?, r.u32()?, r.u32()?];
+    let n = r.count(1 << 30)?;
+    body.manifest = r.0.get(..n).ok_or("table body is truncated")?.to_vec();
     Ok((header, body))
 }

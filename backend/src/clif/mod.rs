@@ -39,6 +39,11 @@ pub fn is_builtin(name: &str) -> bool {
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
+    /// Hash of everything the file defines (its chunks' and directives' hashes, in order).
+    pub digest: u64,
+    /// The file's functions and data objects, as ranges of `Program::functions` and `data`.
+    pub functions: Range<usize>,
+    pub data: Range<usize>,
 }
 
 /// One function's text: where it is and what it hashes to.
@@ -106,9 +111,12 @@ impl Program {
         for ((path, text), scanned) in sources.into_iter().zip(scanned) {
             let (functions, data) = scanned?;
             let file = program.files.len();
+            let (first_function, first_data) = (program.functions.len(), program.data.len());
+            let mut digest = Xxh3::new();
             for (name, line, span, hash) in functions {
                 let def = Definition::Function(program.functions.len());
                 program.define_name(&name, def, &path, line)?;
+                digest.update(&hash.to_le_bytes());
                 program.functions.push(FunctionDef {
                     name,
                     file,
@@ -120,13 +128,21 @@ impl Program {
             for directive in data {
                 let def = Definition::Data(program.data.len());
                 program.define_name(&directive.name, def, &path, directive.line)?;
+                let hash = directive_hash(&directive);
+                digest.update(&hash.to_le_bytes());
                 program.data.push(DataDef {
                     file,
-                    hash: directive_hash(&directive),
+                    hash,
                     directive,
                 });
             }
-            program.files.push(SourceFile { path, text });
+            program.files.push(SourceFile {
+                path,
+                text,
+                digest: digest.digest(),
+                functions: first_function..program.functions.len(),
+                data: first_data..program.data.len(),
+            });
         }
         Ok(program)
     }
