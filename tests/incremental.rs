@@ -706,3 +706,44 @@ fn an_edit_recompiles_only_what_changed() {
     assert!(stats.contains("compiled 1, reused 51"), "{stats}");
     assert_eq!(run(&out).stdout, 701u64.to_le_bytes());
 }
+
+#[test]
+fn fragmented_free_space_gets_a_full_build_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |i: usize| {
+        format!(
+            "function %g{i}(i64) -> i64 {{\nblock0(v0: i64):\n    v1 = iconst.i64 {i}\n    v2 = imul v0, v1\n    return v2\n}}\n"
+        )
+    };
+    let main = "function %main() -> i32 {\n    fn0 = %g0(i64) -> i64\nblock0:\n    v0 = iconst.i64 1\n    v1 = call fn0(v0)\n    v2 = ireduce.i32 v1\n    return v2\n}\n";
+    let all: String = (0..40).map(body).collect();
+    let files = write_program(dir.path(), &format!("{main}{all}"));
+    let out = dir.path().join("out");
+    build_ok(&files, &out, &[]);
+    // Remove most functions: their slots become free space below the high-water mark.
+    let files = write_program(dir.path(), &format!("{main}{}", body(0)));
+    let run_build = |files: &[PathBuf]| {
+        Command::new(env!("CARGO_BIN_EXE_zerolink"))
+            .arg("build")
+            .args(files)
+            .arg("-o")
+            .arg(&out)
+            .arg("--stats")
+            .env("ZEROLINK_TEST_FRAGMENTATION_MIN", "256")
+            .output()
+            .unwrap()
+    };
+    let o = run_build(&files);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in-place update"));
+    let o = run_build(&files);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("zerolink: full build") && stderr.contains("too fragmented"),
+        "{stderr}"
+    );
+    assert_eq!(run(&out).status, 0);
+    // The full build compacted the text: the next build is an update again.
+    let o = run_build(&files);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in-place update"));
+}

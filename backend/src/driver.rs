@@ -89,6 +89,11 @@ pub fn build(
     };
     let opened_at = start.elapsed();
     match opened {
+        Ok(image) if fragmented(&image).is_some() => {
+            let reason = fragmented(&image).expect("checked");
+            drop(image);
+            full(program, &*isa, &settings, out, Some(reason))
+        }
         Ok(image) => {
             let t = Instant::now();
             match diff(program, &image) {
@@ -131,6 +136,27 @@ fn full(
         compiled,
         reused: 0,
         phases: vec![("compile and write", compile_time), ("finish", t.elapsed())],
+    })
+}
+
+/// Free space below the high-water mark that a full build would reclaim: more than half of what
+/// a region uses, and at least 1 MiB (small programs are not worth a rebuild). The floor can be
+/// lowered for tests with `ZEROLINK_TEST_FRAGMENTATION_MIN`.
+fn fragmented(image: &Image) -> Option<String> {
+    let floor = std::env::var("ZEROLINK_TEST_FRAGMENTATION_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1u64 << 20);
+    image.regions().iter().find_map(|r| {
+        let free = r.free_bytes();
+        (free >= floor && free > r.used / 2).then(|| {
+            format!(
+                "free space is too fragmented ({} of the {} bytes of {} are free)",
+                free,
+                r.used,
+                r.kind.name()
+            )
+        })
     })
 }
 
