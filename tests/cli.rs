@@ -86,3 +86,44 @@ fn help_explains_the_commands() {
         assert!(text.contains(word), "build --help lacks {word}:\n{text}");
     }
 }
+
+#[test]
+fn generated_programs_build_both_ways_and_every_edit_shows_in_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let o = zerolink()
+        .args([
+            "gen",
+            "--functions",
+            "2000",
+            "--files",
+            "2",
+            "--seed",
+            "7",
+            "-o",
+        ])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = clif_files(&src);
+    let before = build_both_and_run(&files, dir.path(), &[]);
+    assert_eq!(before.status, 0);
+    assert_eq!(
+        before.stdout.len(),
+        17,
+        "a 16-digit hex checksum and a newline"
+    );
+    // Change one constant in a function early in the first file, so that every function
+    // after it mixes into the checksum: the change must still show.
+    let last = files.first().unwrap();
+    let text = std::fs::read_to_string(last).unwrap();
+    let edited = text.replacen("iconst.i64 3\n", "iconst.i64 4\n", 1);
+    assert_ne!(text, edited);
+    std::fs::write(last, edited).unwrap();
+    let after = build_both_and_run(&files, dir.path(), &[]);
+    assert_ne!(
+        before.stdout, after.stdout,
+        "the edit did not show in the checksum"
+    );
+}

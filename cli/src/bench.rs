@@ -64,7 +64,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
         let program = Program::read(&paths)?;
         driver::build(&program, target, &out, true)?;
         let full = t.elapsed();
-        run_exe(&out)?;
+        let mut output = run_exe(&out)?;
         eprint!(" {:.0} ms; edits:", ms(full));
 
         let mut reads = Vec::new();
@@ -87,6 +87,12 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
                     report.compiled
                 );
             }
+            // Every edit must show in the program's output, or the check below proves nothing.
+            let now = run_exe(&out)?;
+            if now == output {
+                bail!("edit {e} of f{f} did not change the program's output");
+            }
+            output = now;
             eprint!(" {:.1}+{:.1}", ms(read), ms(rest));
             reads.push(read);
             rests.push(rest);

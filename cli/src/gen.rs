@@ -144,12 +144,20 @@ fn driver_text(file: usize, members: &[usize]) -> String {
     let _ = writeln!(s, "    v2 = symbol_value.i64 gv0");
     let _ = writeln!(s, "    v3 = uload8.i64 v2");
     let _ = writeln!(s, "    v4 = iadd v0, v3");
+    // Mixing: xor, rotate, odd multiply. A plain `acc + f(acc)` loses a bit of every
+    // difference per call (the functions' derivative is odd), so after some 64 functions an
+    // edit would no longer show in the checksum.
+    let _ = writeln!(s, "    v5 = iconst.i64 29");
+    let _ = writeln!(s, "    v6 = iconst.i64 {:#x}", 0x9e37_79b9_7f4a_7c15u64);
     let mut acc = 4;
+    let mut v = 6;
     for k in 0..members.len() {
-        let v = acc;
-        let _ = writeln!(s, "    v{} = call fn{k}(v{v}, v1)", v + 1);
-        let _ = writeln!(s, "    v{} = iadd v{v}, v{}", v + 2, v + 1);
-        acc = v + 2;
+        let _ = writeln!(s, "    v{} = call fn{k}(v{acc}, v1)", v + 1);
+        let _ = writeln!(s, "    v{} = bxor v{acc}, v{}", v + 2, v + 1);
+        let _ = writeln!(s, "    v{} = rotl v{}, v5", v + 3, v + 2);
+        let _ = writeln!(s, "    v{} = imul v{}, v6", v + 4, v + 3);
+        v += 4;
+        acc = v;
     }
     let _ = writeln!(s, "    return v{acc}\n}}\n");
     s
