@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::control::ControlPlane;
@@ -32,6 +33,7 @@ use crate::clif::{
     FunctionDef, Names, Program,
 };
 use crate::error::{BackendError, Result};
+use crate::libs::{Libraries, LinkOptions};
 use crate::relocs::ref_kind;
 use crate::target::TargetOptions;
 
@@ -76,11 +78,26 @@ pub fn settings_of(isa: &dyn TargetIsa) -> String {
 pub fn build(
     program: &Program,
     target: &TargetOptions,
+    link: &LinkOptions,
     out: &Path,
     force_full: bool,
 ) -> Result<Report> {
     let isa = target.isa()?;
-    let settings = settings_of(&*isa);
+    let libs = Arc::new(Libraries::load(link)?);
+    let settings = format!(
+        "{}; {}",
+        settings_of(&*isa),
+        if link.freestanding {
+            "freestanding".to_string()
+        } else {
+            format!("libraries: {}", libs.describe())
+        }
+    );
+    let env = Env {
+        isa: &*isa,
+        settings: &settings,
+        libs: if link.freestanding { None } else { Some(libs) },
+    };
     let start = Instant::now();
     let opened = if force_full {
         Err(OpenError::Incompatible("--full was given".into()))
@@ -92,32 +109,55 @@ pub fn build(
         Ok(image) if fragmented(&image).is_some() => {
             let reason = fragmented(&image).expect("checked");
             drop(image);
-            full(program, &*isa, &settings, out, Some(reason))
+            full(program, &env, out, Some(reason))
         }
         Ok(image) => {
             let t = Instant::now();
             match diff(program, &image) {
-                Ok(d) => update(program, &*isa, image, d, opened_at, t.elapsed()),
-                Err(reason) => full(program, &*isa, &settings, out, Some(reason)),
+                Ok(d) => update(program, &env, image, d, opened_at, t.elapsed()),
+                Err(reason) => full(program, &env, out, Some(reason)),
             }
         }
-        Err(OpenError::Missing) => full(program, &*isa, &settings, out, None),
-        Err(OpenError::Incompatible(reason)) => full(program, &*isa, &settings, out, Some(reason)),
+        Err(OpenError::Missing) => full(program, &env, out, None),
+        Err(OpenError::Incompatible(reason)) => full(program, &env, out, Some(reason)),
     }
 }
 
-fn full(
-    program: &Program,
-    isa: &dyn TargetIsa,
-    settings: &str,
-    out: &Path,
-    reason: Option<String>,
-) -> Result<Report> {
+/// What every pass of a build needs.
+struct Env<'a> {
+    isa: &'a dyn TargetIsa,
+    settings: &'a str,
+    /// Shared libraries; `None` when freestanding.
+    libs: Option<Arc<Libraries>>,
+}
+
+impl Env<'_> {
+    /// Hand the image the libraries and a resolver over them (nothing when freestanding).
+    fn link(&self, image: &mut Image) {
+        if let Some(libs) = &self.libs {
+            let resolver = Arc::clone(libs);
+            image.link_dynamically(
+                libs.sonames(),
+                Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
+            );
+        }
+    }
+
+    fn import(&self, name: &str) -> Option<bool> {
+        self.libs
+            .as_ref()
+            .and_then(|l| l.resolve(name))
+            .map(|(_, data)| data)
+    }
+}
+
+fn full(program: &Program, env: &Env<'_>, out: &Path, reason: Option<String>) -> Result<Report> {
     let t = Instant::now();
     let mut image = Image::create(out)?;
-    image.set_settings(settings);
+    image.set_settings(env.settings);
     image.expect_code_bytes(program.code_size_estimate());
-    let mut b = Builder::new(program, isa, image);
+    env.link(&mut image);
+    let mut b = Builder::new(program, env, image);
     for d in &program.data {
         b.data(d)?;
     }
@@ -233,7 +273,7 @@ fn diff<'p>(program: &'p Program, image: &Image) -> Result<Diff<'p>, String> {
 
 fn update(
     program: &Program,
-    isa: &dyn TargetIsa,
+    env: &Env<'_>,
     mut image: Image,
     diff: Diff<'_>,
     opened: Duration,
@@ -248,7 +288,8 @@ fn update(
     let changed_functions = diff.functions;
 
     let t = Instant::now();
-    let mut b = Builder::new(program, isa, image);
+    env.link(&mut image);
+    let mut b = Builder::new(program, env, image);
     for d in changed_data {
         b.data(d)?;
     }
@@ -356,7 +397,7 @@ struct CallCheck {
 
 struct Builder<'a> {
     program: &'a Program,
-    isa: &'a dyn TargetIsa,
+    env: &'a Env<'a>,
     image: Image,
     ctx: Context,
     calls: Vec<CallCheck>,
@@ -364,10 +405,10 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(program: &'a Program, isa: &'a dyn TargetIsa, image: Image) -> Self {
+    fn new(program: &'a Program, env: &'a Env<'a>, image: Image) -> Self {
         Builder {
             program,
-            isa,
+            env,
             image,
             ctx: Context::new(),
             calls: Vec::new(),
@@ -376,11 +417,19 @@ impl<'a> Builder<'a> {
     }
 
     fn symbol_for(&mut self, name: &str, as_call: bool) -> Result<SymbolId> {
-        let kind = match self.program.names.get(name) {
-            Some(Definition::Function(_)) => SymbolKind::Function,
-            Some(Definition::Data(_)) => SymbolKind::Data,
-            None if as_call || is_builtin(name) => SymbolKind::Function,
-            None => SymbolKind::Data,
+        let kind = match (self.program.names.get(name), self.env.import(name)) {
+            (Some(Definition::Function(_)), _) => SymbolKind::Function,
+            (Some(Definition::Data(_)), _) => SymbolKind::Data,
+            (None, _) if as_call => SymbolKind::Function,
+            (None, Some(data)) => {
+                if data {
+                    SymbolKind::Data
+                } else {
+                    SymbolKind::Function
+                }
+            }
+            (None, None) if is_builtin(name) => SymbolKind::Function,
+            (None, None) => SymbolKind::Data,
         };
         Ok(self.image.declare(name, kind, Binding::Global)?)
     }
@@ -402,7 +451,7 @@ impl<'a> Builder<'a> {
         self.ctx.clear();
         self.ctx.func = func;
         self.ctx
-            .compile(self.isa, &mut ControlPlane::default())
+            .compile(self.env.isa, &mut ControlPlane::default())
             .map_err(|e| program.compile_error(f, &parsed.map, e.inner))?;
         let compiled = self.ctx.compiled_code().expect("compiled just above");
         let align = u64::from(compiled.buffer.alignment);
@@ -542,7 +591,8 @@ impl Names for ImageNames<'_, '_> {
                     name: name.to_string(),
                 })
             }
-            None => is_builtin(name),
+            // A shared library's function is reached through the GOT; a built-in is in the image.
+            None => self.b.env.import(name).is_none() && is_builtin(name),
         };
         let id = self.b.symbol_for(name, true)?;
         if matches!(program.names.get(name), Some(Definition::Function(_))) {
@@ -557,7 +607,8 @@ impl Names for ImageNames<'_, '_> {
     }
 
     fn symbol(&mut self, program: &Program, name: &str) -> Result<(u32, u32, bool)> {
-        let colocated = program.names.contains_key(name) || is_builtin(name);
+        let colocated = program.names.contains_key(name)
+            || (self.b.env.import(name).is_none() && is_builtin(name));
         let id = self.b.symbol_for(name, false)?;
         Ok((0, id.0, colocated))
     }

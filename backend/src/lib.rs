@@ -14,11 +14,13 @@
 pub mod clif;
 pub mod driver;
 pub mod error;
+pub mod libs;
 pub mod module;
 pub mod reference;
 pub mod relocs;
 pub mod target;
 
 pub use error::{BackendError, Result, SourcePos};
+pub use libs::LinkOptions;
 pub use module::ZerolinkModule;
 pub use target::TargetOptions;

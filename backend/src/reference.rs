@@ -13,6 +13,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 use crate::clif::Program;
 use crate::error::{BackendError, Result};
+use crate::libs::LinkOptions;
 use crate::target::TargetOptions;
 
 /// The program as one relocatable object file.
@@ -27,32 +28,37 @@ pub fn object_bytes(program: &Program, target: &TargetOptions) -> Result<Vec<u8>
         .map_err(|e| BackendError::Link(format!("cannot write the object file: {e}")))
 }
 
-/// Link `objects` plus the freestanding runtime into `output` with `linker` (`cc` by default,
-/// or any compiler driver that accepts `-fuse-ld=`-style options in `extra_args`).
+/// Link `objects` plus zerolink's runtime into `output` with `linker` (`cc` by default, or any
+/// compiler driver; `extra_args` may hold `-fuse-ld=...`). Freestanding: no libc, static;
+/// otherwise a normal dynamically linked program with the `-l` libraries.
 pub fn link(
     objects: &[PathBuf],
     output: &Path,
     work_dir: &Path,
     linker: &str,
+    link: &LinkOptions,
     extra_args: &[String],
 ) -> Result<()> {
     let runtime = work_dir.join("zerolink-runtime.o");
-    let bytes = zerolink_image::runtime::relocatable_object()
+    let bytes = zerolink_image::runtime::relocatable_object(link.freestanding)
         .map_err(|e| BackendError::Link(format!("cannot write the runtime object: {e}")))?;
     std::fs::write(&runtime, bytes)
         .map_err(|e| BackendError::Link(format!("{}: {e}", runtime.display())))?;
     let mut cmd = Command::new(linker);
-    cmd.args([
-        "-nostdlib",
-        "-static",
-        "-no-pie",
-        "-Wl,-z,noexecstack",
-        "-o",
-    ])
-    .arg(output)
-    .args(objects)
-    .arg(&runtime)
-    .args(extra_args);
+    if link.freestanding {
+        cmd.args(["-nostdlib", "-static", "-no-pie"]);
+    }
+    cmd.args(["-Wl,-z,noexecstack", "-o"])
+        .arg(output)
+        .args(objects)
+        .arg(&runtime);
+    for dir in &link.search_dirs {
+        cmd.arg("-L").arg(dir);
+    }
+    for lib in &link.libraries {
+        cmd.arg(format!("-l{lib}"));
+    }
+    cmd.args(extra_args);
     let out = cmd
         .output()
         .map_err(|e| BackendError::Link(format!("cannot run `{linker}`: {e}")))?;
@@ -67,11 +73,16 @@ pub fn link(
 }
 
 /// Build `program` the separate way into `output`: one object, then `cc`.
-pub fn build(program: &Program, target: &TargetOptions, output: &Path) -> Result<()> {
+pub fn build(
+    program: &Program,
+    target: &TargetOptions,
+    link_options: &LinkOptions,
+    output: &Path,
+) -> Result<()> {
     let dir = tempfile::tempdir()
         .map_err(|e| BackendError::Link(format!("cannot make a temporary directory: {e}")))?;
     let object = dir.path().join("program.o");
     std::fs::write(&object, object_bytes(program, target)?)
         .map_err(|e| BackendError::Link(format!("{}: {e}", object.display())))?;
-    link(&[object], output, dir.path(), "cc", &[])
+    link(&[object], output, dir.path(), "cc", link_options, &[])
 }

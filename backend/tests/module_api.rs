@@ -162,7 +162,12 @@ fn zerolink_module_is_a_drop_in_for_object_module() {
     let o = dir.path().join("t.o");
     std::fs::write(&o, obj.finish().emit().unwrap()).unwrap();
     let separate = dir.path().join("separate");
-    zerolink_backend::reference::link(&[o], &separate, dir.path(), "cc", &[]).unwrap();
+    let freestanding = zerolink_backend::LinkOptions {
+        freestanding: true,
+        ..Default::default()
+    };
+    zerolink_backend::reference::link(&[o], &separate, dir.path(), "cc", &freestanding, &[])
+        .unwrap();
 
     let expected = (
         32,

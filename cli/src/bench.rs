@@ -47,6 +47,11 @@ struct Row {
 
 /// Edit-loop benchmark over `sizes` (functions), `edits` updates each.
 pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Result<()> {
+    // Generated programs are freestanding: they reach the OS through zerolink's built-ins.
+    let link = zerolink_backend::LinkOptions {
+        freestanding: true,
+        ..Default::default()
+    };
     let mut rows = Vec::new();
     for &n in sizes {
         let opts = GenOptions {
@@ -62,7 +67,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
         eprint!("{n} functions: full build ...");
         let t = Instant::now();
         let program = Program::read(&paths)?;
-        driver::build(&program, target, &out, true)?;
+        driver::build(&program, target, &link, &out, true)?;
         let full = t.elapsed();
         let mut output = run_exe(&out)?;
         eprint!(" {:.0} ms; edits:", ms(full));
@@ -78,7 +83,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
             let program = Program::read(&paths)?;
             let read = t.elapsed();
             let t = Instant::now();
-            let report = driver::build(&program, target, &out, false)?;
+            let report = driver::build(&program, target, &link, &out, false)?;
             let rest = t.elapsed();
             if !matches!(report.mode, Mode::Update) || report.compiled != 1 {
                 bail!(
@@ -101,7 +106,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
         }
         // The last update must behave exactly as a fresh build of the same input.
         let program = Program::read(&paths)?;
-        driver::build(&program, target, &fresh, true)?;
+        driver::build(&program, target, &link, &fresh, true)?;
         if run_exe(&out)? != run_exe(&fresh)? {
             bail!("{n} functions: the updated executable differs from a fresh build");
         }

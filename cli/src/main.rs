@@ -133,6 +133,18 @@ struct InputArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
+    /// Link with the shared library libNAME.so (`-l m` for libm). Repeatable; the first
+    /// library on the command line that exports a name provides it. libc is always linked
+    /// (last), unless --freestanding.
+    #[arg(short = 'l', long = "library", value_name = "NAME")]
+    libraries: Vec<String>,
+    /// Search DIR for -l libraries, before the system's directories. Repeatable.
+    #[arg(short = 'L', long = "library-path", value_name = "DIR")]
+    search_dirs: Vec<PathBuf>,
+    /// No libc, no shared libraries: a static executable whose only way to the OS is
+    /// zerolink's built-in functions (zl_write, zl_exit, ...; see docs/input.md).
+    #[arg(long)]
+    freestanding: bool,
     /// Use the separate path instead: cranelift-object writes a `.o`, then `cc` links it.
     /// For comparison only.
     #[arg(long)]
@@ -142,6 +154,14 @@ struct InputArgs {
 impl InputArgs {
     fn target(&self) -> TargetOptions {
         self.target.target()
+    }
+
+    fn link(&self) -> zerolink_backend::LinkOptions {
+        zerolink_backend::LinkOptions {
+            freestanding: self.freestanding,
+            libraries: self.libraries.clone(),
+            search_dirs: self.search_dirs.clone(),
+        }
     }
 }
 
@@ -220,10 +240,10 @@ fn build(input: &InputArgs, output: &Path, stats: bool, full: bool) -> Result<()
     let read_time = t.elapsed();
     let target = input.target();
     if input.separate {
-        zerolink_backend::reference::build(&program, &target, output)?;
+        zerolink_backend::reference::build(&program, &target, &input.link(), output)?;
         return Ok(());
     }
-    let report = match driver::build(&program, &target, output, full) {
+    let report = match driver::build(&program, &target, &input.link(), output, full) {
         Ok(report) => report,
         Err(BackendError::Image(ImageError::Undefined(list))) => {
             return Err(anyhow::anyhow!(describe_undefined(&program, &list)))

@@ -52,6 +52,17 @@ pub enum ImageError {
     },
     #[error("alignment {align} of `{name}` is not a power of two of at most 4096")]
     BadAlignment { name: String, align: u64 },
+    #[error(
+        "`{function}` at offset {offset:#x} refers to `{target}`, which comes from a shared \
+         library, with a {kind} reference; such references need the GOT (compile with \
+         is_pic) or, in data, a writable object"
+    )]
+    ImportReference {
+        function: String,
+        offset: u32,
+        kind: &'static str,
+        target: String,
+    },
     #[error("the table in the existing executable is damaged ({0})")]
     TableDamaged(&'static str),
     #[error("no entry point: the program must define `{0}`")]

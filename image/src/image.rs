@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::elf::{Section, Segment};
 use crate::error::{ImageError, Result, Undefined};
-use crate::layout::{align_up, Extent, RegionKind, HEADERS_VADDR, PAGE};
+use crate::layout::{align_up, Extent, RegionKind, HEADERS_VADDR, PAGE, REGIONS};
 use crate::output::Output;
 use crate::persist::{self, Array, ArrayState, Body, Header, Reject};
 use crate::sites::{Place, RefKind, Reference, Site, SiteId, Sites};
@@ -67,7 +67,7 @@ pub struct Summary {
     pub got_entries: usize,
     pub file_size: u64,
     /// Bytes in use per region, in `RegionKind::ALL` order.
-    pub region_used: [u64; 5],
+    pub region_used: [u64; REGIONS],
     /// Definitions written over their old slot.
     pub in_place: usize,
     /// Definitions that outgrew their slot and moved.
@@ -102,8 +102,8 @@ const SHSTRTAB_INDEX: u16 = 13;
 
 pub struct Image {
     store: Store,
-    regions: [Region; 5],
-    extents: [Option<Extent>; 5],
+    regions: [Region; REGIONS],
+    extents: [Option<Extent>; REGIONS],
     meta: Option<Extent>,
     table: Option<Extent>,
     arrays: Vec<ArrayState>,
@@ -113,7 +113,7 @@ pub struct Image {
     /// Symbols this build defined, removed, referred to or stopped referring to.
     touched: BTreeSet<SymbolId>,
     /// Initial file capacity per region, from the caller's size hint.
-    initial_extent: [u64; 5],
+    initial_extent: [u64; REGIONS],
     /// Target, flags and version the image is built with; an update requires the same.
     settings: String,
     generation: u64,
@@ -121,8 +121,21 @@ pub struct Image {
     old_table: Option<u64>,
     /// The caller's record of its inputs, kept in the table (opaque here).
     manifest: Vec<u8>,
+    /// Shared libraries (sonames) that may provide imports, in search order.
+    libraries: Vec<String>,
+    /// Imported symbols, in `.dynsym` order.
+    imports: Vec<SymbolId>,
+    /// Where `.dynamic` lives in the GOT region.
+    dynamic_slot: Option<Slot>,
+    /// Finds a name in the shared libraries: (library index, kind). `None`: freestanding.
+    resolver: Option<Resolver>,
+    /// Where the dynamic tables were put by this build.
+    dynamic_layout: Option<crate::dynamic::Tables>,
     stats: Summary,
 }
+
+/// Looks a name up in the shared libraries: the index of the first library that exports it.
+pub type Resolver = Box<dyn Fn(&str) -> Option<u32>>;
 
 impl Image {
     /// Start a new executable that will replace `path` when finished.
@@ -134,7 +147,7 @@ impl Image {
         Ok(Image {
             store: Store::Fresh(out),
             regions: RegionKind::ALL.map(Region::new),
-            extents: [None; 5],
+            extents: [None; REGIONS],
             meta: None,
             table: None,
             arrays: vec![ArrayState::default(); Array::ALL.len()],
@@ -142,11 +155,16 @@ impl Image {
             sites: Sites::default(),
             symtab: Symtab::default(),
             touched: BTreeSet::new(),
-            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0],
+            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
             settings: String::new(),
             generation: 0,
             old_table: None,
             manifest: Vec::new(),
+            libraries: Vec::new(),
+            imports: Vec::new(),
+            dynamic_slot: None,
+            resolver: None,
+            dynamic_layout: None,
             stats: Summary::default(),
         })
     }
@@ -200,7 +218,7 @@ impl Image {
             owners: Records::from_base(base(Array::Owners)?),
             first_global: body.first_global,
         };
-        let regions: [Region; 5] = body
+        let regions: [Region; REGIONS] = body
             .regions
             .try_into()
             .map_err(|_| OpenError::Incompatible("bad region count".into()))?;
@@ -215,13 +233,44 @@ impl Image {
             sites,
             symtab,
             touched: BTreeSet::new(),
-            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0],
+            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
             settings: body.settings,
             generation: header.generation,
             old_table: Some(offset),
             manifest: body.manifest,
+            libraries: body.libraries,
+            imports: body.imports.into_iter().map(SymbolId).collect(),
+            dynamic_slot: (body.dynamic_slot.1 != 0).then_some(Slot {
+                addr: body.dynamic_slot.0,
+                capacity: body.dynamic_slot.1,
+            }),
+            resolver: None,
+            dynamic_layout: None,
             stats: Summary::default(),
         })
+    }
+
+    /// Link against shared libraries: names nothing defines are looked up with `resolver`
+    /// (which returns an index into `libraries`, sonames in search order) before the built-in
+    /// functions; the executable gets an interpreter, `.dynamic`, and a GOT filled by the
+    /// dynamic loader. Without this call the executable is static and freestanding.
+    pub fn link_dynamically(&mut self, libraries: Vec<String>, resolver: Resolver) {
+        self.libraries = libraries;
+        self.resolver = Some(resolver);
+    }
+
+    fn dynamic(&self) -> bool {
+        self.resolver.is_some()
+    }
+
+    /// The libraries imports may come from (sonames).
+    pub fn libraries(&self) -> &[String] {
+        &self.libraries
+    }
+
+    /// Imported symbols.
+    pub fn imports(&self) -> &[SymbolId] {
+        &self.imports
     }
 
     /// What the caller recorded about its inputs in the previous build.
@@ -268,7 +317,7 @@ impl Image {
         self.sites.referring_to(&self.symbols, target)
     }
 
-    pub fn regions(&self) -> &[Region; 5] {
+    pub fn regions(&self) -> &[Region; REGIONS] {
         &self.regions
     }
 
@@ -425,6 +474,11 @@ impl Image {
         }
         let mut sym = self.symbols.get(id);
         sym.set_placement(Some(Placement { region, slot, size }));
+        if sym.import().is_some() {
+            // The program now defines what a library used to provide.
+            sym.set_import(None);
+            self.imports.retain(|&i| i != id);
+        }
         self.symbols.set(id, sym);
         self.touched.insert(id);
         self.add_sites(id, refs)?;
@@ -552,8 +606,11 @@ impl Image {
         let Some(p) = self.site_addr(&site) else {
             return Ok(());
         };
-        let Some(s) = self.symbols.get(site.target).addr() else {
-            return Ok(());
+        let target = self.symbols.get(site.target);
+        let s = match (target.addr(), target.import()) {
+            (Some(s), _) => s,
+            (None, Some(_)) => return self.patch_import_site(&site, p),
+            (None, None) => return Ok(()),
         };
         let mut kind = site.kind;
         if kind == RefKind::GotPcRel32 {
@@ -566,23 +623,71 @@ impl Image {
             }
         }
         let got = self.symbols.get(site.target).got();
-        let field = x86_64::encode(kind, s, site.addend, p, got).map_err(|value| {
-            let (function, offset) = match site.place {
-                Place::In { owner, offset } => (self.symbols.name(owner), offset),
-                Place::GotEntry { addr } => ("<GOT>".to_string(), (addr & 0xffff_ffff) as u32),
-            };
-            ImageError::Overflow {
-                function,
-                offset,
-                kind: site.kind.name(),
-                target: self.symbols.name(site.target),
-                value,
-            }
-        })?;
+        let field = x86_64::encode(kind, s, site.addend, p, got)
+            .map_err(|value| self.overflow(&site, value))?;
         let at = self.file_offset(region_of(p), p);
         self.store.write(at, field.bytes());
         self.stats.sites_patched += 1;
         Ok(())
+    }
+
+    /// A site whose target comes from a shared library: code reaches it through a GOT entry
+    /// that the dynamic loader fills; data holding its address gets a dynamic relocation
+    /// (written at `finish`); anything else cannot be encoded in an executable.
+    fn patch_import_site(&mut self, site: &Site, p: u64) -> Result<()> {
+        let at = self.file_offset(region_of(p), p);
+        match (site.kind, site.place) {
+            (_, Place::GotEntry { .. }) => {
+                self.store.write(at, &[0; 8]);
+                Ok(())
+            }
+            (RefKind::GotPcRel32, _) => {
+                self.set_got_load_form(site, p, false);
+                self.ensure_got_entry(site.target)?;
+                let got = self.symbols.get(site.target).got();
+                let field = x86_64::encode(RefKind::GotPcRel32, 0, site.addend, p, got)
+                    .map_err(|value| self.overflow(site, value))?;
+                self.store.write(at, field.bytes());
+                self.stats.sites_patched += 1;
+                Ok(())
+            }
+            (RefKind::Abs64, Place::In { owner, .. })
+                if self
+                    .symbols
+                    .get(owner)
+                    .placement()
+                    .is_some_and(|pl| pl.region == RegionKind::Data) =>
+            {
+                self.store.write(at, &[0; 8]);
+                Ok(())
+            }
+            (kind, place) => {
+                let (function, offset) = match place {
+                    Place::In { owner, offset } => (self.symbols.name(owner), offset),
+                    Place::GotEntry { .. } => unreachable!("handled above"),
+                };
+                Err(ImageError::ImportReference {
+                    function,
+                    offset,
+                    kind: kind.name(),
+                    target: self.symbols.name(site.target),
+                })
+            }
+        }
+    }
+
+    fn overflow(&self, site: &Site, value: i128) -> ImageError {
+        let (function, offset) = match site.place {
+            Place::In { owner, offset } => (self.symbols.name(owner), offset),
+            Place::GotEntry { addr } => ("<GOT>".to_string(), (addr & 0xffff_ffff) as u32),
+        };
+        ImageError::Overflow {
+            function,
+            offset,
+            kind: site.kind.name(),
+            target: self.symbols.name(site.target),
+            value,
+        }
     }
 
     /// Give a GOT-load site its relaxed (`lea`) or GOT (`mov`) form, if the instruction is one
@@ -638,28 +743,44 @@ impl Image {
             .any(|&s| matches!(self.sites.get(s).place, Place::In { .. }))
     }
 
-    /// Define every builtin that a touched symbol needs, plus `_start` and the
-    /// interrupted-update stub if the image has none yet.
+    /// `_start` and the interrupted-update stub if the image has none yet; then, for every
+    /// touched symbol that code refers to and nothing defines: an import if a shared library
+    /// provides it, else a built-in if there is one by that name.
     fn add_runtime(&mut self) -> Result<()> {
-        let wanted: Vec<SymbolId> = self
-            .touched
-            .iter()
-            .copied()
-            .filter(|&id| {
-                let s = self.symbols.get(id);
-                s.placement().is_none()
-                    && s.kind() == SymbolKind::Function
-                    && x86_64::builtin(&self.symbols.name(id)).is_some()
-                    && self.has_code_referrers(id)
-            })
-            .collect();
-        for id in wanted {
-            let stub = x86_64::builtin(&self.symbols.name(id)).expect("filtered above");
-            self.define_stub(id, stub.code, stub.calls)?;
-        }
         let start = self.declare(x86_64::START.name, SymbolKind::Function, Binding::Global)?;
         if self.symbols.get(start).placement().is_none() {
-            self.define_stub(start, x86_64::START.code, x86_64::START.calls)?;
+            if self.dynamic() {
+                let main = self.declare(ENTRY, SymbolKind::Function, Binding::Global)?;
+                let lsm = self.declare(
+                    x86_64::LIBC_START_MAIN,
+                    SymbolKind::Function,
+                    Binding::Global,
+                )?;
+                let refs = [
+                    Reference {
+                        offset: x86_64::START_LIBC_MAIN_AT,
+                        kind: RefKind::PcRel32,
+                        target: main,
+                        addend: -4,
+                    },
+                    Reference {
+                        offset: x86_64::START_LIBC_GOT_AT,
+                        kind: RefKind::GotPcRel32,
+                        target: lsm,
+                        addend: -4,
+                    },
+                ];
+                self.define(
+                    start,
+                    RegionKind::Text,
+                    Contents::Bytes(x86_64::START_LIBC.code),
+                    16,
+                    &refs,
+                )?;
+                self.mark_builtin(start);
+            } else {
+                self.define_stub(start, x86_64::START.code, x86_64::START.calls)?;
+            }
         }
         let stub = self.declare(
             x86_64::INTERRUPTED_NAME,
@@ -669,7 +790,36 @@ impl Image {
         if self.symbols.get(stub).placement().is_none() {
             self.define_stub(stub, &x86_64::interrupted_stub(), &[])?;
         }
+        let wanted: Vec<SymbolId> = self
+            .touched
+            .iter()
+            .copied()
+            .filter(|&id| {
+                let s = self.symbols.get(id);
+                s.placement().is_none() && s.import().is_none() && self.has_code_referrers(id)
+            })
+            .collect();
+        for id in wanted {
+            let name = self.symbols.name(id);
+            if let Some(lib) = self.resolver.as_ref().and_then(|r| r(&name)) {
+                let mut sym = self.symbols.get(id);
+                sym.set_import(Some(lib));
+                self.symbols.set(id, sym);
+                self.imports.push(id);
+                self.patch_referrers(id)?;
+            } else if let Some(stub) = x86_64::builtin(&name) {
+                if self.symbols.get(id).kind() == SymbolKind::Function {
+                    self.define_stub(id, stub.code, stub.calls)?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn mark_builtin(&mut self, id: SymbolId) {
+        let mut sym = self.symbols.get(id);
+        sym.set_builtin(true);
+        self.symbols.set(id, sym);
     }
 
     fn define_stub(&mut self, id: SymbolId, code: &[u8], calls: &[(u32, &str)]) -> Result<()> {
@@ -684,9 +834,7 @@ impl Image {
             });
         }
         self.define(id, RegionKind::Text, Contents::Bytes(code), 16, &refs)?;
-        let mut sym = self.symbols.get(id);
-        sym.set_builtin(true);
-        self.symbols.set(id, sym);
+        self.mark_builtin(id);
         Ok(())
     }
 
@@ -708,12 +856,25 @@ impl Image {
         for id in unused {
             self.unplace(id);
         }
+        let unused_imports: Vec<SymbolId> = self
+            .touched
+            .iter()
+            .copied()
+            .filter(|&id| self.symbols.get(id).import().is_some() && !self.has_code_referrers(id))
+            .collect();
+        for id in unused_imports {
+            let mut sym = self.symbols.get(id);
+            sym.set_import(None);
+            self.symbols.set(id, sym);
+            self.imports.retain(|&i| i != id);
+        }
     }
 
     fn undefined(&self) -> Vec<Undefined> {
         let mut out = Vec::new();
         for &id in &self.touched {
-            if self.symbols.get(id).placement().is_some() {
+            let sym = self.symbols.get(id);
+            if sym.placement().is_some() || sym.import().is_some() {
                 continue;
             }
             let mut referenced_by: Vec<String> = Vec::new();
@@ -776,6 +937,9 @@ impl Image {
         if let Some(what) = self.damaged() {
             return Err(ImageError::TableDamaged(what));
         }
+        if self.dynamic() {
+            self.write_dynamic()?;
+        }
         // At this point every address is fixed and every site is patched.
         for id in std::mem::take(&mut self.touched) {
             self.symtab.update(&mut self.symbols, id);
@@ -802,6 +966,76 @@ impl Image {
             })?,
         }
         Ok(summary)
+    }
+
+    /// The dynamic loader's tables (rewritten whole: they grow with imports, not with code),
+    /// and `.dynamic` in its slot of the GOT region.
+    fn write_dynamic(&mut self) -> Result<()> {
+        let names: Vec<String> = self.imports.iter().map(|&i| self.symbols.name(i)).collect();
+        let imports: Vec<crate::dynamic::Import<'_>> = self
+            .imports
+            .iter()
+            .zip(&names)
+            .map(|(&id, name)| {
+                let s = self.symbols.get(id);
+                crate::dynamic::Import {
+                    name,
+                    kind: s.kind(),
+                    got: s.got(),
+                }
+            })
+            .collect();
+        let mut data_relocs = Vec::new();
+        for (i, &id) in self.imports.iter().enumerate() {
+            for site in self.referrers(id) {
+                let site = self.sites.get(site);
+                if let (RefKind::Abs64, Some(at)) = (site.kind, self.site_addr(&site)) {
+                    if matches!(site.place, Place::In { .. }) {
+                        data_relocs.push(crate::dynamic::DataReloc {
+                            at,
+                            import: i,
+                            addend: site.addend,
+                        });
+                    }
+                }
+            }
+        }
+        let mut used: Vec<u32> = self
+            .imports
+            .iter()
+            .filter_map(|&id| self.symbols.get(id).import())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let needed: Vec<&str> = used
+            .iter()
+            .filter_map(|&l| self.libraries.get(l as usize).map(String::as_str))
+            .collect();
+        let base = RegionKind::Dynamic.vaddr();
+        let tables =
+            crate::dynamic::tables(base, x86_64::INTERPRETER, &imports, &data_relocs, &needed);
+        let len = tables.bytes.len() as u64;
+        self.ensure_extent(RegionKind::Dynamic, len)?;
+        self.regions[RegionKind::Dynamic.index()].used = len;
+        let at = self.file_offset(RegionKind::Dynamic, base);
+        self.store.write(at, &tables.bytes);
+
+        let slot = match self.dynamic_slot {
+            Some(s) => s,
+            None => {
+                let s = self.regions[RegionKind::Got.index()]
+                    .alloc(crate::dynamic::DYNAMIC_CAPACITY, 8)?;
+                self.dynamic_slot = Some(s);
+                s
+            }
+        };
+        self.ensure_extent(RegionKind::Got, slot.end() - RegionKind::Got.vaddr())?;
+        let mut section = crate::dynamic::dynamic_section(&tables);
+        section.resize(slot.capacity as usize, 0);
+        let at = self.file_offset(RegionKind::Got, slot.addr);
+        self.store.write(at, &section);
+        self.dynamic_layout = Some(tables);
+        Ok(())
     }
 
     fn summarise(&self, summary: &mut Summary) {
@@ -927,26 +1161,37 @@ impl Image {
     /// Returns the offset of the new table. `in_progress` marks the table for the update
     /// protocol; `entry` is what `e_entry` says for now.
     fn write_tables(&mut self, entry: u64, in_progress: bool) -> Result<u64> {
+        let dynamic = self.dynamic();
         let mut segments = vec![Segment::headers()];
-        let mut sections: Vec<Section> = Vec::with_capacity(SECTIONS);
+        let mut sections: Vec<Section> = Vec::with_capacity(SECTIONS + 6);
         for kind in RegionKind::ALL {
             let used = self.regions[kind.index()].used;
             let offset = self.extents[kind.index()].map_or(0, |e| e.offset);
+            // The dynamic loader writes the GOT, then makes it read-only (`PT_GNU_RELRO`).
+            let got_rw = dynamic && kind == RegionKind::Got;
             if used > 0 {
                 segments.push(Segment {
                     p_type: elf::PT_LOAD,
-                    flags: kind.segment_flags(),
+                    flags: if got_rw {
+                        elf::PF_R | elf::PF_W
+                    } else {
+                        kind.segment_flags()
+                    },
                     offset,
                     vaddr: kind.vaddr(),
                     filesz: if kind.in_file() { used } else { 0 },
-                    memsz: used,
+                    memsz: if got_rw { align_up(used, PAGE) } else { used },
                     align: PAGE,
                 });
+            }
+            // The dynamic region's pieces get sections of their own below.
+            if kind == RegionKind::Dynamic {
+                continue;
             }
             sections.push(Section {
                 name: kind.section_name().into(),
                 sh_type: kind.section_type(),
-                flags: kind.section_flags(),
+                flags: kind.section_flags() | if got_rw { u64::from(elf::SHF_WRITE) } else { 0 },
                 addr: kind.vaddr(),
                 offset,
                 size: used,
@@ -965,6 +1210,9 @@ impl Image {
             memsz: 0,
             align: 16,
         });
+        if dynamic {
+            self.dynamic_segments(&mut segments);
+        }
 
         // The table describes the file as it will be, its own extent included: reserve the
         // extents first (the encoded length does not depend on their values), then encode.
@@ -1032,13 +1280,12 @@ impl Image {
                 entsize: 0,
             });
         }
-        let shdrs_len = crate::elf::SHDR_SIZE * SECTIONS as u64;
         sections.push(Section {
             name: ".shstrtab".into(),
             sh_type: elf::SHT_STRTAB,
             flags: 0,
             addr: 0,
-            offset: meta.offset + shdrs_len,
+            offset: 0,
             size: 0,
             link: 0,
             info: 0,
@@ -1046,9 +1293,13 @@ impl Image {
             entsize: 0,
         });
         debug_assert_eq!(sections.len() + 1, SECTIONS);
+        if dynamic {
+            self.dynamic_sections(&mut sections);
+        }
         let (shstrtab, names) = crate::elf::shstrtab(&sections);
-        let last = sections.len() - 1;
-        sections[last].size = shstrtab.len() as u64;
+        let shstr = SECTIONS - 2;
+        sections[shstr].size = shstrtab.len() as u64;
+        sections[shstr].offset = meta.offset + crate::elf::SHDR_SIZE * (sections.len() as u64 + 1);
         let mut meta_bytes = crate::elf::section_headers(&sections, &names);
         meta_bytes.extend_from_slice(&shstrtab);
         assert!(
@@ -1062,11 +1313,163 @@ impl Image {
             entry,
             &segments,
             meta.offset,
-            SECTIONS as u16,
+            sections.len() as u16 + 1,
             SHSTRTAB_INDEX,
         );
         self.store.write(0, &headers);
         Ok(table.offset)
+    }
+
+    /// `PT_PHDR` and `PT_INTERP` first (the loader requires them before any `PT_LOAD`), then
+    /// `PT_DYNAMIC` and `PT_GNU_RELRO` over the GOT at the end.
+    fn dynamic_segments(&self, segments: &mut Vec<Segment>) {
+        let t = self
+            .dynamic_layout
+            .as_ref()
+            .expect("written before the tables");
+        let slot = self.dynamic_slot.expect("written with the tables");
+        let got = RegionKind::Got;
+        let offset = |region: RegionKind, addr: u64| self.file_offset(region, addr);
+        let count = segments.len() as u64 + 4;
+        segments.insert(
+            0,
+            Segment {
+                p_type: elf::PT_PHDR,
+                flags: elf::PF_R,
+                offset: crate::elf::EHDR_SIZE,
+                vaddr: HEADERS_VADDR + crate::elf::EHDR_SIZE,
+                filesz: crate::elf::PHDR_SIZE * count,
+                memsz: crate::elf::PHDR_SIZE * count,
+                align: 8,
+            },
+        );
+        segments.insert(
+            1,
+            Segment {
+                p_type: elf::PT_INTERP,
+                flags: elf::PF_R,
+                offset: offset(RegionKind::Dynamic, t.interp.0),
+                vaddr: t.interp.0,
+                filesz: t.interp.1,
+                memsz: t.interp.1,
+                align: 1,
+            },
+        );
+        segments.push(Segment {
+            p_type: elf::PT_DYNAMIC,
+            flags: elf::PF_R | elf::PF_W,
+            offset: offset(got, slot.addr),
+            vaddr: slot.addr,
+            filesz: slot.capacity,
+            memsz: slot.capacity,
+            align: 8,
+        });
+        let used = align_up(self.regions[got.index()].used, PAGE);
+        segments.push(Segment {
+            p_type: elf::PT_GNU_RELRO,
+            flags: elf::PF_R,
+            offset: offset(got, got.vaddr()),
+            vaddr: got.vaddr(),
+            filesz: self.regions[got.index()].used,
+            memsz: used,
+            align: 1,
+        });
+    }
+
+    /// Sections for the dynamic loader's tables, so `readelf -d`, `ldd` and debuggers see them.
+    fn dynamic_sections(&self, sections: &mut Vec<Section>) {
+        let t = self
+            .dynamic_layout
+            .as_ref()
+            .expect("written before the tables");
+        let slot = self.dynamic_slot.expect("written with the tables");
+        let dynsym = sections.len() as u32 + 2;
+        let dynstr = dynsym + 1;
+        let at = |addr: u64| self.file_offset(RegionKind::Dynamic, addr);
+        let alloc = u64::from(elf::SHF_ALLOC);
+        let mut add = |name: &str, sh_type, addr: u64, offset, size, link, info, align, entsize| {
+            sections.push(Section {
+                name: name.into(),
+                sh_type,
+                flags: alloc,
+                addr,
+                offset,
+                size,
+                link,
+                info,
+                align,
+                entsize,
+            })
+        };
+        add(
+            ".interp",
+            elf::SHT_PROGBITS,
+            t.interp.0,
+            at(t.interp.0),
+            t.interp.1,
+            0,
+            0,
+            1,
+            0,
+        );
+        add(
+            ".dynsym",
+            elf::SHT_DYNSYM,
+            t.dynsym.0,
+            at(t.dynsym.0),
+            t.dynsym.1,
+            dynstr,
+            1,
+            8,
+            24,
+        );
+        add(
+            ".dynstr",
+            elf::SHT_STRTAB,
+            t.dynstr.0,
+            at(t.dynstr.0),
+            t.dynstr.1,
+            0,
+            0,
+            1,
+            0,
+        );
+        add(
+            ".hash",
+            elf::SHT_HASH,
+            t.hash.0,
+            at(t.hash.0),
+            t.hash.1,
+            dynsym,
+            0,
+            8,
+            4,
+        );
+        add(
+            ".rela.dyn",
+            elf::SHT_RELA,
+            t.rela.0,
+            at(t.rela.0),
+            t.rela.1,
+            dynsym,
+            0,
+            8,
+            24,
+        );
+        let size = crate::dynamic::dynamic_section(t).len() as u64;
+        let offset = self.file_offset(RegionKind::Got, slot.addr);
+        sections.push(Section {
+            name: ".dynamic".into(),
+            sh_type: elf::SHT_DYNAMIC,
+            flags: alloc | u64::from(elf::SHF_WRITE),
+            addr: slot.addr,
+            offset,
+            size,
+            link: dynstr,
+            info: 0,
+            align: 8,
+            entsize: 16,
+        });
     }
 
     fn encode_table(&self, _entry: u64, in_progress: bool) -> Vec<u8> {
@@ -1095,6 +1498,9 @@ impl Image {
                 first_global: self.symtab.first_global,
                 counts: [counts.functions, counts.data_objects, counts.got_entries],
                 manifest: self.manifest.clone(),
+                libraries: self.libraries.clone(),
+                imports: self.imports.iter().map(|i| i.0).collect(),
+                dynamic_slot: self.dynamic_slot.map_or((0, 0), |s| (s.addr, s.capacity)),
             },
         )
     }
@@ -1105,8 +1511,9 @@ impl Image {
     }
 }
 
-/// Bytes reserved for the section headers and `.shstrtab`.
-const SHDR_BYTES: u64 = crate::elf::SHDR_SIZE * SECTIONS as u64 + 256;
+/// Bytes reserved for the section headers (the fixed ones and six dynamic ones) and
+/// `.shstrtab`.
+const SHDR_BYTES: u64 = crate::elf::SHDR_SIZE * (SECTIONS as u64 + 6) + 512;
 
 /// (records, has a base, [(record index, bytes)]) of the records that changed.
 fn dirty_records<T: object::pod::Pod + Default>(

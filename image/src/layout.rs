@@ -30,15 +30,22 @@ pub enum RegionKind {
     Data,
     /// Writable zero-fill data: takes memory, not file space.
     Bss,
+    /// What the dynamic loader reads: `.interp`, `.dynsym`, `.dynstr`, `.hash`, `.rela.dyn`.
+    /// Rebuilt whole by every build that has imports (it grows with imports, not with code).
+    Dynamic,
 }
 
+/// Number of regions.
+pub const REGIONS: usize = 6;
+
 impl RegionKind {
-    pub const ALL: [RegionKind; 5] = [
+    pub const ALL: [RegionKind; REGIONS] = [
         RegionKind::Text,
         RegionKind::Rodata,
         RegionKind::Got,
         RegionKind::Data,
         RegionKind::Bss,
+        RegionKind::Dynamic,
     ];
 
     pub fn index(self) -> usize {
@@ -57,6 +64,7 @@ impl RegionKind {
             RegionKind::Got => "got",
             RegionKind::Data => "data",
             RegionKind::Bss => "bss",
+            RegionKind::Dynamic => "dynamic",
         }
     }
 
@@ -67,6 +75,7 @@ impl RegionKind {
             RegionKind::Got => ".got",
             RegionKind::Data => ".data",
             RegionKind::Bss => ".bss",
+            RegionKind::Dynamic => ".zerolink.dynamic",
         }
     }
 
@@ -75,7 +84,7 @@ impl RegionKind {
         match self {
             RegionKind::Text => elf::PF_R | elf::PF_X,
             // The GOT is filled at build time in a static executable: nothing writes it at run time.
-            RegionKind::Rodata | RegionKind::Got => elf::PF_R,
+            RegionKind::Rodata | RegionKind::Got | RegionKind::Dynamic => elf::PF_R,
             RegionKind::Data | RegionKind::Bss => elf::PF_R | elf::PF_W,
         }
     }
@@ -83,7 +92,7 @@ impl RegionKind {
     pub fn section_flags(self) -> u64 {
         u64::from(match self {
             RegionKind::Text => elf::SHF_ALLOC | elf::SHF_EXECINSTR,
-            RegionKind::Rodata | RegionKind::Got => elf::SHF_ALLOC,
+            RegionKind::Rodata | RegionKind::Got | RegionKind::Dynamic => elf::SHF_ALLOC,
             RegionKind::Data | RegionKind::Bss => elf::SHF_ALLOC | elf::SHF_WRITE,
         })
     }
@@ -137,7 +146,7 @@ mod tests {
     #[test]
     fn windows_do_not_overlap_and_stay_within_rel32_reach() {
         let lo = RegionKind::Text.vaddr();
-        let hi = RegionKind::Bss.vaddr() + REGION_RESERVE;
+        let hi = RegionKind::Dynamic.vaddr() + REGION_RESERVE;
         assert!(hi - lo < 1 << 31);
         assert!(hi < 1 << 32);
         for pair in RegionKind::ALL.windows(2) {

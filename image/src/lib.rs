@@ -7,6 +7,7 @@
 //! lets an update fail without touching the old file ([`store`]) and the table persisted inside
 //! the executable ([`persist`]). [`Image`] ties them together. Nothing outside this crate writes ELF bytes of the executable.
 
+pub mod dynamic;
 pub mod elf;
 pub mod error;
 mod image;

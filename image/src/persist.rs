@@ -16,13 +16,13 @@
 use object::pod::{bytes_of, from_bytes, Pod};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::layout::{Extent, RegionKind};
+use crate::layout::{Extent, RegionKind, REGIONS};
 use crate::slots::Region;
 
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
 /// Bump on any change to the layout of the header, the body or the records.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;
@@ -98,7 +98,7 @@ pub struct ArrayState {
 pub struct Body {
     pub settings: String,
     pub regions: Vec<Region>,
-    pub extents: [Option<Extent>; 5],
+    pub extents: [Option<Extent>; REGIONS],
     /// `Meta` (section headers and `.shstrtab`) and the table itself.
     pub meta: Option<Extent>,
     pub table: Option<Extent>,
@@ -109,6 +109,12 @@ pub struct Body {
     pub counts: [u32; 3],
     /// What the producer of the inputs wants to remember about them (opaque to the image).
     pub manifest: Vec<u8>,
+    /// Shared libraries (sonames) imports may come from; empty for a freestanding executable.
+    pub libraries: Vec<String>,
+    /// Imported symbols, in `.dynsym` order.
+    pub imports: Vec<u32>,
+    /// The slot of `.dynamic` in the GOT region (address, capacity); 0 when static.
+    pub dynamic_slot: (u64, u64),
 }
 
 struct Writer(Vec<u8>);
@@ -194,6 +200,20 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     while !w.0.len().is_multiple_of(8) {
         w.0.push(0);
     }
+    w.u64(body.libraries.len() as u64);
+    for lib in &body.libraries {
+        w.u64(lib.len() as u64);
+        w.0.extend_from_slice(lib.as_bytes());
+        while !w.0.len().is_multiple_of(8) {
+            w.0.push(0);
+        }
+    }
+    w.u64(body.imports.len() as u64);
+    for &i in &body.imports {
+        w.u64(u64::from(i));
+    }
+    w.u64(body.dynamic_slot.0);
+    w.u64(body.dynamic_slot.1);
     let header = Header {
         magic: MAGIC,
         version: FORMAT_VERSION,
@@ -272,5 +292,24 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
     body.counts = [r.u32()?, r.u32()?, r.u32()?];
     let n = r.count(1 << 30)?;
     body.manifest = r.0.get(..n).ok_or("table body is truncated")?.to_vec();
+    r.0 =
+        r.0.get(n.div_ceil(8) * 8..)
+            .ok_or("table body is truncated")?;
+    for _ in 0..r.count(1 << 16)? {
+        let n = r.count(4096)?;
+        let name = r.0.get(..n).ok_or("table body is truncated")?;
+        body.libraries.push(
+            std::str::from_utf8(name)
+                .map_err(|_| "a library name is unreadable")?
+                .to_string(),
+        );
+        r.0 =
+            r.0.get(n.div_ceil(8) * 8..)
+                .ok_or("table body is truncated")?;
+    }
+    for _ in 0..r.count(1 << 24)? {
+        body.imports.push(r.u32()?);
+    }
+    body.dynamic_slot = (r.u64()?, r.u64()?);
     Ok((header, body))
 }

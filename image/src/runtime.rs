@@ -13,11 +13,19 @@ use object::{
 
 use crate::x86_64::{Stub, BUILTINS, START};
 
-/// Bytes of `runtime.o`: `_start` and every built-in, as global functions.
-pub fn relocatable_object() -> Result<Vec<u8>, object::write::Error> {
+/// Bytes of `runtime.o`. Freestanding: `_start` and every built-in. Linked with libc: only the
+/// `zl_*` built-ins, since libc brings `_start` (through `cc`) and the `mem*` functions.
+pub fn relocatable_object(freestanding: bool) -> Result<Vec<u8>, object::write::Error> {
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
     let text = obj.section_id(StandardSection::Text);
-    let stubs: Vec<&Stub> = std::iter::once(&START).chain(BUILTINS.iter()).collect();
+    let stubs: Vec<&Stub> = if freestanding {
+        std::iter::once(&START).chain(BUILTINS.iter()).collect()
+    } else {
+        BUILTINS
+            .iter()
+            .filter(|s| s.name.starts_with("zl_"))
+            .collect()
+    };
     for stub in stubs {
         let offset = obj.append_section_data(text, stub.code, 16);
         obj.add_symbol(Symbol {

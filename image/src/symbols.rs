@@ -54,6 +54,8 @@ pub struct Placement {
 const PLACED: u8 = 1;
 const BUILTIN: u8 = 2;
 const HAS_GOT: u8 = 4;
+/// Provided by a shared library; `region` then holds the library's index.
+const IMPORTED: u8 = 8;
 
 /// One symbol, as stored in the table (88 bytes, no padding).
 #[repr(C)]
@@ -117,7 +119,7 @@ impl Symbol {
 
     pub fn placement(&self) -> Option<Placement> {
         (self.flags & PLACED != 0).then(|| Placement {
-            region: RegionKind::ALL[(self.region as usize).min(4)],
+            region: RegionKind::ALL[(self.region as usize).min(crate::layout::REGIONS - 1)],
             slot: Slot {
                 addr: self.addr,
                 capacity: self.capacity,
@@ -156,6 +158,21 @@ impl Symbol {
     pub fn set_got(&mut self, addr: u64) {
         self.flags |= HAS_GOT;
         self.got = addr;
+    }
+
+    /// The shared library (index into the image's list) that provides this symbol, if any.
+    pub fn import(&self) -> Option<u32> {
+        (self.flags & IMPORTED != 0).then_some(u32::from(self.region))
+    }
+
+    pub fn set_import(&mut self, library: Option<u32>) {
+        match library {
+            Some(lib) => {
+                self.flags |= IMPORTED;
+                self.region = lib as u8;
+            }
+            None => self.flags &= !IMPORTED,
+        }
     }
 
     /// Provided by the image's runtime rather than by the program.

@@ -100,6 +100,36 @@ pub const START: Stub = Stub {
     calls: &[(16, "main")],
 };
 
+/// `_start` of a dynamically linked executable: hand `main` to glibc's `__libc_start_main`,
+/// which runs initialisers, calls `main(argc, argv, envp)` and passes its result to `exit`, so
+/// stdio buffers are flushed and `atexit` handlers run.
+pub const START_LIBC: Stub = Stub {
+    name: "_start",
+    code: &[
+        0x31, 0xed, // xor ebp, ebp
+        0x49, 0x89, 0xd1, // mov r9, rdx          ; rtld_fini from the dynamic loader
+        0x5e, // pop rsi                          ; argc
+        0x48, 0x89, 0xe2, // mov rdx, rsp         ; argv
+        0x48, 0x83, 0xe4, 0xf0, // and rsp, -16
+        0x50, // push rax                         ; keep the stack 16-byte aligned
+        0x54, // push rsp                         ; stack_end
+        0x45, 0x31, 0xc0, // xor r8d, r8d         ; fini
+        0x31, 0xc9, // xor ecx, ecx               ; init
+        0x48, 0x8d, 0x3d, 0, 0, 0, 0, // lea rdi, [rip + main]
+        0xff, 0x15, 0, 0, 0, 0,    // call [rip + GOT(__libc_start_main)]
+        0xf4, // hlt
+    ],
+    calls: &[],
+};
+
+/// The references of [`START_LIBC`]: `main` (PC-relative) and `__libc_start_main` (GOT).
+pub const START_LIBC_MAIN_AT: u32 = 0x17;
+pub const START_LIBC_GOT_AT: u32 = 0x1d;
+pub const LIBC_START_MAIN: &str = "__libc_start_main";
+
+/// The dynamic loader of x86-64 Linux.
+pub const INTERPRETER: &[u8] = b"/lib64/ld-linux-x86-64.so.2\0";
+
 /// Message of the stub that `e_entry` names while an in-place update is under way.
 pub const INTERRUPTED_MESSAGE: &[u8] =
     b"zerolink: this executable is being updated, or its update was interrupted; build it again\n";

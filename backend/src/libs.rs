@@ -1,0 +1,247 @@
+//! Shared libraries: finding them as `cc -l NAME` would, and reading what they export.
+//!
+//! Names a program calls but does not define are resolved here, at build time, so a missing
+//! symbol is reported by `zerolink build` like any undefined symbol rather than by the dynamic
+//! loader at run time. Libraries are searched in the `-L` directories, then the system's. On
+//! glibc systems `libc.so` and `libm.so` are linker scripts (`GROUP ( /lib/.../libc.so.6 ... )`);
+//! the shared objects they name are used (static archives in them are skipped).
+//!
+//! Order matters as with `ld`: libraries named with `-l`, in command-line order, then libc; the
+//! first library that exports a name provides it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use object::read::elf::ElfFile64;
+use object::{Object, ObjectSymbol, SymbolKind as ObjKind};
+
+use crate::error::{BackendError, Result};
+
+/// How names not defined by the program are resolved.
+#[derive(Debug, Clone, Default)]
+pub struct LinkOptions {
+    /// No libc, no shared libraries: a static executable with zerolink's built-ins.
+    pub freestanding: bool,
+    /// `-l NAME`, in order (libc is added after them unless freestanding).
+    pub libraries: Vec<String>,
+    /// `-L DIR`, searched before the system directories.
+    pub search_dirs: Vec<PathBuf>,
+}
+
+/// System library directories, after `-L` ones (Debian/Ubuntu multiarch first).
+const SYSTEM_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+/// One shared object and the names it exports.
+#[derive(Debug)]
+pub struct SharedObject {
+    /// What `DT_NEEDED` names it by: its `DT_SONAME`, or its file name.
+    pub soname: String,
+    pub path: PathBuf,
+    pub functions: usize,
+    exports: HashMap<String, bool>,
+}
+
+impl SharedObject {
+    /// Whether it exports `name`, and if so whether as data.
+    pub fn export(&self, name: &str) -> Option<bool> {
+        self.exports.get(name).copied()
+    }
+}
+
+/// The shared objects of a link, in resolution order.
+#[derive(Debug, Default)]
+pub struct Libraries {
+    pub objects: Vec<SharedObject>,
+}
+
+impl Libraries {
+    /// Find and read every library `opts` asks for.
+    pub fn load(opts: &LinkOptions) -> Result<Libraries> {
+        let mut libs = Libraries::default();
+        if opts.freestanding {
+            return Ok(libs);
+        }
+        let mut names = opts.libraries.clone();
+        if !names.iter().any(|n| n == "c") {
+            names.push("c".into());
+        }
+        let dirs: Vec<PathBuf> = opts
+            .search_dirs
+            .iter()
+            .cloned()
+            .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+            .collect();
+        for name in &names {
+            let path = find(name, &dirs)?;
+            for object in expand(&path)? {
+                if libs.objects.iter().any(|o| o.path == object) {
+                    continue;
+                }
+                libs.objects.push(read(&object)?);
+            }
+        }
+        Ok(libs)
+    }
+
+    /// The first library exporting `name`: (index, exported as data).
+    pub fn resolve(&self, name: &str) -> Option<(usize, bool)> {
+        self.objects
+            .iter()
+            .enumerate()
+            .find_map(|(i, o)| o.export(name).map(|data| (i, data)))
+    }
+
+    pub fn sonames(&self) -> Vec<String> {
+        self.objects.iter().map(|o| o.soname.clone()).collect()
+    }
+
+    /// A line for the settings recorded in the executable: a different set of libraries
+    /// means a full build.
+    pub fn describe(&self) -> String {
+        let paths: Vec<String> = self
+            .objects
+            .iter()
+            .map(|o| o.path.display().to_string())
+            .collect();
+        paths.join(" ")
+    }
+}
+
+fn find(name: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
+    let file = format!("lib{name}.so");
+    dirs.iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            BackendError::Link(format!(
+                "library `-l {name}` not found: no {file} in {}",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// The shared objects a library file stands for: itself, or those its linker script names.
+fn expand(path: &Path) -> Result<Vec<PathBuf>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BackendError::Link(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.starts_with(&object::elf::ELFMAG) {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    // A GNU ld script: take every word that names a shared object.
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = Vec::new();
+    let mut in_comment = false;
+    for word in text.split(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+        if word.starts_with("/*") {
+            in_comment = true;
+        }
+        if in_comment {
+            in_comment = !word.ends_with("*/");
+            continue;
+        }
+        let is_shared = word.ends_with(".so") || word.contains(".so.");
+        if is_shared {
+            let p = Path::new(word);
+            let p = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                path.with_file_name(word)
+            };
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(BackendError::Link(format!(
+            "{} is neither a shared object nor a linker script that names one",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<SharedObject> {
+    let bad = |what: &str| BackendError::Link(format!("{}: {what}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
+    let elf = ElfFile64::<object::Endianness>::parse(&*bytes)
+        .map_err(|_| bad("not a 64-bit ELF shared object"))?;
+    let mut exports = HashMap::new();
+    let mut functions = 0;
+    for sym in elf.dynamic_symbols() {
+        if sym.is_undefined() || !(sym.is_global() || sym.is_weak()) {
+            continue;
+        }
+        let data = match sym.kind() {
+            ObjKind::Text => false,
+            ObjKind::Data | ObjKind::Unknown => true,
+            // Thread-local and other kinds cannot be imported yet.
+            _ => continue,
+        };
+        if let Ok(name) = sym.name() {
+            if !name.is_empty() {
+                functions += usize::from(!data);
+                exports.entry(name.to_string()).or_insert(data);
+            }
+        }
+    }
+    let mut soname = None;
+    if let Ok(table) = elf.elf_dynamic_table() {
+        for d in table.iter() {
+            if d.tag == object::elf::DT_SONAME {
+                soname = table
+                    .string(d)
+                    .ok()
+                    .map(|s| String::from_utf8_lossy(s).into_owned());
+            }
+        }
+    }
+    let soname = soname.unwrap_or_else(|| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    Ok(SharedObject {
+        soname,
+        path: path.to_path_buf(),
+        functions,
+        exports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libc_is_found_through_its_linker_script_and_exports_printf_and_stdout() {
+        let libs = Libraries::load(&LinkOptions::default()).expect("libc is installed");
+        let (i, data) = libs.resolve("printf").expect("printf");
+        assert!(!data);
+        assert_eq!(libs.objects[i].soname, "libc.so.6");
+        assert_eq!(libs.resolve("stdout").map(|r| r.1), Some(true));
+        assert!(libs.resolve("zl_write").is_none());
+    }
+
+    #[test]
+    fn a_missing_library_names_the_search_path() {
+        let opts = LinkOptions {
+            libraries: vec!["doesnotexist".into()],
+            ..LinkOptions::default()
+        };
+        let e = Libraries::load(&opts).unwrap_err().to_string();
+        assert!(e.contains("`-l doesnotexist` not found"), "{e}");
+        assert!(e.contains("/usr/lib/x86_64-linux-gnu"), "{e}");
+    }
+}

@@ -1,0 +1,197 @@
+//! What the dynamic loader reads: `.interp`, `.dynsym`, `.dynstr`, `.hash`, `.rela.dyn` and
+//! `.dynamic`, as pure functions from the imports to bytes.
+//!
+//! Imports are reached only through GOT entries that the loader fills (`R_X86_64_GLOB_DAT`,
+//! eager binding with `BIND_NOW`), plus `R_X86_64_64` for addresses of imports stored in
+//! writable data. There is no PLT: Cranelift's PIC code already calls imports through a GOT
+//! load, so a PLT would only add a jump, and lazy binding is off anyway. All of this grows with
+//! the number of imports, not with the program, so every build rewrites it whole.
+
+use object::elf;
+use object::endian::{LittleEndian as LE, U32, U64};
+use object::pod::bytes_of;
+
+use crate::symbols::SymbolKind;
+
+/// One imported symbol.
+pub struct Import<'a> {
+    pub name: &'a str,
+    pub kind: SymbolKind,
+    /// Address of its GOT entry, if code refers to it through the GOT.
+    pub got: Option<u64>,
+}
+
+/// An address of an import stored in data: (where, index into the imports, addend).
+pub struct DataReloc {
+    pub at: u64,
+    pub import: usize,
+    pub addend: i64,
+}
+
+/// The blob placed in the dynamic region, and where each table is.
+pub struct Tables {
+    pub bytes: Vec<u8>,
+    pub interp: (u64, u64),
+    pub dynsym: (u64, u64),
+    pub dynstr: (u64, u64),
+    pub hash: (u64, u64),
+    pub rela: (u64, u64),
+    /// Offsets of the needed libraries' names in `.dynstr`.
+    pub needed: Vec<u32>,
+}
+
+fn pad8(v: &mut Vec<u8>) {
+    while !v.len().is_multiple_of(8) {
+        v.push(0);
+    }
+}
+
+/// The System V ELF hash of a symbol name.
+fn sysv_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &c in name {
+        h = (h << 4).wrapping_add(u32::from(c));
+        let g = h & 0xf000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+        }
+        h &= !g;
+    }
+    h
+}
+
+/// Lay out the tables at `base`. `needed` are the sonames of the libraries actually used.
+pub fn tables(
+    base: u64,
+    interp: &[u8],
+    imports: &[Import<'_>],
+    data_relocs: &[DataReloc],
+    needed: &[&str],
+) -> Tables {
+    let mut b = Vec::new();
+    let interp_at = (base, interp.len() as u64);
+    b.extend_from_slice(interp);
+    pad8(&mut b);
+
+    let mut dynstr = vec![0u8];
+    let mut needed_offsets = Vec::new();
+    for lib in needed {
+        needed_offsets.push(dynstr.len() as u32);
+        dynstr.extend_from_slice(lib.as_bytes());
+        dynstr.push(0);
+    }
+    let dynsym_at = base + b.len() as u64;
+    b.extend_from_slice(bytes_of(&elf::Sym64::<LE>::default()));
+    for imp in imports {
+        let name = dynstr.len() as u32;
+        dynstr.extend_from_slice(imp.name.as_bytes());
+        dynstr.push(0);
+        let typ = match imp.kind {
+            SymbolKind::Function => elf::STT_FUNC,
+            SymbolKind::Data => elf::STT_OBJECT,
+        };
+        let sym = elf::Sym64::<LE> {
+            st_name: U32::new(LE, name),
+            st_info: (elf::STB_GLOBAL << 4) | typ,
+            st_other: elf::STV_DEFAULT,
+            st_shndx: Default::default(),
+            st_value: U64::new(LE, 0),
+            st_size: U64::new(LE, 0),
+        };
+        b.extend_from_slice(bytes_of(&sym));
+    }
+    let dynsym_len = base + b.len() as u64 - dynsym_at;
+    let dynstr_at = base + b.len() as u64;
+    b.extend_from_slice(&dynstr);
+    pad8(&mut b);
+
+    // DT_HASH: nbucket, nchain, buckets, chains (32-bit words).
+    let hash_at = base + b.len() as u64;
+    let nsyms = imports.len() as u32 + 1;
+    let nbucket = (nsyms / 2).max(1);
+    let mut buckets = vec![0u32; nbucket as usize];
+    let mut chains = vec![0u32; nsyms as usize];
+    for (i, imp) in imports.iter().enumerate() {
+        let index = i as u32 + 1;
+        let bucket = (sysv_hash(imp.name.as_bytes()) % nbucket) as usize;
+        chains[index as usize] = buckets[bucket];
+        buckets[bucket] = index;
+    }
+    for w in [nbucket, nsyms].iter().chain(&buckets).chain(&chains) {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    let hash_len = base + b.len() as u64 - hash_at;
+    pad8(&mut b);
+
+    let rela_at = base + b.len() as u64;
+    let mut rela = |offset: u64, sym: usize, typ: u32, addend: i64| {
+        let r = elf::Rela64::<LE> {
+            r_offset: U64::new(LE, offset),
+            r_info: U64::new(LE, ((sym as u64 + 1) << 32) | u64::from(typ)),
+            r_addend: object::endian::I64::new(LE, addend),
+        };
+        b.extend_from_slice(bytes_of(&r));
+    };
+    for (i, imp) in imports.iter().enumerate() {
+        if let Some(got) = imp.got {
+            rela(got, i, elf::R_X86_64_GLOB_DAT, 0);
+        }
+    }
+    for r in data_relocs {
+        rela(r.at, r.import, elf::R_X86_64_64, r.addend);
+    }
+    let rela_len = base + b.len() as u64 - rela_at;
+    Tables {
+        bytes: b,
+        interp: interp_at,
+        dynsym: (dynsym_at, dynsym_len),
+        dynstr: (dynstr_at, dynstr.len() as u64),
+        hash: (hash_at, hash_len),
+        rela: (rela_at, rela_len),
+        needed: needed_offsets,
+    }
+}
+
+/// `.dynamic`: the loader's table of contents.
+pub fn dynamic_section(t: &Tables) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut entry = |tag: i64, val: u64| {
+        let d = elf::Dyn64::<LE> {
+            d_tag: object::endian::I64::new(LE, tag),
+            d_val: U64::new(LE, val),
+        };
+        out.extend_from_slice(bytes_of(&d));
+    };
+    for &n in &t.needed {
+        entry(elf::DT_NEEDED, u64::from(n));
+    }
+    entry(elf::DT_HASH, t.hash.0);
+    entry(elf::DT_STRTAB, t.dynstr.0);
+    entry(elf::DT_SYMTAB, t.dynsym.0);
+    entry(elf::DT_STRSZ, t.dynstr.1);
+    entry(elf::DT_SYMENT, 24);
+    entry(elf::DT_RELA, t.rela.0);
+    entry(elf::DT_RELASZ, t.rela.1);
+    entry(elf::DT_RELAENT, 24);
+    entry(elf::DT_FLAGS, u64::from(elf::DF_BIND_NOW));
+    entry(elf::DT_FLAGS_1, u64::from(elf::DF_1_NOW));
+    // For debuggers: the loader stores the address of its `r_debug` here.
+    entry(elf::DT_DEBUG, 0);
+    entry(elf::DT_NULL, 0);
+    out
+}
+
+/// Room reserved for `.dynamic` (entries): enough for dozens of libraries.
+pub const DYNAMIC_CAPACITY: u64 = 64 * 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysv_hash_matches_the_reference_values() {
+        assert_eq!(sysv_hash(b""), 0);
+        assert_eq!(sysv_hash(b"printf"), 0x077905a6);
+        assert_eq!(sysv_hash(b"exit"), 0x0006cf04);
+    }
+}
