@@ -60,3 +60,32 @@ fn optimisation_levels_and_baseline_cpu_give_the_same_behaviour() {
         assert_eq!(got.status, reference.status, "{extra:?}");
     }
 }
+
+/// `--freestanding`: the same programs as static executables with zerolink's own `_start`
+/// and built-ins, no interpreter, no libc.
+#[test]
+fn freestanding_builds_are_static_and_behave_the_same() {
+    for name in [
+        "hello",
+        "builtins",
+        "fib",
+        "data_pointers",
+        "floats_vectors",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let files = program_files(name);
+        let got = build_both_and_run(&files, dir.path(), &["--freestanding"]);
+        let expected_dir = programs().join(name);
+        let stdout = std::fs::read(expected_dir.join("expected.stdout")).unwrap_or_default();
+        assert_eq!(got.stdout, stdout, "{name}");
+        let headers = check_readelf(&dir.path().join("direct"));
+        assert!(
+            !headers.contains("INTERP"),
+            "{name}: a freestanding build has an interpreter"
+        );
+        assert!(
+            !headers.contains("DYNAMIC"),
+            "{name}: a freestanding build is dynamic"
+        );
+    }
+}

@@ -74,6 +74,9 @@ pub enum BackendError {
     Module(String),
     #[error("separate link: {0}")]
     Link(String),
+    /// A shared library that cannot be found or read.
+    #[error("{0}")]
+    Library(String),
 }
 
 impl From<cranelift_module::ModuleError> for BackendError {

@@ -121,7 +121,7 @@ fn find(name: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
         .map(|d| d.join(&file))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            BackendError::Link(format!(
+            BackendError::Library(format!(
                 "library `-l {name}` not found: no {file} in {}",
                 dirs.iter()
                     .map(|d| d.display().to_string())
@@ -134,7 +134,7 @@ fn find(name: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
 /// The shared objects a library file stands for: itself, or those its linker script names.
 fn expand(path: &Path) -> Result<Vec<PathBuf>> {
     let bytes = std::fs::read(path)
-        .map_err(|e| BackendError::Link(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| BackendError::Library(format!("cannot read {}: {e}", path.display())))?;
     if bytes.starts_with(&object::elf::ELFMAG) {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -164,7 +164,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if out.is_empty() {
-        return Err(BackendError::Link(format!(
+        return Err(BackendError::Library(format!(
             "{} is neither a shared object nor a linker script that names one",
             path.display()
         )));
@@ -173,7 +173,7 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn read(path: &Path) -> Result<SharedObject> {
-    let bad = |what: &str| BackendError::Link(format!("{}: {what}", path.display()));
+    let bad = |what: &str| BackendError::Library(format!("{}: {what}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(&e.to_string()))?;
     let elf = ElfFile64::<object::Endianness>::parse(&*bytes)
         .map_err(|_| bad("not a 64-bit ELF shared object"))?;

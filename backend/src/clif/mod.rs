@@ -474,7 +474,13 @@ impl<M: Module> Names for ModuleNames<'_, M> {
                 name: name.to_string(),
             }),
             None => {
-                let id = self.module.declare_function(name, Linkage::Import, sig)?;
+                // An import may be called with a different signature at each call site (a C
+                // variadic function like `printf`): the first declaration names it, and each
+                // call keeps its own signature.
+                let id = match self.module.get_name(name) {
+                    Some(FuncOrDataId::Func(id)) => id,
+                    _ => self.module.declare_function(name, Linkage::Import, sig)?,
+                };
                 Ok((0, id.as_u32(), is_builtin(name)))
             }
         }
