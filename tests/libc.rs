@@ -235,3 +235,45 @@ fn in_place_updates_add_and_drop_imports_and_libraries() {
     assert_eq!(run(&out).stdout, b"from puts\n");
     assert_eq!(ldd(&out), ["libc.so.6"]);
 }
+
+/// Without SSE4.1 Cranelift lowers `ceil`/`floor` to libcalls: they resolve to libm.
+#[test]
+fn cranelifts_own_libcalls_resolve_to_libm() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("round.clif");
+    std::fs::write(
+        &p,
+        "function %main(i32, i64) -> i32 {
+block0(v10: i32, v11: i64):
+    v12 = fcvt_from_sint.f64 v10
+    v13 = f64const 0x1.8000000000000p0
+    v0 = fadd v12, v13
+    v1 = ceil v0
+    v2 = floor v0
+    v3 = fadd v1, v2
+    v4 = fcvt_to_sint.i32 v3
+    return v4
+}
+",
+    )
+    .unwrap();
+    let out = dir.path().join("round");
+    let baseline = ["--baseline", "-l", "m"];
+    build_ok(std::slice::from_ref(&p), &out, &baseline);
+    // argc = 1: ceil(2.5) + floor(2.5) = 5
+    assert_eq!(run(&out).status, 5);
+    let imports = Command::new("readelf")
+        .args(["--wide", "--dyn-syms"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&imports.stdout);
+    assert!(text.contains(" ceil") && text.contains(" floor"), "{text}");
+    // Freestanding there is no libm: a clear undefined-symbol error.
+    let o = build(
+        std::slice::from_ref(&p),
+        &dir.path().join("x"),
+        &["--baseline", "--freestanding"],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("undefined symbol `ceil`"));
+}
