@@ -277,3 +277,73 @@ block0(v10: i32, v11: i64):
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("undefined symbol `ceil`"));
 }
+
+/// fopen/fprintf a file named on the command line, then fopen/fgets it back to stdout.
+const FOPEN: &str = "; data: %mode_w = \"w\\0\"
+; data: %mode_r = \"r\\0\"
+; data: %fmt = \"line %d: %s\\n\\0\"
+; data: %word = \"zerolink\\0\"
+function %main(i32, i64) -> i32 {
+    ss0 = explicit_slot 128
+    gv0 = symbol %mode_w
+    gv1 = symbol %mode_r
+    gv2 = symbol %fmt
+    gv3 = symbol %word
+    gv4 = symbol %stdout
+    fn0 = %fopen(i64, i64) -> i64
+    fn1 = %fprintf(i64, i64, i32, i64) -> i32
+    fn2 = %fclose(i64) -> i32
+    fn3 = %fgets(i64, i32, i64) -> i64
+    fn4 = %fputs(i64, i64) -> i32
+block0(v0: i32, v1: i64):
+    v2 = load.i64 v1+8
+    v3 = symbol_value.i64 gv0
+    v4 = call fn0(v2, v3)
+    v5 = symbol_value.i64 gv2
+    v6 = symbol_value.i64 gv3
+    v7 = iconst.i32 1
+    v8 = call fn1(v4, v5, v7, v6)
+    v9 = iconst.i32 2
+    v10 = call fn1(v4, v5, v9, v6)
+    v11 = call fn2(v4)
+    v12 = symbol_value.i64 gv1
+    v13 = call fn0(v2, v12)
+    v14 = stack_addr.i64 ss0
+    v15 = iconst.i32 128
+    v16 = symbol_value.i64 gv4
+    jump block1
+block1:
+    v17 = call fn3(v14, v15, v13)
+    brif v17, block2, block3
+block2:
+    v18 = load.i64 v16
+    v19 = call fn4(v14, v18)
+    jump block1
+block3:
+    v20 = call fn2(v13)
+    v21 = iconst.i32 0
+    return v21
+}
+";
+
+#[test]
+fn a_file_written_with_fopen_and_fprintf_reads_back_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("fopen.clif");
+    std::fs::write(&p, FOPEN).unwrap();
+    let direct = dir.path().join("direct");
+    let separate = dir.path().join("separate");
+    build_ok(std::slice::from_ref(&p), &direct, &[]);
+    build_ok(std::slice::from_ref(&p), &separate, &["--separate"]);
+    for (exe, file) in [(&direct, "a.txt"), (&separate, "b.txt")] {
+        let path = dir.path().join(file);
+        let (status, stdout) = run_with_args(exe, &[path.display().to_string()]);
+        assert_eq!(status, 0);
+        assert_eq!(stdout, b"line 1: zerolink\nline 2: zerolink\n");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            stdout,
+            "the file holds what was printed"
+        );
+    }
+}
