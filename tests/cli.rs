@@ -127,3 +127,35 @@ fn generated_programs_build_both_ways_and_every_edit_shows_in_the_checksum() {
         "the edit did not show in the checksum"
     );
 }
+
+#[test]
+fn bench_compare_produces_the_table_json_and_plot_with_every_path_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = zerolink()
+        .args([
+            "bench",
+            "compare",
+            "--sizes",
+            "40,80",
+            "--per-file",
+            "20",
+            "--runs",
+            "1",
+            "-o",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let table = std::fs::read_to_string(dir.path().join("bench.txt")).unwrap();
+    assert!(
+        table.contains("direct (zerolink)") && table.contains("separate + GNU ld"),
+        "{table}"
+    );
+    assert!(table.contains("direct: in-place update"), "{table}");
+    let json: String = std::fs::read_to_string(dir.path().join("bench.json")).unwrap();
+    assert!(json.contains("\"edit_one_function\""), "{json}");
+    let svg = std::fs::read_to_string(dir.path().join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+}

@@ -55,6 +55,8 @@ pub struct Report {
     /// Functions and data objects left as they were.
     pub reused: usize,
     pub phases: Vec<(&'static str, Duration)>,
+    /// Parsing and code generation inside "compile and write" (the rest is writing).
+    pub timings: crate::clif::Timings,
 }
 
 /// The settings an executable records: an update requires the very same.
@@ -166,6 +168,7 @@ fn full(program: &Program, env: &Env<'_>, out: &Path, reason: Option<String>) ->
     }
     b.check_calls()?;
     let compiled = b.compiled;
+    let timings = b.timings;
     let compile_time = t.elapsed();
     let t = Instant::now();
     b.image.set_manifest(manifest(program));
@@ -176,6 +179,7 @@ fn full(program: &Program, env: &Env<'_>, out: &Path, reason: Option<String>) ->
         compiled,
         reused: 0,
         phases: vec![("compile and write", compile_time), ("finish", t.elapsed())],
+        timings,
     })
 }
 
@@ -306,6 +310,7 @@ fn update(
     }
     b.check_calls()?;
     let compiled = b.compiled;
+    let timings = b.timings;
     let compile_time = t.elapsed();
     let t = Instant::now();
     b.image.set_manifest(manifest(program));
@@ -322,6 +327,7 @@ fn update(
             ("compile and write", compile_time),
             ("finish", t.elapsed()),
         ],
+        timings,
     })
 }
 
@@ -387,12 +393,12 @@ fn builtins_placed(image: &Image) -> usize {
         .count()
 }
 
-/// A call to check once every signature is known: (caller, callee, call-site signature).
+/// A call to check once every signature is known: caller, callee and the hash of the
+/// call-site signature (the signature itself is re-read from the text only for an error).
 struct CallCheck {
     caller: usize,
     callee: SymbolId,
-    name: String,
-    sig: ir::Signature,
+    sig_hash: u64,
 }
 
 struct Builder<'a> {
@@ -402,6 +408,8 @@ struct Builder<'a> {
     ctx: Context,
     calls: Vec<CallCheck>,
     compiled: usize,
+    timings: crate::clif::Timings,
+    libcall_names: Box<dyn Fn(cranelift_codegen::ir::LibCall) -> String + Send + Sync>,
 }
 
 impl<'a> Builder<'a> {
@@ -413,6 +421,8 @@ impl<'a> Builder<'a> {
             ctx: Context::new(),
             calls: Vec::new(),
             compiled: 0,
+            timings: crate::clif::Timings::default(),
+            libcall_names: cranelift_module::default_libcall_names(),
         }
     }
 
@@ -439,6 +449,7 @@ impl<'a> Builder<'a> {
     fn function(&mut self, i: usize) -> Result<Option<Vec<usize>>> {
         let program = self.program;
         let f = &program.functions[i];
+        let t = Instant::now();
         let parsed = program.parse_function(f)?;
         let sig_hash = signature_hash(&parsed.func.signature);
         let mut func = parsed.func;
@@ -450,13 +461,16 @@ impl<'a> Builder<'a> {
         )?;
         self.ctx.clear();
         self.ctx.func = func;
+        self.timings.parse += t.elapsed();
+        let t = Instant::now();
         self.ctx
             .compile(self.env.isa, &mut ControlPlane::default())
             .map_err(|e| program.compile_error(f, &parsed.map, e.inner))?;
+        self.timings.codegen += t.elapsed();
         let compiled = self.ctx.compiled_code().expect("compiled just above");
         let align = u64::from(compiled.buffer.alignment);
         let mut refs = Vec::with_capacity(compiled.buffer.relocs().len());
-        let libcall_names = cranelift_module::default_libcall_names();
+        let libcall_names = &self.libcall_names;
         for r in compiled.buffer.relocs() {
             let target = match &r.target {
                 FinalizedRelocTarget::ExternalName(ExternalName::User(u)) => {
@@ -546,26 +560,47 @@ impl<'a> Builder<'a> {
     fn check_calls(&self) -> Result<()> {
         for c in &self.calls {
             let defined = self.image.symbols().get(c.callee).sig_hash;
-            if defined != 0 && defined != signature_hash(&c.sig) {
-                let caller = &self.program.functions[c.caller];
-                let definition = match self.program.names.get(&c.name) {
-                    Some(Definition::Function(i)) => self
-                        .program
-                        .parse_function(&self.program.functions[*i])
-                        .ok()
-                        .map(|p| p.func.signature.clone()),
-                    _ => None,
-                };
-                return Err(signature_mismatch(
-                    self.program,
-                    caller,
-                    &c.name,
-                    &c.sig,
-                    definition.as_ref(),
-                ));
+            if defined != 0 && defined != c.sig_hash {
+                return Err(self.mismatch(c));
             }
         }
         Ok(())
+    }
+
+    /// The error for a call whose signature differs from its callee's: both signatures are
+    /// read again from the text, which only errors pay for.
+    fn mismatch(&self, c: &CallCheck) -> BackendError {
+        let caller = &self.program.functions[c.caller];
+        let name = self.image.symbols().name(c.callee);
+        let signature = |i: usize| {
+            self.program
+                .parse_function(&self.program.functions[i])
+                .ok()
+                .map(|p| p.func)
+        };
+        let used = signature(c.caller).and_then(|f| {
+            f.dfg
+                .ext_funcs
+                .values()
+                .find(
+                    |e| matches!(&e.name, ExternalName::TestCase(t) if t.raw() == name.as_bytes()),
+                )
+                .map(|e| f.dfg.signatures[e.signature].clone())
+        });
+        let defined = match self.program.names.get(&name) {
+            Some(Definition::Function(i)) => signature(*i).map(|f| f.signature.clone()),
+            _ => None,
+        };
+        match used {
+            Some(used) => signature_mismatch(self.program, caller, &name, &used, defined.as_ref()),
+            None => BackendError::SignatureMismatch {
+                pos: self.program.pos(caller.file, caller.line),
+                function: caller.name.clone(),
+                message: format!(
+                    "calls `{name}` with a signature that differs from its definition"
+                ),
+            },
+        }
     }
 }
 
@@ -599,8 +634,7 @@ impl Names for ImageNames<'_, '_> {
             self.b.calls.push(CallCheck {
                 caller: self.caller,
                 callee: id,
-                name: name.to_string(),
-                sig: sig.clone(),
+                sig_hash: signature_hash(sig),
             });
         }
         Ok((0, id.0, colocated))

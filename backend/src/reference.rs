@@ -28,6 +28,46 @@ pub fn object_bytes(program: &Program, target: &TargetOptions) -> Result<Vec<u8>
         .map_err(|e| BackendError::Link(format!("cannot write the object file: {e}")))
 }
 
+/// One object file per input file, as a compiler writes one per compilation unit; `only`
+/// limits it to those files (an edit). Returns the objects' paths and where the time went.
+pub fn objects(
+    program: &Program,
+    target: &TargetOptions,
+    dir: &Path,
+    only: Option<&[usize]>,
+) -> Result<(Vec<PathBuf>, crate::clif::Timings)> {
+    let mut timings = crate::clif::Timings::default();
+    let mut paths = Vec::new();
+    for (i, file) in program.files.iter().enumerate() {
+        let stem = file
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format!("unit{i}"));
+        let path = dir.join(format!("{stem}.o"));
+        paths.push(path.clone());
+        if only.is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
+        let builder = ObjectBuilder::new(
+            target.isa()?,
+            stem,
+            cranelift_module::default_libcall_names(),
+        )?;
+        let mut module = ObjectModule::new(builder);
+        program.define_files_in(&mut module, |f| f == i, &mut timings)?;
+        let t = std::time::Instant::now();
+        let bytes = module
+            .finish()
+            .emit()
+            .map_err(|e| BackendError::Link(format!("cannot write the object file: {e}")))?;
+        std::fs::write(&path, bytes)
+            .map_err(|e| BackendError::Link(format!("{}: {e}", path.display())))?;
+        timings.write += t.elapsed();
+    }
+    Ok((paths, timings))
+}
+
 /// Link `objects` plus zerolink's runtime into `output` with `linker` (`cc` by default, or any
 /// compiler driver; `extra_args` may hold `-fuse-ld=...`). Freestanding: no libc, static;
 /// otherwise a normal dynamically linked program with the `-l` libraries.

@@ -50,6 +50,23 @@ enum Command {
         /// Rebuild OUT in full instead of updating it in place.
         #[arg(long)]
         full: bool,
+        /// Write where the time went (JSON, milliseconds) to this file (for `zerolink bench`).
+        #[arg(long, hide = true, value_name = "FILE")]
+        timings: Option<PathBuf>,
+    },
+    /// Write one object file per input file through cranelift-object (for `zerolink bench`).
+    #[command(hide = true)]
+    BenchObjects {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Directory for the objects.
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Only the objects of these input files (an edit).
+        #[arg(long, value_name = "FILE")]
+        only: Vec<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        timings: Option<PathBuf>,
     },
     /// Generate a CLIF program (N functions over M files) for benchmarks and tests.
     Gen {
@@ -66,9 +83,12 @@ enum Command {
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
     },
-    /// Benchmarks (measurements, not pass/fail).
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Benchmarks (measurements, not pass/fail). Without a subcommand: `compare` with its
+    /// defaults (under two minutes on two cores).
+    Bench {
+        #[command(subcommand)]
+        command: Option<BenchCommand>,
+    },
     /// Show the symbol-resolution table inside an executable zerolink built.
     Inspect {
         /// The executable.
@@ -89,6 +109,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Direct writing against writing `.o` files and linking them with GNU ld, gold, lld and
+    /// mold, on generated programs of several sizes; full builds and the edit loop. Writes a
+    /// table, JSON and an SVG plot.
+    Compare(bench::CompareArgs),
     /// The edit loop: full build, then one-function edits updated in place, per program size.
     Edit {
         /// Program sizes, in functions.
@@ -183,8 +207,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             stats,
             full,
+            timings,
         } => {
-            build(&input, &output, stats, full)?;
+            build(&input, &output, stats, full, timings.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchObjects {
+            input,
+            output,
+            only,
+            timings,
+        } => {
+            let t = Instant::now();
+            let program = Program::read(&input.files)?;
+            let read = t.elapsed();
+            std::fs::create_dir_all(&output)?;
+            let only: Vec<usize> = only
+                .iter()
+                .filter_map(|o| input.files.iter().position(|f| f == o))
+                .collect();
+            let (_, times) = zerolink_backend::reference::objects(
+                &program,
+                &input.target(),
+                &output,
+                (!only.is_empty()).then_some(&only[..]),
+            )?;
+            if let Some(path) = timings {
+                write_timings(
+                    &path,
+                    read + times.parse,
+                    times.codegen,
+                    times.write,
+                    t.elapsed(),
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen {
@@ -205,12 +261,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("wrote {} files to {}", paths.len(), output.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Edit {
-            sizes,
-            edits,
-            target,
-        }) => {
+        Command::Bench {
+            command:
+                Some(BenchCommand::Edit {
+                    sizes,
+                    edits,
+                    target,
+                }),
+        } => {
             bench::edit_loop(&sizes, edits.max(1), &target.target())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command: Some(BenchCommand::Compare(args)),
+        } => {
+            bench::compare(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command: None } => {
+            bench::compare(&bench::CompareArgs::default())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { file, json } => {
@@ -224,7 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .file_stem()
                     .unwrap_or(std::ffi::OsStr::new("a.out")),
             );
-            build(&input, &exe, false, true)?;
+            build(&input, &exe, false, true, None)?;
             let status = std::process::Command::new(&exe)
                 .args(&args)
                 .status()
@@ -234,10 +303,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn build(input: &InputArgs, output: &Path, stats: bool, full: bool) -> Result<()> {
-    let t = Instant::now();
+fn build(
+    input: &InputArgs,
+    output: &Path,
+    stats: bool,
+    full: bool,
+    timings: Option<&Path>,
+) -> Result<()> {
+    let t0 = Instant::now();
     let program = Program::read(&input.files)?;
-    let read_time = t.elapsed();
+    let read_time = t0.elapsed();
     let target = input.target();
     if input.separate {
         zerolink_backend::reference::build(&program, &target, &input.link(), output)?;
@@ -261,7 +336,32 @@ fn build(input: &InputArgs, output: &Path, stats: bool, full: bool) -> Result<()
     if stats {
         print_stats(&report, read_time);
     }
+    if let Some(path) = timings {
+        let t = &report.timings;
+        let total = t0.elapsed();
+        let write = total.saturating_sub(read_time + t.parse + t.codegen);
+        write_timings(path, read_time + t.parse, t.codegen, write, total)?;
+    }
     Ok(())
+}
+
+/// Phase times for `zerolink bench`, in milliseconds.
+fn write_timings(
+    path: &Path,
+    parse: Duration,
+    codegen: Duration,
+    write: Duration,
+    total: Duration,
+) -> Result<()> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let json = serde_json::json!({
+        "parse": ms(parse),
+        "codegen": ms(codegen),
+        "write": ms(write),
+        "total": ms(total),
+    });
+    std::fs::write(path, json.to_string())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn print_stats(report: &driver::Report, read_time: Duration) {

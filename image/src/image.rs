@@ -940,6 +940,7 @@ impl Image {
         if self.dynamic() {
             self.write_dynamic()?;
         }
+        self.trim_last_extent();
         // At this point every address is fixed and every site is patched.
         for id in std::mem::take(&mut self.touched) {
             self.symtab.update(&mut self.symbols, id);
@@ -966,6 +967,31 @@ impl Image {
             })?,
         }
         Ok(summary)
+    }
+
+    /// In a fresh file the last region extent (usually text) grew by doubling: keep an eighth
+    /// spare for updates and give the rest back, so the tables follow right after it.
+    fn trim_last_extent(&mut self) {
+        let Store::Fresh(out) = &mut self.store else {
+            return;
+        };
+        for kind in RegionKind::ALL {
+            let Some(e) = self.extents[kind.index()] else {
+                continue;
+            };
+            if e.offset + e.capacity != out.len() {
+                continue;
+            }
+            let used = self.regions[kind.index()].used;
+            let keep = align_up(used + used / 8, PAGE).max(PAGE);
+            if keep < e.capacity {
+                out.truncate(e.offset + keep);
+                self.extents[kind.index()] = Some(Extent {
+                    offset: e.offset,
+                    capacity: keep,
+                });
+            }
+        }
     }
 
     /// The dynamic loader's tables (rewritten whole: they grow with imports, not with code),

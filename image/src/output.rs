@@ -75,6 +75,12 @@ impl Output {
         Ok(offset)
     }
 
+    /// Give back the end of the file from `len` on (space allocated but not used).
+    pub fn truncate(&mut self, len: u64) {
+        debug_assert!(len <= self.len);
+        self.len = len;
+    }
+
     /// Make the mapping cover at least `end` bytes, growing the file geometrically.
     fn ensure_mapped(&mut self, end: u64) -> Result<()> {
         if end <= self.map.len() as u64 {

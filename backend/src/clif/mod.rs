@@ -21,9 +21,7 @@ use std::path::PathBuf;
 use cranelift_codegen::ir::{self, ExternalName, GlobalValueData, UserExternalName};
 use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::CodegenError;
-use cranelift_module::{
-    DataDescription, FuncOrDataId, Linkage, Module, ModuleError, ModuleRelocTarget,
-};
+use cranelift_module::{DataDescription, FuncOrDataId, Linkage, Module, ModuleRelocTarget};
 use cranelift_reader::{parse_test, ParseOptions, SourceMap};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
@@ -197,9 +195,10 @@ impl Program {
         }
     }
 
-    /// A rough size of the machine code, to size the output once instead of growing it.
+    /// A rough, low size of the machine code: CLIF text is some seven times larger than the
+    /// code it compiles to. Too low costs an in-place growth of the file; too high, file size.
     pub fn code_size_estimate(&self) -> u64 {
-        self.files.iter().map(|f| f.text.len() as u64).sum::<u64>() / 2
+        self.files.iter().map(|f| f.text.len() as u64).sum::<u64>() / 8
     }
 
     /// Parse one function from its chunk, with file and line in any error.
@@ -267,10 +266,24 @@ impl Program {
 
     /// Declare and define everything in `module`.
     pub fn define_in<M: Module>(&self, module: &mut M) -> Result<()> {
+        self.define_files_in(module, |_| true, &mut Timings::default())
+    }
+
+    /// Declare and define the definitions of the files `keep` selects, as a compiler would for
+    /// one compilation unit: names defined elsewhere become imports. Parsing, code generation
+    /// and handing the code to the module are timed separately in `timings`.
+    pub fn define_files_in<M: Module>(
+        &self,
+        module: &mut M,
+        keep: impl Fn(usize) -> bool,
+        timings: &mut Timings,
+    ) -> Result<()> {
         // Pass 1: declare every definition, so any function may refer to any other. A
         // function's signature is known only from its text, so each is parsed here once.
+        let t = std::time::Instant::now();
         let mut ids: HashMap<&str, FuncOrDataId> = HashMap::new();
-        for d in &self.data {
+        let data: Vec<&DataDef> = self.data.iter().filter(|d| keep(d.file)).collect();
+        for d in &data {
             let linkage = if d.directive.export {
                 Linkage::Export
             } else {
@@ -280,20 +293,25 @@ impl Program {
                 module.declare_data(&d.directive.name, linkage, d.directive.writable, false)?;
             ids.insert(&d.directive.name, FuncOrDataId::Data(id));
         }
-        let mut parsed = Vec::with_capacity(self.functions.len());
-        for f in &self.functions {
+        let functions: Vec<&FunctionDef> = self.functions.iter().filter(|f| keep(f.file)).collect();
+        let mut parsed = Vec::with_capacity(functions.len());
+        for f in &functions {
             let p = self.parse_function(f)?;
             let id = module.declare_function(&f.name, Linkage::Export, &p.func.signature)?;
             ids.insert(&f.name, FuncOrDataId::Func(id));
             parsed.push(p);
         }
+        timings.parse += t.elapsed();
 
         // Pass 2: data objects, then functions.
-        for d in &self.data {
+        let t = std::time::Instant::now();
+        for d in data {
             self.define_data_in(module, &ids, d)?;
         }
+        timings.write += t.elapsed();
         let mut ctx = module.make_context();
-        for (f, p) in self.functions.iter().zip(parsed) {
+        for (f, p) in functions.into_iter().zip(parsed) {
+            let t = std::time::Instant::now();
             let FuncOrDataId::Func(id) = ids[f.name.as_str()] else {
                 unreachable!("functions are declared as functions")
             };
@@ -304,10 +322,24 @@ impl Program {
                 ids: &ids,
             };
             rewrite_names(self, f, &mut ctx.func, &mut names)?;
-            module.define_function(id, &mut ctx).map_err(|e| match e {
-                ModuleError::Compilation(c) => self.compile_error(f, &p.map, c),
-                other => BackendError::from(other),
-            })?;
+            timings.parse += t.elapsed();
+            let t = std::time::Instant::now();
+            ctx.compile(module.isa(), &mut Default::default())
+                .map_err(|e| self.compile_error(f, &p.map, e.inner))?;
+            timings.codegen += t.elapsed();
+            let t = std::time::Instant::now();
+            let compiled = ctx.compiled_code().expect("compiled just above");
+            let relocs: Vec<cranelift_module::ModuleReloc> = compiled
+                .buffer
+                .relocs()
+                .iter()
+                .map(|r| cranelift_module::ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+                .collect();
+            let align = u64::from(compiled.buffer.alignment);
+            module
+                .define_function_bytes(id, align, compiled.code_buffer(), &relocs)
+                .map_err(BackendError::from)?;
+            timings.write += t.elapsed();
         }
         Ok(())
     }
@@ -378,6 +410,17 @@ impl Program {
         }
         Ok(())
     }
+}
+
+/// Where the time of defining a program went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Parsing CLIF and resolving names.
+    pub parse: std::time::Duration,
+    /// Cranelift's code generation.
+    pub codegen: std::time::Duration,
+    /// Handing code and data to the output (image or object file) and writing it.
+    pub write: std::time::Duration,
 }
 
 /// How names in a function become references of whatever it is being defined into.
