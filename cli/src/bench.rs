@@ -59,6 +59,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
             functions: n,
             files: (n / 1000).max(1),
             seed: 1,
+            libc: false,
         };
         let dir = tempfile::tempdir()?;
         let paths = generate(&opts).write(dir.path())?;
@@ -190,6 +191,10 @@ pub struct CompareArgs {
     /// Also build the programs given as CLIF files (a "given" row in the table).
     #[arg(long, value_name = "FILE.clif")]
     pub program: Vec<std::path::PathBuf>,
+    /// Generated programs call into libc and every path links dynamically against it;
+    /// otherwise they are freestanding and static.
+    #[arg(long)]
+    pub libc: bool,
 }
 
 impl Default for CompareArgs {
@@ -200,6 +205,7 @@ impl Default for CompareArgs {
             runs: 3,
             output: "bench-results".into(),
             program: Vec::new(),
+            libc: false,
         }
     }
 }
@@ -390,6 +396,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                     functions: n,
                     files: (n / args.per_file.max(1)).max(1),
                     seed: 1,
+                    libc: args.libc,
                 };
                 (generate(&opts).write(&dir.path().join("src"))?, Some(opts))
             }
@@ -409,6 +416,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
             args.runs,
             &label,
             functions,
+            args.libc,
         )?);
     }
     std::fs::create_dir_all(&args.output)?;
@@ -438,11 +446,12 @@ fn compare_one(
     runs: usize,
     label: &str,
     functions: usize,
+    libc: bool,
 ) -> Result<SizeResult> {
     let direct_out = dir.join("direct");
     let objdir = dir.join("objects");
     let timings = dir.join("timings.json");
-    let freestanding = ["--freestanding"];
+    let freestanding: &[&str] = if libc { &[] } else { &["--freestanding"] };
     let mut full = vec![PathResult {
         path: "direct (zerolink)".into(),
         ..Default::default()
@@ -461,22 +470,19 @@ fn compare_one(
     let runtime = dir.join("zerolink-runtime.o");
     std::fs::write(
         &runtime,
-        zerolink_image::runtime::relocatable_object(true)
+        zerolink_image::runtime::relocatable_object(!libc)
             .map_err(|e| anyhow::anyhow!("runtime object: {e}"))?,
     )?;
     let link_cmd = |l: &Linker, objects: &[PathBuf], out: &Path| {
         let mut c = std::process::Command::new("cc");
         c.args(&l.flags);
-        c.args([
-            "-nostdlib",
-            "-static",
-            "-no-pie",
-            "-Wl,-z,noexecstack",
-            "-o",
-        ])
-        .arg(out)
-        .args(objects)
-        .arg(&runtime);
+        if !libc {
+            c.args(["-nostdlib", "-static", "-no-pie"]);
+        }
+        c.args(["-Wl,-z,noexecstack", "-o"])
+            .arg(out)
+            .args(objects)
+            .arg(&runtime);
         c
     };
     let objects: Vec<PathBuf> = files
@@ -721,7 +727,7 @@ fn to_json(
 
 /// Total time against program size, log-log, one line per path (edits dashed).
 fn plot(results: &[SizeResult]) -> String {
-    let (w, h, left, bottom, top, right) = (760.0, 480.0, 70.0, 50.0, 30.0, 230.0);
+    let (w, h, left, bottom, top, right) = (780.0, 480.0, 90.0, 50.0, 30.0, 230.0);
     let points: Vec<(f64, f64)> = results
         .iter()
         .flat_map(|r| {

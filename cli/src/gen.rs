@@ -20,6 +20,9 @@ pub struct GenOptions {
     pub functions: usize,
     pub files: usize,
     pub seed: u64,
+    /// Call into libc: the checksum is printed with `printf`, and some functions call `labs`.
+    /// Otherwise the program is freestanding and prints through `zl_write`.
+    pub libc: bool,
 }
 
 /// xorshift64*: seedable and dependency-free, so a seed means the same program everywhere.
@@ -64,6 +67,7 @@ pub fn function_text(opts: &GenOptions, f: usize, file: usize, salt: i64) -> Str
     let callees: Vec<usize> = (0..rng.below(4)).map(|_| rng.below(n) as usize).collect();
     let recursive = rng.below(10) == 0;
     let indirect = rng.below(5) == 0;
+    let calls_libc = opts.libc && rng.below(20) == 0;
     let constant = rng.below(1 << 20) as i64 + salt;
 
     let mut s = String::new();
@@ -77,6 +81,9 @@ pub fn function_text(opts: &GenOptions, f: usize, file: usize, salt: i64) -> Str
     }
     if indirect {
         let _ = writeln!(s, "    gv0 = symbol %table{file}");
+    }
+    if calls_libc {
+        let _ = writeln!(s, "    fn8 = %labs(i64) -> i64");
     }
     let _ = writeln!(s, "block0(v0: i64, v1: i64):");
     let _ = writeln!(s, "    v2 = iconst.i64 {constant}");
@@ -110,6 +117,12 @@ pub fn function_text(opts: &GenOptions, f: usize, file: usize, salt: i64) -> Str
     }
     if recursive {
         call(&mut s, &mut v, "fn9");
+    }
+    if calls_libc {
+        let _ = writeln!(s, "    v{} = call fn8(v{acc})", v + 1);
+        let _ = writeln!(s, "    v{} = bxor v{acc}, v{}", v + 2, v + 1);
+        v += 2;
+        acc = v;
     }
     if indirect {
         let slot = rng.below(TABLE_SIZE as u64) * 8;
@@ -201,8 +214,21 @@ block2:
 
 ";
 
+/// With libc, the checksum goes through `printf`.
+const MAIN_HEAD_LIBC: &str = "; data: %fmt = \"%016lx\\n\\0\"
+function %print_hex(i64) {
+    gv0 = symbol %fmt
+    fn0 = %printf(i64, i64) -> i32
+block0(v0: i64):
+    v1 = symbol_value.i64 gv0
+    v2 = call fn0(v1, v0)
+    return
+}
+
+";
+
 fn main_text(opts: &GenOptions) -> String {
-    let mut s = String::from(MAIN_HEAD);
+    let mut s = String::from(if opts.libc { MAIN_HEAD_LIBC } else { MAIN_HEAD });
     let _ = writeln!(s, "function %main() -> i32 {{");
     for k in 0..opts.files {
         let _ = writeln!(s, "    fn{k} = %run{k}(i64) -> i64");

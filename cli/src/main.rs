@@ -79,6 +79,9 @@ enum Command {
         /// Seed: the same seed gives the same program.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Call into libc (printf, labs); build without --freestanding then.
+        #[arg(long)]
+        libc: bool,
         /// Directory to write the files into.
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
@@ -247,6 +250,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             functions,
             files,
             seed,
+            libc,
             output,
         } => {
             if functions == 0 || files == 0 || files > functions {
@@ -256,6 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 functions,
                 files,
                 seed,
+                libc,
             })
             .write(&output)?;
             eprintln!("wrote {} files to {}", paths.len(), output.display());
