@@ -76,13 +76,34 @@ pub fn settings_of(isa: &dyn TargetIsa) -> String {
     )
 }
 
+/// How to run a build.
+#[derive(Clone, Copy)]
+pub struct BuildOptions<'a> {
+    /// Rebuild in full even if OUT could be updated.
+    pub force_full: bool,
+    /// Threads compiling functions (the output is the same whatever the number).
+    pub jobs: usize,
+    /// Called with (functions done, functions to do) as the build goes.
+    pub progress: Option<&'a dyn Fn(usize, usize)>,
+}
+
+impl Default for BuildOptions<'_> {
+    fn default() -> Self {
+        BuildOptions {
+            force_full: false,
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: None,
+        }
+    }
+}
+
 /// Build `program` into `out`: update it in place when possible (unless `force_full`).
 pub fn build(
     program: &Program,
     target: &TargetOptions,
     link: &LinkOptions,
     out: &Path,
-    force_full: bool,
+    opts: &BuildOptions<'_>,
 ) -> Result<Report> {
     let isa = target.isa()?;
     let libs = Arc::new(Libraries::load(link)?);
@@ -99,9 +120,10 @@ pub fn build(
         isa: &*isa,
         settings: &settings,
         libs: if link.freestanding { None } else { Some(libs) },
+        libcall_names: cranelift_module::default_libcall_names(),
     };
     let start = Instant::now();
-    let opened = if force_full {
+    let opened = if opts.force_full {
         Err(OpenError::Incompatible("--full was given".into()))
     } else {
         Image::open(out, Some(&settings))
@@ -111,17 +133,17 @@ pub fn build(
         Ok(image) if fragmented(&image).is_some() => {
             let reason = fragmented(&image).expect("checked");
             drop(image);
-            full(program, &env, out, Some(reason))
+            full(program, &env, opts, out, Some(reason))
         }
         Ok(image) => {
             let t = Instant::now();
             match diff(program, &image) {
-                Ok(d) => update(program, &env, image, d, opened_at, t.elapsed()),
-                Err(reason) => full(program, &env, out, Some(reason)),
+                Ok(d) => update(program, &env, opts, image, d, opened_at, t.elapsed()),
+                Err(reason) => full(program, &env, opts, out, Some(reason)),
             }
         }
-        Err(OpenError::Missing) => full(program, &env, out, None),
-        Err(OpenError::Incompatible(reason)) => full(program, &env, out, Some(reason)),
+        Err(OpenError::Missing) => full(program, &env, opts, out, None),
+        Err(OpenError::Incompatible(reason)) => full(program, &env, opts, out, Some(reason)),
     }
 }
 
@@ -131,6 +153,7 @@ struct Env<'a> {
     settings: &'a str,
     /// Shared libraries; `None` when freestanding.
     libs: Option<Arc<Libraries>>,
+    libcall_names: Box<dyn Fn(ir::LibCall) -> String + Send + Sync>,
 }
 
 impl Env<'_> {
@@ -153,19 +176,25 @@ impl Env<'_> {
     }
 }
 
-fn full(program: &Program, env: &Env<'_>, out: &Path, reason: Option<String>) -> Result<Report> {
+fn full<'a>(
+    program: &'a Program,
+    env: &'a Env<'a>,
+    opts: &BuildOptions<'a>,
+    out: &Path,
+    reason: Option<String>,
+) -> Result<Report> {
     let t = Instant::now();
     let mut image = Image::create(out)?;
     image.set_settings(env.settings);
     image.expect_code_bytes(program.code_size_estimate());
     env.link(&mut image);
-    let mut b = Builder::new(program, env, image);
+    let mut b = Builder::new(program, env, image, opts);
     for d in &program.data {
         b.data(d)?;
     }
-    for (i, _) in program.functions.iter().enumerate() {
-        b.function(i)?;
-    }
+    let all: Vec<usize> = (0..program.functions.len()).collect();
+    b.total = all.len();
+    b.functions(&all)?;
     b.check_calls()?;
     let compiled = b.compiled;
     let timings = b.timings;
@@ -275,9 +304,10 @@ fn diff<'p>(program: &'p Program, image: &Image) -> Result<Diff<'p>, String> {
     })
 }
 
-fn update(
-    program: &Program,
-    env: &Env<'_>,
+fn update<'a>(
+    program: &'a Program,
+    env: &'a Env<'a>,
+    opts: &BuildOptions<'a>,
     mut image: Image,
     diff: Diff<'_>,
     opened: Duration,
@@ -293,20 +323,21 @@ fn update(
 
     let t = Instant::now();
     env.link(&mut image);
-    let mut b = Builder::new(program, env, image);
+    let mut b = Builder::new(program, env, image, opts);
     for d in changed_data {
         b.data(d)?;
     }
-    let mut queue = changed_functions;
+    // Rounds: the changed functions, then the callers of those whose signature changed.
+    let mut round = changed_functions;
     let mut done: HashSet<usize> = HashSet::new();
-    while let Some(i) = queue.pop() {
-        if !done.insert(i) {
-            continue;
-        }
-        if let Some(callers) = b.function(i)? {
-            // The signature changed: the callers must be checked (and compiled) against it.
-            queue.extend(callers.into_iter().filter(|c| !done.contains(c)));
-        }
+    b.total = round.len();
+    while !round.is_empty() {
+        round.sort_unstable();
+        round.dedup();
+        round.retain(|i| done.insert(*i));
+        let callers = b.functions(&round)?;
+        round = callers.into_iter().filter(|c| !done.contains(c)).collect();
+        b.total += round.len();
     }
     b.check_calls()?;
     let compiled = b.compiled;
@@ -404,25 +435,29 @@ struct CallCheck {
 struct Builder<'a> {
     program: &'a Program,
     env: &'a Env<'a>,
+    jobs: usize,
+    progress: Option<&'a dyn Fn(usize, usize)>,
+    done: usize,
+    total: usize,
     image: Image,
-    ctx: Context,
     calls: Vec<CallCheck>,
     compiled: usize,
     timings: crate::clif::Timings,
-    libcall_names: Box<dyn Fn(cranelift_codegen::ir::LibCall) -> String + Send + Sync>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(program: &'a Program, env: &'a Env<'a>, image: Image) -> Self {
+    fn new(program: &'a Program, env: &'a Env<'a>, image: Image, opts: &BuildOptions<'a>) -> Self {
         Builder {
             program,
             env,
+            jobs: opts.jobs,
+            progress: opts.progress,
+            done: 0,
+            total: 0,
             image,
-            ctx: Context::new(),
             calls: Vec::new(),
             compiled: 0,
             timings: crate::clif::Timings::default(),
-            libcall_names: cranelift_module::default_libcall_names(),
         }
     }
 
@@ -444,68 +479,73 @@ impl<'a> Builder<'a> {
         Ok(self.image.declare(name, kind, Binding::Global)?)
     }
 
-    /// Compile function `i` and write it. If it replaced a definition with another signature,
-    /// returns the functions that refer to it.
-    fn function(&mut self, i: usize) -> Result<Option<Vec<usize>>> {
-        let program = self.program;
-        let f = &program.functions[i];
-        let t = Instant::now();
-        let parsed = program.parse_function(f)?;
-        let sig_hash = signature_hash(&parsed.func.signature);
-        let mut func = parsed.func;
-        rewrite_names(
-            program,
-            f,
-            &mut func,
-            &mut ImageNames { b: self, caller: i },
-        )?;
-        self.ctx.clear();
-        self.ctx.func = func;
-        self.timings.parse += t.elapsed();
-        let t = Instant::now();
-        self.ctx
-            .compile(self.env.isa, &mut ControlPlane::default())
-            .map_err(|e| program.compile_error(f, &parsed.map, e.inner))?;
-        self.timings.codegen += t.elapsed();
-        let compiled = self.ctx.compiled_code().expect("compiled just above");
-        let align = u64::from(compiled.buffer.alignment);
-        let mut refs = Vec::with_capacity(compiled.buffer.relocs().len());
-        let libcall_names = &self.libcall_names;
-        for r in compiled.buffer.relocs() {
+    /// Place one compiled function: map its names to symbols (in input order, so symbol
+    /// numbering does not depend on scheduling), write it, record its calls. If it replaced a
+    /// definition with another signature, returns the functions that refer to it.
+    fn place(&mut self, c: Compiled) -> Result<Option<Vec<usize>>> {
+        let f = &self.program.functions[c.index];
+        let mut ids = Vec::with_capacity(c.names.len());
+        for (name, as_call) in &c.names {
+            ids.push(self.symbol_for(name, *as_call)?);
+        }
+        let mut refs = Vec::with_capacity(c.relocs.len());
+        for r in &c.relocs {
             let target = match &r.target {
-                FinalizedRelocTarget::ExternalName(ExternalName::User(u)) => {
-                    SymbolId(self.ctx.func.params.user_named_funcs()[*u].index)
-                }
-                FinalizedRelocTarget::ExternalName(ExternalName::LibCall(lc)) => self
-                    .image
-                    .declare(&libcall_names(*lc), SymbolKind::Function, Binding::Global)?,
-                other => {
-                    return Err(BackendError::Compile {
-                        function: f.name.clone(),
-                        message: format!("reference to {other:?} is not supported"),
-                    })
+                Target::Name(k) => ids[*k],
+                Target::LibCall(name) => {
+                    self.image
+                        .declare(name, SymbolKind::Function, Binding::Global)?
                 }
             };
             refs.push(Reference {
                 offset: r.offset,
-                kind: ref_kind(r.kind, &f.name, r.offset)?,
+                kind: r.kind,
                 target,
                 addend: r.addend,
             });
         }
-        let code = compiled.code_buffer().to_vec();
+        for &(k, sig_hash) in &c.calls {
+            self.calls.push(CallCheck {
+                caller: c.index,
+                callee: ids[k],
+                sig_hash,
+            });
+        }
         let id = self
             .image
             .declare(&f.name, SymbolKind::Function, Binding::Global)?;
         let old = self.image.symbols().get(id);
         let old_sig = old.placement().map(|_| old.sig_hash).filter(|&h| h != 0);
-        self.image.redefine_function(id, &code, align, &refs)?;
-        self.image.set_hashes(id, f.hash, sig_hash);
+        self.image.redefine_function(id, &c.code, c.align, &refs)?;
+        self.image.set_hashes(id, f.hash, c.sig_hash);
         self.compiled += 1;
-        if old_sig.is_some_and(|h| h != sig_hash) {
+        self.timings.parse += c.timings.parse;
+        self.timings.codegen += c.timings.codegen;
+        if old_sig.is_some_and(|h| h != c.sig_hash) {
             return Ok(Some(self.callers_of(id)));
         }
         Ok(None)
+    }
+
+    /// Compile `indices` on `jobs` threads and place the results in the order given. Workers
+    /// share nothing mutable; one batch at a time bounds the compiled code held in memory.
+    /// The first error in input order is the one reported, whatever finished first.
+    fn functions(&mut self, indices: &[usize]) -> Result<Vec<usize>> {
+        let jobs = self.jobs.max(1);
+        let mut callers = Vec::new();
+        for batch in indices.chunks(BATCH_PER_JOB * jobs) {
+            let results = compile_batch(self.program, self.env, batch, jobs);
+            for r in results {
+                if let Some(more) = self.place(r?)? {
+                    callers.extend(more);
+                }
+            }
+            self.done += batch.len();
+            if let Some(progress) = self.progress {
+                progress(self.done, self.total);
+            }
+        }
+        Ok(callers)
     }
 
     /// Program functions whose code refers to `id`.
@@ -604,12 +644,147 @@ impl<'a> Builder<'a> {
     }
 }
 
-struct ImageNames<'b, 'a> {
-    b: &'b mut Builder<'a>,
-    caller: usize,
+/// Functions compiled per job in one batch: enough to keep every worker busy, few enough that
+/// the compiled code waiting to be placed stays small.
+const BATCH_PER_JOB: usize = 64;
+
+/// A compiled function that has not touched the image: names are indices into `names`.
+struct Compiled {
+    index: usize,
+    code: Vec<u8>,
+    align: u64,
+    relocs: Vec<CompiledReloc>,
+    /// (name, referred to by a call) in first-use order.
+    names: Vec<(String, bool)>,
+    /// Calls to program functions: (name index, hash of the call-site signature).
+    calls: Vec<(usize, u64)>,
+    sig_hash: u64,
+    timings: crate::clif::Timings,
 }
 
-impl Names for ImageNames<'_, '_> {
+struct CompiledReloc {
+    offset: u32,
+    kind: RefKind,
+    target: Target,
+    addend: i64,
+}
+
+enum Target {
+    Name(usize),
+    LibCall(String),
+}
+
+/// Compile every function of `batch` on `jobs` threads; results in `batch` order.
+fn compile_batch(
+    program: &Program,
+    env: &Env<'_>,
+    batch: &[usize],
+    jobs: usize,
+) -> Vec<Result<Compiled>> {
+    if jobs <= 1 || batch.len() <= 1 {
+        let mut ctx = Context::new();
+        return batch
+            .iter()
+            .map(|&i| compile_one(program, env, i, &mut ctx))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<Option<Result<Compiled>>> = (0..batch.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs.min(batch.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut ctx = Context::new();
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= batch.len() {
+                            break done;
+                        }
+                        done.push((k, compile_one(program, env, batch[k], &mut ctx)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            for (k, r) in w.join().expect("compile workers do not panic") {
+                slots[k] = Some(r);
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .map(|r| r.expect("every function of the batch was compiled"))
+        .collect()
+}
+
+/// Parse, resolve names (to a list of its own) and compile function `i`. Touches nothing
+/// shared, so any thread may run it.
+fn compile_one(program: &Program, env: &Env<'_>, i: usize, ctx: &mut Context) -> Result<Compiled> {
+    let f = &program.functions[i];
+    let mut timings = crate::clif::Timings::default();
+    let t = Instant::now();
+    let parsed = program.parse_function(f)?;
+    let sig_hash = signature_hash(&parsed.func.signature);
+    let mut func = parsed.func;
+    let mut names = WorkerNames {
+        env,
+        names: Vec::new(),
+        calls: Vec::new(),
+    };
+    rewrite_names(program, f, &mut func, &mut names)?;
+    ctx.clear();
+    ctx.func = func;
+    timings.parse = t.elapsed();
+    let t = Instant::now();
+    ctx.compile(env.isa, &mut ControlPlane::default())
+        .map_err(|e| program.compile_error(f, &parsed.map, e.inner))?;
+    timings.codegen = t.elapsed();
+    let compiled = ctx.compiled_code().expect("compiled just above");
+    let mut relocs = Vec::with_capacity(compiled.buffer.relocs().len());
+    for r in compiled.buffer.relocs() {
+        let target = match &r.target {
+            FinalizedRelocTarget::ExternalName(ExternalName::User(u)) => {
+                Target::Name(ctx.func.params.user_named_funcs()[*u].index as usize)
+            }
+            FinalizedRelocTarget::ExternalName(ExternalName::LibCall(lc)) => {
+                Target::LibCall((env.libcall_names)(*lc))
+            }
+            other => {
+                return Err(BackendError::Compile {
+                    function: f.name.clone(),
+                    message: format!("reference to {other:?} is not supported"),
+                })
+            }
+        };
+        relocs.push(CompiledReloc {
+            offset: r.offset,
+            kind: ref_kind(r.kind, &f.name, r.offset)?,
+            target,
+            addend: r.addend,
+        });
+    }
+    Ok(Compiled {
+        index: i,
+        code: compiled.code_buffer().to_vec(),
+        align: u64::from(compiled.buffer.alignment),
+        relocs,
+        names: names.names,
+        calls: names.calls,
+        sig_hash,
+        timings,
+    })
+}
+
+/// Name resolution inside a worker: every name gets an index into the function's own list;
+/// the image learns the names when the function is placed.
+struct WorkerNames<'e, 'a> {
+    env: &'e Env<'a>,
+    names: Vec<(String, bool)>,
+    calls: Vec<(usize, u64)>,
+}
+
+impl Names for WorkerNames<'_, '_> {
     fn function(
         &mut self,
         program: &Program,
@@ -627,23 +802,21 @@ impl Names for ImageNames<'_, '_> {
                 })
             }
             // A shared library's function is reached through the GOT; a built-in is in the image.
-            None => self.b.env.import(name).is_none() && is_builtin(name),
+            None => self.env.import(name).is_none() && is_builtin(name),
         };
-        let id = self.b.symbol_for(name, true)?;
+        let k = self.names.len();
+        self.names.push((name.to_string(), true));
         if matches!(program.names.get(name), Some(Definition::Function(_))) {
-            self.b.calls.push(CallCheck {
-                caller: self.caller,
-                callee: id,
-                sig_hash: signature_hash(sig),
-            });
+            self.calls.push((k, signature_hash(sig)));
         }
-        Ok((0, id.0, colocated))
+        Ok((0, k as u32, colocated))
     }
 
     fn symbol(&mut self, program: &Program, name: &str) -> Result<(u32, u32, bool)> {
         let colocated = program.names.contains_key(name)
-            || (self.b.env.import(name).is_none() && is_builtin(name));
-        let id = self.b.symbol_for(name, false)?;
-        Ok((0, id.0, colocated))
+            || (self.env.import(name).is_none() && is_builtin(name));
+        let k = self.names.len();
+        self.names.push((name.to_string(), false));
+        Ok((0, k as u32, colocated))
     }
 }

@@ -53,6 +53,11 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
         freestanding: true,
         ..Default::default()
     };
+    let full_opts = driver::BuildOptions {
+        force_full: true,
+        ..Default::default()
+    };
+    let update_opts = driver::BuildOptions::default();
     let mut rows = Vec::new();
     for &n in sizes {
         let opts = GenOptions {
@@ -69,7 +74,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
         eprint!("{n} functions: full build ...");
         let t = Instant::now();
         let program = Program::read(&paths)?;
-        driver::build(&program, target, &link, &out, true)?;
+        driver::build(&program, target, &link, &out, &full_opts)?;
         let full = t.elapsed();
         let mut output = run_exe(&out)?;
         eprint!(" {:.0} ms; edits:", ms(full));
@@ -85,7 +90,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
             let program = Program::read(&paths)?;
             let read = t.elapsed();
             let t = Instant::now();
-            let report = driver::build(&program, target, &link, &out, false)?;
+            let report = driver::build(&program, target, &link, &out, &update_opts)?;
             let rest = t.elapsed();
             if !matches!(report.mode, Mode::Update) || report.compiled != 1 {
                 bail!(
@@ -108,7 +113,7 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
         }
         // The last update must behave exactly as a fresh build of the same input.
         let program = Program::read(&paths)?;
-        driver::build(&program, target, &link, &fresh, true)?;
+        driver::build(&program, target, &link, &fresh, &full_opts)?;
         if run_exe(&out)? != run_exe(&fresh)? {
             bail!("{n} functions: the updated executable differs from a fresh build");
         }

@@ -168,6 +168,13 @@ struct InputArgs {
     /// Search DIR for -l libraries, before the system's directories. Repeatable.
     #[arg(short = 'L', long = "library-path", value_name = "DIR")]
     search_dirs: Vec<PathBuf>,
+    /// Threads compiling functions (default: $ZEROLINK_JOBS, else every core). The executable
+    /// is the same, byte for byte, whatever the number.
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// No progress bar.
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// No libc, no shared libraries: a static executable whose only way to the OS is
     /// zerolink's built-in functions (zl_write, zl_exit, ...; see docs/input.md).
     #[arg(long)]
@@ -323,7 +330,20 @@ fn build(
         zerolink_backend::reference::build(&program, &target, &input.link(), output)?;
         return Ok(());
     }
-    let report = match driver::build(&program, &target, &input.link(), output, full) {
+    let progress = Progress::new(input.quiet);
+    let report_progress = |done: usize, total: usize| progress.update(done, total);
+    let opts = driver::BuildOptions {
+        force_full: full,
+        jobs: input
+            .jobs
+            .or_else(|| std::env::var("ZEROLINK_JOBS").ok()?.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1),
+        progress: Some(&report_progress),
+    };
+    let result = driver::build(&program, &target, &input.link(), output, &opts);
+    progress.finish();
+    let report = match result {
         Ok(report) => report,
         Err(BackendError::Image(ImageError::Undefined(list))) => {
             return Err(anyhow::anyhow!(describe_undefined(&program, &list)))
@@ -348,6 +368,48 @@ fn build(
         write_timings(path, read_time + t.parse, t.codegen, write, total)?;
     }
     Ok(())
+}
+
+/// A progress bar on stderr for builds that take more than a second, on a terminal only.
+struct Progress {
+    enabled: bool,
+    start: Instant,
+    bar: std::cell::RefCell<Option<indicatif::ProgressBar>>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            bar: std::cell::RefCell::new(None),
+        }
+    }
+
+    fn update(&self, done: usize, total: usize) {
+        if !self.enabled || self.start.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let mut bar = self.bar.borrow_mut();
+        let bar = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} functions",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        });
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// Phase times for `zerolink bench`, in milliseconds.
