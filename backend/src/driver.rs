@@ -147,6 +147,31 @@ pub fn build(
     }
 }
 
+/// The floor of a build, for benchmarks: parse and compile every function on `jobs` threads,
+/// exactly as a build does, and write nothing.
+pub fn codegen_only(
+    program: &Program,
+    target: &TargetOptions,
+    link: &LinkOptions,
+    jobs: usize,
+) -> Result<()> {
+    let isa = target.isa()?;
+    let libs = Arc::new(Libraries::load(link)?);
+    let env = Env {
+        isa: &*isa,
+        settings: "",
+        libs: if link.freestanding { None } else { Some(libs) },
+        libcall_names: cranelift_module::default_libcall_names(),
+    };
+    let all: Vec<usize> = (0..program.functions.len()).collect();
+    for batch in all.chunks(BATCH_PER_JOB * jobs.max(1)) {
+        for r in compile_batch(program, &env, batch, jobs.max(1)) {
+            r?;
+        }
+    }
+    Ok(())
+}
+
 /// What every pass of a build needs.
 struct Env<'a> {
     isa: &'a dyn TargetIsa,
@@ -197,11 +222,12 @@ fn full<'a>(
     b.functions(&all)?;
     b.check_calls()?;
     let compiled = b.compiled;
-    let timings = b.timings;
+    let mut timings = b.timings;
     let compile_time = t.elapsed();
     let t = Instant::now();
     b.image.set_manifest(manifest(program));
     let summary = b.image.finish()?;
+    timings.write += t.elapsed();
     Ok(Report {
         mode: Mode::Full { reason },
         summary,
@@ -341,11 +367,12 @@ fn update<'a>(
     }
     b.check_calls()?;
     let compiled = b.compiled;
-    let timings = b.timings;
+    let mut timings = b.timings;
     let compile_time = t.elapsed();
     let t = Instant::now();
     b.image.set_manifest(manifest(program));
     let summary = b.image.finish()?;
+    timings.write += t.elapsed();
     let total = program.functions.len() + program.data.len();
     Ok(Report {
         mode: Mode::Update,
@@ -535,11 +562,13 @@ impl<'a> Builder<'a> {
         let mut callers = Vec::new();
         for batch in indices.chunks(BATCH_PER_JOB * jobs) {
             let results = compile_batch(self.program, self.env, batch, jobs);
+            let t = Instant::now();
             for r in results {
                 if let Some(more) = self.place(r?)? {
                     callers.extend(more);
                 }
             }
+            self.timings.write += t.elapsed();
             self.done += batch.len();
             if let Some(progress) = self.progress {
                 progress(self.done, self.total);

@@ -29,43 +29,88 @@ pub fn object_bytes(program: &Program, target: &TargetOptions) -> Result<Vec<u8>
 }
 
 /// One object file per input file, as a compiler writes one per compilation unit; `only`
-/// limits it to those files (an edit). Returns the objects' paths and where the time went.
+/// limits it to those files (an edit). Files are compiled on `jobs` threads, as `make -j`
+/// would. Returns the objects' paths and where the time went (summed over threads).
 pub fn objects(
     program: &Program,
     target: &TargetOptions,
     dir: &Path,
     only: Option<&[usize]>,
+    jobs: usize,
 ) -> Result<(Vec<PathBuf>, crate::clif::Timings)> {
+    let paths: Vec<PathBuf> = program
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            let stem = file
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("unit{i}"));
+            dir.join(format!("{stem}.o"))
+        })
+        .collect();
+    let todo: Vec<usize> = (0..program.files.len())
+        .filter(|i| only.is_none_or(|o| o.contains(i)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<crate::clif::Timings>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs.clamp(1, todo.len().max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = todo.get(k) else { break out };
+                        out.push(object(program, target, i, &paths[i]));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("object workers do not panic"))
+            .collect()
+    });
     let mut timings = crate::clif::Timings::default();
-    let mut paths = Vec::new();
-    for (i, file) in program.files.iter().enumerate() {
-        let stem = file
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| format!("unit{i}"));
-        let path = dir.join(format!("{stem}.o"));
-        paths.push(path.clone());
-        if only.is_some_and(|o| !o.contains(&i)) {
-            continue;
-        }
-        let builder = ObjectBuilder::new(
-            target.isa()?,
-            stem,
-            cranelift_module::default_libcall_names(),
-        )?;
-        let mut module = ObjectModule::new(builder);
-        program.define_files_in(&mut module, |f| f == i, &mut timings)?;
-        let t = std::time::Instant::now();
-        let bytes = module
-            .finish()
-            .emit()
-            .map_err(|e| BackendError::Link(format!("cannot write the object file: {e}")))?;
-        std::fs::write(&path, bytes)
-            .map_err(|e| BackendError::Link(format!("{}: {e}", path.display())))?;
-        timings.write += t.elapsed();
+    for r in results {
+        let t = r?;
+        timings.parse += t.parse;
+        timings.codegen += t.codegen;
+        timings.write += t.write;
     }
     Ok((paths, timings))
+}
+
+/// The object file of input file `i`.
+fn object(
+    program: &Program,
+    target: &TargetOptions,
+    i: usize,
+    path: &Path,
+) -> Result<crate::clif::Timings> {
+    let mut timings = crate::clif::Timings::default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let builder = ObjectBuilder::new(
+        target.isa()?,
+        stem,
+        cranelift_module::default_libcall_names(),
+    )?;
+    let mut module = ObjectModule::new(builder);
+    program.define_files_in(&mut module, |f| f == i, &mut timings)?;
+    let t = std::time::Instant::now();
+    let bytes = module
+        .finish()
+        .emit()
+        .map_err(|e| BackendError::Link(format!("cannot write the object file: {e}")))?;
+    std::fs::write(path, bytes)
+        .map_err(|e| BackendError::Link(format!("{}: {e}", path.display())))?;
+    timings.write += t.elapsed();
+    Ok(timings)
 }
 
 /// Link `objects` plus zerolink's runtime into `output` with `linker` (`cc` by default, or any

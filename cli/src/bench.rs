@@ -200,6 +200,10 @@ pub struct CompareArgs {
     /// otherwise they are freestanding and static.
     #[arg(long)]
     pub libc: bool,
+    /// Threads for both paths (zerolink's workers; objects compiled in parallel as with
+    /// `make -j`). 1 by default, so that the phase columns add up to the total.
+    #[arg(short = 'j', long, default_value_t = 1)]
+    pub jobs: usize,
 }
 
 impl Default for CompareArgs {
@@ -211,6 +215,7 @@ impl Default for CompareArgs {
             output: "bench-results".into(),
             program: Vec::new(),
             libc: false,
+            jobs: 1,
         }
     }
 }
@@ -422,6 +427,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
             &label,
             functions,
             args.libc,
+            args.jobs,
         )?);
     }
     std::fs::create_dir_all(&args.output)?;
@@ -452,11 +458,15 @@ fn compare_one(
     label: &str,
     functions: usize,
     libc: bool,
+    jobs: usize,
 ) -> Result<SizeResult> {
+    let jobs = jobs.max(1).to_string();
     let direct_out = dir.join("direct");
     let objdir = dir.join("objects");
     let timings = dir.join("timings.json");
-    let freestanding: &[&str] = if libc { &[] } else { &["--freestanding"] };
+    let mut freestanding: Vec<&str> = if libc { vec![] } else { vec!["--freestanding"] };
+    freestanding.extend(["-j", jobs.as_str()]);
+    let freestanding = &freestanding[..];
     let mut full = vec![PathResult {
         path: "direct (zerolink)".into(),
         ..Default::default()
@@ -833,4 +843,82 @@ fn plot(results: &[SizeResult]) -> String {
     }
     s += "</svg>\n";
     s
+}
+
+// ---------------------------------------------------------------------------------------------
+// `bench parallel`: how close a full build comes to the codegen-only floor, per thread count.
+
+/// For each size and thread count: the floor (parse and compile every function, write
+/// nothing) and a full build, as child processes (wall time, peak memory).
+pub fn parallel(sizes: &[usize], jobs: &[usize], runs: usize) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the zerolink executable")?;
+    println!(
+        "{:>9} {:>3} {:>12} {:>12} {:>9} {:>10} {:>10} {:>12}",
+        "functions", "-j", "floor ms", "full ms", "over", "speed-up", "peak MiB", "output MiB"
+    );
+    for &n in sizes {
+        let dir = tempfile::tempdir()?;
+        let opts = GenOptions {
+            functions: n,
+            files: (n / 1000).max(1),
+            seed: 1,
+            libc: false,
+        };
+        let files = generate(&opts).write(&dir.path().join("src"))?;
+        let input_bytes: u64 = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let out = dir.path().join("prog");
+        let mut first_full = None;
+        for &j in jobs {
+            let mut floor = Vec::new();
+            let mut full = Vec::new();
+            let mut peak = 0;
+            for _ in 0..runs {
+                let m = measure(
+                    std::process::Command::new(&exe)
+                        .arg("build")
+                        .args(&files)
+                        .args(["-o", "/dev/null", "--freestanding", "--codegen-only", "-j"])
+                        .arg(j.to_string()),
+                )?;
+                floor.push(ms(m.wall));
+                let m = measure(
+                    std::process::Command::new(&exe)
+                        .arg("build")
+                        .args(&files)
+                        .arg("-o")
+                        .arg(&out)
+                        .args(["--freestanding", "--full", "-q", "-j"])
+                        .arg(j.to_string()),
+                )?;
+                full.push(ms(m.wall));
+                peak = peak.max(m.peak_kib);
+                run_exe(&out)?;
+            }
+            let (floor, full) = (med(&floor), med(&full));
+            let speedup = first_full.map_or(1.0, |f: f64| f / full);
+            first_full.get_or_insert(full);
+            let output = std::fs::metadata(&out)?.len();
+            println!(
+                "{:>9} {:>3} {:>12.0} {:>12.0} {:>8.1}% {:>9.2}x {:>10.0} {:>12.1}",
+                n,
+                j,
+                floor,
+                full,
+                100.0 * (full - floor) / floor,
+                speedup,
+                peak as f64 / 1024.0,
+                output as f64 / (1 << 20) as f64
+            );
+        }
+        println!(
+            "{:>9}     (input: {:.1} MiB of CLIF, kept in memory to parse functions on demand)",
+            "",
+            input_bytes as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
 }

@@ -53,6 +53,9 @@ enum Command {
         /// Write where the time went (JSON, milliseconds) to this file (for `zerolink bench`).
         #[arg(long, hide = true, value_name = "FILE")]
         timings: Option<PathBuf>,
+        /// Parse and compile every function, write nothing (the floor, for `zerolink bench`).
+        #[arg(long, hide = true)]
+        codegen_only: bool,
     },
     /// Write one object file per input file through cranelift-object (for `zerolink bench`).
     #[command(hide = true)]
@@ -116,6 +119,18 @@ enum BenchCommand {
     /// mold, on generated programs of several sizes; full builds and the edit loop. Writes a
     /// table, JSON and an SVG plot.
     Compare(bench::CompareArgs),
+    /// Parallel codegen: the codegen-only floor against a full build, with -j 1 and -j 2.
+    Parallel {
+        /// Program sizes, in functions.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+        /// Thread counts to compare.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        jobs: Vec<usize>,
+        /// Runs per measurement; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The edit loop: full build, then one-function edits updated in place, per program size.
     Edit {
         /// Program sizes, in functions.
@@ -190,6 +205,14 @@ impl InputArgs {
         self.target.target()
     }
 
+    /// `-j`, else `$ZEROLINK_JOBS`, else every core.
+    fn jobs(&self) -> usize {
+        self.jobs
+            .or_else(|| std::env::var("ZEROLINK_JOBS").ok()?.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
     fn link(&self) -> zerolink_backend::LinkOptions {
         zerolink_backend::LinkOptions {
             freestanding: self.freestanding,
@@ -218,7 +241,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             stats,
             full,
             timings,
+            codegen_only,
         } => {
+            if codegen_only {
+                let program = Program::read(&input.files)?;
+                driver::codegen_only(&program, &input.target(), &input.link(), input.jobs())?;
+                return Ok(ExitCode::SUCCESS);
+            }
             build(&input, &output, stats, full, timings.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -241,6 +270,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &input.target(),
                 &output,
                 (!only.is_empty()).then_some(&only[..]),
+                input.jobs(),
             )?;
             if let Some(path) = timings {
                 write_timings(
@@ -282,6 +312,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }),
         } => {
             bench::edit_loop(&sizes, edits.max(1), &target.target())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command: Some(BenchCommand::Parallel { sizes, jobs, runs }),
+        } => {
+            bench::parallel(&sizes, &jobs, runs.max(1))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -334,11 +370,7 @@ fn build(
     let report_progress = |done: usize, total: usize| progress.update(done, total);
     let opts = driver::BuildOptions {
         force_full: full,
-        jobs: input
-            .jobs
-            .or_else(|| std::env::var("ZEROLINK_JOBS").ok()?.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1),
+        jobs: input.jobs(),
         progress: Some(&report_progress),
     };
     let result = driver::build(&program, &target, &input.link(), output, &opts);
@@ -363,9 +395,7 @@ fn build(
     }
     if let Some(path) = timings {
         let t = &report.timings;
-        let total = t0.elapsed();
-        let write = total.saturating_sub(read_time + t.parse + t.codegen);
-        write_timings(path, read_time + t.parse, t.codegen, write, total)?;
+        write_timings(path, read_time + t.parse, t.codegen, t.write, t0.elapsed())?;
     }
     Ok(())
 }

@@ -412,7 +412,8 @@ impl Program {
     }
 }
 
-/// Where the time of defining a program went.
+/// Where the time of defining a program went. With several threads, `parse` and `codegen`
+/// are summed over them (CPU time); `write` is wall time of the writing thread.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
     /// Parsing CLIF and resolving names.
