@@ -8,22 +8,6 @@ use std::path::PathBuf;
 
 use support::*;
 
-/// Writes an 8-byte little-endian result to stdout: the program's observable output.
-const EMIT: &str = "
-function %emit(i64) {
-    ss0 = explicit_slot 8
-    sig0 = (i32, i64, i64) -> i64
-    fn0 = %zl_write sig0
-block0(v0: i64):
-    v1 = stack_addr.i64 ss0
-    store v0, v1
-    v2 = iconst.i32 1
-    v3 = iconst.i64 8
-    v4 = call fn0(v2, v1, v3)
-    return
-}
-";
-
 /// f_i(x) = f_{i+1}(x * (2i+1) + i) ^ i, the last one without the call.
 fn chain(n: u64, i: u64, x: u64) -> u64 {
     let mut v = x;

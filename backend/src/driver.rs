@@ -220,22 +220,10 @@ fn full<'a>(
     let all: Vec<usize> = (0..program.functions.len()).collect();
     b.total = all.len();
     b.functions(&all)?;
-    b.check_calls()?;
-    let compiled = b.compiled;
-    let mut timings = b.timings;
     let compile_time = t.elapsed();
-    let t = Instant::now();
-    b.image.set_manifest(manifest(program));
-    let summary = b.image.finish()?;
-    timings.write += t.elapsed();
-    Ok(Report {
-        mode: Mode::Full { reason },
-        summary,
-        compiled,
-        reused: 0,
-        phases: vec![("compile and write", compile_time), ("finish", t.elapsed())],
-        timings,
-    })
+    let mut report = b.finish(Mode::Full { reason })?;
+    report.phases.insert(0, ("compile and write", compile_time));
+    Ok(report)
 }
 
 /// Free space below the high-water mark that a full build would reclaim: more than half of what
@@ -365,28 +353,17 @@ fn update<'a>(
         round = callers.into_iter().filter(|c| !done.contains(c)).collect();
         b.total += round.len();
     }
-    b.check_calls()?;
-    let compiled = b.compiled;
-    let mut timings = b.timings;
     let compile_time = t.elapsed();
-    let t = Instant::now();
-    b.image.set_manifest(manifest(program));
-    let summary = b.image.finish()?;
-    timings.write += t.elapsed();
-    let total = program.functions.len() + program.data.len();
-    Ok(Report {
-        mode: Mode::Update,
-        summary,
-        compiled,
-        reused: total.saturating_sub(compiled),
-        phases: vec![
+    let mut report = b.finish(Mode::Update)?;
+    report.phases.splice(
+        0..0,
+        [
             ("open table", opened),
             ("diff", diff_time),
             ("compile and write", compile_time),
-            ("finish", t.elapsed()),
         ],
-        timings,
-    })
+    );
+    Ok(report)
 }
 
 /// The record of the inputs kept in the table: per file (hash of its path as given, digest of
@@ -575,6 +552,31 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(callers)
+    }
+
+    /// Check the calls, record the inputs, and finish the image: the common end of full builds
+    /// and updates. The report's phases hold only "finish"; the caller adds its own before it.
+    fn finish(mut self, mode: Mode) -> Result<Report> {
+        self.check_calls()?;
+        let t = Instant::now();
+        self.image.set_manifest(manifest(self.program));
+        let summary = self.image.finish()?;
+        let finish = t.elapsed();
+        let mut timings = self.timings;
+        timings.write += finish;
+        let total = self.program.functions.len() + self.program.data.len();
+        let reused = match mode {
+            Mode::Update => total.saturating_sub(self.compiled),
+            Mode::Full { .. } => 0,
+        };
+        Ok(Report {
+            mode,
+            summary,
+            compiled: self.compiled,
+            reused,
+            phases: vec![("finish", finish)],
+            timings,
+        })
     }
 
     /// Program functions whose code refers to `id`.

@@ -334,6 +334,31 @@ fn read_timings(path: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+impl PathResult {
+    /// One run: the phase times a zerolink process reported, the measured total and peak,
+    /// the link step if there was one, and the size of what it produced.
+    fn record(
+        &mut self,
+        t: &serde_json::Value,
+        total: Duration,
+        link: Option<Duration>,
+        peak_kib: u64,
+        output: &Path,
+    ) -> Result<()> {
+        let phase = |name: &str| t[name].as_f64().unwrap_or(0.0);
+        self.parse.push(phase("parse"));
+        self.codegen.push(phase("codegen"));
+        self.write.push(phase("write"));
+        if let Some(link) = link {
+            self.link.push(ms(link));
+        }
+        self.total.push(ms(total));
+        self.peak_kib.push(peak_kib as f64);
+        self.size = std::fs::metadata(output)?.len();
+        Ok(())
+    }
+}
+
 /// One measured way of building, aggregated over runs.
 #[derive(Default, Clone)]
 struct PathResult {
@@ -526,13 +551,7 @@ fn compare_one(
                 .arg(&timings),
         )?;
         let t = read_timings(&timings)?;
-        let r = &mut full[0];
-        r.parse.push(t["parse"].as_f64().unwrap_or(0.0));
-        r.codegen.push(t["codegen"].as_f64().unwrap_or(0.0));
-        r.write.push(t["write"].as_f64().unwrap_or(0.0));
-        r.total.push(ms(m.wall));
-        r.peak_kib.push(m.peak_kib as f64);
-        r.size = std::fs::metadata(&direct_out)?.len();
+        full[0].record(&t, m.wall, None, m.peak_kib, &direct_out)?;
         sums.check(&direct_out, "the direct build")?;
 
         eprint!(", objects");
@@ -552,14 +571,8 @@ fn compare_one(
             eprint!(", {}", l.name);
             let out = dir.join(format!("separate{i}"));
             let m = measure(&mut link_cmd(l, &objects, &out))?;
-            let r = &mut full[i + 1];
-            r.parse.push(t["parse"].as_f64().unwrap_or(0.0));
-            r.codegen.push(t["codegen"].as_f64().unwrap_or(0.0));
-            r.write.push(t["write"].as_f64().unwrap_or(0.0));
-            r.link.push(ms(m.wall));
-            r.total.push(ms(m_obj.wall + m.wall));
-            r.peak_kib.push(m_obj.peak_kib.max(m.peak_kib) as f64);
-            r.size = std::fs::metadata(&out)?.len();
+            let peak = m_obj.peak_kib.max(m.peak_kib);
+            full[i + 1].record(&t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
             sums.check(&out, &format!("the build linked by {}", l.name))?;
         }
 
@@ -581,14 +594,8 @@ fn compare_one(
                     .arg(&timings),
             )?;
             let t = read_timings(&timings)?;
-            let r = &mut edit[0];
-            r.path = "direct: in-place update".into();
-            r.parse.push(t["parse"].as_f64().unwrap_or(0.0));
-            r.codegen.push(t["codegen"].as_f64().unwrap_or(0.0));
-            r.write.push(t["write"].as_f64().unwrap_or(0.0));
-            r.total.push(ms(m.wall));
-            r.peak_kib.push(m.peak_kib as f64);
-            r.size = std::fs::metadata(&direct_out)?.len();
+            edit[0].path = "direct: in-place update".into();
+            edit[0].record(&t, m.wall, None, m.peak_kib, &direct_out)?;
             sums.check(&direct_out, "the updated executable")?;
             eprint!(", one object");
             let m_obj = measure(
@@ -608,15 +615,9 @@ fn compare_one(
                 eprint!(", {}", l.name);
                 let out = dir.join(format!("separate{i}"));
                 let m = measure(&mut link_cmd(l, &objects, &out))?;
-                let r = &mut edit[i + 1];
-                r.path = format!("separate: one .o + {}", l.name);
-                r.parse.push(t["parse"].as_f64().unwrap_or(0.0));
-                r.codegen.push(t["codegen"].as_f64().unwrap_or(0.0));
-                r.write.push(t["write"].as_f64().unwrap_or(0.0));
-                r.link.push(ms(m.wall));
-                r.total.push(ms(m_obj.wall + m.wall));
-                r.peak_kib.push(m_obj.peak_kib.max(m.peak_kib) as f64);
-                r.size = std::fs::metadata(&out)?.len();
+                let peak = m_obj.peak_kib.max(m.peak_kib);
+                edit[i + 1].path = format!("separate: one .o + {}", l.name);
+                edit[i + 1].record(&t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
                 sums.check(&out, &format!("the edit relinked by {}", l.name))?;
             }
             sums.expected = None;

@@ -6,6 +6,23 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A CLIF function `%emit(i64)` that writes its argument's 8 bytes to stdout: the observable
+/// output of generated test programs.
+pub const EMIT: &str = "
+function %emit(i64) {
+    ss0 = explicit_slot 8
+    sig0 = (i32, i64, i64) -> i64
+    fn0 = %zl_write sig0
+block0(v0: i64):
+    v1 = stack_addr.i64 ss0
+    store v0, v1
+    v2 = iconst.i32 1
+    v3 = iconst.i64 8
+    v4 = call fn0(v2, v1, v3)
+    return
+}
+";
+
 pub fn zerolink() -> Command {
     Command::new(env!("CARGO_BIN_EXE_zerolink"))
 }
