@@ -12,6 +12,7 @@
 //!   relocations to image references.
 
 pub mod clif;
+pub mod debug;
 pub mod driver;
 pub mod error;
 pub mod libs;

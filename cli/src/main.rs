@@ -190,6 +190,10 @@ struct InputArgs {
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// DWARF line and function information: gdb can break at FILE.clif:LINE and step
+    /// through CLIF lines. (For now, builds with -g are always full builds.)
+    #[arg(short = 'g', long = "debug-info")]
+    debug_info: bool,
     /// No libc, no shared libraries: a static executable whose only way to the OS is
     /// zerolink's built-in functions (zl_write, zl_exit, ...; see docs/input.md).
     #[arg(long)]
@@ -372,6 +376,7 @@ fn build(
         force_full: full,
         jobs: input.jobs(),
         progress: Some(&report_progress),
+        debug_info: input.debug_info,
     };
     let result = driver::build(&program, &target, &input.link(), output, &opts);
     progress.finish();
@@ -386,7 +391,7 @@ fn build(
         reason: Some(reason),
     } = &report.mode
     {
-        if !full {
+        if !full && !input.debug_info {
             eprintln!("zerolink: full build of {}: {reason}", output.display());
         }
     }

@@ -131,6 +131,8 @@ pub struct Image {
     resolver: Option<Resolver>,
     /// Where the dynamic tables were put by this build.
     dynamic_layout: Option<crate::dynamic::Tables>,
+    /// Non-loaded sections the caller adds whole (debug information).
+    extra_sections: Vec<(String, Vec<u8>)>,
     stats: Summary,
 }
 
@@ -165,6 +167,7 @@ impl Image {
             dynamic_slot: None,
             resolver: None,
             dynamic_layout: None,
+            extra_sections: Vec::new(),
             stats: Summary::default(),
         })
     }
@@ -246,6 +249,7 @@ impl Image {
             }),
             resolver: None,
             dynamic_layout: None,
+            extra_sections: Vec::new(),
             stats: Summary::default(),
         })
     }
@@ -261,6 +265,12 @@ impl Image {
 
     fn dynamic(&self) -> bool {
         self.resolver.is_some()
+    }
+
+    /// Non-loaded sections to write as they are, such as `.debug_info` and `.debug_line`.
+    /// They are written by fresh builds; an update keeps the file's old ones.
+    pub fn set_extra_sections(&mut self, sections: Vec<(String, Vec<u8>)>) {
+        self.extra_sections = sections;
     }
 
     /// The libraries imports may come from (sonames).
@@ -1242,7 +1252,12 @@ impl Image {
 
         // The table describes the file as it will be, its own extent included: reserve the
         // extents first (the encoded length does not depend on their values), then encode.
-        let meta = self.reserve(self.meta, SHDR_BYTES)?;
+        let extras: Vec<(String, Vec<u8>)> = match self.store {
+            Store::Fresh(_) => std::mem::take(&mut self.extra_sections),
+            Store::Overlay(_) => Vec::new(),
+        };
+        let meta_bytes_needed = SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * extras.len() as u64;
+        let meta = self.reserve(self.meta, meta_bytes_needed)?;
         self.meta = Some(meta);
         let table_len = self.encode_table(entry, in_progress).len() as u64;
         let table = self.reserve(self.table, table_len)?;
@@ -1321,6 +1336,22 @@ impl Image {
         debug_assert_eq!(sections.len() + 1, SECTIONS);
         if dynamic {
             self.dynamic_sections(&mut sections);
+        }
+        for (name, bytes) in &extras {
+            let e = self.reserve(None, bytes.len() as u64)?;
+            self.store.write(e.offset, bytes);
+            sections.push(Section {
+                name: name.clone(),
+                sh_type: elf::SHT_PROGBITS,
+                flags: 0,
+                addr: 0,
+                offset: e.offset,
+                size: bytes.len() as u64,
+                link: 0,
+                info: 0,
+                align: 1,
+                entsize: 0,
+            });
         }
         let (shstrtab, names) = crate::elf::shstrtab(&sections);
         let shstr = SECTIONS - 2;

@@ -1,0 +1,116 @@
+//! `-g`: gdb breaks on functions and on `FILE.clif:LINE`, steps through CLIF lines and shows
+//! the real call chain; the DWARF passes readelf and llvm-dwarfdump.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+fn gdb(exe: &Path, commands: &[&str]) -> String {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx"]);
+    for c in commands {
+        cmd.args(["-ex", c]);
+    }
+    let o = cmd
+        .arg(exe)
+        .output()
+        .expect("gdb runs (.ci/run installs it)");
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+const FIB_CALL_LINE: usize = 20;
+
+/// The checks of the issue, on one build.
+fn check(exe: &Path) {
+    // Break on a function by name inside deep recursion: the 31st call is fib(2), called by
+    // fib(3), called by fib(5), called by main. The backtrace is that chain.
+    let out = gdb(exe, &["break fib", "ignore 1 30", "run", "bt 8"]);
+    assert!(out.contains("Breakpoint 1, fib ("), "{out}");
+    let frames = out
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains("fib (") && l.contains("fib.clif:"))
+        .count();
+    assert_eq!(frames, 3, "expected three fib frames with lines:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with('#') && l.contains(" main (")),
+        "{out}"
+    );
+
+    // Break at a CLIF line; `next` moves to the next CLIF line.
+    let at = format!("break fib.clif:{FIB_CALL_LINE}");
+    let out = gdb(exe, &[&at, "run", "next"]);
+    assert!(out.contains(&format!("fib.clif:{FIB_CALL_LINE}")), "{out}");
+    assert!(
+        out.contains(&format!("{FIB_CALL_LINE}\t    v7 = call fn0(v6)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}\t    v8 = iadd v5, v7", FIB_CALL_LINE + 1)),
+        "{out}"
+    );
+
+    let o = Command::new("readelf")
+        .args(["--debug-dump=info,line"])
+        .arg(exe)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.trim().is_empty(), "readelf: {stderr}");
+    if let Ok(o) = Command::new("llvm-dwarfdump")
+        .arg("--verify")
+        .arg(exe)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("No errors."),
+            "llvm-dwarfdump --verify:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn gdb_breaks_on_functions_and_clif_lines_steps_and_shows_the_call_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("fib.clif");
+    let original = std::fs::read_to_string(programs().join("fib/fib.clif")).unwrap();
+    assert!(original
+        .lines()
+        .nth(FIB_CALL_LINE - 1)
+        .is_some_and(|l| l.contains("v7 = call fn0(v6)")));
+    std::fs::write(&src, &original).unwrap();
+    let files = vec![programs().join("common/print.clif"), src.clone()];
+    let exe = dir.path().join("fib");
+    build_ok(&files, &exe, &["-g"]);
+    check(&exe);
+
+    // Grow a function before `fib` far beyond its slot, so everything after it moves, and
+    // build again: the same checks hold.
+    let grown: String = (0..60)
+        .map(|k| {
+            format!(
+                "    v{} = iconst.i64 {k}\n    v{} = iadd v{}, v0\n",
+                100 + 2 * k,
+                101 + 2 * k,
+                100 + 2 * k
+            )
+        })
+        .collect();
+    let print = std::fs::read_to_string(programs().join("common/print.clif")).unwrap();
+    let print = print.replacen(
+        "block0(v0: i64):\n",
+        &format!("block0(v0: i64):\n{grown}"),
+        1,
+    );
+    let print_path = dir.path().join("print.clif");
+    std::fs::write(&print_path, print).unwrap();
+    let files = vec![print_path, src];
+    let before = std::fs::read(&exe).unwrap();
+    build_ok(&files, &exe, &["-g"]);
+    assert_ne!(before, std::fs::read(&exe).unwrap());
+    check(&exe);
+}
