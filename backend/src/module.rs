@@ -76,6 +76,23 @@ impl ZerolinkModule {
         })
     }
 
+    /// Link against libc and the libraries in `opts` (as `cc` would): functions and data the
+    /// module imports and does not define are resolved in them at `finish`, and the
+    /// executable becomes a normal dynamically linked program. Without this call it is
+    /// freestanding (zerolink's built-ins only).
+    pub fn link_libraries(&mut self, opts: &crate::LinkOptions) -> Result<(), BackendError> {
+        if opts.freestanding {
+            return Ok(());
+        }
+        let libs = std::sync::Arc::new(crate::libs::Libraries::load(opts)?);
+        let resolver = std::sync::Arc::clone(&libs);
+        self.image.link_dynamically(
+            libs.sonames(),
+            Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
+        );
+        Ok(())
+    }
+
     /// Size the code region's file space for about this many bytes of machine code.
     pub fn expect_code_bytes(&mut self, bytes: u64) {
         self.image.expect_code_bytes(bytes);

@@ -244,3 +244,44 @@ fn an_unknown_relocation_kind_names_function_and_offset() {
         "relocation Arm64Call in `odd` at offset 0x2 is not supported"
     );
 }
+
+#[test]
+fn a_module_can_call_libc_when_linked_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("puts");
+    let mut m = ZerolinkModule::new(TargetOptions::default().isa().unwrap(), &out).unwrap();
+    m.link_libraries(&zerolink_backend::LinkOptions::default())
+        .unwrap();
+    let msg = m.declare_data("msg", Linkage::Local, false, false).unwrap();
+    let mut d = DataDescription::new();
+    d.define(b"via libc puts\0".to_vec().into_boxed_slice());
+    m.define_data(msg, &d).unwrap();
+    let mut sig = m.make_signature();
+    sig.params.push(AbiParam::new(types::I64));
+    sig.returns.push(AbiParam::new(types::I32));
+    let puts = m.declare_function("puts", Linkage::Import, &sig).unwrap();
+    let mut sig_main = m.make_signature();
+    sig_main.returns.push(AbiParam::new(types::I32));
+    let main = m
+        .declare_function("main", Linkage::Export, &sig_main)
+        .unwrap();
+    let mut ctx = m.make_context();
+    ctx.func.signature = sig_main;
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let block = b.create_block();
+        b.switch_to_block(block);
+        let gv = m.declare_data_in_func(msg, b.func);
+        let f = m.declare_func_in_func(puts, b.func);
+        let p = b.ins().symbol_value(types::I64, gv);
+        b.ins().call(f, &[p]);
+        let zero = b.ins().iconst(types::I32, 0);
+        b.ins().return_(&[zero]);
+        b.seal_all_blocks();
+        b.finalize(m.target_config());
+    }
+    m.define_function(main, &mut ctx).unwrap();
+    m.finish().unwrap();
+    assert_eq!(run(&out), (0, "via libc puts\n".to_string()));
+}
