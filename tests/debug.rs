@@ -114,3 +114,49 @@ fn gdb_breaks_on_functions_and_clif_lines_steps_and_shows_the_call_chain() {
     assert_ne!(before, std::fs::read(&exe).unwrap());
     check(&exe);
 }
+
+/// `.eh_frame`: libgcc's `_Unwind_Backtrace`, called three calls deep, walks zerolink frames
+/// (level3, level2, level1, main) and on into libc's startup frames; the program's exit status
+/// is the number of frames it saw. Without unwind tables it cannot leave the first one.
+#[test]
+fn unwind_backtrace_walks_zerolink_frames_with_g() {
+    let o = Command::new("cc")
+        .arg("-print-file-name=libgcc_s.so")
+        .output()
+        .expect("cc runs");
+    let libgcc = std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let libdir = libgcc
+        .parent()
+        .expect("libgcc_s.so has a directory")
+        .to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let files = vec![programs().join("unwind.clif")];
+    let libs = ["-L", libdir.to_str().unwrap(), "-l", "gcc_s"];
+    let with = dir.path().join("with");
+    let mut args = libs.to_vec();
+    args.push("-g");
+    build_ok(&files, &with, &args);
+    let frames = run(&with).status;
+    assert!(
+        frames >= 6,
+        "_Unwind_Backtrace saw only {frames} frames with -g"
+    );
+    let without = dir.path().join("without");
+    build_ok(&files, &without, &libs);
+    assert!(
+        run(&without).status < 4,
+        "without unwind tables the walk should stop early"
+    );
+    let o = Command::new("readelf")
+        .args(["--debug-dump=frames"])
+        .arg(&with)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).trim().is_empty());
+    let o = Command::new("readelf")
+        .args(["--wide", "-l"])
+        .arg(&with)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("GNU_EH_FRAME"));
+}

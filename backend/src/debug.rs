@@ -141,3 +141,27 @@ pub fn sections(files: &[PathBuf], functions: &[FunctionLines]) -> Result<Vec<(S
     })?;
     Ok(result)
 }
+
+/// `.eh_frame` for the placed functions: the ISA's common entry and one FDE per function,
+/// with absolute addresses (the image adds `.eh_frame_hdr`).
+pub fn eh_frame(
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+    frames: &[(u64, cranelift_codegen::isa::unwind::systemv::UnwindInfo)],
+) -> Result<Option<Vec<u8>>> {
+    let Some(cie) = isa.create_systemv_cie() else {
+        return Ok(None);
+    };
+    let mut table = gimli::write::FrameTable::default();
+    let cie = table.add_cie(cie);
+    for (addr, info) in frames {
+        table.add_fde(cie, info.to_fde(Address::Constant(*addr)));
+    }
+    let mut out = gimli::write::EhFrame(EndianVec::new(LittleEndian));
+    table
+        .write_eh_frame(&mut out)
+        .map_err(|e| BackendError::Compile {
+            function: "(unwind tables)".into(),
+            message: e.to_string(),
+        })?;
+    Ok(Some(out.0.into_vec()))
+}

@@ -461,6 +461,8 @@ struct Builder<'a> {
     timings: crate::clif::Timings,
     /// Line tables of the placed functions, with `-g`.
     lines: Vec<crate::debug::FunctionLines>,
+    /// Call-frame information of the placed functions, with `-g`.
+    frames: Vec<(u64, cranelift_codegen::isa::unwind::systemv::UnwindInfo)>,
 }
 
 impl<'a> Builder<'a> {
@@ -477,6 +479,7 @@ impl<'a> Builder<'a> {
             compiled: 0,
             timings: crate::clif::Timings::default(),
             lines: Vec::new(),
+            frames: Vec::new(),
         }
     }
 
@@ -547,6 +550,9 @@ impl<'a> Builder<'a> {
                     size: p.size,
                     rows: c.rows,
                 });
+                if let Some(info) = c.unwind {
+                    self.frames.push((p.slot.addr, info));
+                }
             }
         }
         self.compiled += 1;
@@ -591,6 +597,9 @@ impl<'a> Builder<'a> {
                 self.program.files.iter().map(|f| f.path.clone()).collect();
             let sections = crate::debug::sections(&files, &self.lines)?;
             self.image.set_extra_sections(sections);
+            if let Some(frames) = crate::debug::eh_frame(self.env.isa, &self.frames)? {
+                self.image.set_eh_frame(frames);
+            }
         }
         self.image.set_manifest(manifest(self.program));
         let summary = self.image.finish()?;
@@ -726,6 +735,8 @@ struct Compiled {
     timings: crate::clif::Timings,
     /// (code offset, line in the file), with `-g`.
     rows: Vec<(u32, u32)>,
+    /// Call-frame information, with `-g`.
+    unwind: Option<cranelift_codegen::isa::unwind::systemv::UnwindInfo>,
 }
 
 struct CompiledReloc {
@@ -844,6 +855,19 @@ fn compile_one(program: &Program, env: &Env<'_>, i: usize, ctx: &mut Context) ->
             addend: r.addend,
         });
     }
+    let unwind = if env.debug_info {
+        match ctx
+            .compiled_code()
+            .expect("compiled just above")
+            .create_unwind_info(env.isa)
+        {
+            Ok(Some(cranelift_codegen::isa::unwind::UnwindInfo::SystemV(info))) => Some(info),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let compiled = ctx.compiled_code().expect("compiled just above");
     let rows = if env.debug_info {
         compiled
             .buffer
@@ -856,6 +880,7 @@ fn compile_one(program: &Program, env: &Env<'_>, i: usize, ctx: &mut Context) ->
         Vec::new()
     };
     Ok(Compiled {
+        unwind,
         rows,
         index: i,
         code: compiled.code_buffer().to_vec(),

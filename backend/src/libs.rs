@@ -81,7 +81,7 @@ impl Libraries {
             .collect();
         for name in &names {
             let path = find(name, &dirs)?;
-            for object in expand(&path)? {
+            for object in expand(&path, &dirs)? {
                 if libs.objects.iter().any(|o| o.path == object) {
                     continue;
                 }
@@ -132,7 +132,9 @@ fn find(name: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
 }
 
 /// The shared objects a library file stands for: itself, or those its linker script names.
-fn expand(path: &Path) -> Result<Vec<PathBuf>> {
+/// A relative name in a script is looked for beside the script, then in the search path, as
+/// `ld` does (GCC's `libgcc_s.so` names `libgcc_s.so.1` that way).
+fn expand(path: &Path, dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let bytes = std::fs::read(path)
         .map_err(|e| BackendError::Library(format!("cannot read {}: {e}", path.display())))?;
     if bytes.starts_with(&object::elf::ELFMAG) {
@@ -153,14 +155,14 @@ fn expand(path: &Path) -> Result<Vec<PathBuf>> {
         let is_shared = word.ends_with(".so") || word.contains(".so.");
         if is_shared {
             let p = Path::new(word);
-            let p = if p.is_absolute() {
-                p.to_path_buf()
+            let found = if p.is_absolute() {
+                Some(p.to_path_buf()).filter(|p| p.is_file())
             } else {
-                path.with_file_name(word)
+                std::iter::once(path.with_file_name(word))
+                    .chain(dirs.iter().map(|d| d.join(word)))
+                    .find(|p| p.is_file())
             };
-            if p.is_file() {
-                out.push(p);
-            }
+            out.extend(found);
         }
     }
     if out.is_empty() {
@@ -232,6 +234,23 @@ mod tests {
         assert_eq!(libs.objects[i].soname, "libc.so.6");
         assert_eq!(libs.resolve("stdout").map(|r| r.1), Some(true));
         assert!(libs.resolve("zl_write").is_none());
+    }
+
+    #[test]
+    fn relative_names_in_a_linker_script_are_searched_like_ld_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("libfoo.so"),
+            "/* GNU ld script */\nGROUP ( libc.so.6 )\n",
+        )
+        .unwrap();
+        let opts = LinkOptions {
+            libraries: vec!["foo".into()],
+            search_dirs: vec![dir.path().to_path_buf()],
+            ..LinkOptions::default()
+        };
+        let libs = Libraries::load(&opts).expect("libc.so.6 is found in the system directories");
+        assert_eq!(libs.objects[0].soname, "libc.so.6");
     }
 
     #[test]

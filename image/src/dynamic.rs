@@ -181,6 +181,47 @@ pub fn dynamic_section(t: &Tables) -> Vec<u8> {
     out
 }
 
+/// (function address, offset) of every FDE in `.eh_frame` bytes whose FDEs start with an
+/// absolute 8-byte address (`DW_EH_PE_absptr`, gimli's default). Walks the entries by length.
+pub fn fde_locations(frames: &[u8]) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let word = |i: usize| {
+        frames
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+    };
+    while let Some(len) = word(at) {
+        if len == 0 || len == u32::MAX {
+            break;
+        }
+        if let (Some(id), Some(pc)) = (word(at + 4), frames.get(at + 8..at + 16)) {
+            if id != 0 {
+                out.push((u64::from_le_bytes(pc.try_into().expect("8")), at as u32));
+            }
+        }
+        at += 4 + len as usize;
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `.eh_frame_hdr` at `hdr` for `.eh_frame` at `frames`: the unwinder's binary-search table.
+pub fn eh_frame_hdr(hdr: u64, frames: u64, fdes: &[(u64, u32)]) -> Vec<u8> {
+    const PCREL_SDATA4: u8 = 0x1b;
+    const UDATA4: u8 = 0x03;
+    const DATAREL_SDATA4: u8 = 0x3b;
+    let mut out = vec![1, PCREL_SDATA4, UDATA4, DATAREL_SDATA4];
+    let rel = |to: u64, from: u64| (to.wrapping_sub(from) as i64 as i32).to_le_bytes();
+    out.extend_from_slice(&rel(frames, hdr + 4));
+    out.extend_from_slice(&(fdes.len() as u32).to_le_bytes());
+    for &(pc, offset) in fdes {
+        out.extend_from_slice(&rel(pc, hdr));
+        out.extend_from_slice(&rel(frames + u64::from(offset), hdr));
+    }
+    out
+}
+
 /// Room reserved for `.dynamic` (entries): enough for dozens of libraries.
 pub const DYNAMIC_CAPACITY: u64 = 64 * 16;
 

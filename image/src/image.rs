@@ -133,6 +133,10 @@ pub struct Image {
     dynamic_layout: Option<crate::dynamic::Tables>,
     /// Non-loaded sections the caller adds whole (debug information).
     extra_sections: Vec<(String, Vec<u8>)>,
+    /// `.eh_frame` contents (absolute FDE addresses), loaded after the loader's tables.
+    eh_frame: Option<Vec<u8>>,
+    /// Where `.eh_frame_hdr` and `.eh_frame` went: (hdr addr, hdr len, frame addr, frame len).
+    eh_layout: Option<(u64, u64, u64, u64)>,
     stats: Summary,
 }
 
@@ -168,6 +172,8 @@ impl Image {
             resolver: None,
             dynamic_layout: None,
             extra_sections: Vec::new(),
+            eh_frame: None,
+            eh_layout: None,
             stats: Summary::default(),
         })
     }
@@ -250,6 +256,8 @@ impl Image {
             resolver: None,
             dynamic_layout: None,
             extra_sections: Vec::new(),
+            eh_frame: None,
+            eh_layout: None,
             stats: Summary::default(),
         })
     }
@@ -271,6 +279,12 @@ impl Image {
     /// They are written by fresh builds; an update keeps the file's old ones.
     pub fn set_extra_sections(&mut self, sections: Vec<(String, Vec<u8>)>) {
         self.extra_sections = sections;
+    }
+
+    /// Unwind tables: `.eh_frame` contents whose FDEs use absolute addresses. The image loads
+    /// them and adds `.eh_frame_hdr` with its sorted lookup table and `PT_GNU_EH_FRAME`.
+    pub fn set_eh_frame(&mut self, eh_frame: Vec<u8>) {
+        self.eh_frame = Some(eh_frame);
     }
 
     /// The libraries imports may come from (sonames).
@@ -947,7 +961,7 @@ impl Image {
         if let Some(what) = self.damaged() {
             return Err(ImageError::TableDamaged(what));
         }
-        if self.dynamic() {
+        if self.dynamic() || self.eh_frame.is_some() {
             self.write_dynamic()?;
         }
         self.trim_last_extent();
@@ -1048,13 +1062,33 @@ impl Image {
             .filter_map(|&l| self.libraries.get(l as usize).map(String::as_str))
             .collect();
         let base = RegionKind::Dynamic.vaddr();
-        let tables =
-            crate::dynamic::tables(base, x86_64::INTERPRETER, &imports, &data_relocs, &needed);
-        let len = tables.bytes.len() as u64;
+        let tables = self.dynamic().then(|| {
+            crate::dynamic::tables(base, x86_64::INTERPRETER, &imports, &data_relocs, &needed)
+        });
+        let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
+        if let Some(frames) = &self.eh_frame {
+            // `.eh_frame_hdr`, then `.eh_frame` (with its zero terminator).
+            while !blob.len().is_multiple_of(8) {
+                blob.push(0);
+            }
+            let hdr_addr = base + blob.len() as u64;
+            let fdes = crate::dynamic::fde_locations(frames);
+            let hdr_len = 12 + 8 * fdes.len() as u64;
+            let frame_addr = align_up(hdr_addr + hdr_len, 8);
+            blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &fdes));
+            blob.resize((frame_addr - base) as usize, 0);
+            blob.extend_from_slice(frames);
+            blob.extend_from_slice(&[0; 4]);
+            self.eh_layout = Some((hdr_addr, hdr_len, frame_addr, frames.len() as u64 + 4));
+        }
+        let len = blob.len() as u64;
         self.ensure_extent(RegionKind::Dynamic, len)?;
         self.regions[RegionKind::Dynamic.index()].used = len;
         let at = self.file_offset(RegionKind::Dynamic, base);
-        self.store.write(at, &tables.bytes);
+        self.store.write(at, &blob);
+        let Some(tables) = tables else {
+            return Ok(());
+        };
 
         let slot = match self.dynamic_slot {
             Some(s) => s,
@@ -1249,6 +1283,17 @@ impl Image {
         if dynamic {
             self.dynamic_segments(&mut segments);
         }
+        if let Some((hdr, hdr_len, _, _)) = self.eh_layout {
+            segments.push(Segment {
+                p_type: elf::PT_GNU_EH_FRAME,
+                flags: elf::PF_R,
+                offset: self.file_offset(RegionKind::Dynamic, hdr),
+                vaddr: hdr,
+                filesz: hdr_len,
+                memsz: hdr_len,
+                align: 4,
+            });
+        }
 
         // The table describes the file as it will be, its own extent included: reserve the
         // extents first (the encoded length does not depend on their values), then encode.
@@ -1256,7 +1301,9 @@ impl Image {
             Store::Fresh(_) => std::mem::take(&mut self.extra_sections),
             Store::Overlay(_) => Vec::new(),
         };
-        let meta_bytes_needed = SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * extras.len() as u64;
+        // Fixed sections, six dynamic ones, two for unwinding, and the extras.
+        let meta_bytes_needed =
+            SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * (extras.len() as u64 + 2);
         let meta = self.reserve(self.meta, meta_bytes_needed)?;
         self.meta = Some(meta);
         let table_len = self.encode_table(entry, in_progress).len() as u64;
@@ -1337,6 +1384,25 @@ impl Image {
         if dynamic {
             self.dynamic_sections(&mut sections);
         }
+        if let Some((hdr, hdr_len, frames, frames_len)) = self.eh_layout {
+            for (name, addr, len) in [
+                (".eh_frame_hdr", hdr, hdr_len),
+                (".eh_frame", frames, frames_len),
+            ] {
+                sections.push(Section {
+                    name: name.into(),
+                    sh_type: elf::SHT_PROGBITS,
+                    flags: u64::from(elf::SHF_ALLOC),
+                    addr,
+                    offset: self.file_offset(RegionKind::Dynamic, addr),
+                    size: len,
+                    link: 0,
+                    info: 0,
+                    align: if name == ".eh_frame" { 8 } else { 4 },
+                    entsize: 0,
+                });
+            }
+        }
         for (name, bytes) in &extras {
             let e = self.reserve(None, bytes.len() as u64)?;
             self.store.write(e.offset, bytes);
@@ -1360,7 +1426,7 @@ impl Image {
         let mut meta_bytes = crate::elf::section_headers(&sections, &names);
         meta_bytes.extend_from_slice(&shstrtab);
         assert!(
-            meta_bytes.len() as u64 <= SHDR_BYTES,
+            meta_bytes.len() as u64 <= meta.capacity,
             "meta extent sized above"
         );
         self.store.write(meta.offset, &meta_bytes);
