@@ -205,6 +205,12 @@ impl Env<'_> {
         }
     }
 
+    /// A name the program does not define that the image provides itself (a built-in no
+    /// shared library exports): reached directly, not through the GOT.
+    fn builtin_in_image(&self, name: &str) -> bool {
+        self.import(name).is_none() && is_builtin(name)
+    }
+
     fn import(&self, name: &str) -> Option<bool> {
         self.libs
             .as_ref()
@@ -909,29 +915,21 @@ impl Names for WorkerNames<'_, '_> {
         name: &str,
         sig: &ir::Signature,
     ) -> Result<(u32, u32, bool)> {
-        let colocated = match program.names.get(name) {
-            Some(Definition::Function(_)) => true,
-            Some(Definition::Data(_)) => {
-                return Err(BackendError::NotAFunction {
-                    pos: program.pos(caller.file, caller.line),
-                    function: caller.name.clone(),
-                    name: name.to_string(),
-                })
-            }
-            // A shared library's function is reached through the GOT; a built-in is in the image.
-            None => self.env.import(name).is_none() && is_builtin(name),
-        };
         let k = self.names.len();
+        let colocated = match program.names.get(name) {
+            Some(Definition::Function(_)) => {
+                self.calls.push((k, signature_hash(sig)));
+                true
+            }
+            Some(Definition::Data(_)) => return Err(program.not_a_function(caller, name)),
+            None => self.env.builtin_in_image(name),
+        };
         self.names.push((name.to_string(), true));
-        if matches!(program.names.get(name), Some(Definition::Function(_))) {
-            self.calls.push((k, signature_hash(sig)));
-        }
         Ok((0, k as u32, colocated))
     }
 
     fn symbol(&mut self, program: &Program, name: &str) -> Result<(u32, u32, bool)> {
-        let colocated = program.names.contains_key(name)
-            || (self.env.import(name).is_none() && is_builtin(name));
+        let colocated = program.names.contains_key(name) || self.env.builtin_in_image(name);
         let k = self.names.len();
         self.names.push((name.to_string(), false));
         Ok((0, k as u32, colocated))

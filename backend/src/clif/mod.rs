@@ -222,6 +222,15 @@ impl Program {
         }
     }
 
+    /// The error for `caller` calling `name`, which the program defines as data.
+    pub fn not_a_function(&self, caller: &FunctionDef, name: &str) -> BackendError {
+        BackendError::NotAFunction {
+            pos: self.pos(caller.file, caller.line),
+            function: caller.name.clone(),
+            name: name.to_string(),
+        }
+    }
+
     /// Where a symbol is defined, for messages about it.
     pub fn locate(&self, name: &str) -> Option<SourcePos> {
         match self.names.get(name)? {
@@ -512,11 +521,7 @@ impl<M: Module> Names for ModuleNames<'_, M> {
                 }
                 Ok((0, id.as_u32(), true))
             }
-            Some(FuncOrDataId::Data(_)) => Err(BackendError::NotAFunction {
-                pos: program.pos(caller.file, caller.line),
-                function: caller.name.clone(),
-                name: name.to_string(),
-            }),
+            Some(FuncOrDataId::Data(_)) => Err(program.not_a_function(caller, name)),
             None => {
                 // An import may be called with a different signature at each call site (a C
                 // variadic function like `printf`): the first declaration names it, and each
