@@ -404,24 +404,30 @@ fn check_readelf_all(exe: &Path) {
     );
 }
 
-fn differential(seed: u64, steps: usize) {
+/// Random edits, each applied in place to one executable and built fresh into another; with
+/// `flags` on both builds. With `-g` the debug information must agree too: per function, the
+/// same unit, lines and unwind instructions (addresses differ, positions relative to each
+/// function do not).
+fn differential(seed: u64, steps: usize, flags: &[&str]) {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::generate(&mut rng);
     let out = dir.path().join("updated");
     let fresh = dir.path().join("fresh");
     let files = model.write(dir.path());
-    stats_build(&files, &out, &[]);
+    stats_build(&files, &out, flags);
     let mut history = Vec::new();
+    let mut full = vec!["--full"];
+    full.extend_from_slice(flags);
     for step in 0..steps {
         history.push(model.edit(&mut rng));
         let files = model.write(dir.path());
-        let stats = stats_build(&files, &out, &[]);
+        let stats = stats_build(&files, &out, flags);
         assert!(
             stats.starts_with("in-place update"),
             "seed {seed} step {step}: not updated in place:\n{stats}"
         );
-        build_ok(&files, &fresh, &["--full"]);
+        build_ok(&files, &fresh, &full);
         let (a, b) = (run(&out), run(&fresh));
         assert!(
             a.status == b.status && a.stdout == b.stdout,
@@ -433,6 +439,23 @@ fn differential(seed: u64, steps: usize) {
             b.stdout
         );
         check_readelf_all(&out);
+        if flags.contains(&"-g") {
+            let (a, b) = (debug_view::view(&out), debug_view::view(&fresh));
+            if a != b {
+                let differing: Vec<_> = a
+                    .iter()
+                    .filter(|(k, v)| b.get(*k) != Some(v))
+                    .map(|(k, v)| (k, v, b.get(k)))
+                    .take(3)
+                    .collect();
+                panic!(
+                    "seed {seed} step {step}: debug information differs from a fresh build\n\
+                     edits: {history:?}\n(function, updated, fresh): {differing:#?}\n\
+                     only in fresh: {:?}",
+                    b.keys().filter(|k| !a.contains_key(*k)).collect::<Vec<_>>()
+                );
+            }
+        }
     }
 }
 
@@ -455,7 +478,20 @@ fn updated_executables_behave_like_fresh_builds_after_every_random_edit() {
     let per_seed = steps().div_ceil(seeds.len());
     std::thread::scope(|s| {
         for &seed in &seeds {
-            s.spawn(move || differential(seed, per_seed));
+            s.spawn(move || differential(seed, per_seed, &[]));
+        }
+    });
+}
+
+/// The same with `-g`: line tables, subprograms and unwind tables of updated executables
+/// match fresh builds after every edit.
+#[test]
+fn updated_debug_information_matches_fresh_builds_after_every_random_edit() {
+    let seeds = [0x9e_0001u64, 0xfeed_f00d];
+    let per_seed = (steps() / 3).div_ceil(seeds.len());
+    std::thread::scope(|s| {
+        for &seed in &seeds {
+            s.spawn(move || differential(seed, per_seed, &["-g"]));
         }
     });
 }

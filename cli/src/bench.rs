@@ -46,8 +46,14 @@ struct Row {
     bytes_written: u64,
 }
 
-/// Edit-loop benchmark over `sizes` (functions), `edits` updates each.
-pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Result<()> {
+/// Edit-loop benchmark over `sizes` (functions), `edits` updates each; with `-g` when
+/// `debug_info`.
+pub fn edit_loop(
+    sizes: &[usize],
+    edits: usize,
+    debug_info: bool,
+    target: &TargetOptions,
+) -> Result<()> {
     // Generated programs are freestanding: they reach the OS through zerolink's built-ins.
     let link = zerolink_backend::LinkOptions {
         freestanding: true,
@@ -55,9 +61,13 @@ pub fn edit_loop(sizes: &[usize], edits: usize, target: &TargetOptions) -> Resul
     };
     let full_opts = driver::BuildOptions {
         force_full: true,
+        debug_info,
         ..Default::default()
     };
-    let update_opts = driver::BuildOptions::default();
+    let update_opts = driver::BuildOptions {
+        debug_info,
+        ..Default::default()
+    };
     let mut rows = Vec::new();
     for &n in sizes {
         let opts = GenOptions {

@@ -139,6 +139,9 @@ enum BenchCommand {
         /// Edits (updates) per size; the median is reported.
         #[arg(long, default_value_t = 7)]
         edits: usize,
+        /// Build with debug information (`-g`): measures what keeping it costs.
+        #[arg(short = 'g', long)]
+        debug_info: bool,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -312,10 +315,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(BenchCommand::Edit {
                     sizes,
                     edits,
+                    debug_info,
                     target,
                 }),
         } => {
-            bench::edit_loop(&sizes, edits.max(1), &target.target())?;
+            bench::edit_loop(&sizes, edits.max(1), debug_info, &target.target())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -391,7 +395,7 @@ fn build(
         reason: Some(reason),
     } = &report.mode
     {
-        if !full && !input.debug_info {
+        if !full {
             eprintln!("zerolink: full build of {}: {reason}", output.display());
         }
     }

@@ -206,6 +206,46 @@ pub fn fde_locations(frames: &[u8]) -> Vec<(u64, u32)> {
     out
 }
 
+/// `.eh_frame` for an image: `fresh` (a CIE, then this build's FDEs), an FDE for `_start`
+/// (placed at `start`), then the FDEs of `old` (the previous build's records, same CIE) whose
+/// function address passes `keep`, each pointed at the CIE again. Records are copied as they
+/// are: with absolute addresses, an FDE does not depend on where it is.
+pub fn merge_eh_frame(
+    fresh: &[u8],
+    old: &[u8],
+    start: Option<crate::symbols::Placement>,
+    keep: impl Fn(u64) -> bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fresh.len() + old.len() + 32);
+    out.extend_from_slice(fresh);
+    let cie_pointer = |at: usize| (at as u32 + 4).to_le_bytes();
+    if let Some(p) = start {
+        let cfa = crate::x86_64::START_CFA;
+        let len = (4 + 16 + cfa.len()).next_multiple_of(8);
+        let at = out.len();
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&cie_pointer(at));
+        out.extend_from_slice(&p.slot.addr.to_le_bytes());
+        out.extend_from_slice(&p.size.to_le_bytes());
+        out.extend_from_slice(cfa);
+        out.resize(at + 4 + len, 0); // DW_CFA_nop
+    }
+    for (pc, at) in fde_locations(old) {
+        if !keep(pc) {
+            continue;
+        }
+        let at = at as usize;
+        let len = u32::from_le_bytes(old[at..at + 4].try_into().expect("4")) as usize;
+        let Some(record) = old.get(at..at + 4 + len) else {
+            continue;
+        };
+        let new_at = out.len();
+        out.extend_from_slice(record);
+        out[new_at + 4..new_at + 8].copy_from_slice(&cie_pointer(new_at));
+    }
+    out
+}
+
 /// `.eh_frame_hdr` at `hdr` for `.eh_frame` at `frames`: the unwinder's binary-search table.
 pub fn eh_frame_hdr(hdr: u64, frames: u64, fdes: &[(u64, u32)]) -> Vec<u8> {
     const PCREL_SDATA4: u8 = 0x1b;

@@ -28,7 +28,7 @@ use crate::elf::{Section, Segment};
 use crate::error::{ImageError, Result, Undefined};
 use crate::layout::{align_up, Extent, RegionKind, HEADERS_VADDR, PAGE, REGIONS};
 use crate::output::Output;
-use crate::persist::{self, Array, ArrayState, Body, Header, Reject};
+use crate::persist::{self, Array, ArrayState, Body, ExtraSection, Header, Reject};
 use crate::sites::{Place, RefKind, Reference, Site, SiteId, Sites};
 use crate::slots::{Region, Slot};
 use crate::store::{CommitPlan, Overlay, Store};
@@ -131,8 +131,17 @@ pub struct Image {
     resolver: Option<Resolver>,
     /// Where the dynamic tables were put by this build.
     dynamic_layout: Option<crate::dynamic::Tables>,
-    /// Non-loaded sections the caller adds whole (debug information).
-    extra_sections: Vec<(String, Vec<u8>)>,
+    /// Non-loaded sections the caller replaced in this build (debug information).
+    extra_sections: Option<Vec<(String, Vec<u8>)>>,
+    /// The non-loaded sections in the file, kept across updates.
+    extras: Vec<ExtraSection>,
+    /// The caller's index of its extra sections (opaque here).
+    extras_index: Vec<u8>,
+    /// The previous build's `.eh_frame` (file offset, length without the terminator).
+    old_eh_frame: Option<(u64, u64)>,
+    /// Where code was that this build replaced or removed: the previous build's unwind
+    /// entries for these addresses are stale.
+    replaced_code: BTreeSet<u64>,
     /// `.eh_frame` contents (absolute FDE addresses), loaded after the loader's tables.
     eh_frame: Option<Vec<u8>>,
     /// Where `.eh_frame_hdr` and `.eh_frame` went: (hdr addr, hdr len, frame addr, frame len).
@@ -171,7 +180,11 @@ impl Image {
             dynamic_slot: None,
             resolver: None,
             dynamic_layout: None,
-            extra_sections: Vec::new(),
+            extra_sections: None,
+            extras: Vec::new(),
+            extras_index: Vec::new(),
+            old_eh_frame: None,
+            replaced_code: BTreeSet::new(),
             eh_frame: None,
             eh_layout: None,
             stats: Summary::default(),
@@ -255,7 +268,11 @@ impl Image {
             }),
             resolver: None,
             dynamic_layout: None,
-            extra_sections: Vec::new(),
+            extra_sections: None,
+            old_eh_frame: old_eh_frame(&body.extents, body.eh_layout, map.len() as u64),
+            extras: body.extras,
+            extras_index: body.extras_index,
+            replaced_code: BTreeSet::new(),
             eh_frame: None,
             eh_layout: None,
             stats: Summary::default(),
@@ -275,10 +292,41 @@ impl Image {
         self.resolver.is_some()
     }
 
-    /// Non-loaded sections to write as they are, such as `.debug_info` and `.debug_line`.
-    /// They are written by fresh builds; an update keeps the file's old ones.
-    pub fn set_extra_sections(&mut self, sections: Vec<(String, Vec<u8>)>) {
-        self.extra_sections = sections;
+    /// Non-loaded sections to write as they are, such as `.debug_info` and `.debug_line`, and
+    /// the caller's index of them, kept in the table for the next update. They replace the
+    /// file's sections (in place where they fit); without this call an update keeps the old.
+    pub fn set_extra_sections(&mut self, sections: Vec<(String, Vec<u8>)>, index: Vec<u8>) {
+        self.extra_sections = Some(sections);
+        self.extras_index = index;
+    }
+
+    /// The previous build's extra section `name`, if it is in the file and checks out against
+    /// the checksum recorded with it. Only an opened image has one.
+    pub fn old_extra_section(&self, name: &str) -> Option<&[u8]> {
+        let Store::Overlay(o) = &self.store else {
+            return None;
+        };
+        let x = self.extras.iter().find(|x| x.name == name)?;
+        let bytes = o
+            .base()
+            .get(x.extent.offset as usize..(x.extent.offset + x.len) as usize)?;
+        (xxh3_64(bytes) == x.checksum).then_some(bytes)
+    }
+
+    /// The caller's index of the extra sections, as the previous build left it.
+    pub fn extras_index(&self) -> &[u8] {
+        &self.extras_index
+    }
+
+    /// The previous build's `.eh_frame` (its records, without the terminator), read from the
+    /// file as it was opened.
+    pub fn old_eh_frame(&self) -> Option<(u64, &[u8])> {
+        let Store::Overlay(o) = &self.store else {
+            return None;
+        };
+        let (offset, len) = self.old_eh_frame?;
+        let bytes = o.base().get(offset as usize..(offset + len) as usize)?;
+        Some((offset, bytes))
     }
 
     /// Unwind tables: `.eh_frame` contents whose FDEs use absolute addresses. The image loads
@@ -432,6 +480,9 @@ impl Image {
         self.touched.insert(id);
         match placement {
             Some(p) => {
+                if p.region == RegionKind::Text {
+                    self.replaced_code.insert(p.slot.addr);
+                }
                 self.regions[p.region.index()].free(p.slot);
                 true
             }
@@ -524,6 +575,9 @@ impl Image {
         };
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
+        if old.region == RegionKind::Text {
+            self.replaced_code.insert(old.slot.addr);
+        }
         let align = align.max(region.min_slot_align());
         if old.region == region && size <= old.slot.capacity && old.slot.addr % align == 0 {
             if region.in_file() {
@@ -1066,18 +1120,27 @@ impl Image {
             crate::dynamic::tables(base, x86_64::INTERPRETER, &imports, &data_relocs, &needed)
         });
         let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
-        if let Some(frames) = &self.eh_frame {
+        if let Some(fresh) = self.eh_frame.take() {
+            // This build's entries, `_start`'s, and the previous build's for code that stayed.
+            let start = self
+                .symbols
+                .lookup(x86_64::START.name)
+                .and_then(|id| self.symbols.get(id).placement());
+            let old = self.old_eh_frame().map_or(&[][..], |(_, b)| b);
+            let frames = crate::dynamic::merge_eh_frame(&fresh, old, start, |pc| {
+                !self.replaced_code.contains(&pc) && start.is_none_or(|s| s.slot.addr != pc)
+            });
             // `.eh_frame_hdr`, then `.eh_frame` (with its zero terminator).
             while !blob.len().is_multiple_of(8) {
                 blob.push(0);
             }
             let hdr_addr = base + blob.len() as u64;
-            let fdes = crate::dynamic::fde_locations(frames);
+            let fdes = crate::dynamic::fde_locations(&frames);
             let hdr_len = 12 + 8 * fdes.len() as u64;
             let frame_addr = align_up(hdr_addr + hdr_len, 8);
             blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &fdes));
             blob.resize((frame_addr - base) as usize, 0);
-            blob.extend_from_slice(frames);
+            blob.extend_from_slice(&frames);
             blob.extend_from_slice(&[0; 4]);
             self.eh_layout = Some((hdr_addr, hdr_len, frame_addr, frames.len() as u64 + 4));
         }
@@ -1297,13 +1360,12 @@ impl Image {
 
         // The table describes the file as it will be, its own extent included: reserve the
         // extents first (the encoded length does not depend on their values), then encode.
-        let extras: Vec<(String, Vec<u8>)> = match self.store {
-            Store::Fresh(_) => std::mem::take(&mut self.extra_sections),
-            Store::Overlay(_) => Vec::new(),
-        };
+        if let Some(new) = self.extra_sections.take() {
+            self.extras = self.place_extras(new)?;
+        }
         // Fixed sections, six dynamic ones, two for unwinding, and the extras.
         let meta_bytes_needed =
-            SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * (extras.len() as u64 + 2);
+            SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * (self.extras.len() as u64 + 2);
         let meta = self.reserve(self.meta, meta_bytes_needed)?;
         self.meta = Some(meta);
         let table_len = self.encode_table(entry, in_progress).len() as u64;
@@ -1403,16 +1465,14 @@ impl Image {
                 });
             }
         }
-        for (name, bytes) in &extras {
-            let e = self.reserve(None, bytes.len() as u64)?;
-            self.store.write(e.offset, bytes);
+        for x in &self.extras {
             sections.push(Section {
-                name: name.clone(),
+                name: x.name.clone(),
                 sh_type: elf::SHT_PROGBITS,
                 flags: 0,
                 addr: 0,
-                offset: e.offset,
-                size: bytes.len() as u64,
+                offset: x.extent.offset,
+                size: x.len,
                 link: 0,
                 info: 0,
                 align: 1,
@@ -1441,6 +1501,28 @@ impl Image {
         );
         self.store.write(0, &headers);
         Ok(table.offset)
+    }
+
+    /// Write the caller's new extra sections, each over its old extent where it fits.
+    fn place_extras(&mut self, new: Vec<(String, Vec<u8>)>) -> Result<Vec<ExtraSection>> {
+        let mut placed = Vec::with_capacity(new.len());
+        for (name, bytes) in new {
+            let old = self
+                .extras
+                .iter()
+                .find(|x| x.name == name)
+                .map(|x| x.extent);
+            let len = bytes.len() as u64;
+            let extent = self.reserve(old, len.max(1))?;
+            self.store.write(extent.offset, &bytes);
+            placed.push(ExtraSection {
+                name,
+                extent,
+                len,
+                checksum: xxh3_64(&bytes),
+            });
+        }
+        Ok(placed)
     }
 
     /// `PT_PHDR` and `PT_INTERP` first (the loader requires them before any `PT_LOAD`), then
@@ -1624,6 +1706,9 @@ impl Image {
                 libraries: self.libraries.clone(),
                 imports: self.imports.iter().map(|i| i.0).collect(),
                 dynamic_slot: self.dynamic_slot.map_or((0, 0), |s| (s.addr, s.capacity)),
+                eh_layout: self.eh_layout.map_or([0; 4], |(a, b, c, d)| [a, b, c, d]),
+                extras: self.extras.clone(),
+                extras_index: self.extras_index.clone(),
             },
         )
     }
@@ -1723,6 +1808,19 @@ fn grow_extent(
 }
 
 /// The region whose address window contains `addr`.
+/// Where the `.eh_frame` of `eh_layout` is in a file with region `extents` of `file_len` bytes.
+fn old_eh_frame(
+    extents: &[Option<Extent>; REGIONS],
+    eh_layout: [u64; 4],
+    file_len: u64,
+) -> Option<(u64, u64)> {
+    let [_, _, frame, len] = eh_layout;
+    let e = extents[RegionKind::Dynamic.index()]?;
+    let offset = e.offset + frame.checked_sub(RegionKind::Dynamic.vaddr())?;
+    let len = len.checked_sub(4)?;
+    (offset + len <= file_len && offset + len <= e.offset + e.capacity).then_some((offset, len))
+}
+
 fn region_of(addr: u64) -> RegionKind {
     RegionKind::ALL
         .into_iter()

@@ -22,7 +22,7 @@ use crate::slots::Region;
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
 /// Bump on any change to the layout of the header, the body or the records.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;
@@ -115,6 +115,22 @@ pub struct Body {
     pub imports: Vec<u32>,
     /// The slot of `.dynamic` in the GOT region (address, capacity); 0 when static.
     pub dynamic_slot: (u64, u64),
+    /// `.eh_frame_hdr` and `.eh_frame`: (hdr address, hdr length, frame address, frame
+    /// length); zeros without unwind tables.
+    pub eh_layout: [u64; 4],
+    /// Non-loaded sections the producer added (debug information), with checksums.
+    pub extras: Vec<ExtraSection>,
+    /// The producer's index of its extra sections (opaque to the image).
+    pub extras_index: Vec<u8>,
+}
+
+/// A non-loaded section kept across updates: where it is and what it hashed to.
+#[derive(Debug, Clone)]
+pub struct ExtraSection {
+    pub name: String,
+    pub extent: Extent,
+    pub len: u64,
+    pub checksum: u64,
 }
 
 struct Writer(Vec<u8>);
@@ -126,6 +142,14 @@ impl Writer {
     fn extent(&mut self, e: Option<Extent>) {
         self.u64(e.map_or(0, |e| e.offset));
         self.u64(e.map_or(0, |e| e.capacity));
+    }
+    /// Length, bytes, padding to 8.
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.0.extend_from_slice(b);
+        while !self.0.len().is_multiple_of(8) {
+            self.0.push(0);
+        }
     }
 }
 
@@ -154,6 +178,21 @@ impl Reader<'_> {
         let (offset, capacity) = (self.u64()?, self.u64()?);
         Ok((capacity != 0).then_some(Extent { offset, capacity }))
     }
+    /// What `Writer::bytes` wrote.
+    fn bytes(&mut self, limit: usize) -> Result<&[u8], String> {
+        let n = self.count(limit)?;
+        let b = self.0.get(..n).ok_or("table body is truncated")?;
+        self.0 = self
+            .0
+            .get(n.div_ceil(8) * 8..)
+            .ok_or("table body is truncated")?;
+        Ok(b)
+    }
+    fn string(&mut self, limit: usize) -> Result<String, String> {
+        std::str::from_utf8(self.bytes(limit)?)
+            .map(str::to_string)
+            .map_err(|_| "table body has an unreadable name".to_string())
+    }
 }
 
 /// Why a table cannot be used; the build falls back to a full one and prints this.
@@ -161,11 +200,7 @@ pub type Reject = String;
 
 pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     let mut w = Writer(Vec::new());
-    w.u64(body.settings.len() as u64);
-    w.0.extend_from_slice(body.settings.as_bytes());
-    while !w.0.len().is_multiple_of(8) {
-        w.0.push(0);
-    }
+    w.bytes(body.settings.as_bytes());
     for (r, e) in body.regions.iter().zip(body.extents) {
         w.u64(r.used);
         w.extent(e);
@@ -195,18 +230,10 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     ] {
         w.u64(u64::from(v));
     }
-    w.u64(body.manifest.len() as u64);
-    w.0.extend_from_slice(&body.manifest);
-    while !w.0.len().is_multiple_of(8) {
-        w.0.push(0);
-    }
+    w.bytes(&body.manifest);
     w.u64(body.libraries.len() as u64);
     for lib in &body.libraries {
-        w.u64(lib.len() as u64);
-        w.0.extend_from_slice(lib.as_bytes());
-        while !w.0.len().is_multiple_of(8) {
-            w.0.push(0);
-        }
+        w.bytes(lib.as_bytes());
     }
     w.u64(body.imports.len() as u64);
     for &i in &body.imports {
@@ -214,6 +241,17 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     }
     w.u64(body.dynamic_slot.0);
     w.u64(body.dynamic_slot.1);
+    for v in body.eh_layout {
+        w.u64(v);
+    }
+    w.u64(body.extras.len() as u64);
+    for x in &body.extras {
+        w.bytes(x.name.as_bytes());
+        w.extent(Some(x.extent));
+        w.u64(x.len);
+        w.u64(x.checksum);
+    }
+    w.bytes(&body.extras_index);
     let header = Header {
         magic: MAGIC,
         version: FORMAT_VERSION,
@@ -250,13 +288,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
         return Err("table is damaged (checksum mismatch)".into());
     }
     let mut r = Reader(body_bytes);
-    let mut body = Body::default();
-    let n = r.count(1 << 20)?;
-    let padded = n.div_ceil(8) * 8;
-    body.settings = std::str::from_utf8(r.0.get(..n).ok_or("table body is truncated")?)
-        .map_err(|_| "table settings are unreadable")?
-        .to_string();
-    r.0 = r.0.get(padded..).ok_or("table body is truncated")?;
+    let mut body = Body {
+        settings: r.string(1 << 20)?,
+        ..Body::default()
+    };
     for kind in RegionKind::ALL {
         let used = r.u64()?;
         body.extents[kind.index()] = r.extent()?;
@@ -290,26 +325,33 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
     body.index_count = r.u32()?;
     body.first_global = r.u32()?;
     body.counts = [r.u32()?, r.u32()?, r.u32()?];
-    let n = r.count(1 << 30)?;
-    body.manifest = r.0.get(..n).ok_or("table body is truncated")?.to_vec();
-    r.0 =
-        r.0.get(n.div_ceil(8) * 8..)
-            .ok_or("table body is truncated")?;
+    body.manifest = r.bytes(1 << 30)?.to_vec();
     for _ in 0..r.count(1 << 16)? {
-        let n = r.count(4096)?;
-        let name = r.0.get(..n).ok_or("table body is truncated")?;
-        body.libraries.push(
-            std::str::from_utf8(name)
-                .map_err(|_| "a library name is unreadable")?
-                .to_string(),
-        );
-        r.0 =
-            r.0.get(n.div_ceil(8) * 8..)
-                .ok_or("table body is truncated")?;
+        body.libraries.push(r.string(4096)?);
     }
     for _ in 0..r.count(1 << 24)? {
         body.imports.push(r.u32()?);
     }
     body.dynamic_slot = (r.u64()?, r.u64()?);
+    for v in &mut body.eh_layout {
+        *v = r.u64()?;
+    }
+    for _ in 0..r.count(1 << 10)? {
+        let name = r.string(4096)?;
+        let extent = r
+            .extent()?
+            .ok_or("table describes an empty extra section")?;
+        let len = r.u64()?;
+        if len > extent.capacity {
+            return Err("table describes a section that does not fit its extent".into());
+        }
+        body.extras.push(ExtraSection {
+            name,
+            extent,
+            len,
+            checksum: r.u64()?,
+        });
+    }
+    body.extras_index = r.bytes(1 << 30)?.to_vec();
     Ok((header, body))
 }

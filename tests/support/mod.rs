@@ -174,3 +174,4 @@ pub fn build_both_and_run(files: &[PathBuf], dir: &Path, extra: &[&str]) -> Run 
     check_objdump(&direct, &defined_functions(files));
     a
 }
+pub mod debug_view;

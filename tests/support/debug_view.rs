@@ -1,0 +1,146 @@
+//! A position-independent view of an executable's debug information, for comparing an updated
+//! executable with a fresh build of the same input: per function (by name) its compile unit,
+//! declaration line, size, line rows relative to its start, and unwind instructions. Checks on
+//! the way that each function's subprogram, line sequence and FDE start at its address.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gimli::{EndianSlice, LittleEndian};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+#[derive(Debug, PartialEq, Eq, Default, Clone)]
+pub struct FunctionDebug {
+    pub unit: String,
+    pub decl_line: u64,
+    pub size: u64,
+    /// (offset from the function's start, file name, line).
+    pub rows: Vec<(u64, String, u64)>,
+    /// Call-frame instructions of its FDE, without trailing `DW_CFA_nop`s.
+    pub cfa: Vec<u8>,
+}
+
+pub fn view(exe: &Path) -> BTreeMap<String, FunctionDebug> {
+    let bytes = std::fs::read(exe).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let mut by_addr: BTreeMap<u64, String> = BTreeMap::new();
+    for s in file.symbols() {
+        if s.kind() == object::SymbolKind::Text && s.size() > 0 {
+            by_addr.insert(s.address(), s.name().unwrap().to_string());
+        }
+    }
+    let section = |name: &str| -> &[u8] {
+        file.section_by_name(name)
+            .map(|s| s.data().unwrap())
+            .unwrap_or(&[])
+    };
+    let dwarf = gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
+        Ok(EndianSlice::new(section(id.name()), LittleEndian))
+    })
+    .unwrap();
+    let mut out: BTreeMap<String, FunctionDebug> = BTreeMap::new();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().unwrap() {
+        let unit = dwarf.unit(header).unwrap();
+        let unit_name = unit
+            .name
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut entries = unit.entries();
+        while let Some(die) = entries.next_dfs().unwrap() {
+            if die.tag() != gimli::DW_TAG_subprogram {
+                continue;
+            }
+            let name = match die.attr_value(gimli::DW_AT_name) {
+                Some(v) => dwarf
+                    .attr_string(&unit, v)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                None => panic!("subprogram without a name"),
+            };
+            let low = match die.attr_value(gimli::DW_AT_low_pc) {
+                Some(gimli::AttributeValue::Addr(a)) => a,
+                other => panic!("{name}: low_pc {other:?}"),
+            };
+            let size = match die.attr_value(gimli::DW_AT_high_pc) {
+                Some(gimli::AttributeValue::Udata(s)) => s,
+                other => panic!("{name}: high_pc {other:?}"),
+            };
+            let decl_line = match die.attr_value(gimli::DW_AT_decl_line) {
+                Some(gimli::AttributeValue::Udata(l)) => l,
+                other => panic!("{name}: decl_line {other:?}"),
+            };
+            assert_eq!(
+                by_addr.get(&low),
+                Some(&name),
+                "subprogram {name} at {low:#x}"
+            );
+            let e = out.entry(name.clone()).or_default();
+            assert!(e.unit.is_empty(), "two subprograms for {name}");
+            e.unit = unit_name.clone();
+            e.decl_line = decl_line;
+            e.size = size;
+        }
+        let Some(program) = unit.line_program.clone() else {
+            continue;
+        };
+        let mut rows = program.rows();
+        let mut current: Option<(u64, String)> = None;
+        while let Some((header, row)) = rows.next_row().unwrap() {
+            if row.end_sequence() {
+                current = None;
+                continue;
+            }
+            let file = row
+                .file(header)
+                .map(|f| {
+                    dwarf
+                        .attr_string(&unit, f.path_name())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .unwrap_or_default();
+            let (start, name) = current.get_or_insert_with(|| {
+                let name = by_addr
+                    .get(&row.address())
+                    .unwrap_or_else(|| panic!("line sequence at {:#x}", row.address()))
+                    .clone();
+                (row.address(), name)
+            });
+            let line = row.line().map_or(0, |l| l.get());
+            out.entry(name.clone())
+                .or_default()
+                .rows
+                .push((row.address() - *start, file, line));
+        }
+    }
+    // `.eh_frame`: every FDE's instructions, by function.
+    let eh = section(".eh_frame");
+    let mut at = 0usize;
+    let word = |i: usize| u32::from_le_bytes(eh[i..i + 4].try_into().unwrap());
+    while at + 4 <= eh.len() && word(at) != 0 {
+        let len = word(at) as usize;
+        if word(at + 4) != 0 {
+            let pc = u64::from_le_bytes(eh[at + 8..at + 16].try_into().unwrap());
+            let range = u64::from_le_bytes(eh[at + 16..at + 24].try_into().unwrap());
+            let mut cfa = eh[at + 24..at + 4 + len].to_vec();
+            while cfa.last() == Some(&0) {
+                cfa.pop();
+            }
+            let name = by_addr
+                .get(&pc)
+                .unwrap_or_else(|| panic!("FDE at {pc:#x} is for no function"))
+                .clone();
+            let e = out.entry(name.clone()).or_default();
+            assert!(e.cfa.is_empty(), "two FDEs for {name}");
+            if name != "_start" {
+                assert_eq!(range, e.size, "FDE range of {name}");
+            }
+            e.cfa = cfa;
+        }
+        at += 4 + len;
+    }
+    out
+}
