@@ -23,8 +23,8 @@ fn gdb(exe: &Path, commands: &[&str]) -> String {
 
 const FIB_CALL_LINE: usize = 20;
 
-/// The checks of the issue, on one build.
-fn check(exe: &Path) {
+/// The checks of the issue, on one build whose `fib` makes its second call at `call_line`.
+fn check(exe: &Path, call_line: usize) {
     // Break on a function by name inside deep recursion: the 31st call is fib(2), called by
     // fib(3), called by fib(5), called by main. The backtrace is that chain.
     let out = gdb(exe, &["break fib", "ignore 1 30", "run", "bt 8"]);
@@ -41,15 +41,15 @@ fn check(exe: &Path) {
     );
 
     // Break at a CLIF line; `next` moves to the next CLIF line.
-    let at = format!("break fib.clif:{FIB_CALL_LINE}");
+    let at = format!("break fib.clif:{call_line}");
     let out = gdb(exe, &[&at, "run", "next"]);
-    assert!(out.contains(&format!("fib.clif:{FIB_CALL_LINE}")), "{out}");
+    assert!(out.contains(&format!("fib.clif:{call_line}")), "{out}");
     assert!(
-        out.contains(&format!("{FIB_CALL_LINE}\t    v7 = call fn0(v6)")),
+        out.contains(&format!("{call_line}\t    v7 = call fn0(v6)")),
         "{out}"
     );
     assert!(
-        out.contains(&format!("{}\t    v8 = iadd v5, v7", FIB_CALL_LINE + 1)),
+        out.contains(&format!("{}\t    v8 = iadd v5, v7", call_line + 1)),
         "{out}"
     );
 
@@ -86,33 +86,57 @@ fn gdb_breaks_on_functions_and_clif_lines_steps_and_shows_the_call_chain() {
     let files = vec![programs().join("common/print.clif"), src.clone()];
     let exe = dir.path().join("fib");
     build_ok(&files, &exe, &["-g"]);
-    check(&exe);
+    check(&exe, FIB_CALL_LINE);
 
-    // Grow a function before `fib` far beyond its slot, so everything after it moves, and
-    // build again: the same checks hold.
-    let grown: String = (0..60)
+    // Update in place after growing a function of the other file far beyond its slot, so it
+    // moves (fib.clif's unit is copied as it was): the same checks hold.
+    // 122 lines: a stack slot, and 60 stores to it that the optimiser cannot drop.
+    let stores: String = (0..60)
         .map(|k| {
             format!(
-                "    v{} = iconst.i64 {k}\n    v{} = iadd v{}, v0\n",
-                100 + 2 * k,
-                101 + 2 * k,
-                100 + 2 * k
+                "    v{} = iconst.i64 {k}\n    store v{0}, v99+{}\n",
+                100 + k,
+                8 * k
             )
         })
         .collect();
-    let print = std::fs::read_to_string(programs().join("common/print.clif")).unwrap();
-    let print = print.replacen(
-        "block0(v0: i64):\n",
-        &format!("block0(v0: i64):\n{grown}"),
-        1,
+    let grown = format!(
+        "    ss9 = explicit_slot 480\nblock0(v0: i64):\n    v99 = stack_addr.i64 ss9\n{stores}"
     );
+    let print = std::fs::read_to_string(programs().join("common/print.clif")).unwrap();
+    let print = print.replacen("block0(v0: i64):\n", &grown, 1);
     let print_path = dir.path().join("print.clif");
     std::fs::write(&print_path, print).unwrap();
-    let files = vec![print_path, src];
+    let files = vec![print_path, src.clone()];
     let before = std::fs::read(&exe).unwrap();
-    build_ok(&files, &exe, &["-g"]);
+    let o = build(&files, &exe, &["-g", "--stats"]);
+    let stats = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stats}");
+    assert!(
+        stats.starts_with("in-place update") && stats.contains("moved 1"),
+        "expected an update that moves a function:\n{stats}"
+    );
     assert_ne!(before, std::fs::read(&exe).unwrap());
-    check(&exe);
+    check(&exe, FIB_CALL_LINE);
+
+    // Then grow `fib` itself: it moves, its call is 122 lines further down, and the functions
+    // after it in the file move down in lines without being compiled again.
+    let fib = original.replacen("block0(v0: i64):\n", &grown, 1);
+    std::fs::write(&src, fib).unwrap();
+    let o = build(&files, &exe, &["-g", "--stats"]);
+    let stats = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stats.starts_with("in-place update")
+            && stats.contains("compiled 1,")
+            && stats.contains("moved 1"),
+        "expected an update that moves fib:\n{stats}"
+    );
+    check(&exe, FIB_CALL_LINE + 122);
+    let out = gdb(&exe, &["break ack", "run", "bt 1"]);
+    assert!(
+        out.contains("fib.clif:147") && out.contains("147\tfunction %ack(i64, i64) -> i64 {"),
+        "ack, not compiled again, follows the 122 lines added above it:\n{out}"
+    );
 }
 
 /// `.eh_frame`: libgcc's `_Unwind_Backtrace`, called three calls deep, walks zerolink frames

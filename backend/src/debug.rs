@@ -39,6 +39,9 @@ use gimli::{Encoding, Format, LineEncoding, LittleEndian, SectionId};
 
 use crate::error::{BackendError, Result};
 
+/// Line rows of a function: (code offset, line), sorted by offset.
+pub type Rows = Vec<(u32, u32)>;
+
 /// What the line table needs to know about one placed function.
 #[derive(Clone)]
 pub struct FunctionLines {
@@ -49,8 +52,7 @@ pub struct FunctionLines {
     pub line: u32,
     pub addr: u64,
     pub size: u64,
-    /// (code offset, line), sorted by offset.
-    pub rows: Vec<(u32, u32)>,
+    pub rows: Rows,
 }
 
 /// The three pieces of a unit, in the order of [`Piece::ALL`].
@@ -531,7 +533,7 @@ pub type Unwind = cranelift_codegen::isa::unwind::systemv::UnwindInfo;
 pub fn of_compiled(
     compiled: &cranelift_codegen::CompiledCode,
     isa: &dyn cranelift_codegen::isa::TargetIsa,
-) -> (Vec<(u32, u32)>, Option<Unwind>) {
+) -> (Rows, Option<Unwind>) {
     let rows = compiled
         .buffer
         .get_srclocs_sorted()

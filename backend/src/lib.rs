@@ -23,5 +23,5 @@ pub mod target;
 
 pub use error::{BackendError, Result, SourcePos};
 pub use libs::LinkOptions;
-pub use module::ZerolinkModule;
+pub use module::{SourceFileId, ZerolinkModule};
 pub use target::TargetOptions;

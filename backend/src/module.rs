@@ -5,6 +5,13 @@
 //! cranelift-module's own rules (`ModuleDeclarations` merges linkages and checks signatures);
 //! each definition is compiled at once and written straight into its slot in the image, and its
 //! relocations become reference sites that the image patches as addresses become known.
+//!
+//! Debug information works as with `zerolink build -g`, for the compiler's own language: it
+//! registers its source files ([`ZerolinkModule::add_source_file`]), says which file and line
+//! each function starts at ([`ZerolinkModule::set_function_source`]), and sets every
+//! instruction's source location to its line in that file (`ir::SourceLoc::new(line)`, e.g. with
+//! `FunctionBuilder::set_srcloc`). `finish` then writes a compile unit per file, line tables and
+//! unwind tables.
 
 // `ModuleResult` is cranelift-module's own type, fixed by the `Module` trait; its error is large.
 #![allow(clippy::result_large_err)]
@@ -26,6 +33,10 @@ use crate::relocs::ref_kind;
 
 type LibcallNames = Box<dyn Fn(ir::LibCall) -> String + Send + Sync>;
 
+/// A source file registered with [`ZerolinkModule::add_source_file`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceFileId(usize);
+
 pub struct ZerolinkModule {
     isa: OwnedTargetIsa,
     declarations: ModuleDeclarations,
@@ -33,6 +44,18 @@ pub struct ZerolinkModule {
     functions: Vec<Option<SymbolId>>,
     data_objects: Vec<Option<SymbolId>>,
     libcall_names: LibcallNames,
+    debug: Option<DebugState>,
+}
+
+/// What debug information needs, gathered as functions are defined.
+#[derive(Default)]
+struct DebugState {
+    files: Vec<std::path::PathBuf>,
+    /// Where each function starts: (file, line).
+    sources: std::collections::HashMap<FuncId, (SourceFileId, u32)>,
+    /// Defined functions: symbol, line rows.
+    defined: Vec<(FuncId, SymbolId, crate::debug::Rows)>,
+    frames: Vec<(SymbolId, crate::debug::Unwind)>,
 }
 
 fn backend(e: impl Into<BackendError>) -> ModuleError {
@@ -73,7 +96,36 @@ impl ZerolinkModule {
             functions: Vec::new(),
             data_objects: Vec::new(),
             libcall_names: cranelift_module::default_libcall_names(),
+            debug: None,
         })
+    }
+
+    /// Register a source file for debug information, as the debugger should find it (a
+    /// relative path is taken from the current directory). The first call turns debug
+    /// information and unwind tables on.
+    pub fn add_source_file(&mut self, path: impl AsRef<Path>) -> SourceFileId {
+        let debug = self.debug.get_or_insert_with(DebugState::default);
+        debug.files.push(path.as_ref().to_path_buf());
+        SourceFileId(debug.files.len() - 1)
+    }
+
+    /// Say that `func` starts at `line` of `file`. Its instructions' source locations are read
+    /// as line numbers in the same file; instructions without one belong to the line before.
+    pub fn set_function_source(
+        &mut self,
+        func: FuncId,
+        file: SourceFileId,
+        line: u32,
+    ) -> Result<(), BackendError> {
+        let debug = self.debug.get_or_insert_with(DebugState::default);
+        if file.0 >= debug.files.len() {
+            return Err(BackendError::Module(format!(
+                "source file {} was not registered with add_source_file",
+                file.0
+            )));
+        }
+        debug.sources.insert(func, (file, line));
+        Ok(())
     }
 
     /// Link against libc and the libraries in `opts` (as `cc` would): functions and data the
@@ -99,8 +151,56 @@ impl ZerolinkModule {
     }
 
     /// Resolve what is left, write the tables and move the executable into place.
-    pub fn finish(self) -> Result<Summary, BackendError> {
+    pub fn finish(mut self) -> Result<Summary, BackendError> {
+        if let Some(debug) = self.debug.take() {
+            self.debug_info(debug)?;
+        }
         Ok(self.image.finish()?)
+    }
+
+    /// A compile unit per source file with the functions that start in it, and unwind tables
+    /// for every function compiled here.
+    fn debug_info(&mut self, debug: DebugState) -> Result<(), BackendError> {
+        use crate::debug::{FunctionLines, SourceFile, UnitSource};
+        let placed = |image: &Image, sym: SymbolId| image.symbols().get(sym).placement();
+        let mut lines = Vec::new();
+        for (func, sym, rows) in debug.defined {
+            let (Some(&(file, line)), Some(p)) =
+                (debug.sources.get(&func), placed(&self.image, sym))
+            else {
+                continue;
+            };
+            lines.push(FunctionLines {
+                name: self.image.symbols().name(sym),
+                file: file.0,
+                line,
+                addr: p.slot.addr,
+                size: p.size,
+                rows,
+            });
+        }
+        lines.sort_by_key(|l| l.addr);
+        let files: Vec<SourceFile> = debug.files.iter().map(|p| SourceFile::new(p)).collect();
+        let units: Vec<UnitSource<'_>> = files
+            .iter()
+            .enumerate()
+            .map(|(i, file)| UnitSource::Fresh {
+                file,
+                functions: lines.iter().filter(|l| l.file == i).collect(),
+            })
+            .collect();
+        let (sections, index) = crate::debug::sections(&units, None)?;
+        self.image.set_extra_sections(sections, index);
+        let mut frames: Vec<(u64, crate::debug::Unwind)> = debug
+            .frames
+            .into_iter()
+            .filter_map(|(sym, info)| Some((placed(&self.image, sym)?.slot.addr, info)))
+            .collect();
+        frames.sort_by_key(|(addr, _)| *addr);
+        if let Some(eh) = crate::debug::eh_frame(&*self.isa, &frames)? {
+            self.image.set_eh_frame(eh);
+        }
+        Ok(())
     }
 
     fn func_symbol(&mut self, id: FuncId) -> ModuleResult<SymbolId> {
@@ -264,10 +364,18 @@ impl Module for ZerolinkModule {
             .collect();
         let refs = self.references(&relocs, &name)?;
         let sym = self.func_symbol(func)?;
-        let code = ctx.compiled_code().expect("compiled").code_buffer();
+        let compiled = ctx.compiled_code().expect("compiled");
         self.image
-            .define_function(sym, code, align, &refs)
-            .map_err(image_err)
+            .define_function(sym, compiled.code_buffer(), align, &refs)
+            .map_err(image_err)?;
+        if let Some(debug) = &mut self.debug {
+            let (rows, unwind) = crate::debug::of_compiled(compiled, &*self.isa);
+            debug.defined.push((func, sym, rows));
+            if let Some(info) = unwind {
+                debug.frames.push((sym, info));
+            }
+        }
+        Ok(())
     }
 
     fn define_function_bytes(

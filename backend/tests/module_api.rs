@@ -285,3 +285,101 @@ fn a_module_can_call_libc_when_linked_with_it() {
     m.finish().unwrap();
     assert_eq!(run(&out), (0, "via libc puts\n".to_string()));
 }
+
+/// A compiler for another language gives its own files and lines: gdb stops at a line of that
+/// language's source file, shows it, steps to the next one and shows the real call chain.
+#[test]
+fn a_module_user_supplies_source_lines_that_gdb_follows() {
+    const SOURCE: &str = "\
+fn add(a, b) {
+  let s = a + b
+  return s * 2
+}
+fn main() {
+  let x = add(19, 2)
+  exit(x)
+}
+";
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("demo.toy");
+    std::fs::write(&src, SOURCE).unwrap();
+    let exe = dir.path().join("demo");
+    let target = TargetOptions::default();
+    let mut m = ZerolinkModule::new(target.isa().unwrap(), &exe).unwrap();
+    let file = m.add_source_file(&src);
+
+    let mut sig_add = m.make_signature();
+    sig_add.params.push(AbiParam::new(types::I64));
+    sig_add.params.push(AbiParam::new(types::I64));
+    sig_add.returns.push(AbiParam::new(types::I64));
+    let add = m.declare_function("add", Linkage::Local, &sig_add).unwrap();
+    let mut sig_main = m.make_signature();
+    sig_main.returns.push(AbiParam::new(types::I32));
+    let main = m
+        .declare_function("main", Linkage::Export, &sig_main)
+        .unwrap();
+    m.set_function_source(add, file, 1).unwrap();
+    m.set_function_source(main, file, 5).unwrap();
+    let line = cranelift_codegen::ir::SourceLoc::new;
+
+    let mut ctx = m.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    ctx.func.signature = sig_add.clone();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let block = b.create_block();
+        b.append_block_params_for_function_params(block);
+        b.switch_to_block(block);
+        let (x, y) = (b.block_params(block)[0], b.block_params(block)[1]);
+        b.set_srcloc(line(2));
+        let s = b.ins().iadd(x, y);
+        b.set_srcloc(line(3));
+        let r = b.ins().imul_imm_s(s, 2);
+        b.ins().return_(&[r]);
+        b.seal_all_blocks();
+        b.finalize(m.target_config());
+    }
+    m.define_function(add, &mut ctx).unwrap();
+    m.clear_context(&mut ctx);
+    ctx.func.signature = sig_main.clone();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let block = b.create_block();
+        b.switch_to_block(block);
+        let callee = m.declare_func_in_func(add, b.func);
+        b.set_srcloc(line(6));
+        let a = b.ins().iconst(types::I64, 19);
+        let c = b.ins().iconst(types::I64, 2);
+        let call = b.ins().call(callee, &[a, c]);
+        let x = b.inst_results(call)[0];
+        b.set_srcloc(line(7));
+        let code = b.ins().ireduce(types::I32, x);
+        b.ins().return_(&[code]);
+        b.seal_all_blocks();
+        b.finalize(m.target_config());
+    }
+    m.define_function(main, &mut ctx).unwrap();
+    m.finish().unwrap();
+    assert_eq!(run(&exe).0, 42);
+
+    let o = std::process::Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "break demo.toy:3", "-ex", "run"])
+        .args(["-ex", "bt", "-ex", "next"])
+        .arg(&exe)
+        .output()
+        .expect("gdb runs (.ci/run installs it)");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("Breakpoint 1, add ("), "{out}");
+    assert!(out.contains("3\t  return s * 2"), "{out}");
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        frames.len() >= 2
+            && frames[0].contains("add (")
+            && frames[0].contains("demo.toy:3")
+            && frames[1].contains("main (")
+            && frames[1].contains("demo.toy:6"),
+        "{out}"
+    );
+    // `next` from the last line of `add` returns to the caller's next line.
+    assert!(out.contains("7\t  exit(x)"), "{out}");
+}
