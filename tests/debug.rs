@@ -171,6 +171,19 @@ fn unwind_backtrace_walks_zerolink_frames_with_g() {
         run(&without).status < 4,
         "without unwind tables the walk should stop early"
     );
+    // `zerolink run` includes unwind tables unless told not to.
+    let status = |extra: &[&str]| {
+        zerolink()
+            .arg("run")
+            .args(libs)
+            .args(extra)
+            .args(&files)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert!(status(&[]).is_some_and(|n| n >= 6), "{:?}", status(&[]));
+    assert!(status(&["--no-debug-info"]).is_some_and(|n| n < 4));
     let o = Command::new("readelf")
         .args(["--debug-dump=frames"])
         .arg(&with)
@@ -183,4 +196,144 @@ fn unwind_backtrace_walks_zerolink_frames_with_g() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("GNU_EH_FRAME"));
+}
+
+const SPIN: &str = "\
+function %spin(i64) -> i64 {
+block0(v0: i64):
+    v1 = iconst.i64 0
+    jump block1(v0, v1)
+
+block1(v2: i64, v3: i64):
+    v4 = iconst.i64 0
+    v5 = icmp eq v2, v4
+    brif v5, block3, block2
+
+block2:
+    v6 = imul v3, v2
+    v7 = iadd v6, v2
+    v8 = iconst.i64 1
+    v9 = isub v2, v8
+    jump block1(v9, v7)
+
+block3:
+    return v3
+}
+
+function %main() -> i32 {
+    fn0 = %spin(i64) -> i64
+block0:
+    v0 = iconst.i64 100000000
+    v1 = call fn0(v0)
+    v2 = ireduce.i32 v1
+    return v2
+}
+";
+
+/// `perf report` names zerolink functions and `perf annotate` shows the CLIF lines the samples
+/// fall on. Skipped (with a note) where the kernel does not let this process sample itself.
+#[test]
+fn perf_report_names_functions_and_annotate_shows_clif_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("spin.clif");
+    std::fs::write(&src, SPIN).unwrap();
+    let exe = dir.path().join("spin");
+    build_ok(&[src], &exe, &["-g"]);
+    let data = dir.path().join("perf.data");
+    let record = Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-o"])
+        .arg(&data)
+        .arg(&exe)
+        .output();
+    match record {
+        Ok(o) if data.exists() && o.status.code() == Some(exit_of_spin()) => {}
+        Ok(o) => {
+            eprintln!(
+                "perf cannot sample here, skipped: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("perf is not installed (.ci/run installs it), skipped: {e}");
+            return;
+        }
+    }
+    let report = Command::new("perf")
+        .args(["report", "--stdio", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("[.] spin") && !l.starts_with('#')),
+        "{report}"
+    );
+    let annotate = Command::new("perf")
+        .args(["annotate", "--stdio", "-l", "-i"])
+        .arg(&data)
+        .arg("spin")
+        .output()
+        .unwrap();
+    let annotate = String::from_utf8_lossy(&annotate.stdout);
+    // The hot loop is lines 6-16; its instructions are annotated with them.
+    let hot: Vec<usize> = annotate
+        .lines()
+        .filter_map(|l| l.trim().split_once(" spin.clif:"))
+        .filter_map(|(_, line)| line.trim().parse().ok())
+        .collect();
+    assert!(
+        !hot.is_empty() && hot.iter().all(|l| (6..=16).contains(l)),
+        "{annotate}"
+    );
+    assert!(annotate.contains("v6 = imul v3, v2"), "{annotate}");
+}
+
+/// The exit status of SPIN: the low byte of its sum.
+fn exit_of_spin() -> i32 {
+    let (mut n, mut acc) = (100_000_000u64, 0u64);
+    while n != 0 {
+        acc = acc.wrapping_mul(n).wrapping_add(n);
+        n -= 1;
+    }
+    (acc as u32 & 0xff) as i32
+}
+
+/// `--frame-pointers`: Cranelift is told to keep them (it is in the settings the executable
+/// records), and every function sets up `rbp`, leaf functions included.
+#[test]
+fn frame_pointers_are_kept_in_every_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("spin.clif");
+    std::fs::write(&src, SPIN).unwrap();
+    let exe = dir.path().join("spin");
+    let settings = |exe: &Path| {
+        let o = zerolink().arg("inspect").arg(exe).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    build_ok(&[src.clone()], &exe, &[]);
+    assert!(settings(&exe).contains("preserve_frame_pointers=0"));
+    build_ok(&[src], &exe, &["--frame-pointers"]);
+    assert!(settings(&exe).contains("preserve_frame_pointers=1"));
+    let o = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    for f in ["spin", "main"] {
+        let body: Vec<&str> = text
+            .split(&format!("<{f}>:\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{f} in:\n{text}"))
+            .lines()
+            .take(2)
+            .collect();
+        assert!(
+            body[0].contains("push   %rbp") && body[1].contains("mov    %rsp,%rbp"),
+            "{f}: {body:?}"
+        );
+    }
 }

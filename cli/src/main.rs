@@ -107,6 +107,9 @@ enum Command {
     Run {
         #[command(flatten)]
         input: InputArgs,
+        /// Leave out debug information and unwind tables, which `run` includes by default.
+        #[arg(long)]
+        no_debug_info: bool,
         /// Arguments for the program, after `--`.
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
@@ -159,14 +162,22 @@ struct TargetArgs {
     /// Compile for the baseline x86-64 CPU instead of detecting this machine's features.
     #[arg(long)]
     baseline: bool,
+    /// Keep a frame pointer in every function, leaf functions included, so profilers and
+    /// debuggers can walk the stack without unwind tables (`-fno-omit-frame-pointer`).
+    #[arg(long)]
+    frame_pointers: bool,
 }
 
 impl TargetArgs {
     fn target(&self) -> TargetOptions {
+        let mut settings = self.settings.clone();
+        if self.frame_pointers {
+            settings.push("preserve_frame_pointers=true".into());
+        }
         TargetOptions {
             opt_level: self.opt_level.clone(),
             native_features: !self.baseline,
-            settings: self.settings.clone(),
+            settings,
         }
     }
 }
@@ -193,8 +204,9 @@ struct InputArgs {
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// DWARF line and function information: gdb can break at FILE.clif:LINE and step
-    /// through CLIF lines. (For now, builds with -g are always full builds.)
+    /// Debug information: DWARF lines and functions (gdb can break at FILE.clif:LINE and step
+    /// through CLIF lines) and unwind tables. Updates keep it current in place. On by
+    /// default for `run`.
     #[arg(short = 'g', long = "debug-info")]
     debug_info: bool,
     /// No libc, no shared libraries: a static executable whose only way to the OS is
@@ -342,7 +354,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             inspect::run(&file, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { input, args } => {
+        Command::Run {
+            mut input,
+            no_debug_info,
+            args,
+        } => {
+            // Unwind tables let the program unwind through its own frames (libgcc backtraces,
+            // exceptions thrown across it); they cost about 2% of a build.
+            input.debug_info = !no_debug_info;
             let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
             let exe = dir.path().join(
                 input.files[0]
