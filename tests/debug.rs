@@ -313,7 +313,7 @@ fn frame_pointers_are_kept_in_every_function() {
         let o = zerolink().arg("inspect").arg(exe).output().unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    build_ok(&[src.clone()], &exe, &[]);
+    build_ok(std::slice::from_ref(&src), &exe, &[]);
     assert!(settings(&exe).contains("preserve_frame_pointers=0"));
     build_ok(&[src], &exe, &["--frame-pointers"]);
     assert!(settings(&exe).contains("preserve_frame_pointers=1"));
