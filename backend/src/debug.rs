@@ -317,29 +317,45 @@ pub type NamedSections = Vec<(String, Vec<u8>)>;
 pub fn sections(
     units: &[UnitSource<'_>],
     previous: Option<&Previous<'_>>,
+    jobs: usize,
 ) -> Result<(NamedSections, Vec<u8>)> {
+    // Fresh units do not depend on each other: gimli writes them on `jobs` threads.
+    let fresh: Vec<(&SourceFile, &[&FunctionLines])> = units
+        .iter()
+        .filter_map(|u| match u {
+            UnitSource::Fresh { file, functions } => Some((*file, functions.as_slice())),
+            UnitSource::Copied(_) => None,
+        })
+        .collect();
+    let mut written = crate::parallel::map(
+        &fresh,
+        jobs,
+        || (),
+        |_, (file, functions)| write_unit(file, functions),
+    )
+    .into_iter();
     let mut out: [Vec<u8>; 3] = Default::default();
     let mut index = Index::default();
     for unit in units {
-        let (bytes, relocs, key): ([Vec<u8>; 3], Vec<Reloc>, u64) = match unit {
-            UnitSource::Fresh { file, functions } => {
-                let (b, r) = write_unit(file, functions)?;
-                (b, r, file.key())
+        let at = Piece::ALL.map(|p| out[p as usize].len() as u32);
+        let (relocs, key) = match unit {
+            UnitSource::Fresh { file, .. } => {
+                let (bytes, relocs) = written.next().expect("one result per fresh unit")?;
+                for (o, b) in out.iter_mut().zip(bytes) {
+                    o.extend_from_slice(&b);
+                }
+                (relocs, file.key())
             }
             UnitSource::Copied(e) => {
                 let prev = previous.ok_or_else(|| internal("a copied unit without sections"))?;
-                let b = Piece::ALL.map(|p| {
-                    let (at, len) = (e.at[p as usize] as usize, e.len[p as usize] as usize);
-                    prev.pieces[p as usize][at..at + len].to_vec()
-                });
-                (b, e.relocs.clone(), e.key)
+                for p in Piece::ALL {
+                    let (from, len) = (e.at[p as usize] as usize, e.len[p as usize] as usize);
+                    out[p as usize].extend_from_slice(&prev.pieces[p as usize][from..from + len]);
+                }
+                (e.relocs.clone(), e.key)
             }
         };
-        let at = Piece::ALL.map(|p| out[p as usize].len() as u32);
-        let len = Piece::ALL.map(|p| bytes[p as usize].len() as u32);
-        for (o, b) in out.iter_mut().zip(bytes) {
-            o.extend_from_slice(&b);
-        }
+        let len = Piece::ALL.map(|p| out[p as usize].len() as u32 - at[p as usize]);
         for r in &relocs {
             let value = at[r.target as usize] + r.addend;
             let pos = (at[r.piece as usize] + r.at) as usize;

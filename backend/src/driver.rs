@@ -729,7 +729,7 @@ impl<'a> Builder<'a> {
                     }
                 })
                 .collect();
-            crate::debug::sections(&units, previous.as_ref())?
+            crate::debug::sections(&units, previous.as_ref(), self.jobs)?
         };
         self.image.set_extra_sections(sections, index);
         self.frames.sort_by_key(|(addr, _)| *addr);
@@ -876,41 +876,9 @@ fn compile_batch(
     batch: &[usize],
     jobs: usize,
 ) -> Vec<Result<Compiled>> {
-    if jobs <= 1 || batch.len() <= 1 {
-        let mut ctx = Context::new();
-        return batch
-            .iter()
-            .map(|&i| compile_one(program, env, i, &mut ctx))
-            .collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut slots: Vec<Option<Result<Compiled>>> = (0..batch.len()).map(|_| None).collect();
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..jobs.min(batch.len()))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut ctx = Context::new();
-                    let mut done = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if k >= batch.len() {
-                            break done;
-                        }
-                        done.push((k, compile_one(program, env, batch[k], &mut ctx)));
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            for (k, r) in w.join().expect("compile workers do not panic") {
-                slots[k] = Some(r);
-            }
-        }
-    });
-    slots
-        .into_iter()
-        .map(|r| r.expect("every function of the batch was compiled"))
-        .collect()
+    crate::parallel::map(batch, jobs, Context::new, |ctx, &i| {
+        compile_one(program, env, i, ctx)
+    })
 }
 
 /// Parse, resolve names (to a list of its own) and compile function `i`. Touches nothing

@@ -10,6 +10,7 @@
 //!   tests and benchmarks compare against.
 //! - [`target`] builds the host ISA with caller-chosen settings; [`relocs`] maps Cranelift
 //!   relocations to image references.
+//! - [`debug`] writes DWARF and unwind tables for `-g`, and keeps them current in updates.
 
 pub mod clif;
 pub mod debug;
@@ -17,6 +18,7 @@ pub mod driver;
 pub mod error;
 pub mod libs;
 pub mod module;
+mod parallel;
 pub mod reference;
 pub mod relocs;
 pub mod target;

@@ -189,7 +189,11 @@ impl ZerolinkModule {
                 functions: lines.iter().filter(|l| l.file == i).collect(),
             })
             .collect();
-        let (sections, index) = crate::debug::sections(&units, None)?;
+        let (sections, index) = crate::debug::sections(
+            &units,
+            None,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )?;
         self.image.set_extra_sections(sections, index);
         let mut frames: Vec<(u64, crate::debug::Unwind)> = debug
             .frames
