@@ -337,3 +337,33 @@ fn frame_pointers_are_kept_in_every_function() {
         );
     }
 }
+
+/// A damaged debug section is a reason for a full build (said on one line), never wrong debug
+/// information or a crash; the rebuilt executable debugs as before.
+#[test]
+fn a_damaged_debug_section_gets_a_full_build_with_the_reason() {
+    use object::{Object, ObjectSection};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("fib.clif");
+    std::fs::copy(programs().join("fib/fib.clif"), &src).unwrap();
+    let files = vec![programs().join("common/print.clif"), src];
+    let exe = dir.path().join("fib");
+    build_ok(&files, &exe, &["-g"]);
+    let mut bytes = std::fs::read(&exe).unwrap();
+    let (offset, _) = object::File::parse(&*bytes)
+        .unwrap()
+        .section_by_name(".debug_line")
+        .and_then(|s| s.file_range())
+        .expect(".debug_line is in the file");
+    bytes[offset as usize + 40] ^= 0xff;
+    std::fs::write(&exe, &bytes).unwrap();
+    let o = build(&files, &exe, &["-g"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("full build")
+            && stderr.contains(".debug_line section is missing or damaged"),
+        "{stderr}"
+    );
+    check(&exe, FIB_CALL_LINE);
+}
