@@ -53,6 +53,18 @@ fn check(exe: &Path, call_line: usize) {
         "{out}"
     );
 
+    // `step` at a call moves into the callee, to its first line.
+    let at = format!("break fib.clif:{}", call_line - 2);
+    let out = gdb(exe, &[&at, "run", "step"]);
+    let (before, after) = out
+        .split_once(&format!("{}\t    v5 = call fn0(v4)", call_line - 2))
+        .unwrap_or_else(|| panic!("no stop at the first call:\n{out}"));
+    assert!(before.contains("Breakpoint 1, fib ("), "{out}");
+    assert!(
+        after.contains("fib () at") && after.contains("4\tfunction %fib(i64) -> i64 {"),
+        "{out}"
+    );
+
     let o = Command::new("readelf")
         .args(["--debug-dump=info,line"])
         .arg(exe)
