@@ -440,6 +440,16 @@ fn differential(seed: u64, steps: usize, flags: &[&str]) {
         );
         check_readelf_all(&out);
         if flags.contains(&"-g") {
+            let o = Command::new("readelf")
+                .args(["--debug-dump=info,line,frames"])
+                .arg(&out)
+                .output()
+                .expect("readelf runs");
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                stderr.trim().is_empty(),
+                "seed {seed} step {step}: readelf: {stderr}"
+            );
             let (a, b) = (debug_view::view(&out), debug_view::view(&fresh));
             if a != b {
                 let differing: Vec<_> = a

@@ -133,7 +133,19 @@ fn compile<M: Module>(module: &mut M) {
 }
 
 fn run(path: &std::path::Path) -> (i32, String) {
-    let o = std::process::Command::new(path).output().unwrap();
+    // The module writes the executable in this process while other test threads fork children
+    // (gdb, cc), which briefly inherit the write descriptor until they exec: retry the "text
+    // file busy" race.
+    let mut tries = 0;
+    let o = loop {
+        match std::process::Command::new(path).output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other.expect("the built executable starts"),
+        }
+    };
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),

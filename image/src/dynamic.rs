@@ -181,35 +181,48 @@ pub fn dynamic_section(t: &Tables) -> Vec<u8> {
     out
 }
 
-/// (function address, offset) of every FDE in `.eh_frame` bytes whose FDEs start with an
-/// absolute 8-byte address (`DW_EH_PE_absptr`, gimli's default). Walks the entries by length.
-pub fn fde_locations(frames: &[u8]) -> Vec<(u64, u32)> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
+/// The records of `.eh_frame` bytes, in order: (offset, total length, the function address for
+/// an FDE whose address is absolute and 8 bytes (`DW_EH_PE_absptr`, gimli's default), `None`
+/// for a CIE). Stops at the terminator or at anything that does not fit.
+fn records(frames: &[u8]) -> impl Iterator<Item = (usize, usize, Option<u64>)> + '_ {
     let word = |i: usize| {
         frames
             .get(i..i + 4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4")))
     };
-    while let Some(len) = word(at) {
-        if len == 0 || len == u32::MAX {
-            break;
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let len = word(at)? as usize;
+        if len == 0 || len == u32::MAX as usize || at + 4 + len > frames.len() || len < 4 {
+            return None;
         }
-        if let (Some(id), Some(pc)) = (word(at + 4), frames.get(at + 8..at + 16)) {
-            if id != 0 {
-                out.push((u64::from_le_bytes(pc.try_into().expect("8")), at as u32));
-            }
-        }
-        at += 4 + len as usize;
-    }
+        let id = word(at + 4)?;
+        let pc = frames
+            .get(at + 8..at + 16)
+            .filter(|_| id != 0)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8")));
+        let record = (at, 4 + len, pc);
+        at += 4 + len;
+        Some(record)
+    })
+}
+
+/// (function address, offset) of every FDE in `.eh_frame` bytes, sorted by address.
+pub fn fde_locations(frames: &[u8]) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = records(frames)
+        .filter_map(|(at, _, pc)| Some((pc?, at as u32)))
+        .collect();
     out.sort_unstable();
     out
 }
 
-/// `.eh_frame` for an image: `fresh` (a CIE, then this build's FDEs), an FDE for `_start`
-/// (placed at `start`), then the FDEs of `old` (the previous build's records, same CIE) whose
-/// function address passes `keep`, each pointed at the CIE again. Records are copied as they
-/// are: with absolute addresses, an FDE does not depend on where it is.
+/// `.eh_frame` for an image, from `old` (the previous build's records, whose first is the same
+/// CIE as `fresh`'s; empty in a full build) and `fresh` (a CIE, then this build's FDEs).
+///
+/// Records of `old` stay where they are, so an update rewrites only what changed: an FDE whose
+/// function address fails `keep` (code replaced or removed) becomes a CIE of the same length
+/// that nothing refers to. This build's FDEs follow, then one for `_start` (placed at `start`)
+/// unless a kept one covers it. Every appended FDE is pointed at the first CIE.
 pub fn merge_eh_frame(
     fresh: &[u8],
     old: &[u8],
@@ -217,33 +230,68 @@ pub fn merge_eh_frame(
     keep: impl Fn(u64) -> bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(fresh.len() + old.len() + 32);
-    out.extend_from_slice(fresh);
-    let cie_pointer = |at: usize| (at as u32 + 4).to_le_bytes();
-    if let Some(p) = start {
+    let mut has_start = false;
+    let mut fresh_records = records(fresh);
+    if old.is_empty() {
+        out.extend_from_slice(fresh);
+        fresh_records.by_ref().for_each(drop);
+    } else {
+        for (at, len, pc) in records(old) {
+            let record = &old[at..at + len];
+            match pc {
+                Some(pc) if !keep(pc) => out.extend_from_slice(&padding_cie(len)),
+                Some(pc) => {
+                    has_start |= start.is_some_and(|s| s.slot.addr == pc);
+                    out.extend_from_slice(record);
+                }
+                None => out.extend_from_slice(record),
+            }
+        }
+        for (at, len, pc) in fresh_records {
+            if pc.is_some() {
+                append_fde(&mut out, &fresh[at..at + len]);
+            }
+        }
+    }
+    if let (Some(p), false) = (start, has_start) {
         let cfa = crate::x86_64::START_CFA;
         let len = (4 + 16 + cfa.len()).next_multiple_of(8);
-        let at = out.len();
-        out.extend_from_slice(&(len as u32).to_le_bytes());
-        out.extend_from_slice(&cie_pointer(at));
-        out.extend_from_slice(&p.slot.addr.to_le_bytes());
-        out.extend_from_slice(&p.size.to_le_bytes());
-        out.extend_from_slice(cfa);
-        out.resize(at + 4 + len, 0); // DW_CFA_nop
-    }
-    for (pc, at) in fde_locations(old) {
-        if !keep(pc) {
-            continue;
-        }
-        let at = at as usize;
-        let len = u32::from_le_bytes(old[at..at + 4].try_into().expect("4")) as usize;
-        let Some(record) = old.get(at..at + 4 + len) else {
-            continue;
-        };
-        let new_at = out.len();
-        out.extend_from_slice(record);
-        out[new_at + 4..new_at + 8].copy_from_slice(&cie_pointer(new_at));
+        let mut fde = (len as u32).to_le_bytes().to_vec();
+        fde.extend_from_slice(&[0; 4]);
+        fde.extend_from_slice(&p.slot.addr.to_le_bytes());
+        fde.extend_from_slice(&p.size.to_le_bytes());
+        fde.extend_from_slice(cfa);
+        fde.resize(4 + len, 0); // DW_CFA_nop
+        append_fde(&mut out, &fde);
     }
     out
+}
+
+/// Append an FDE, pointing it at the CIE at offset 0.
+fn append_fde(out: &mut Vec<u8>, fde: &[u8]) {
+    let at = out.len();
+    out.extend_from_slice(fde);
+    out[at + 4..at + 8].copy_from_slice(&(at as u32 + 4).to_le_bytes());
+}
+
+/// A CIE of `len` bytes in all that no FDE uses: what a dropped FDE becomes, so the records
+/// after it keep their offsets. Version 1, no augmentation, the ISA's alignment factors, no
+/// instructions (`DW_CFA_nop`s to the end).
+fn padding_cie(len: usize) -> Vec<u8> {
+    let mut cie = ((len - 4) as u32).to_le_bytes().to_vec();
+    cie.extend_from_slice(&[
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+        1,
+        0x78,
+        crate::x86_64::RETURN_ADDRESS_COLUMN,
+    ]);
+    cie.resize(len, 0);
+    cie
 }
 
 /// `.eh_frame_hdr` at `hdr` for `.eh_frame` at `frames`: the unwinder's binary-search table.

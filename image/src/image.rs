@@ -1121,34 +1121,31 @@ impl Image {
         });
         let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
         if let Some(fresh) = self.eh_frame.take() {
-            // This build's entries, `_start`'s, and the previous build's for code that stayed.
+            // `.eh_frame` first, so that in an update its records stay where they were (only
+            // what changed is written), then `.eh_frame_hdr`, which grows with the FDEs.
             let start = self
                 .symbols
                 .lookup(x86_64::START.name)
                 .and_then(|id| self.symbols.get(id).placement());
             let old = self.old_eh_frame().map_or(&[][..], |(_, b)| b);
             let frames = crate::dynamic::merge_eh_frame(&fresh, old, start, |pc| {
-                !self.replaced_code.contains(&pc) && start.is_none_or(|s| s.slot.addr != pc)
+                !self.replaced_code.contains(&pc)
             });
-            // `.eh_frame_hdr`, then `.eh_frame` (with its zero terminator).
-            while !blob.len().is_multiple_of(8) {
-                blob.push(0);
-            }
+            blob.resize(blob.len().next_multiple_of(8), 0);
+            let frame_addr = base + blob.len() as u64;
+            blob.extend_from_slice(&frames);
+            blob.extend_from_slice(&[0; 4]); // the terminator
             let hdr_addr = base + blob.len() as u64;
             let fdes = crate::dynamic::fde_locations(&frames);
-            let hdr_len = 12 + 8 * fdes.len() as u64;
-            let frame_addr = align_up(hdr_addr + hdr_len, 8);
             blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &fdes));
-            blob.resize((frame_addr - base) as usize, 0);
-            blob.extend_from_slice(&frames);
-            blob.extend_from_slice(&[0; 4]);
+            let hdr_len = base + blob.len() as u64 - hdr_addr;
             self.eh_layout = Some((hdr_addr, hdr_len, frame_addr, frames.len() as u64 + 4));
         }
         let len = blob.len() as u64;
         self.ensure_extent(RegionKind::Dynamic, len)?;
         self.regions[RegionKind::Dynamic.index()].used = len;
         let at = self.file_offset(RegionKind::Dynamic, base);
-        self.store.write(at, &blob);
+        self.store.write_changed(at, &blob);
         let Some(tables) = tables else {
             return Ok(());
         };
@@ -1514,7 +1511,7 @@ impl Image {
                 .map(|x| x.extent);
             let len = bytes.len() as u64;
             let extent = self.reserve(old, len.max(1))?;
-            self.store.write(extent.offset, &bytes);
+            self.store.write_changed(extent.offset, &bytes);
             placed.push(ExtraSection {
                 name,
                 extent,

@@ -223,6 +223,24 @@ impl Store {
         }
     }
 
+    /// Write `data` at `offset`, leaving out the 4 KiB pieces that the file already holds: an
+    /// update that rewrites a large, mostly unchanged blob (unwind or debug tables) writes what
+    /// changed. Only for a range nothing else writes in this build (it compares with the file
+    /// as it was opened).
+    pub fn write_changed(&mut self, offset: u64, data: &[u8]) {
+        let Store::Overlay(o) = self else {
+            return self.write(offset, data);
+        };
+        let base = o.base.clone();
+        for (k, piece) in data.chunks(4096).enumerate() {
+            let at = offset + 4096 * k as u64;
+            let old = base.get(at as usize..at as usize + piece.len());
+            if old != Some(piece) {
+                self.write(at, piece);
+            }
+        }
+    }
+
     pub fn fill(&mut self, offset: u64, len: u64, byte: u8) {
         match self {
             Store::Fresh(o) => o.fill(offset, len, byte),

@@ -84,7 +84,10 @@ pub struct Stub {
 
 /// Call-frame instructions for `_start` (after the CIE's): `DW_CFA_undefined rip`, the mark of
 /// the outermost frame, so unwinders stop there instead of reading `argc` as a return address.
-pub const START_CFA: &[u8] = &[0x07, 16];
+pub const START_CFA: &[u8] = &[0x07, RETURN_ADDRESS_COLUMN];
+
+/// The DWARF register number of the return address (`rip`).
+pub const RETURN_ADDRESS_COLUMN: u8 = 16;
 
 /// `_start`: the kernel enters with `rsp` 16-byte aligned and pointing at `argc`. Pass
 /// (argc, argv) to `main` in case it wants them, call it, and exit with its result.
