@@ -137,6 +137,8 @@ pub struct Image {
     extras: Vec<ExtraSection>,
     /// The caller's index of its extra sections (opaque here).
     extras_index: Vec<u8>,
+    /// Whether each of the file's extra sections matches its checksum (an update's question).
+    old_extras_intact: std::cell::OnceCell<Vec<bool>>,
     /// The previous build's `.eh_frame` (file offset, length without the terminator).
     old_eh_frame: Option<(u64, u64)>,
     /// Where code was that this build replaced or removed: the previous build's unwind
@@ -183,6 +185,7 @@ impl Image {
             extra_sections: None,
             extras: Vec::new(),
             extras_index: Vec::new(),
+            old_extras_intact: std::cell::OnceCell::new(),
             old_eh_frame: None,
             replaced_code: BTreeSet::new(),
             eh_frame: None,
@@ -272,6 +275,7 @@ impl Image {
             old_eh_frame: old_eh_frame(&body.extents, body.eh_layout, map.len() as u64),
             extras: body.extras,
             extras_index: body.extras_index,
+            old_extras_intact: std::cell::OnceCell::new(),
             replaced_code: BTreeSet::new(),
             eh_frame: None,
             eh_layout: None,
@@ -306,11 +310,19 @@ impl Image {
         let Store::Overlay(o) = &self.store else {
             return None;
         };
-        let x = self.extras.iter().find(|x| x.name == name)?;
-        let bytes = o
-            .base()
-            .get(x.extent.offset as usize..(x.extent.offset + x.len) as usize)?;
-        (xxh3_64(bytes) == x.checksum).then_some(bytes)
+        let bytes = |x: &ExtraSection| {
+            o.base()
+                .get(x.extent.offset as usize..(x.extent.offset + x.len) as usize)
+        };
+        // Checked once per build, however often the caller asks.
+        let intact = self.old_extras_intact.get_or_init(|| {
+            self.extras
+                .iter()
+                .map(|x| bytes(x).is_some_and(|b| xxh3_64(b) == x.checksum))
+                .collect()
+        });
+        let k = self.extras.iter().position(|x| x.name == name)?;
+        bytes(&self.extras[k]).filter(|_| intact[k])
     }
 
     /// The caller's index of the extra sections, as the previous build left it.

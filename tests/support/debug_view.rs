@@ -118,6 +118,7 @@ pub fn view(exe: &Path) -> BTreeMap<String, FunctionDebug> {
     }
     // `.eh_frame`: every FDE's instructions, by function.
     let eh = section(".eh_frame");
+    let mut fdes: BTreeMap<u64, usize> = BTreeMap::new();
     let mut at = 0usize;
     let word = |i: usize| u32::from_le_bytes(eh[i..i + 4].try_into().unwrap());
     while at + 4 <= eh.len() && word(at) != 0 {
@@ -133,6 +134,7 @@ pub fn view(exe: &Path) -> BTreeMap<String, FunctionDebug> {
                 .get(&pc)
                 .unwrap_or_else(|| panic!("FDE at {pc:#x} is for no function"))
                 .clone();
+            fdes.insert(pc, at);
             let e = out.entry(name.clone()).or_default();
             assert!(e.cfa.is_empty(), "two FDEs for {name}");
             if name != "_start" {
@@ -142,5 +144,40 @@ pub fn view(exe: &Path) -> BTreeMap<String, FunctionDebug> {
         }
         at += 4 + len;
     }
+    check_eh_frame_hdr(&file, &fdes);
     out
+}
+
+/// `.eh_frame_hdr`, what unwinders search: one entry per FDE, sorted by address, each pointing
+/// at the FDE of that address.
+fn check_eh_frame_hdr(file: &object::File<'_>, fdes: &BTreeMap<u64, usize>) {
+    let (Some(hdr), Some(eh)) = (
+        file.section_by_name(".eh_frame_hdr"),
+        file.section_by_name(".eh_frame"),
+    ) else {
+        assert!(fdes.is_empty(), "FDEs without .eh_frame_hdr");
+        return;
+    };
+    let data = hdr.data().unwrap();
+    let word = |i: usize| i32::from_le_bytes(data[i..i + 4].try_into().unwrap());
+    assert_eq!(&data[..4], &[1, 0x1b, 0x03, 0x3b], "version and encodings");
+    assert_eq!(
+        hdr.address() as i64 + 4 + i64::from(word(4)),
+        eh.address() as i64,
+        "eh_frame_ptr"
+    );
+    let count = word(8) as usize;
+    assert_eq!(count, fdes.len(), "one table entry per FDE");
+    let mut last = None;
+    for k in 0..count {
+        let pc = (hdr.address() as i64 + i64::from(word(12 + 8 * k))) as u64;
+        let fde = (hdr.address() as i64 + i64::from(word(16 + 8 * k))) as u64;
+        assert!(last < Some(pc), "table sorted by address");
+        last = Some(pc);
+        assert_eq!(
+            fdes.get(&pc).map(|&at| eh.address() + at as u64),
+            Some(fde),
+            "table entry for {pc:#x}"
+        );
+    }
 }
