@@ -148,7 +148,14 @@ pub fn build(
         Ok(image) => {
             let t = Instant::now();
             match diff(program, &image) {
-                Ok(d) => update(program, &env, opts, image, d, opened_at, t.elapsed()),
+                // An update writes nothing before it commits, so one that cannot carry the
+                // debug information over leaves OUT as it was, for a full build.
+                Ok(d) => match update(program, &env, opts, image, d, opened_at, t.elapsed()) {
+                    Err(BackendError::PreviousDebugInfo(reason)) => {
+                        full(program, &env, opts, out, Some(reason))
+                    }
+                    result => result,
+                },
                 Err(reason) => full(program, &env, opts, out, Some(reason)),
             }
         }
@@ -648,7 +655,7 @@ impl<'a> Builder<'a> {
         let (sections, index) = {
             let previous = match mode {
                 Mode::Update => {
-                    Some(previous_debug(&self.image).map_err(|e| crate::debug::internal(&e))?)
+                    Some(previous_debug(&self.image).map_err(BackendError::PreviousDebugInfo)?)
                 }
                 Mode::Full { .. } => None,
             };
@@ -677,7 +684,7 @@ impl<'a> Builder<'a> {
             let old_rows = match &previous {
                 Some(p) if kept.len() < files.len() => p
                     .rows_outside(&kept)
-                    .map_err(|e| crate::debug::internal(&e))?,
+                    .map_err(BackendError::PreviousDebugInfo)?,
                 _ => HashMap::new(),
             };
             // Functions of rewritten units that this build did not compile: placed as before,
@@ -696,8 +703,8 @@ impl<'a> Builder<'a> {
                     placement,
                     placement.and_then(|p| old_rows.get(&p.slot.addr)),
                 ) else {
-                    return Err(crate::debug::internal(&format!(
-                        "no line table for `{}` in the previous build",
+                    return Err(BackendError::PreviousDebugInfo(format!(
+                        "no line table for `{}`",
                         f.name
                     )));
                 };

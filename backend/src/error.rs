@@ -59,6 +59,9 @@ pub enum BackendError {
     },
     #[error("in `{function}`: {message}")]
     Compile { function: String, message: String },
+    /// The previous build's debug information cannot be built on; a full build can.
+    #[error("its debug information cannot be updated: {0}")]
+    PreviousDebugInfo(String),
     #[error("setting `{name}`: {message}")]
     Setting { name: String, message: String },
     #[error("this host is not supported: {0}")]
