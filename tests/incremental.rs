@@ -390,17 +390,18 @@ fn stats_build(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
     stderr
 }
 
-/// `readelf --wide -a` must not warn about anything.
-fn check_readelf_all(exe: &Path) {
+/// `readelf ARGS` must not warn about anything.
+fn check_readelf(exe: &Path, args: &[&str]) {
     let o = Command::new("readelf")
-        .args(["--wide", "-a"])
+        .args(args)
         .arg(exe)
         .output()
         .expect("readelf runs");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.trim().is_empty(),
-        "readelf --wide -a complained: {stderr}"
+        "readelf {args:?} on {} complained: {stderr}",
+        exe.display()
     );
 }
 
@@ -438,18 +439,9 @@ fn differential(seed: u64, steps: usize, flags: &[&str]) {
             b.status,
             b.stdout
         );
-        check_readelf_all(&out);
+        check_readelf(&out, &["--wide", "-a"]);
         if flags.contains(&"-g") {
-            let o = Command::new("readelf")
-                .args(["--debug-dump=info,line,frames"])
-                .arg(&out)
-                .output()
-                .expect("readelf runs");
-            let stderr = String::from_utf8_lossy(&o.stderr);
-            assert!(
-                stderr.trim().is_empty(),
-                "seed {seed} step {step}: readelf: {stderr}"
-            );
+            check_readelf(&out, &["--debug-dump=info,line,frames"]);
             let (a, b) = (debug_view::view(&out), debug_view::view(&fresh));
             if a != b {
                 let differing: Vec<_> = a
@@ -650,7 +642,7 @@ fn an_update_killed_at_any_point_never_runs_mixed_code_and_the_next_build_repair
             (Some(0), expected_new.clone()),
             "after {n}"
         );
-        check_readelf_all(&out);
+        check_readelf(&out, &["--wide", "-a"]);
     }
 }
 
