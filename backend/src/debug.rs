@@ -233,6 +233,8 @@ pub enum UnitSource<'a> {
 pub struct Previous<'a> {
     pieces: [&'a [u8]; 3],
     index: Index,
+    /// Unit key → position in `index`: one lookup per file, however many files there are.
+    by_key: HashMap<u64, usize>,
 }
 
 /// Line rows of a function in a previous build: (code offset, line minus its first line).
@@ -258,13 +260,22 @@ impl<'a> Previous<'a> {
                 }
             }
         }
-        Ok(Previous { pieces, index })
+        let by_key = index
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key, i))
+            .collect();
+        Ok(Previous {
+            pieces,
+            index,
+            by_key,
+        })
     }
 
     /// The unit of `file`, if the previous build wrote one.
     pub fn unit(&self, file: &SourceFile) -> Option<&UnitEntry> {
-        let key = file.key();
-        self.index.0.iter().find(|e| e.key == key)
+        self.by_key.get(&file.key()).map(|&i| &self.index.0[i])
     }
 
     /// The rows of every function of the units not in `keep`, by start address.
@@ -273,10 +284,11 @@ impl<'a> Previous<'a> {
         keep: &[&UnitEntry],
     ) -> std::result::Result<HashMap<u64, OldRows>, String> {
         let mut out = HashMap::new();
+        let keep: std::collections::HashSet<u64> = keep.iter().map(|k| k.key).collect();
         let debug_line =
             gimli::read::DebugLine::new(self.pieces[Piece::Line as usize], LittleEndian);
         for e in &self.index.0 {
-            if keep.iter().any(|k| k.key == e.key) {
+            if keep.contains(&e.key) {
                 continue;
             }
             let bad = |err: gimli::read::Error| format!("its line table cannot be read: {err}");
