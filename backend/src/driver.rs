@@ -690,8 +690,17 @@ impl<'a> Builder<'a> {
             // Functions of rewritten units that this build did not compile: placed as before,
             // rows from the previous line tables, moved to the function's line now.
             let mut carried: Vec<FunctionLines> = Vec::new();
-            for (i, f) in self.program.functions.iter().enumerate() {
-                if self.lines.contains_key(&i) || copied[f.file].is_some() {
+            // Only the files whose units are rewritten are visited, not the whole program.
+            let rewritten = self
+                .program
+                .files
+                .iter()
+                .zip(&copied)
+                .filter(|(_, c)| c.is_none())
+                .flat_map(|(file, _)| file.functions.clone());
+            for i in rewritten {
+                let f = &self.program.functions[i];
+                if self.lines.contains_key(&i) {
                     continue;
                 }
                 let placement = self
