@@ -145,6 +145,19 @@ impl Model {
 
     /// One random edit; returns what it was, for failure messages.
     fn edit(&mut self, rng: &mut Rng) -> String {
+        // Long runs can remove everything of a kind: then the edit adds one.
+        if self.funcs.is_empty() {
+            let id = self.fresh_id();
+            let f = self.random_func(rng);
+            self.funcs.insert(id, f);
+            return format!("add f{id}");
+        }
+        if self.data.is_empty() {
+            let id = self.fresh_id();
+            let d = self.random_data(rng);
+            self.data.insert(id, d);
+            return format!("add d{id}");
+        }
         let fkeys: Vec<u32> = self.funcs.keys().copied().collect();
         let dkeys: Vec<u32> = self.data.keys().copied().collect();
         let pick = |rng: &mut Rng, keys: &[u32]| keys[rng.below(keys.len() as u64) as usize];
@@ -358,8 +371,8 @@ impl Model {
         s
     }
 
-    /// Write the program's files into `dir`; returns their paths.
-    fn write(&self, dir: &Path) -> Vec<PathBuf> {
+    /// The text of each file.
+    fn texts(&self) -> Vec<String> {
         let mut texts = vec![String::new(); FILES];
         texts[0] += EMIT;
         texts[0] += &self.main_text();
@@ -370,14 +383,79 @@ impl Model {
             texts[f.file] += &self.function_text(*id, f);
         }
         texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let p = dir.join(format!("part{i}.clif"));
-                std::fs::write(&p, t).unwrap();
-                p
-            })
-            .collect()
+    }
+}
+
+/// The program's files on disk, changed the ways editors and build systems change files, so
+/// that change detection by stat data is put to the test: only files whose text changed are
+/// written, in one of several ways; unchanged ones are sometimes touched.
+struct Disk {
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+    moves: usize,
+}
+
+impl Disk {
+    fn new(dir: &Path) -> Disk {
+        Disk {
+            dir: dir.to_path_buf(),
+            paths: (0..FILES)
+                .map(|i| dir.join(format!("part{i}.clif")))
+                .collect(),
+            moves: 0,
+        }
+    }
+
+    /// Bring the files to `texts`; returns the paths (in file order) and what was done.
+    fn write(&mut self, texts: &[String], rng: &mut Rng, log: &mut Vec<String>) -> Vec<PathBuf> {
+        for (i, text) in texts.iter().enumerate() {
+            let path = self.paths[i].clone();
+            let now = std::fs::read_to_string(&path).ok();
+            if now.as_deref() == Some(text.as_str()) {
+                if rng.chance(15) {
+                    // `touch`: new stat data, same bytes: nothing may be recompiled for it.
+                    let f = std::fs::File::options().write(true).open(&path).unwrap();
+                    f.set_modified(std::time::SystemTime::now()).unwrap();
+                    log.push(format!("touch {i}"));
+                }
+                continue;
+            }
+            match if now.is_some() { rng.below(10) } else { 0 } {
+                0..=4 => std::fs::write(&path, text).unwrap(),
+                5 | 6 => {
+                    // An editor's save: a new file renamed over the old one (new inode).
+                    let tmp = self.dir.join(format!(".part{i}.swp"));
+                    std::fs::write(&tmp, text).unwrap();
+                    std::fs::rename(&tmp, &path).unwrap();
+                    log.push(format!("rename-save {i}"));
+                }
+                7 => {
+                    std::fs::remove_file(&path).unwrap();
+                    std::fs::write(&path, text).unwrap();
+                    log.push(format!("delete-recreate {i}"));
+                }
+                8 => {
+                    // The file moves to another path (and is edited on the way).
+                    self.moves += 1;
+                    let to = self.dir.join(format!("moved{}-part{i}.clif", self.moves));
+                    std::fs::remove_file(&path).unwrap();
+                    std::fs::write(&to, text).unwrap();
+                    self.paths[i] = to;
+                    log.push(format!("move {i}"));
+                }
+                _ => {
+                    // Same size and mtime as before, restored by hand: ctime still differs,
+                    // and a file stamped in the previous build's first tick is hashed anyway.
+                    let old = std::fs::metadata(&path).unwrap();
+                    let mtime = old.modified().unwrap();
+                    std::fs::write(&path, text).unwrap();
+                    let f = std::fs::File::options().write(true).open(&path).unwrap();
+                    f.set_modified(mtime).unwrap();
+                    log.push(format!("restore-mtime {i}"));
+                }
+            }
+        }
+        self.paths.clone()
     }
 }
 
@@ -415,14 +493,21 @@ fn differential(seed: u64, steps: usize, flags: &[&str]) {
     let mut model = Model::generate(&mut rng);
     let out = dir.path().join("updated");
     let fresh = dir.path().join("fresh");
-    let files = model.write(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut disk = Disk::new(&src);
+    let files = disk.write(&model.texts(), &mut rng, &mut Vec::new());
     stats_build(&files, &out, flags);
     let mut history = Vec::new();
     let mut full = vec!["--full"];
     full.extend_from_slice(flags);
     for step in 0..steps {
         history.push(model.edit(&mut rng));
-        let files = model.write(dir.path());
+        let mut log = Vec::new();
+        let files = disk.write(&model.texts(), &mut rng, &mut log);
+        if !log.is_empty() {
+            history.push(log.join(", "));
+        }
         let stats = stats_build(&files, &out, flags);
         assert!(
             stats.starts_with("in-place update"),
@@ -769,4 +854,133 @@ fn fragmented_free_space_gets_a_full_build_with_the_reason() {
     // The full build compacted the text: the next build is an update again.
     let o = run_build(&files);
     assert!(String::from_utf8_lossy(&o.stderr).contains("in-place update"));
+}
+
+/// The number of input files an update read, from `--stats`.
+fn files_read(stats: &str) -> usize {
+    let line = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with("input files read"))
+        .unwrap_or_else(|| panic!("no input line in:\n{stats}"));
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+fn compiled(stats: &str) -> usize {
+    let line = stats.lines().find(|l| l.contains("compiled")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn change_detection_reads_only_files_whose_stat_data_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let o = zerolink()
+        .args(["gen", "--functions", "300", "--files", "6", "-o"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let files = clif_files(&src);
+    settle_inputs();
+    let out = dir.path().join("prog");
+    let flags = ["--freestanding"];
+    stats_build(&files, &out, &flags);
+    let before = run(&out).stdout;
+
+    // Nothing changed: nothing is read, nothing compiled.
+    let stats = stats_build(&files, &out, &flags);
+    assert!(stats.starts_with("in-place update"), "{stats}");
+    assert_eq!((files_read(&stats), compiled(&stats)), (0, 0), "{stats}");
+
+    // `touch`: the file is read and hashed, and nothing is recompiled.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&files[2])
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    settle_inputs();
+    let stats = stats_build(&files, &out, &flags);
+    assert_eq!((files_read(&stats), compiled(&stats)), (1, 0), "{stats}");
+    // ... and its new stat data is recorded: the next build reads nothing.
+    let stats = stats_build(&files, &out, &flags);
+    assert_eq!(files_read(&stats), 0, "{stats}");
+
+    // An edit that keeps the size, with the mtime put back by hand: found all the same.
+    let text = std::fs::read_to_string(&files[3]).unwrap();
+    let mtime = std::fs::metadata(&files[3]).unwrap().modified().unwrap();
+    let edited = text.replacen("iconst.i64 3\n", "iconst.i64 4\n", 1);
+    assert_ne!(
+        edited, text,
+        "the generator's text changed: pick another edit"
+    );
+    std::fs::write(&files[3], &edited).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&files[3])
+        .unwrap();
+    f.set_modified(mtime).unwrap();
+    let stats = stats_build(&files, &out, &flags);
+    assert_eq!((files_read(&stats), compiled(&stats)), (1, 1), "{stats}");
+    let after = run(&out).stdout;
+    assert_ne!(after, before, "the edit must show in the output");
+    let fresh = dir.path().join("fresh");
+    build_ok(&files, &fresh, &["--freestanding", "--full"]);
+    assert_eq!(run(&fresh).stdout, after);
+
+    // A file stamped in the future is racily clean forever: hashed by every build.
+    settle_inputs();
+    stats_build(&files, &out, &flags);
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&files[4])
+        .unwrap();
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    f.set_modified(future).unwrap();
+    for _ in 0..2 {
+        let stats = stats_build(&files, &out, &flags);
+        assert_eq!((files_read(&stats), compiled(&stats)), (1, 0), "{stats}");
+    }
+}
+
+#[test]
+fn a_signature_change_recompiles_callers_in_files_that_were_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let callee = "function %callee(i64) -> i64 {\nblock0(v0: i64):\n    v1 = iconst.i64 1\n    v2 = iadd v0, v1\n    return v2\n}\n";
+    let caller = "function %main() -> i32 {\n    fn0 = %callee(i64) -> i64\nblock0:\n    v0 = iconst.i64 41\n    v1 = call fn0(v0)\n    v2 = ireduce.i32 v1\n    return v2\n}\n";
+    let a = dir.path().join("a.clif");
+    let b = dir.path().join("b.clif");
+    std::fs::write(&a, callee).unwrap();
+    std::fs::write(&b, caller).unwrap();
+    settle_inputs();
+    let out = dir.path().join("prog");
+    let files = vec![a.clone(), b.clone()];
+    stats_build(&files, &out, &["--freestanding"]);
+    assert_eq!(run(&out).status, 42);
+    // The callee now takes an i32: the caller in the unread file must be checked again.
+    std::fs::write(
+        &a,
+        callee
+            .replace(
+                "(i64) -> i64 {\nblock0(v0: i64)",
+                "(i32) -> i64 {\nblock0(v0: i32)",
+            )
+            .replace("iadd v0, v1", "uextend.i64 v0"),
+    )
+    .unwrap();
+    let o = build(&files, &out, &["--freestanding"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a call with the old signature must be refused"
+    );
+    assert!(
+        stderr.contains("b.clif") && stderr.contains("callee"),
+        "{stderr}"
+    );
+    assert_eq!(run(&out).status, 42, "a failed build leaves OUT as it was");
 }

@@ -33,6 +33,7 @@ fn generate(dir: &Path, functions: usize, files: usize) -> Vec<PathBuf> {
 fn output_is_bit_identical_whatever_the_number_of_threads() {
     let dir = tempfile::tempdir().unwrap();
     let files = generate(dir.path(), 5000, 5);
+    settle_inputs();
     let mut outputs = Vec::new();
     for (k, j) in ["1", "2", "8", "2"].into_iter().enumerate() {
         let out = dir.path().join(format!("out{k}"));
@@ -60,12 +61,14 @@ fn output_is_bit_identical_whatever_the_number_of_threads() {
 fn the_same_in_place_update_gives_the_same_bytes_when_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let files = generate(dir.path(), 2000, 4);
+    settle_inputs();
     let base = dir.path().join("base");
     build_ok(&files, &base, &["--freestanding"]);
     // One edit: a constant in one function of the third file.
     let third = &files[2];
     let text = std::fs::read_to_string(third).unwrap();
     std::fs::write(third, text.replacen("iconst.i64 3\n", "iconst.i64 4\n", 1)).unwrap();
+    settle_inputs();
     let mut results = Vec::new();
     for j in ["1", "2", "8"] {
         let out = dir.path().join(format!("updated-{j}"));

@@ -288,7 +288,8 @@ impl<'a> Previous<'a> {
         let debug_line =
             gimli::read::DebugLine::new(self.pieces[Piece::Line as usize], LittleEndian);
         for e in &self.index.0 {
-            if keep.contains(&e.key) {
+            // A unit without functions (a file of data objects only) has no line program.
+            if keep.contains(&e.key) || e.len[Piece::Line as usize] == 0 {
                 continue;
             }
             let bad = |err: gimli::read::Error| format!("its line table cannot be read: {err}");

@@ -14,8 +14,8 @@
 //! Names resolve straight to image symbols (no `ModuleDeclarations`), so an update never
 //! touches the declarations of the functions it does not compile.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use cranelift_codegen::ir::{self, ExternalName};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::{Context, FinalizedRelocTarget};
 use zerolink_image::sites::Place;
+use zerolink_image::symbols::SymbolTable;
 use zerolink_image::{
     Binding, Contents, Image, OpenError, RefKind, Reference, Summary, SymbolId, SymbolKind,
 };
@@ -32,7 +33,8 @@ use crate::clif::{
     is_builtin, rewrite_names, signature_hash, signature_mismatch, DataDef, DataInit, Definition,
     FunctionDef, Names, Program,
 };
-use crate::error::{BackendError, Result};
+use crate::error::{BackendError, Result, SourcePos};
+use crate::inputs::{self, FileRecord, Manifest};
 use crate::libs::{Libraries, LinkOptions};
 use crate::relocs::ref_kind;
 use crate::target::TargetOptions;
@@ -57,6 +59,20 @@ pub struct Report {
     pub phases: Vec<(&'static str, Duration)>,
     /// Parsing and code generation inside "compile and write" (the rest is writing).
     pub timings: crate::clif::Timings,
+    /// Input files read (the others were unchanged, by their stat data), and all of them.
+    pub read_files: usize,
+    pub files: usize,
+}
+
+impl Report {
+    /// How long the phase called `name` took (zero if it did not run).
+    pub fn phase(&self, name: &str) -> Duration {
+        self.phases
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, d)| *d)
+            .sum()
+    }
 }
 
 /// The settings an executable records: an update requires the very same.
@@ -100,14 +116,18 @@ impl Default for BuildOptions<'_> {
     }
 }
 
-/// Build `program` into `out`: update it in place when possible (unless `force_full`).
+/// Build the CLIF files `paths` into `out`: update it in place when possible (unless
+/// `force_full`), reading only the files that changed since the build that left it there.
 pub fn build(
-    program: &Program,
+    paths: &[PathBuf],
     target: &TargetOptions,
     link: &LinkOptions,
     out: &Path,
     opts: &BuildOptions<'_>,
 ) -> Result<Report> {
+    // Before any input is examined: files stamped from now on are racily clean next time.
+    let started_ns = inputs::coarse_now_ns();
+    let stats = inputs::stat_all(paths)?;
     let isa = target.isa()?;
     let libs = Arc::new(Libraries::load(link)?);
     let settings = format!(
@@ -126,41 +146,83 @@ pub fn build(
         libs: if link.freestanding { None } else { Some(libs) },
         libcall_names: cranelift_module::default_libcall_names(),
         debug_info: opts.debug_info,
+        started_ns,
     };
-    let start = Instant::now();
-    let opened = if opts.force_full {
-        Err(OpenError::Incompatible("--full was given".into()))
-    } else {
-        Image::open(out, Some(&settings))
+    let full = |reason: Option<String>| {
+        let t = Instant::now();
+        let units: Vec<u32> = (0..paths.len() as u32).collect();
+        let program = Program::read_some(paths, &stats, &units, &vec![None; paths.len()])?;
+        let read = t.elapsed();
+        let mut report = full_build(&program, &env, opts, out, reason)?;
+        report.phases.insert(0, ("read and hash inputs", read));
+        Ok(report)
     };
-    let opened_at = start.elapsed();
-    match opened {
-        Ok(image) if fragmented(&image).is_some() => {
-            let reason = fragmented(&image).expect("checked");
-            drop(image);
-            full(program, &env, opts, out, Some(reason))
+    if opts.force_full {
+        return full(Some("--full was given".into()));
+    }
+    // Units whose files an update must read although they did not change: the callers of a
+    // function whose signature changed.
+    let mut also_read: HashSet<u32> = HashSet::new();
+    loop {
+        let t = Instant::now();
+        let image = match Image::open(out, Some(&settings)) {
+            Ok(image) => image,
+            Err(OpenError::Missing) => return full(None),
+            Err(OpenError::Incompatible(reason)) => return full(Some(reason)),
+        };
+        if let Some(reason) = fragmented(&image) {
+            return full(Some(reason));
         }
-        Ok(image) if opts.debug_info && previous_debug(&image).is_err() => {
-            let reason = previous_debug(&image).err().expect("checked");
-            drop(image);
-            full(program, &env, opts, out, Some(reason))
-        }
-        Ok(image) => {
-            let t = Instant::now();
-            match diff(program, &image) {
-                // An update writes nothing before it commits, so one that cannot carry the
-                // debug information over leaves OUT as it was, for a full build.
-                Ok(d) => match update(program, &env, opts, image, d, opened_at, t.elapsed()) {
-                    Err(BackendError::PreviousDebugInfo(reason)) => {
-                        full(program, &env, opts, out, Some(reason))
-                    }
-                    result => result,
-                },
-                Err(reason) => full(program, &env, opts, out, Some(reason)),
+        if opts.debug_info {
+            if let Err(reason) = previous_debug(&image) {
+                return full(Some(reason));
             }
         }
-        Err(OpenError::Missing) => full(program, &env, opts, out, None),
-        Err(OpenError::Incompatible(reason)) => full(program, &env, opts, out, Some(reason)),
+        let Some(manifest) = Manifest::decode(image.manifest()) else {
+            return full(Some("its record of the input files is unreadable".into()));
+        };
+        let opened = t.elapsed();
+        let t = Instant::now();
+        // Without a time, no file is clean: all are read, none is wrongly kept.
+        let written = inputs::written_ns(out).unwrap_or(i64::MIN);
+        let plan = inputs::plan(paths, &stats, &manifest, written, &|u| {
+            also_read.contains(&u)
+        });
+        let program = Program::read_some(paths, &stats, &plan.units, &plan.kept)?;
+        let read = t.elapsed();
+        let t = Instant::now();
+        let d = match diff(&program, &image, &manifest) {
+            Ok(d) => d,
+            Err(DiffError::Full(reason)) => return full(Some(reason)),
+            Err(DiffError::Input(e)) => return Err(e),
+        };
+        let diff_time = t.elapsed();
+        // An update writes nothing before it commits, so one that cannot go on leaves OUT as
+        // it was: for a full build, or for another try that reads more files.
+        match update(&program, &env, opts, image, d) {
+            Ok(Updated::Done(mut report)) => {
+                report.phases.splice(
+                    0..0,
+                    [
+                        ("read and hash inputs", read),
+                        ("open table", opened),
+                        ("diff", diff_time),
+                    ],
+                );
+                report.read_files = program.files.iter().filter(|f| f.loaded).count();
+                return Ok(*report);
+            }
+            Ok(Updated::Read(units)) => {
+                let before = also_read.len();
+                also_read.extend(units);
+                if also_read.len() == before {
+                    // Cannot happen: the units asked for were read. Never loop for it.
+                    return full(Some("an update could not find the callers it needs".into()));
+                }
+            }
+            Err(BackendError::PreviousDebugInfo(reason)) => return full(Some(reason)),
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -180,10 +242,11 @@ pub fn codegen_only(
         libs: if link.freestanding { None } else { Some(libs) },
         libcall_names: cranelift_module::default_libcall_names(),
         debug_info: false,
+        started_ns: 0,
     };
     let all: Vec<usize> = (0..program.functions.len()).collect();
     for batch in all.chunks(BATCH_PER_JOB * jobs.max(1)) {
-        for r in compile_batch(program, &env, batch, jobs.max(1)) {
+        for r in compile_batch(program, &env, None, batch, jobs.max(1)) {
             r?;
         }
     }
@@ -199,6 +262,8 @@ struct Env<'a> {
     libcall_names: Box<dyn Fn(ir::LibCall) -> String + Send + Sync>,
     /// Carry CLIF line numbers through code generation for DWARF.
     debug_info: bool,
+    /// When the build started, on the clock files are stamped with (see `inputs.rs`).
+    started_ns: i64,
 }
 
 impl Env<'_> {
@@ -227,7 +292,7 @@ impl Env<'_> {
     }
 }
 
-fn full<'a>(
+fn full_build<'a>(
     program: &'a Program,
     env: &'a Env<'a>,
     opts: &BuildOptions<'a>,
@@ -283,70 +348,148 @@ struct Diff<'p> {
     gone: Vec<SymbolId>,
     functions: Vec<usize>,
     data: Vec<&'p DataDef>,
+    /// Unchanged definitions found in another file than last time: (symbol, its unit now).
+    relabel: Vec<(SymbolId, u32)>,
 }
 
-/// One pass over the inputs: each name is looked up once. Fails with a reason for a full build
-/// when a name changed from function to data or back.
-fn diff<'p>(program: &'p Program, image: &Image) -> Result<Diff<'p>, String> {
+enum DiffError {
+    /// The update cannot be done; a full build can (the reason says why).
+    Full(String),
+    /// The input is wrong (a name defined twice, one of them in a file that was not read).
+    Input(BackendError),
+}
+
+/// One pass over the files that were read: each of their names is looked up once. What the
+/// files that were not read define is in the table, untouched.
+///
+/// Whether something is *gone* is decided from counts: the definitions the read files' units
+/// had last time (from the manifest) against those found again. Only when they differ is the
+/// table scanned to find what is gone.
+fn diff<'p>(
+    program: &'p Program,
+    image: &Image,
+    manifest: &Manifest,
+) -> std::result::Result<Diff<'p>, DiffError> {
     let symbols = image.symbols();
-    let mut present = 0usize;
-    let mut shadows_builtin = false;
-    let mut changed = |name: &str, kind: SymbolKind, hash: u64| -> Result<bool, String> {
-        let Some(id) = symbols.lookup(name) else {
-            return Ok(true);
-        };
-        let s = symbols.get(id);
-        if s.kind() != kind {
-            return Err(format!(
-                "`{name}` changed from a {} to a {}",
-                s.kind().describe(),
-                kind.describe()
-            ));
-        }
-        if s.placement().is_none() {
-            return Ok(true);
-        }
-        present += 1;
-        shadows_builtin |= s.builtin();
-        Ok(s.builtin() || s.hash != hash)
+    let unread: HashMap<u32, usize> = program
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.loaded)
+        .map(|(i, f)| (f.unit, i))
+        .collect();
+    // Units whose previous definitions are looked at again: the files that were read, and
+    // those that are no longer inputs.
+    let revisited: HashSet<u32> = manifest
+        .files
+        .iter()
+        .map(|r| r.unit)
+        .filter(|u| !unread.contains_key(u))
+        .collect();
+    let expected: usize = manifest
+        .files
+        .iter()
+        .filter(|r| revisited.contains(&r.unit))
+        .map(|r| r.definitions as usize)
+        .sum();
+    let old = manifest.by_path();
+    let mut found = 0usize;
+    let mut diff = Diff {
+        gone: Vec::new(),
+        functions: Vec::new(),
+        data: Vec::new(),
+        relabel: Vec::new(),
     };
-    let old = read_manifest(image.manifest());
-    let mut unchanged_files = 0;
-    let mut functions = Vec::new();
-    let mut data = Vec::new();
-    for file in &program.files {
-        // A file whose digest is the one recorded defines exactly what it did last time.
-        if old.get(&path_hash(&file.path)) == Some(&file.digest) {
-            unchanged_files += file.functions.len() + file.data.len();
+    for file in program.files.iter().filter(|f| f.loaded) {
+        let same = old
+            .get(&inputs::path_hash(&file.path))
+            .is_some_and(|r| r.digest == file.digest && r.unit == file.unit);
+        if same {
+            // Touched, not changed: it defines exactly what it did last time.
+            found += file.definitions;
             continue;
         }
+        let mut look = |name: &str, kind: SymbolKind, hash: u64, line: usize| {
+            let Some(id) = symbols.lookup(name) else {
+                return Ok(true);
+            };
+            let s = symbols.get(id);
+            if s.kind() != kind {
+                return Err(DiffError::Full(format!(
+                    "`{name}` changed from a {} to a {}",
+                    s.kind().describe(),
+                    kind.describe()
+                )));
+            }
+            if s.placement().is_none() {
+                return Ok(true);
+            }
+            if s.builtin() {
+                // The program now defines what the image provided: its definition replaces it.
+                diff.gone.push(id);
+                return Ok(true);
+            }
+            match s.unit_of() {
+                Some(u) if unread.contains_key(&u) => {
+                    let other = &program.files[unread[&u]];
+                    return Err(DiffError::Input(BackendError::DuplicateDefinition {
+                        name: name.to_string(),
+                        first: SourcePos {
+                            file: other.path.clone(),
+                            line: line_of_definition(&other.path, name).unwrap_or(1),
+                        },
+                        second: SourcePos {
+                            file: file.path.clone(),
+                            line,
+                        },
+                    }));
+                }
+                Some(u) if revisited.contains(&u) => {
+                    found += 1;
+                    if u != file.unit {
+                        diff.relabel.push((id, file.unit));
+                    }
+                }
+                _ => {}
+            }
+            Ok(s.hash != hash)
+        };
         for i in file.functions.clone() {
             let f = &program.functions[i];
-            if changed(&f.name, SymbolKind::Function, f.hash)? {
-                functions.push(i);
+            if look(&f.name, SymbolKind::Function, f.hash, f.line)? {
+                diff.functions.push(i);
             }
         }
         for d in &program.data[file.data.clone()] {
-            if changed(&d.directive.name, SymbolKind::Data, d.hash)? {
-                data.push(d);
+            if look(
+                &d.directive.name,
+                SymbolKind::Data,
+                d.hash,
+                d.directive.line,
+            )? {
+                diff.data.push(d);
             }
         }
     }
-    present += unchanged_files;
-    // Every placed symbol the input does not account for is gone (or a built-in). Only when
-    // the counts say something is gone is the table scanned to find it.
-    let counts = symbols.counts();
-    let placed = (counts.functions + counts.data_objects) as usize;
-    let gone = if !shadows_builtin && present + builtins_placed(image) == placed {
-        Vec::new()
-    } else {
-        gone_symbols(program, image)
-    };
-    Ok(Diff {
-        gone,
-        functions,
-        data,
-    })
+    if found != expected {
+        diff.gone.extend(gone_symbols(program, image, &revisited));
+    }
+    Ok(diff)
+}
+
+/// The line of `name`'s definition in a file that was not read: only error messages pay
+/// for reading it.
+fn line_of_definition(path: &Path, name: &str) -> Option<usize> {
+    let program = Program::read(&[path.to_path_buf()]).ok()?;
+    program.locate(name).map(|p| p.line)
+}
+
+/// How an update ended without an error.
+enum Updated {
+    Done(Box<Report>),
+    /// The update needs files it did not read (by unit): the callers of a function whose
+    /// signature changed. Nothing was written; the caller reads them and tries again.
+    Read(Vec<u32>),
 }
 
 fn update<'a>(
@@ -355,25 +498,23 @@ fn update<'a>(
     opts: &BuildOptions<'a>,
     mut image: Image,
     diff: Diff<'_>,
-    opened: Duration,
-    diff_time: Duration,
-) -> Result<Report> {
+) -> Result<Updated> {
     // Gone from the input: free the slot. Redefined by the program where a built-in was: the
     // program's definition replaces it.
     for id in diff.gone {
         image.remove(id);
     }
-    let changed_data = diff.data;
-    let changed_functions = diff.functions;
-
+    for (id, unit) in diff.relabel {
+        image.set_unit(id, Some(unit));
+    }
     let t = Instant::now();
     env.link(&mut image);
     let mut b = Builder::new(program, env, image, opts);
-    for d in changed_data {
+    for d in diff.data {
         b.data(d)?;
     }
     // Rounds: the changed functions, then the callers of those whose signature changed.
-    let mut round = changed_functions;
+    let mut round = diff.functions;
     let mut done: HashSet<usize> = HashSet::new();
     b.total = round.len();
     while !round.is_empty() {
@@ -381,82 +522,47 @@ fn update<'a>(
         round.dedup();
         round.retain(|i| done.insert(*i));
         let callers = b.functions(&round)?;
+        if !b.unread_callers.is_empty() {
+            return Ok(Updated::Read(b.unread_callers.into_iter().collect()));
+        }
         round = callers.into_iter().filter(|c| !done.contains(c)).collect();
         b.total += round.len();
     }
     let compile_time = t.elapsed();
     let mut report = b.finish(Mode::Update)?;
-    report.phases.splice(
-        0..0,
-        [
-            ("open table", opened),
-            ("diff", diff_time),
-            ("compile and write", compile_time),
-        ],
-    );
-    Ok(report)
+    report.phases.insert(0, ("compile and write", compile_time));
+    Ok(Updated::Done(Box::new(report)))
 }
 
-/// The record of the inputs kept in the table: per file (hash of its path as given, digest of
-/// its definitions), so an update skips files that did not change without looking at their
-/// functions one by one.
-fn manifest(program: &Program) -> Vec<u8> {
-    let mut out = Vec::with_capacity(program.files.len() * 16);
-    for f in &program.files {
-        out.extend_from_slice(&path_hash(&f.path).to_le_bytes());
-        out.extend_from_slice(&f.digest.to_le_bytes());
+/// The record of the inputs kept in the table (see `inputs.rs`): per file, its stat data,
+/// the digest of its definitions, its unit and how many definitions it has.
+fn manifest(program: &Program, started_ns: i64) -> Manifest {
+    Manifest {
+        files: program
+            .files
+            .iter()
+            .map(|f| FileRecord {
+                path_hash: inputs::path_hash(&f.path),
+                digest: f.digest,
+                stat: inputs::to_record(f.stat, started_ns),
+                unit: f.unit,
+                definitions: f.definitions as u32,
+            })
+            .collect(),
     }
-    out
 }
 
-fn read_manifest(bytes: &[u8]) -> HashMap<u64, u64> {
-    bytes
-        .chunks_exact(16)
-        .map(|c| {
-            let (p, d) = c.split_at(8);
-            (
-                u64::from_le_bytes(p.try_into().expect("8 bytes")),
-                u64::from_le_bytes(d.try_into().expect("8 bytes")),
-            )
-        })
-        .collect()
-}
-
-fn path_hash(path: &Path) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(path.as_os_str().as_encoded_bytes())
-}
-
-/// Symbols to take out before updating: definitions gone from the input, and built-ins the
-/// program now defines itself. Scans the table: called only when something is gone.
-fn gone_symbols(program: &Program, image: &Image) -> Vec<SymbolId> {
+/// Definitions gone from the input: placed symbols of the revisited units that no file
+/// defines now. Scans the table: called only when the counts say something is gone.
+fn gone_symbols(program: &Program, image: &Image, revisited: &HashSet<u32>) -> Vec<SymbolId> {
     image
         .symbols()
         .iter()
-        .filter(|(_, s)| s.placement().is_some())
-        .filter(|(id, s)| {
-            let defined = program.names.contains_key(&image.symbols().name(*id));
-            (!s.builtin() && !defined) || (s.builtin() && defined)
-        })
+        .filter(|(_, s)| s.placement().is_some() && !s.builtin())
+        .filter(|(_, s)| s.unit_of().is_none_or(|u| revisited.contains(&u)))
+        .filter(|(id, _)| !program.names.contains_key(&image.symbols().name(*id)))
         .map(|(id, _)| id)
         .collect()
-}
-
-/// Built-ins (and runtime stubs) placed in the image: few, found by name.
-fn builtins_placed(image: &Image) -> usize {
-    zerolink_image::x86_64::BUILTINS
-        .iter()
-        .map(|b| b.name)
-        .chain([
-            zerolink_image::x86_64::START.name,
-            zerolink_image::x86_64::INTERRUPTED_NAME,
-        ])
-        .filter(|name| {
-            image
-                .symbols()
-                .lookup(name)
-                .is_some_and(|id| image.symbols().get(id).builtin())
-        })
-        .count()
 }
 
 /// A call to check once every signature is known: caller, callee and the hash of the
@@ -482,6 +588,8 @@ struct Builder<'a> {
     lines: HashMap<usize, crate::debug::FunctionLines>,
     /// Call-frame information of the placed functions, with `-g`.
     frames: Vec<(u64, crate::debug::Unwind)>,
+    /// Units of files that were not read but hold callers that must be compiled again.
+    unread_callers: BTreeSet<u32>,
 }
 
 impl<'a> Builder<'a> {
@@ -499,13 +607,19 @@ impl<'a> Builder<'a> {
             timings: crate::clif::Timings::default(),
             lines: HashMap::new(),
             frames: Vec::new(),
+            unread_callers: BTreeSet::new(),
         }
     }
 
+    /// What `name` is in the program: in the files read, or else in the table (a placed
+    /// symbol of the program's, from a file that was not read).
+    fn definition(&self, name: &str) -> Option<SymbolKind> {
+        defined(self.program, Some(self.image.symbols()), name)
+    }
+
     fn symbol_for(&mut self, name: &str, as_call: bool) -> Result<SymbolId> {
-        let kind = match (self.program.names.get(name), self.env.import(name)) {
-            (Some(Definition::Function(_)), _) => SymbolKind::Function,
-            (Some(Definition::Data(_)), _) => SymbolKind::Data,
+        let kind = match (self.definition(name), self.env.import(name)) {
+            (Some(kind), _) => kind,
             (None, _) if as_call => SymbolKind::Function,
             (None, Some(data)) => {
                 if data {
@@ -559,6 +673,8 @@ impl<'a> Builder<'a> {
         let old_sig = old.placement().map(|_| old.sig_hash).filter(|&h| h != 0);
         self.image.redefine_function(id, &c.code, c.align, &refs)?;
         self.image.set_hashes(id, f.hash, c.sig_hash);
+        self.image
+            .set_unit(id, Some(self.program.files[f.file].unit));
         if self.env.debug_info {
             if let Some(p) = self.image.symbols().get(id).placement() {
                 let lines = crate::debug::FunctionLines {
@@ -591,7 +707,13 @@ impl<'a> Builder<'a> {
         let jobs = self.jobs.max(1);
         let mut callers = Vec::new();
         for batch in indices.chunks(BATCH_PER_JOB * jobs) {
-            let results = compile_batch(self.program, self.env, batch, jobs);
+            let results = compile_batch(
+                self.program,
+                self.env,
+                Some(self.image.symbols()),
+                batch,
+                jobs,
+            );
             let t = Instant::now();
             for r in results {
                 if let Some(more) = self.place(r?)? {
@@ -619,12 +741,13 @@ impl<'a> Builder<'a> {
             phases.push(("debug info", t.elapsed()));
         }
         let t = Instant::now();
-        self.image.set_manifest(manifest(self.program));
+        self.image
+            .set_manifest(manifest(self.program, self.env.started_ns).encode());
         let summary = self.image.finish()?;
         let finish = t.elapsed();
         let mut timings = self.timings;
         timings.write += phases.iter().map(|(_, d)| *d).sum::<Duration>() + finish;
-        let total = self.program.functions.len() + self.program.data.len();
+        let total = self.program.definitions();
         let reused = match mode {
             Mode::Update => total.saturating_sub(self.compiled),
             Mode::Full { .. } => 0,
@@ -639,6 +762,8 @@ impl<'a> Builder<'a> {
                 phases
             },
             timings,
+            read_files: self.program.files.len(),
+            files: self.program.files.len(),
         })
     }
 
@@ -659,7 +784,12 @@ impl<'a> Builder<'a> {
                 }
                 Mode::Full { .. } => None,
             };
-            let old_digests = read_manifest(self.image.manifest());
+            let old_digests: HashMap<u64, u64> = Manifest::decode(self.image.manifest())
+                .unwrap_or_default()
+                .files
+                .iter()
+                .map(|r| (r.path_hash, r.digest))
+                .collect();
             let mut compiled_files = HashSet::new();
             for l in self.lines.values() {
                 compiled_files.insert(l.file);
@@ -673,7 +803,7 @@ impl<'a> Builder<'a> {
                 .zip(&files)
                 .enumerate()
                 .map(|(i, (f, sf))| {
-                    let same = old_digests.get(&path_hash(&f.path)) == Some(&f.digest);
+                    let same = old_digests.get(&inputs::path_hash(&f.path)) == Some(&f.digest);
                     let p = previous
                         .as_ref()
                         .filter(|_| same && !compiled_files.contains(&i));
@@ -755,14 +885,21 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// Program functions whose code refers to `id`.
-    fn callers_of(&self, id: SymbolId) -> Vec<usize> {
+    /// Program functions whose code refers to `id`. Those in files that were not read are
+    /// noted by unit in `unread_callers`: the update must read them and start again.
+    fn callers_of(&mut self, id: SymbolId) -> Vec<usize> {
         let mut callers = Vec::new();
         for s in self.image.referrers(id) {
             if let Place::In { owner, .. } = self.image.sites().get(s).place {
                 let name = self.image.symbols().name(owner);
-                if let Some(Definition::Function(i)) = self.program.names.get(&name) {
-                    callers.push(*i);
+                match self.program.names.get(&name) {
+                    Some(Definition::Function(i)) => callers.push(*i),
+                    Some(Definition::Data(_)) => {}
+                    None => {
+                        if let Some(u) = self.image.symbols().get(owner).unit_of() {
+                            self.unread_callers.insert(u);
+                        }
+                    }
                 }
             }
         }
@@ -776,10 +913,8 @@ impl<'a> Builder<'a> {
             DataInit::Zeroed(n) => Contents::Zeros(*n),
             DataInit::Bytes { bytes, addrs } => {
                 for a in addrs {
-                    if matches!(
-                        self.program.names.get(&a.target),
-                        Some(Definition::Function(_))
-                    ) || is_builtin(&a.target)
+                    if self.definition(&a.target) == Some(SymbolKind::Function)
+                        || is_builtin(&a.target)
                     {
                         self.program.check_function_addend(d, a)?;
                     }
@@ -799,6 +934,8 @@ impl<'a> Builder<'a> {
         self.image
             .redefine_data(id, contents, dir.align, dir.writable, &refs)?;
         self.image.set_hashes(id, d.hash, 0);
+        self.image
+            .set_unit(id, Some(self.program.files[d.file].unit));
         self.compiled += 1;
         Ok(())
     }
@@ -889,17 +1026,24 @@ enum Target {
 fn compile_batch(
     program: &Program,
     env: &Env<'_>,
+    table: Option<&SymbolTable>,
     batch: &[usize],
     jobs: usize,
 ) -> Vec<Result<Compiled>> {
     crate::parallel::map(batch, jobs, Context::new, |ctx, &i| {
-        compile_one(program, env, i, ctx)
+        compile_one(program, env, table, i, ctx)
     })
 }
 
 /// Parse, resolve names (to a list of its own) and compile function `i`. Touches nothing
 /// shared, so any thread may run it.
-fn compile_one(program: &Program, env: &Env<'_>, i: usize, ctx: &mut Context) -> Result<Compiled> {
+fn compile_one(
+    program: &Program,
+    env: &Env<'_>,
+    table: Option<&SymbolTable>,
+    i: usize,
+    ctx: &mut Context,
+) -> Result<Compiled> {
     let f = &program.functions[i];
     let mut timings = crate::clif::Timings::default();
     let t = Instant::now();
@@ -908,6 +1052,7 @@ fn compile_one(program: &Program, env: &Env<'_>, i: usize, ctx: &mut Context) ->
     let mut func = parsed.func;
     let mut names = WorkerNames {
         env,
+        table,
         names: Vec::new(),
         calls: Vec::new(),
     };
@@ -977,10 +1122,27 @@ fn compile_one(program: &Program, env: &Env<'_>, i: usize, ctx: &mut Context) ->
     })
 }
 
+/// What `name` is in the program: a definition in the files that were read, or else a placed
+/// symbol of the program's in `table` (from a file an update did not read: every definition
+/// gone from the input was removed from the table before anything is compiled).
+fn defined(program: &Program, table: Option<&SymbolTable>, name: &str) -> Option<SymbolKind> {
+    match program.names.get(name) {
+        Some(Definition::Function(_)) => Some(SymbolKind::Function),
+        Some(Definition::Data(_)) => Some(SymbolKind::Data),
+        None => {
+            let table = table?;
+            let s = table.get(table.lookup(name)?);
+            (s.placement().is_some() && !s.builtin() && s.unit_of().is_some()).then(|| s.kind())
+        }
+    }
+}
+
 /// Name resolution inside a worker: every name gets an index into the function's own list;
 /// the image learns the names when the function is placed.
 struct WorkerNames<'e, 'a> {
     env: &'e Env<'a>,
+    /// The image's table as it was before this batch (read only while workers run).
+    table: Option<&'e SymbolTable>,
     names: Vec<(String, bool)>,
     calls: Vec<(usize, u64)>,
 }
@@ -994,12 +1156,12 @@ impl Names for WorkerNames<'_, '_> {
         sig: &ir::Signature,
     ) -> Result<(u32, u32, bool)> {
         let k = self.names.len();
-        let colocated = match program.names.get(name) {
-            Some(Definition::Function(_)) => {
+        let colocated = match defined(program, self.table, name) {
+            Some(SymbolKind::Function) => {
                 self.calls.push((k, signature_hash(sig)));
                 true
             }
-            Some(Definition::Data(_)) => return Err(program.not_a_function(caller, name)),
+            Some(SymbolKind::Data) => return Err(program.not_a_function(caller, name)),
             None => self.env.builtin_in_image(name),
         };
         self.names.push((name.to_string(), true));
@@ -1007,7 +1169,8 @@ impl Names for WorkerNames<'_, '_> {
     }
 
     fn symbol(&mut self, program: &Program, name: &str) -> Result<(u32, u32, bool)> {
-        let colocated = program.names.contains_key(name) || self.env.builtin_in_image(name);
+        let colocated =
+            defined(program, self.table, name).is_some() || self.env.builtin_in_image(name);
         let k = self.names.len();
         self.names.push((name.to_string(), false));
         Ok((0, k as u32, colocated))

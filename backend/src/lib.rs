@@ -16,6 +16,7 @@ pub mod clif;
 pub mod debug;
 pub mod driver;
 pub mod error;
+pub mod inputs;
 pub mod libs;
 pub mod module;
 mod parallel;

@@ -83,8 +83,7 @@ pub fn edit_loop(
 
         eprint!("{n} functions: full build ...");
         let t = Instant::now();
-        let program = Program::read(&paths)?;
-        driver::build(&program, target, &link, &out, &full_opts)?;
+        driver::build(&paths, target, &link, &out, &full_opts)?;
         let full = t.elapsed();
         let mut output = run_exe(&out)?;
         eprint!(" {:.0} ms; edits:", ms(full));
@@ -97,11 +96,9 @@ pub fn edit_loop(
             let f = (n / 2 + e * 7919) % n;
             edit_function(dir.path(), &opts, f, e as i64 + 1)?;
             let t = Instant::now();
-            let program = Program::read(&paths)?;
-            let read = t.elapsed();
-            let t = Instant::now();
-            let report = driver::build(&program, target, &link, &out, &update_opts)?;
-            let rest = t.elapsed();
+            let report = driver::build(&paths, target, &link, &out, &update_opts)?;
+            let read = report.phase("read and hash inputs");
+            let rest = t.elapsed().saturating_sub(read);
             if !matches!(report.mode, Mode::Update) || report.compiled != 1 {
                 bail!(
                     "edit {e} was not a one-function update: {:?}, {} compiled",
@@ -122,8 +119,7 @@ pub fn edit_loop(
             bytes.push(report.summary.bytes_written);
         }
         // The last update must behave exactly as a fresh build of the same input.
-        let program = Program::read(&paths)?;
-        driver::build(&program, target, &link, &fresh, &full_opts)?;
+        driver::build(&paths, target, &link, &fresh, &full_opts)?;
         if run_exe(&out)? != run_exe(&fresh)? {
             bail!("{n} functions: the updated executable differs from a fresh build");
         }
@@ -210,10 +206,18 @@ pub struct CompareArgs {
     /// otherwise they are freestanding and static.
     #[arg(long)]
     pub libc: bool,
-    /// Threads for both paths (zerolink's workers; objects compiled in parallel as with
-    /// `make -j`). 1 by default, so that the phase columns add up to the total.
-    #[arg(short = 'j', long, default_value_t = 1)]
-    pub jobs: usize,
+    /// Thread counts, comma-separated: the full builds and the codegen-only floor are
+    /// measured at each (direct: zerolink's workers; separate: one object per input file and
+    /// worker at a time, as with `make -j`). The no-op rebuild and the edit rows use the
+    /// first.
+    #[arg(
+        short = 'j',
+        long,
+        value_name = "N,...",
+        value_delimiter = ',',
+        default_value = "1,2"
+    )]
+    pub jobs: Vec<usize>,
 }
 
 impl Default for CompareArgs {
@@ -225,7 +229,7 @@ impl Default for CompareArgs {
             output: "bench-results".into(),
             program: Vec::new(),
             libc: false,
-            jobs: 1,
+            jobs: vec![1, 2],
         }
     }
 }
@@ -345,6 +349,14 @@ fn read_timings(path: &Path) -> Result<serde_json::Value> {
 }
 
 impl PathResult {
+    fn new(path: impl Into<String>, jobs: usize) -> PathResult {
+        PathResult {
+            path: path.into(),
+            jobs,
+            ..Default::default()
+        }
+    }
+
     /// One run: the phase times a zerolink process reported, the measured total and peak,
     /// the link step if there was one, and the size of what it produced.
     fn record(
@@ -367,12 +379,25 @@ impl PathResult {
         self.size = std::fs::metadata(output)?.len();
         Ok(())
     }
+
+    /// The name in legends: with its thread count when that varies.
+    fn label(&self, with_jobs: bool) -> String {
+        if with_jobs {
+            format!("{} -j {}", self.path, self.jobs)
+        } else {
+            self.path.clone()
+        }
+    }
 }
 
-/// One measured way of building, aggregated over runs.
+/// One measured way of building, aggregated over runs. `parse`, `codegen` and `write` are
+/// what the zerolink process reported (`--timings`), `link` and `total` are wall times
+/// measured here, one entry per run.
 #[derive(Default, Clone)]
 struct PathResult {
     path: String,
+    /// `-j` of the zerolink process (the linkers are what they are).
+    jobs: usize,
     parse: Vec<f64>,
     codegen: Vec<f64>,
     write: Vec<f64>,
@@ -397,17 +422,69 @@ fn spread(v: &[f64]) -> (f64, f64) {
     (lo, hi)
 }
 
+/// The full builds at one thread count, with the floor they are measured against.
+struct JobsResult {
+    jobs: usize,
+    /// `zerolink build --codegen-only -j N`: parse and compile every function, write nothing
+    /// (`driver::codegen_only`, the floor `zerolink bench parallel` uses). Wall time and peak
+    /// memory only.
+    floor: PathResult,
+    /// Direct first, then the separate path with each linker.
+    full: Vec<PathResult>,
+}
+
 struct SizeResult {
     label: String,
     functions: usize,
-    full: Vec<PathResult>,
+    by_jobs: Vec<JobsResult>,
+    /// `zerolink build` again after the first direct full build, nothing changed.
+    no_op: PathResult,
     edit: Vec<PathResult>,
 }
 
+/// The time a build spends outside parse and codegen, in wall time: the median over runs of
+/// its total minus the codegen-only floor at the same `-j`, measured in the same run.
+///
+/// Why not total − parse − codegen, as before: with `-j N` the phase times a zerolink process
+/// reports are summed over its worker threads (thread time, close to CPU time) while the
+/// total is wall time, so the difference went negative as soon as two threads compiled. The
+/// floor does the same parsing and compiling on the same number of threads, in the same
+/// batches of 64 functions per thread, in a process of its own (start-up, reading the inputs,
+/// loading libraries included) and writes nothing, so the difference is everything else, in
+/// the same unit as the total. With `-j 1` it matches the old figure within the noise.
+///
+/// What it includes: for the direct path, placing, patching, the tables and writing the
+/// executable (the placing thread's `write` phase, measured on its own, is shown beside it:
+/// the workers wait while it runs, so it is wall time too); for the separate path, writing
+/// the objects, the link, and the parallelism lost to compiling one whole file per worker
+/// (with fewer files than threads, or files of unequal cost, threads sit idle). The floor is
+/// the direct path's schedule, though: batches of 64 functions per thread, each waiting for
+/// its slowest function, where the separate path's workers take whole files with no barrier;
+/// so with `-j` > 1 the separate figure is "beyond what the direct path cannot avoid" and can
+/// be below zero for that reason. And it is a difference of two noisy measurements (each
+/// ±10–20% on a small VM), so a small one can come out below zero anyway; the spreads of
+/// both are in the table.
+fn outside_parse_codegen(p: &PathResult, floor: &PathResult) -> f64 {
+    let diffs: Vec<f64> = p
+        .total
+        .iter()
+        .zip(&floor.total)
+        .map(|(t, f)| t - f)
+        .collect();
+    med(&diffs)
+}
+
 /// The comparison: every path builds every program, every executable is run, and a size
-/// counts only if all of them print the same checksum.
+/// counts only if all of them print the same checksum. Full builds are measured at every
+/// thread count of `args.jobs`, each against the codegen-only floor at that count (see
+/// [`outside_parse_codegen`]); after the first direct full build, a no-op rebuild.
 pub fn compare(args: &CompareArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the zerolink executable")?;
+    let jobs: Vec<usize> = if args.jobs.is_empty() {
+        vec![1]
+    } else {
+        args.jobs.iter().map(|&j| j.max(1)).collect()
+    };
     let linkers = linkers();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -462,7 +539,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
             &label,
             functions,
             args.libc,
-            args.jobs,
+            &jobs,
         )?);
     }
     std::fs::create_dir_all(&args.output)?;
@@ -493,26 +570,47 @@ fn compare_one(
     label: &str,
     functions: usize,
     libc: bool,
-    jobs: usize,
+    jobs: &[usize],
 ) -> Result<SizeResult> {
-    let jobs = jobs.max(1).to_string();
     let direct_out = dir.join("direct");
     let objdir = dir.join("objects");
     let timings = dir.join("timings.json");
-    let mut freestanding: Vec<&str> = if libc { vec![] } else { vec!["--freestanding"] };
-    freestanding.extend(["-j", jobs.as_str()]);
-    let freestanding = &freestanding[..];
-    let mut full = vec![PathResult {
-        path: "direct (zerolink)".into(),
-        ..Default::default()
-    }];
-    for l in linkers {
-        full.push(PathResult {
-            path: format!("separate + {}", l.name),
-            ..Default::default()
-        });
-    }
-    let mut edit = full.clone();
+    // A zerolink subcommand on the inputs, for this kind of program, on `j` threads.
+    let zerolink = |subcommand: &str, j: usize| {
+        let mut c = std::process::Command::new(exe);
+        c.arg(subcommand).args(files);
+        if !libc {
+            c.arg("--freestanding");
+        }
+        c.arg("-j").arg(j.to_string());
+        c
+    };
+    let mut by_jobs: Vec<JobsResult> = jobs
+        .iter()
+        .map(|&j| JobsResult {
+            jobs: j,
+            floor: PathResult::new("codegen-only floor", j),
+            full: std::iter::once(PathResult::new("direct (zerolink)", j))
+                .chain(
+                    linkers
+                        .iter()
+                        .map(|l| PathResult::new(format!("separate + {}", l.name), j)),
+                )
+                .collect(),
+        })
+        .collect();
+    // One function compiles in an edit, and nothing in a no-op: their thread count hardly
+    // matters, so they run once, with the first.
+    let first_jobs = jobs[0];
+    let mut no_op = PathResult::new("direct: no-op rebuild", first_jobs);
+    let mut edit: Vec<PathResult> =
+        std::iter::once(PathResult::new("direct: in-place update", first_jobs))
+            .chain(
+                linkers
+                    .iter()
+                    .map(|l| PathResult::new(format!("separate: one .o + {}", l.name), first_jobs)),
+            )
+            .collect();
     let mut sums = Checksums {
         label,
         expected: None,
@@ -547,43 +645,70 @@ fn compare_one(
         })
         .collect();
 
-    for run in 0..runs {
-        eprint!("  run {}/{runs}: direct", run + 1);
-        let m = measure(
-            std::process::Command::new(exe)
-                .arg("build")
-                .args(files)
-                .arg("-o")
-                .arg(&direct_out)
-                .args(freestanding)
-                .arg("--full")
-                .arg("--timings")
-                .arg(&timings),
-        )?;
-        let t = read_timings(&timings)?;
-        full[0].record(&t, m.wall, None, m.peak_kib, &direct_out)?;
-        sums.check(&direct_out, "the direct build")?;
+    // The first process on freshly written inputs pays for cold caches; it would be the floor
+    // of the first run, which all of that run's differences are taken against. Not measured.
+    let warm_up = jobs.iter().copied().max().unwrap_or(1);
+    measure(zerolink("build", warm_up).args(["-o", "/dev/null", "--codegen-only"]))?;
 
-        eprint!(", objects");
-        let _ = std::fs::remove_dir_all(&objdir);
-        let m_obj = measure(
-            std::process::Command::new(exe)
-                .arg("bench-objects")
-                .args(files)
-                .arg("-o")
-                .arg(&objdir)
-                .args(freestanding)
-                .arg("--timings")
-                .arg(&timings),
-        )?;
-        let t = read_timings(&timings)?;
-        for (i, l) in linkers.iter().enumerate() {
-            eprint!(", {}", l.name);
-            let out = dir.join(format!("separate{i}"));
-            let m = measure(&mut link_cmd(l, &objects, &out))?;
-            let peak = m_obj.peak_kib.max(m.peak_kib);
-            full[i + 1].record(&t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
-            sums.check(&out, &format!("the build linked by {}", l.name))?;
+    for run in 0..runs {
+        eprint!("  run {}/{runs}:", run + 1);
+        for (k, group) in by_jobs.iter_mut().enumerate() {
+            let j = group.jobs;
+            eprint!("{} -j {j}: floor", if k == 0 { "" } else { ";" });
+            let m = measure(zerolink("build", j).args(["-o", "/dev/null", "--codegen-only"]))?;
+            group.floor.total.push(ms(m.wall));
+            group.floor.peak_kib.push(m.peak_kib as f64);
+
+            eprint!(", direct");
+            let m = measure(
+                zerolink("build", j)
+                    .arg("-o")
+                    .arg(&direct_out)
+                    .arg("--full")
+                    .arg("--timings")
+                    .arg(&timings),
+            )?;
+            let t = read_timings(&timings)?;
+            group.full[0].record(&t, m.wall, None, m.peak_kib, &direct_out)?;
+            sums.check(&direct_out, "the direct build")?;
+
+            if k == 0 {
+                // The same build again, nothing changed: what `make` with nothing to do is to
+                // the separate path, except that the inputs are hashed, not their times read.
+                eprint!(", no-op");
+                let m = measure(
+                    zerolink("build", j)
+                        .arg("-o")
+                        .arg(&direct_out)
+                        .arg("--timings")
+                        .arg(&timings),
+                )?;
+                let t = read_timings(&timings)?;
+                if t["codegen"].as_f64() != Some(0.0) {
+                    bail!("{label}: the rebuild with nothing changed compiled functions");
+                }
+                no_op.record(&t, m.wall, None, m.peak_kib, &direct_out)?;
+                sums.check(&direct_out, "the executable after a no-op rebuild")?;
+            }
+
+            eprint!(", objects");
+            let _ = std::fs::remove_dir_all(&objdir);
+            let m_obj = measure(
+                zerolink("bench-objects", j)
+                    .arg("-o")
+                    .arg(&objdir)
+                    .arg("--timings")
+                    .arg(&timings),
+            )?;
+            let t = read_timings(&timings)?;
+            for (i, l) in linkers.iter().enumerate() {
+                eprint!(", {}", l.name);
+                let out = dir.join(format!("separate{i}"));
+                let m = measure(&mut link_cmd(l, &objects, &out))?;
+                let peak = m_obj.peak_kib.max(m.peak_kib);
+                group.full[i + 1].record(&t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
+                sums.check(&out, &format!("the build linked by {}", l.name))?;
+            }
         }
 
         // The edit loop: one function changes.
@@ -594,27 +719,20 @@ fn compare_one(
             // The edited program prints something else: every path must agree on the new sum.
             sums.expected = None;
             let m = measure(
-                std::process::Command::new(exe)
-                    .arg("build")
-                    .args(files)
+                zerolink("build", first_jobs)
                     .arg("-o")
                     .arg(&direct_out)
-                    .args(freestanding)
                     .arg("--timings")
                     .arg(&timings),
             )?;
             let t = read_timings(&timings)?;
-            edit[0].path = "direct: in-place update".into();
             edit[0].record(&t, m.wall, None, m.peak_kib, &direct_out)?;
             sums.check(&direct_out, "the updated executable")?;
             eprint!(", one object");
             let m_obj = measure(
-                std::process::Command::new(exe)
-                    .arg("bench-objects")
-                    .args(files)
+                zerolink("bench-objects", first_jobs)
                     .arg("-o")
                     .arg(&objdir)
-                    .args(freestanding)
                     .arg("--only")
                     .arg(&changed)
                     .arg("--timings")
@@ -626,7 +744,6 @@ fn compare_one(
                 let out = dir.join(format!("separate{i}"));
                 let m = measure(&mut link_cmd(l, &objects, &out))?;
                 let peak = m_obj.peak_kib.max(m.peak_kib);
-                edit[i + 1].path = format!("separate: one .o + {}", l.name);
                 edit[i + 1].record(&t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
                 sums.check(&out, &format!("the edit relinked by {}", l.name))?;
             }
@@ -637,7 +754,8 @@ fn compare_one(
     Ok(SizeResult {
         label: label.to_string(),
         functions,
-        full,
+        by_jobs,
+        no_op,
         edit: if gen.is_some() { edit } else { Vec::new() },
     })
 }
@@ -662,21 +780,61 @@ impl Checksums<'_> {
     }
 }
 
+/// One table row; a phase nobody reported (the floor's, a link the direct path does not
+/// have) is a dash.
 fn row(r: &PathResult) -> String {
     let (lo, hi) = spread(&r.total);
+    let phase = |v: &[f64]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", med(v))
+        }
+    };
     format!(
-        "  {:<28} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1} {:>15} {:>9.0} {:>10}\n",
+        "  {:<28} {:>3} {:>9} {:>9} {:>9} {:>9} {:>10.1} {:>15} {:>9.0} {:>10}\n",
         r.path,
-        med(&r.parse),
-        med(&r.codegen),
-        med(&r.write),
-        med(&r.link),
+        r.jobs,
+        phase(&r.parse),
+        phase(&r.codegen),
+        phase(&r.write),
+        phase(&r.link),
         med(&r.total),
         format!("{lo:.0}-{hi:.0}"),
         med(&r.peak_kib) / 1024.0,
-        r.size
+        if r.size > 0 {
+            r.size.to_string()
+        } else {
+            "-".to_string()
+        }
     )
 }
+
+/// The fastest separate build (by median total) of one thread count.
+fn fastest_separate(g: &JobsResult) -> Option<&PathResult> {
+    g.full[1..]
+        .iter()
+        .min_by(|a, b| med(&a.total).partial_cmp(&med(&b.total)).expect("no NaN"))
+}
+
+const LEGEND: &str = "\
+times in ms (median of runs; spread = min-max of total); memory = peak RSS in MiB
+  -j: threads of the zerolink process (direct: functions compiled in parallel; separate: one
+      .o per input file and thread at a time, as with make -j; the link is the linker's own)
+  parse, codegen: thread time summed over the workers, so with -j > 1 they exceed the wall
+      time they took and the columns do not add up to the total
+  write: direct: the placing thread (placing, patching, tables, writing; the workers wait
+      for it, so it is wall time); separate: emitting and writing objects, summed over workers
+  link, total: wall time of the child processes (total of separate = objects + link)
+  codegen-only floor: zerolink build --codegen-only, the same parsing and compiling on the
+      same threads, nothing written
+  no-op rebuild: zerolink build again after the direct full build, nothing changed
+  outside parse and codegen: total - floor at the same -j, median over runs of the
+      difference, in wall time. A difference of two noisy figures: a small one can come out
+      below zero. The floor compiles in the direct path's batches (64 functions per thread,
+      each waiting for its slowest); separate workers take whole files with no such barrier,
+      so with -j > 1 separate can also come in under the floor for real
+";
 
 fn render_table(results: &[SizeResult], linkers: &[Linker], cores: usize, cpu: &str) -> String {
     let mut s = String::new();
@@ -684,37 +842,57 @@ fn render_table(results: &[SizeResult], linkers: &[Linker], cores: usize, cpu: &
     for l in linkers {
         s += &format!("{}: {}\n", l.name, l.version);
     }
-    s += "times in ms (median of runs; spread = min-max of total); memory = peak RSS in MiB\n";
+    s += LEGEND;
     for r in results {
         s += &format!("\n{} functions ({})\n", r.functions, r.label);
         s += &format!(
-            "  {:<28} {:>9} {:>9} {:>9} {:>9} {:>10} {:>15} {:>9} {:>10}\n",
-            "full build", "parse", "codegen", "write", "link", "total", "spread", "MiB", "bytes"
+            "  {:<28} {:>3} {:>9} {:>9} {:>9} {:>9} {:>10} {:>15} {:>9} {:>10}\n",
+            "full build",
+            "-j",
+            "parse",
+            "codegen",
+            "write",
+            "link",
+            "total",
+            "spread",
+            "MiB",
+            "bytes"
         );
-        for p in &r.full {
-            s += &row(p);
+        for g in &r.by_jobs {
+            s += &row(&g.floor);
+            for p in &g.full {
+                s += &row(p);
+            }
         }
+        s += "  nothing changed\n";
+        s += &row(&r.no_op);
         if !r.edit.is_empty() {
             s += "  edit one function\n";
             for p in &r.edit {
                 s += &row(p);
             }
         }
-        let direct = &r.full[0];
-        if let Some(best) = r.full[1..]
-            .iter()
-            .min_by(|a, b| med(&a.total).partial_cmp(&med(&b.total)).expect("no NaN"))
-        {
-            let not_codegen = |p: &PathResult| med(&p.total) - med(&p.codegen) - med(&p.parse);
+        s += "  outside parse and codegen (total - floor); direct total / fastest separate:\n";
+        for g in &r.by_jobs {
+            let direct = &g.full[0];
+            let outside = outside_parse_codegen(direct, &g.floor);
             s += &format!(
-                "  direct total / fastest separate ({}): {:.2}; everything but parse and codegen: \
-                 direct {:.1} ms ({:.1}% of codegen), separate {:.1} ms\n",
-                best.path,
-                med(&direct.total) / med(&best.total),
-                not_codegen(direct),
-                100.0 * not_codegen(direct) / med(&direct.codegen),
-                not_codegen(best),
+                "    -j {}: direct {:.1} ms ({:.1}% of the floor {:.0} ms; write phase {:.1} ms)",
+                g.jobs,
+                outside,
+                100.0 * outside / med(&g.floor.total),
+                med(&g.floor.total),
+                med(&direct.write),
             );
+            if let Some(best) = fastest_separate(g) {
+                s += &format!(
+                    ", {} {:.1} ms; {:.2}",
+                    best.path,
+                    outside_parse_codegen(best, &g.floor),
+                    med(&direct.total) / med(&best.total),
+                );
+            }
+            s += "\n";
         }
     }
     s
@@ -729,6 +907,7 @@ fn to_json(
     let path = |p: &PathResult| {
         serde_json::json!({
             "path": p.path,
+            "jobs": p.jobs,
             "parse_ms": med(&p.parse),
             "codegen_ms": med(&p.codegen),
             "write_ms": med(&p.write),
@@ -739,27 +918,51 @@ fn to_json(
             "output_bytes": p.size,
         })
     };
+    let full = |g: &JobsResult, p: &PathResult| {
+        let mut v = path(p);
+        v["outside_parse_codegen_ms"] = outside_parse_codegen(p, &g.floor).into();
+        v
+    };
     serde_json::json!({
         "machine": { "cores": cores, "cpu": cpu },
         "linkers": linkers.iter().map(|l| serde_json::json!({"name": l.name, "version": l.version})).collect::<Vec<_>>(),
+        "notes": {
+            "parse_ms": "reading and parsing CLIF, resolving names; like codegen_ms, thread time summed over the workers (exceeds wall time with jobs > 1)",
+            "codegen_ms": "Cranelift's compile, thread time summed over the workers",
+            "write_ms": "direct: wall time of the placing thread; separate: summed over the object workers",
+            "total_ms": "wall time of the child processes (separate: objects plus link)",
+            "link_ms": "wall time of the linker (0 for the direct path)",
+            "codegen_only_floor": "zerolink build --codegen-only: parse and compile every function on the same threads, write nothing",
+            "outside_parse_codegen_ms": "median over runs of total minus the floor at the same jobs, measured in the same run",
+        },
         "programs": results.iter().map(|r| serde_json::json!({
             "label": r.label,
             "functions": r.functions,
-            "full_build": r.full.iter().map(path).collect::<Vec<_>>(),
+            "full_build": r.by_jobs.iter().flat_map(|g| g.full.iter().map(move |p| full(g, p))).collect::<Vec<_>>(),
+            "codegen_only_floor": r.by_jobs.iter().map(|g| serde_json::json!({
+                "jobs": g.jobs,
+                "total_ms": med(&g.floor.total),
+                "total_runs_ms": g.floor.total,
+                "peak_rss_kib": med(&g.floor.peak_kib),
+            })).collect::<Vec<_>>(),
+            "no_op_rebuild": path(&r.no_op),
             "edit_one_function": r.edit.iter().map(path).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
 
-/// Total time against program size, log-log, one line per path (edits dashed).
+/// Total time against program size, log-log, one line per path: colour by path, solid for the
+/// first thread count and dotted for the others, edits dashed, the no-op rebuild grey.
 fn plot(results: &[SizeResult]) -> String {
     let (w, h, left, bottom, top, right) = (780.0, 480.0, 90.0, 50.0, 30.0, 230.0);
     let points: Vec<(f64, f64)> = results
         .iter()
         .flat_map(|r| {
-            r.full
+            r.by_jobs
                 .iter()
+                .flat_map(|g| &g.full)
                 .chain(&r.edit)
+                .chain(std::iter::once(&r.no_op))
                 .map(move |p| (r.functions as f64, med(&p.total)))
         })
         .filter(|&(x, y)| x > 0.0 && y > 0.0)
@@ -805,52 +1008,80 @@ fn plot(results: &[SizeResult]) -> String {
         .iter()
         .filter(|r| r.functions > 0 && r.label != "given")
         .collect();
-    let series = |edit: bool| -> Vec<(String, Vec<(f64, f64)>)> {
-        let n = sized
-            .first()
-            .map_or(0, |r| if edit { r.edit.len() } else { r.full.len() });
-        (0..n)
-            .map(|i| {
-                let name = sized[0]
-                    .full
-                    .get(i)
-                    .map(|p| p.path.clone())
-                    .unwrap_or_default();
-                let name = if edit {
-                    sized[0].edit.get(i).map(|p| p.path.clone()).unwrap_or(name)
-                } else {
-                    name
-                };
-                let pts = sized
-                    .iter()
-                    .filter_map(|r| {
-                        let ps = if edit { &r.edit } else { &r.full };
-                        ps.get(i).map(|p| (r.functions as f64, med(&p.total)))
-                    })
-                    .collect();
-                (name, pts)
-            })
-            .collect()
+    let Some(first) = sized.first() else {
+        return s + "</svg>\n";
     };
-    let mut legend_y = top + 10.0;
-    for (edit, dash) in [(false, ""), (true, " stroke-dasharray=\"6 4\"")] {
-        for (i, (name, pts)) in series(edit).into_iter().enumerate() {
-            let color = colors[i % colors.len()];
-            let d: Vec<String> = pts
-                .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-                .collect();
-            s += &format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n", d.join(" "));
-            for &(x, y) in &pts {
-                s += &format!(
-                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>\n",
-                    px(x),
-                    py(y)
-                );
-            }
-            s += &format!("<line x1=\"{}\" y1=\"{legend_y}\" x2=\"{}\" y2=\"{legend_y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\n<text x=\"{}\" y=\"{}\">{name}</text>\n", w - right + 10.0, w - right + 34.0, w - right + 40.0, legend_y + 4.0);
-            legend_y += 18.0;
+    /// Which row of a size a line follows.
+    #[derive(Clone, Copy)]
+    enum Pick {
+        Full(usize, usize),
+        NoOp,
+        Edit(usize),
+    }
+    let pick = |r: &'_ SizeResult, p: Pick| -> Option<f64> {
+        let row = match p {
+            Pick::Full(g, i) => r.by_jobs.get(g)?.full.get(i)?,
+            Pick::NoOp => &r.no_op,
+            Pick::Edit(i) => r.edit.get(i)?,
+        };
+        Some(med(&row.total))
+    };
+    let with_jobs = first.by_jobs.len() > 1;
+    // (legend, colour, dash pattern, row)
+    let mut series: Vec<(String, &str, &str, Pick)> = Vec::new();
+    for (g, group) in first.by_jobs.iter().enumerate() {
+        let dash = if g == 0 {
+            ""
+        } else {
+            " stroke-dasharray=\"2 3\""
+        };
+        for (i, p) in group.full.iter().enumerate() {
+            series.push((
+                p.label(with_jobs),
+                colors[i % colors.len()],
+                dash,
+                Pick::Full(g, i),
+            ));
         }
+    }
+    series.push((
+        first.no_op.path.clone(),
+        "#7f7f7f",
+        " stroke-dasharray=\"6 2 2 2\"",
+        Pick::NoOp,
+    ));
+    for (i, p) in first.edit.iter().enumerate() {
+        series.push((
+            p.path.clone(),
+            colors[i % colors.len()],
+            " stroke-dasharray=\"6 4\"",
+            Pick::Edit(i),
+        ));
+    }
+    let mut legend_y = top + 10.0;
+    for (name, color, dash, which) in series {
+        let pts: Vec<(f64, f64)> = sized
+            .iter()
+            .filter_map(|r| pick(r, which).map(|y| (r.functions as f64, y)))
+            .filter(|&(_, y)| y > 0.0)
+            .collect();
+        let d: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        s += &format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
+            d.join(" ")
+        );
+        for &(x, y) in &pts {
+            s += &format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>\n",
+                px(x),
+                py(y)
+            );
+        }
+        s += &format!("<line x1=\"{}\" y1=\"{legend_y}\" x2=\"{}\" y2=\"{legend_y}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\n<text x=\"{}\" y=\"{}\">{name}</text>\n", w - right + 10.0, w - right + 34.0, w - right + 40.0, legend_y + 4.0);
+        legend_y += 18.0;
     }
     s += "</svg>\n";
     s

@@ -386,10 +386,9 @@ fn build(
     timings: Option<&Path>,
 ) -> Result<()> {
     let t0 = Instant::now();
-    let program = Program::read(&input.files)?;
-    let read_time = t0.elapsed();
     let target = input.target();
     if input.separate {
+        let program = Program::read(&input.files)?;
         zerolink_backend::reference::build(&program, &target, &input.link(), output)?;
         return Ok(());
     }
@@ -401,12 +400,15 @@ fn build(
         progress: Some(&report_progress),
         debug_info: input.debug_info,
     };
-    let result = driver::build(&program, &target, &input.link(), output, &opts);
+    let result = driver::build(&input.files, &target, &input.link(), output, &opts);
     progress.finish();
     let report = match result {
         Ok(report) => report,
         Err(BackendError::Image(ImageError::Undefined(list))) => {
-            return Err(anyhow::anyhow!(describe_undefined(&program, &list)))
+            // An update read only the files that changed; errors pay for reading them all,
+            // to name the place of every referrer.
+            let program = Program::read(&input.files).ok();
+            return Err(anyhow::anyhow!(describe_undefined(program.as_ref(), &list)));
         }
         Err(e) => return Err(e.into()),
     };
@@ -419,11 +421,12 @@ fn build(
         }
     }
     if stats {
-        print_stats(&report, read_time);
+        print_stats(&report);
     }
     if let Some(path) = timings {
         let t = &report.timings;
-        write_timings(path, read_time + t.parse, t.codegen, t.write, t0.elapsed())?;
+        let read = report.phase("read and hash inputs");
+        write_timings(path, read + t.parse, t.codegen, t.write, t0.elapsed())?;
     }
     Ok(())
 }
@@ -489,7 +492,7 @@ fn write_timings(
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn print_stats(report: &driver::Report, read_time: Duration) {
+fn print_stats(report: &driver::Report) {
     let s = &report.summary;
     let mode = match &report.mode {
         Mode::Full { .. } => "full build",
@@ -508,15 +511,17 @@ fn print_stats(report: &driver::Report, read_time: Duration) {
         "  {} functions, {} data objects, {} sites, {} GOT entries",
         s.functions, s.data_objects, s.sites, s.got_entries
     );
-    let mut phases = vec![("read and hash inputs", read_time)];
-    phases.extend(report.phases.iter().copied());
-    for (name, d) in phases {
+    eprintln!(
+        "  input files read {} of {} (the others unchanged by their stat data)",
+        report.read_files, report.files
+    );
+    for &(name, d) in &report.phases {
         eprintln!("  {:<22} {:>9.3} ms", name, d.as_secs_f64() * 1e3);
     }
 }
 
 /// One paragraph per undefined symbol, with the place of every function that refers to it.
-fn describe_undefined(program: &Program, list: &[zerolink_image::Undefined]) -> String {
+fn describe_undefined(program: Option<&Program>, list: &[zerolink_image::Undefined]) -> String {
     let mut out = String::new();
     for (i, u) in list.iter().enumerate() {
         if i > 0 {
@@ -524,7 +529,7 @@ fn describe_undefined(program: &Program, list: &[zerolink_image::Undefined]) -> 
         }
         out.push_str(&format!("undefined symbol `{}`", u.name));
         for r in &u.referenced_by {
-            match program.locate(r) {
+            match program.and_then(|p| p.locate(r)) {
                 Some(pos) => out.push_str(&format!("\n  referenced by `{r}` at {pos}")),
                 None => out.push_str(&format!("\n  referenced by `{r}`")),
             }

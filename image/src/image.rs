@@ -421,6 +421,14 @@ impl Image {
         self.symbols.set(id, sym);
     }
 
+    /// Remember which of the producer's units (an input file, a codegen unit) defines `id`:
+    /// a number of the producer's choosing, kept with the symbol across updates.
+    pub fn set_unit(&mut self, id: SymbolId, unit: Option<u32>) {
+        let mut sym = self.symbols.get(id);
+        sym.unit = unit.map_or(0, |u| u + 1);
+        self.symbols.set(id, sym);
+    }
+
     pub fn define_function(
         &mut self,
         id: SymbolId,
@@ -486,6 +494,7 @@ impl Image {
         let placement = sym.placement();
         sym.hash = 0;
         sym.sig_hash = 0;
+        sym.unit = 0;
         sym.set_builtin(false);
         sym.set_placement(None);
         self.symbols.set(id, sym);

@@ -57,7 +57,8 @@ const HAS_GOT: u8 = 4;
 /// Provided by a shared library; `region` then holds the library's index.
 const IMPORTED: u8 = 8;
 
-/// One symbol, as stored in the table (88 bytes, no padding).
+/// One symbol, as stored in the table (80 bytes, no padding). Addresses, capacities and
+/// sizes are 32-bit: every region window lies below 4 GiB (layout invariant 3).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Symbol {
@@ -69,10 +70,10 @@ pub struct Symbol {
     region: u8,
     /// Index of the symbol's `.symtab` entry; 0: none.
     pub symtab: u32,
-    addr: u64,
-    capacity: u64,
-    size: u64,
-    got: u64,
+    addr: u32,
+    capacity: u32,
+    size: u32,
+    got: u32,
     /// Hash of the input this symbol was built from (0: unknown, always rebuild).
     pub hash: u64,
     /// Hash of a function's signature, so callers can be rechecked when it changes.
@@ -86,11 +87,16 @@ pub struct Symbol {
     /// The site of this symbol's GOT entry, plus one (0: none).
     pub got_site: u32,
     name_hash32: u32,
+    /// The producer's unit (an input file, a codegen unit) that defines this symbol, plus one
+    /// (0: none): what lets an update find out what a changed unit used to define, and who
+    /// else defines a name, without reading the units that did not change.
+    pub unit: u32,
+    reserved: u32,
 }
 
 // SAFETY: `repr(C)`, integers only, no padding (size checked).
 unsafe impl object::pod::Pod for Symbol {}
-const _: () = assert!(std::mem::size_of::<Symbol>() == 88);
+const _: () = assert!(std::mem::size_of::<Symbol>() == 80);
 
 impl Symbol {
     pub fn kind(&self) -> SymbolKind {
@@ -121,10 +127,10 @@ impl Symbol {
         (self.flags & PLACED != 0).then(|| Placement {
             region: RegionKind::ALL[(self.region as usize).min(crate::layout::REGIONS - 1)],
             slot: Slot {
-                addr: self.addr,
-                capacity: self.capacity,
+                addr: u64::from(self.addr),
+                capacity: u64::from(self.capacity),
             },
-            size: self.size,
+            size: u64::from(self.size),
         })
     }
 
@@ -133,9 +139,10 @@ impl Symbol {
             Some(p) => {
                 self.flags |= PLACED;
                 self.region = p.region.index() as u8;
-                self.addr = p.slot.addr;
-                self.capacity = p.slot.capacity;
-                self.size = p.size;
+                // Below 4 GiB by construction (layout.rs); a wider value is a bug.
+                self.addr = u32::try_from(p.slot.addr).expect("addresses are below 4 GiB");
+                self.capacity = u32::try_from(p.slot.capacity).expect("slots are below 4 GiB");
+                self.size = u32::try_from(p.size).expect("sizes are below 4 GiB");
             }
             None => {
                 self.flags &= !PLACED;
@@ -152,12 +159,12 @@ impl Symbol {
 
     /// Address of the symbol's GOT entry, once something has referred to it through the GOT.
     pub fn got(&self) -> Option<u64> {
-        (self.flags & HAS_GOT != 0).then_some(self.got)
+        (self.flags & HAS_GOT != 0).then_some(u64::from(self.got))
     }
 
     pub fn set_got(&mut self, addr: u64) {
         self.flags |= HAS_GOT;
-        self.got = addr;
+        self.got = u32::try_from(addr).expect("GOT addresses are below 4 GiB");
     }
 
     /// The shared library (index into the image's list) that provides this symbol, if any.
@@ -176,6 +183,10 @@ impl Symbol {
     }
 
     /// Provided by the image's runtime rather than by the program.
+    pub fn unit_of(&self) -> Option<u32> {
+        self.unit.checked_sub(1)
+    }
+
     pub fn builtin(&self) -> bool {
         self.flags & BUILTIN != 0
     }

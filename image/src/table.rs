@@ -11,8 +11,8 @@
 //! record, so damaged bytes are never trusted and never cause a panic. The image refuses to
 //! commit an update that read a damaged page (the caller then rebuilds in full).
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -31,16 +31,19 @@ pub struct Base {
     pub page_sums: Vec<u64>,
 }
 
+/// Which pages have been verified, and whether any failed. Atomic (relaxed: each bit only
+/// ever goes from 0 to 1, and a page verified twice costs a hash, nothing else) so that
+/// compiling threads can look names up in the old table while nothing writes to it.
 struct Verifier {
-    verified: Vec<Cell<u64>>,
-    damaged: Cell<bool>,
+    verified: Vec<AtomicU64>,
+    damaged: AtomicBool,
 }
 
 impl Verifier {
     fn new(pages: usize) -> Verifier {
         Verifier {
-            verified: (0..pages.div_ceil(64)).map(|_| Cell::new(0)).collect(),
-            damaged: Cell::new(false),
+            verified: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            damaged: AtomicBool::new(false),
         }
     }
 
@@ -49,10 +52,10 @@ impl Verifier {
         let page = at / PAGE_BYTES;
         let (word, bit) = (page / 64, 1u64 << (page % 64));
         let Some(cell) = self.verified.get(word) else {
-            self.damaged.set(true);
+            self.damaged.store(true, Relaxed);
             return false;
         };
-        if cell.get() & bit != 0 {
+        if cell.load(Relaxed) & bit != 0 {
             return true;
         }
         let start = page * PAGE_BYTES;
@@ -63,9 +66,9 @@ impl Verifier {
             .zip(base.page_sums.get(page))
             .is_some_and(|(bytes, &sum)| xxh3_64(bytes) == sum);
         if ok {
-            cell.set(cell.get() | bit);
+            cell.fetch_or(bit, Relaxed);
         } else {
-            self.damaged.set(true);
+            self.damaged.store(true, Relaxed);
         }
         ok
     }
@@ -125,7 +128,7 @@ impl<T: Pod + Default> Records<T> {
             return match self.extra.get(i - self.base_count) {
                 Some(v) => *v,
                 None => {
-                    self.verifier.damaged.set(true);
+                    self.verifier.damaged.store(true, Relaxed);
                     T::default()
                 }
             };
@@ -171,7 +174,7 @@ impl<T: Pod + Default> Records<T> {
     }
 
     pub fn damaged(&self) -> bool {
-        self.verifier.damaged.get()
+        self.verifier.damaged.load(Relaxed)
     }
 
     /// Records that differ from the old file: (index, record), in index order.
@@ -254,7 +257,7 @@ impl Blob {
                 .extra
                 .get(off - base_len..off - base_len + len)
                 .unwrap_or_else(|| {
-                    self.verifier.damaged.set(true);
+                    self.verifier.damaged.store(true, Relaxed);
                     &[]
                 });
         }
@@ -263,14 +266,14 @@ impl Blob {
             || !self.verifier.check(base, off)
             || (len > 0 && !self.verifier.check(base, off + len - 1))
         {
-            self.verifier.damaged.set(true);
+            self.verifier.damaged.store(true, Relaxed);
             return &[];
         }
         &base.map[base.offset + off..base.offset + off + len]
     }
 
     pub fn damaged(&self) -> bool {
-        self.verifier.damaged.get()
+        self.verifier.damaged.load(Relaxed)
     }
 
     /// Bytes appended in this session, and the offset they start at.

@@ -28,6 +28,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 pub use directives::{AddrItem, DataDirective, DataInit};
 
 use crate::error::{BackendError, Result, SourcePos};
+use crate::inputs::{FileRecord, FileStat};
 
 /// Names the image provides itself in a freestanding executable.
 pub fn is_builtin(name: &str) -> bool {
@@ -36,12 +37,23 @@ pub fn is_builtin(name: &str) -> bool {
 
 pub struct SourceFile {
     pub path: PathBuf,
+    /// Empty when the file was not read.
     pub text: String,
     /// Hash of everything the file defines (its chunks' and directives' hashes, in order).
     pub digest: u64,
-    /// The file's functions and data objects, as ranges of `Program::functions` and `data`.
+    /// The file's functions and data objects, as ranges of `Program::functions` and `data`
+    /// (empty when the file was not read).
     pub functions: Range<usize>,
     pub data: Range<usize>,
+    /// Its stat data before it was read (or found unchanged).
+    pub stat: FileStat,
+    /// The number its symbols carry in the image's table.
+    pub unit: u32,
+    /// Whether the file was read. An update leaves files unread that did not change since
+    /// the previous build: their definitions are in the image, not here.
+    pub loaded: bool,
+    /// Functions and data objects it defines (also when not read).
+    pub definitions: usize,
 }
 
 /// One function's text: where it is and what it hashes to.
@@ -82,22 +94,62 @@ pub struct Program {
 }
 
 impl Program {
-    /// Read the given files.
+    /// Read the given files, all of them.
     pub fn read(paths: &[PathBuf]) -> Result<Program> {
+        let stats = crate::inputs::stat_all(paths)?;
+        let units: Vec<u32> = (0..paths.len() as u32).collect();
+        Program::read_some(paths, &stats, &units, &vec![None; paths.len()])
+    }
+
+    /// Read the files whose `kept` entry is `None`; the others are unchanged since the build
+    /// that recorded them and stay unread (their definitions are in the image's table).
+    /// `stats` were taken before anything was read; `units` number the files in the table.
+    pub fn read_some(
+        paths: &[PathBuf],
+        stats: &[FileStat],
+        units: &[u32],
+        kept: &[Option<FileRecord>],
+    ) -> Result<Program> {
         let mut sources = Vec::new();
-        for path in paths {
-            let text = std::fs::read_to_string(path).map_err(|error| BackendError::Read {
-                path: path.clone(),
-                error,
-            })?;
+        for (path, kept) in paths.iter().zip(kept) {
+            let text = match kept {
+                Some(_) => None,
+                None => {
+                    Some(
+                        std::fs::read_to_string(path).map_err(|error| BackendError::Read {
+                            path: path.clone(),
+                            error,
+                        })?,
+                    )
+                }
+            };
             sources.push((path.clone(), text));
         }
-        Program::parse(sources)
+        let mut program = Program::parse_some(sources)?;
+        for (i, f) in program.files.iter_mut().enumerate() {
+            f.stat = stats[i];
+            f.unit = units[i];
+            if let Some(r) = &kept[i] {
+                f.digest = r.digest;
+                f.definitions = r.definitions as usize;
+            }
+        }
+        Ok(program)
     }
 
     /// Split in-memory sources (path, text) into functions and data objects. Files are
     /// scanned and hashed in parallel; names are then checked for duplicates in input order.
     pub fn parse(sources: Vec<(PathBuf, String)>) -> Result<Program> {
+        let mut program =
+            Program::parse_some(sources.into_iter().map(|(p, t)| (p, Some(t))).collect())?;
+        for (i, f) in program.files.iter_mut().enumerate() {
+            f.unit = i as u32;
+        }
+        Ok(program)
+    }
+
+    /// As `parse`, with `None` for files that are not read.
+    fn parse_some(sources: Vec<(PathBuf, Option<String>)>) -> Result<Program> {
         let scanned = scan_files(&sources);
         let mut program = Program::default();
         program.names.reserve(
@@ -134,15 +186,26 @@ impl Program {
                     directive,
                 });
             }
+            let functions = first_function..program.functions.len();
+            let data = first_data..program.data.len();
             program.files.push(SourceFile {
                 path,
-                text,
+                loaded: text.is_some(),
+                text: text.unwrap_or_default(),
                 digest: digest.digest(),
-                functions: first_function..program.functions.len(),
-                data: first_data..program.data.len(),
+                definitions: functions.len() + data.len(),
+                functions,
+                data,
+                stat: FileStat::default(),
+                unit: 0,
             });
         }
         Ok(program)
+    }
+
+    /// Functions and data objects of every file, read or not.
+    pub fn definitions(&self) -> usize {
+        self.files.iter().map(|f| f.definitions).sum()
     }
 
     /// Record a definition; a second one of the same name is an error naming both places.
@@ -609,7 +672,7 @@ fn directive_hash(d: &DataDirective) -> u64 {
 type Scanned = (Vec<(String, usize, Range<usize>, u64)>, Vec<DataDirective>);
 
 /// Split and hash every file, on every core.
-fn scan_files(sources: &[(PathBuf, String)]) -> Vec<Result<Scanned>> {
+fn scan_files(sources: &[(PathBuf, Option<String>)]) -> Vec<Result<Scanned>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = sources.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
@@ -619,7 +682,10 @@ fn scan_files(sources: &[(PathBuf, String)]) -> Vec<Result<Scanned>> {
                 s.spawn(move || {
                     group
                         .iter()
-                        .map(|(p, t)| scan_file(p, t))
+                        .map(|(p, t)| match t {
+                            Some(t) => scan_file(p, t),
+                            None => Ok((Vec::new(), Vec::new())),
+                        })
                         .collect::<Vec<_>>()
                 })
             })
