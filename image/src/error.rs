@@ -38,6 +38,16 @@ pub enum ImageError {
         target: String,
         value: i128,
     },
+    #[error(
+        "relocation in `{function}` at offset {offset:#x} cannot reach `{target}`: its addend \
+         {addend} does not fit in 32 bits (every address of the image is below 4 GiB)"
+    )]
+    AddendTooWide {
+        function: String,
+        offset: u32,
+        target: String,
+        addend: i64,
+    },
     #[error("relocation in `{function}` at offset {offset:#x} lies outside its {size} bytes")]
     SiteOutOfBounds {
         function: String,

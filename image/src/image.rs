@@ -544,6 +544,16 @@ impl Image {
                     size,
                 });
             }
+            // The table keeps addends in 32 bits (every address is below 4 GiB, so a wider
+            // one could only produce an address outside the image).
+            if i32::try_from(r.addend).is_err() {
+                return Err(ImageError::AddendTooWide {
+                    function: self.symbols.name(id),
+                    offset: r.offset,
+                    target: self.symbols.name(r.target),
+                    addend: r.addend,
+                });
+            }
         }
         Ok(())
     }
@@ -1036,10 +1046,12 @@ impl Image {
         if let Some(what) = self.damaged() {
             return Err(ImageError::TableDamaged(what));
         }
+        // Before anything else is allocated: the last extent (text, in a fresh build) gives
+        // back what it grew by doubling, so the GOT and the tables follow right after it.
+        self.trim_last_extent();
         if self.dynamic() || self.eh_frame.is_some() {
             self.write_dynamic()?;
         }
-        self.trim_last_extent();
         // At this point every address is fixed and every site is patched.
         for id in std::mem::take(&mut self.touched) {
             self.symtab.update(&mut self.symbols, id);
@@ -1068,29 +1080,46 @@ impl Image {
         Ok(summary)
     }
 
-    /// In a fresh file the last region extent (usually text) grew by doubling: keep an eighth
-    /// spare for updates and give the rest back, so the tables follow right after it.
+    /// In a fresh file, extents grew by doubling while the build did not know its final
+    /// sizes: give back all but a 32nd of spare room per region (at least a page: at ~300
+    /// bytes per moved function, thousands of moves before an extent must be copied), moving the extents that
+    /// follow a trimmed one down (they are small next to text, and a move is a memmove in the
+    /// mapping). Extents stay page-aligned, so file offset ≡ address (mod 4096) still holds.
+    /// Nothing records file offsets of regions but `extents` until the tables are written.
     fn trim_last_extent(&mut self) {
         let Store::Fresh(out) = &mut self.store else {
             return;
         };
-        for kind in RegionKind::ALL {
-            let Some(e) = self.extents[kind.index()] else {
-                continue;
-            };
-            if e.offset + e.capacity != out.len() {
-                continue;
-            }
-            let used = self.regions[kind.index()].used;
-            let keep = align_up(used + used / 8, PAGE).max(PAGE);
-            if keep < e.capacity {
-                out.truncate(e.offset + keep);
-                self.extents[kind.index()] = Some(Extent {
-                    offset: e.offset,
-                    capacity: keep,
-                });
-            }
+        let mut order: Vec<usize> = (0..REGIONS)
+            .filter(|&i| self.extents[i].is_some())
+            .collect();
+        order.sort_by_key(|&i| self.extents[i].map(|e| e.offset));
+        let Some(first) = order.first().and_then(|&i| self.extents[i]) else {
+            return;
+        };
+        let end = order
+            .last()
+            .and_then(|&i| self.extents[i])
+            .map_or(0, |e| e.offset + e.capacity);
+        if end != out.len() {
+            // Something else follows the regions: leave the layout as it is.
+            return;
         }
+        let mut cursor = first.offset;
+        for i in order {
+            let Some(e) = self.extents[i] else { continue };
+            let used = self.regions[i].used;
+            let keep = align_up(used + used / 32 + PAGE, PAGE).min(e.capacity);
+            if cursor != e.offset {
+                out.copy_within(e.offset, used.min(e.capacity), cursor);
+            }
+            self.extents[i] = Some(Extent {
+                offset: cursor,
+                capacity: keep,
+            });
+            cursor += keep;
+        }
+        out.truncate(cursor);
     }
 
     /// The dynamic loader's tables (rewritten whole: they grow with imports, not with code),

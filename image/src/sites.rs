@@ -96,21 +96,27 @@ pub struct Site {
 }
 
 // Place codes; 0 marks a dead record.
-const IN: u8 = 1;
-const GOT: u8 = 2;
+const IN: u32 = 1;
+const GOT: u32 = 2;
+/// `offset_kind` holds the offset in its low 28 bits (a slot is at most a 256 MiB window),
+/// then the kind (2 bits) and the place (2 bits).
+const OFFSET_BITS: u32 = 28;
+const OFFSET_MASK: u32 = (1 << OFFSET_BITS) - 1;
 
-/// One site, as stored in the table (40 bytes, no padding).
+/// One site, as stored in the table (24 bytes, no padding). What each field buys: `owner`
+/// (or the GOT entry's address) and the offset locate the field and name the symbol whose
+/// code holds it (for re-checking callers); `target` and the addend say what to write there;
+/// `next`/`prev` make it a node of the target's referrer list, so a move costs its referrers
+/// and a removal is O(1).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SiteRecord {
+    /// The owning symbol, or for a GOT entry its address (below 4 GiB).
     owner: u32,
-    offset: u32,
+    offset_kind: u32,
     target: u32,
-    kind: u8,
-    place: u8,
-    reserved: u16,
-    addend: i64,
-    got_addr: u64,
+    /// Addends are 32-bit: every address is below 4 GiB (checked when a site is made).
+    addend: i32,
     /// Neighbours in the target's list, plus one (0: none).
     next: u32,
     prev: u32,
@@ -118,25 +124,41 @@ pub struct SiteRecord {
 
 // SAFETY: `repr(C)`, integers only, no padding (size checked).
 unsafe impl object::pod::Pod for SiteRecord {}
-const _: () = assert!(std::mem::size_of::<SiteRecord>() == 40);
+const _: () = assert!(std::mem::size_of::<SiteRecord>() == 24);
 
 impl SiteRecord {
+    fn new(place: u32, owner: u32, offset: u32, kind: RefKind, target: u32, addend: i64) -> Self {
+        debug_assert!(offset <= OFFSET_MASK);
+        SiteRecord {
+            owner,
+            offset_kind: (offset & OFFSET_MASK)
+                | (u32::from(kind.code()) << OFFSET_BITS)
+                | (place << (OFFSET_BITS + 2)),
+            target,
+            // Checked by the image before any site is made (`ImageError::AddendTooWide`).
+            addend: addend as i32,
+            next: 0,
+            prev: 0,
+        }
+    }
+
     fn site(&self) -> Option<Site> {
-        let place = match self.place {
+        let offset = self.offset_kind & OFFSET_MASK;
+        let place = match self.offset_kind >> (OFFSET_BITS + 2) {
             IN => Place::In {
                 owner: SymbolId(self.owner),
-                offset: self.offset,
+                offset,
             },
             GOT => Place::GotEntry {
-                addr: self.got_addr,
+                addr: u64::from(self.owner),
             },
             _ => return None,
         };
         Some(Site {
             place,
-            kind: RefKind::from_code(self.kind),
+            kind: RefKind::from_code(((self.offset_kind >> OFFSET_BITS) & 3) as u8),
             target: SymbolId(self.target),
-            addend: self.addend,
+            addend: i64::from(self.addend),
         })
     }
 }
@@ -170,8 +192,9 @@ impl Sites {
         }
         let n = refs.len() as u32;
         if n > sym.sites_cap {
-            // A new range at the end, with a third spare; the old one stays dead.
-            let cap = n + n / 3;
+            // A new range at the end, with an eighth spare; the old one stays dead. Edits
+            // rarely add references, and a range that overflows only costs records at the end.
+            let cap = n + n / 8;
             sym.sites_first = self.records.len() as u32;
             sym.sites_cap = cap;
             for _ in 0..cap {
@@ -185,15 +208,7 @@ impl Sites {
             let id = sym.sites_first + k as u32;
             self.records.set(
                 id,
-                SiteRecord {
-                    owner: owner.0,
-                    offset: r.offset,
-                    target: r.target.0,
-                    kind: r.kind.code(),
-                    place: IN,
-                    addend: r.addend,
-                    ..SiteRecord::default()
-                },
+                SiteRecord::new(IN, owner.0, r.offset, r.kind, r.target.0, r.addend),
             );
             self.link(syms, id);
             ids.push(SiteId(id));
@@ -203,13 +218,11 @@ impl Sites {
 
     /// The site of `target`'s GOT entry at `addr`.
     pub fn add_got_entry(&mut self, syms: &mut SymbolTable, target: SymbolId, addr: u64) -> SiteId {
-        let id = self.records.push(SiteRecord {
-            target: target.0,
-            kind: RefKind::Abs64.code(),
-            place: GOT,
-            got_addr: addr,
-            ..SiteRecord::default()
-        });
+        // GOT addresses are below 4 GiB like every address of the image.
+        let addr = u32::try_from(addr).expect("GOT addresses are below 4 GiB");
+        let id = self
+            .records
+            .push(SiteRecord::new(GOT, addr, 0, RefKind::Abs64, target.0, 0));
         self.link(syms, id);
         let mut sym = syms.get(target);
         sym.got_site = id + 1;
