@@ -1,0 +1,408 @@
+//! The builder: places compiled functions and data objects in the image in input order
+//! (names to symbols, slots, sites), checks calls against signatures, and finishes the image.
+//! Compilation runs on worker threads (`compile.rs`), beside placement in full builds.
+
+use super::compile::*;
+use super::*;
+
+/// A call to check once every signature is known: caller, callee and the hash of the
+/// call-site signature (the signature itself is re-read from the text only for an error).
+pub(super) struct CallCheck {
+    pub(super) caller: usize,
+    pub(super) callee: SymbolId,
+    pub(super) sig_hash: u64,
+}
+
+pub(super) struct Builder<'a> {
+    pub(super) program: &'a Program,
+    pub(super) env: &'a Env<'a>,
+    pub(super) jobs: usize,
+    pub(super) progress: Option<&'a dyn Fn(usize, usize)>,
+    pub(super) done: usize,
+    pub(super) total: usize,
+    pub(super) image: Image,
+    pub(super) calls: Vec<CallCheck>,
+    pub(super) compiled: usize,
+    pub(super) timings: crate::clif::Timings,
+    /// Line tables of the functions placed by this build (by index), with `-g`.
+    pub(super) lines: HashMap<usize, crate::debug::FunctionLines>,
+    /// Call-frame information of the placed functions, with `-g`.
+    pub(super) frames: Vec<(u64, crate::debug::Unwind)>,
+    /// Units of files that were not read but hold callers that must be compiled again.
+    pub(super) unread_callers: BTreeSet<u32>,
+}
+
+impl<'a> Builder<'a> {
+    pub(super) fn new(
+        program: &'a Program,
+        env: &'a Env<'a>,
+        image: Image,
+        opts: &BuildOptions<'a>,
+    ) -> Self {
+        Builder {
+            program,
+            env,
+            jobs: opts.jobs,
+            progress: opts.progress,
+            done: 0,
+            total: 0,
+            image,
+            calls: Vec::new(),
+            compiled: 0,
+            timings: crate::clif::Timings::default(),
+            lines: HashMap::new(),
+            frames: Vec::new(),
+            unread_callers: BTreeSet::new(),
+        }
+    }
+
+    /// What `name` is in the program: in the files read, or else in the table (a placed
+    /// symbol of the program's, from a file that was not read).
+    pub(super) fn definition(&self, name: &str) -> Option<SymbolKind> {
+        defined(self.program, Some(self.image.symbols()), name)
+    }
+
+    pub(super) fn symbol_for(&mut self, name: &str, as_call: bool) -> Result<SymbolId> {
+        let kind = match (self.definition(name), self.env.import(name)) {
+            (Some(kind), _) => kind,
+            (None, _) if as_call => SymbolKind::Function,
+            (None, Some(data)) => {
+                if data {
+                    SymbolKind::Data
+                } else {
+                    SymbolKind::Function
+                }
+            }
+            (None, None) if is_builtin(name) => SymbolKind::Function,
+            (None, None) => SymbolKind::Data,
+        };
+        Ok(self.image.declare(name, kind, Binding::Global)?)
+    }
+
+    /// Place one compiled function: map its names to symbols (in input order, so symbol
+    /// numbering does not depend on scheduling), write it, record its calls. If it replaced a
+    /// definition with another signature, returns the functions that refer to it.
+    pub(super) fn place(&mut self, c: Compiled) -> Result<Option<Vec<usize>>> {
+        let f = &self.program.functions[c.index];
+        let mut ids = Vec::with_capacity(c.names.len());
+        for (name, as_call) in &c.names {
+            ids.push(self.symbol_for(name, *as_call)?);
+        }
+        let mut refs = Vec::with_capacity(c.relocs.len());
+        for r in &c.relocs {
+            let target = match &r.target {
+                Target::Name(k) => ids[*k],
+                Target::LibCall(name) => {
+                    self.image
+                        .declare(name, SymbolKind::Function, Binding::Global)?
+                }
+            };
+            refs.push(Reference {
+                offset: r.offset,
+                kind: r.kind,
+                target,
+                addend: r.addend,
+            });
+        }
+        for &(k, sig_hash) in &c.calls {
+            self.calls.push(CallCheck {
+                caller: c.index,
+                callee: ids[k],
+                sig_hash,
+            });
+        }
+        let id = self
+            .image
+            .declare(&f.name, SymbolKind::Function, Binding::Global)?;
+        let old = self.image.symbols().get(id);
+        let old_sig = old.placement().map(|_| old.sig_hash).filter(|&h| h != 0);
+        self.image.redefine_function(id, &c.code, c.align, &refs)?;
+        self.image.set_hashes(id, f.hash, c.sig_hash);
+        self.image
+            .set_unit(id, Some(self.program.files[f.file].unit));
+        if self.env.debug_info {
+            if let Some(p) = self.image.symbols().get(id).placement() {
+                let lines = crate::debug::FunctionLines {
+                    name: f.name.clone(),
+                    file: f.file,
+                    line: f.line as u32,
+                    addr: p.slot.addr,
+                    size: p.size,
+                    rows: c.rows,
+                };
+                self.lines.insert(c.index, lines);
+                if let Some(info) = c.unwind {
+                    self.frames.push((p.slot.addr, info));
+                }
+            }
+        }
+        self.compiled += 1;
+        self.timings.parse += c.timings.parse;
+        self.timings.codegen += c.timings.codegen;
+        if old_sig.is_some_and(|h| h != c.sig_hash) {
+            return Ok(Some(self.callers_of(id)));
+        }
+        Ok(None)
+    }
+
+    /// Compile `indices` on `jobs` threads and place the results in the order given. Workers
+    /// share nothing mutable; one batch at a time bounds the compiled code held in memory.
+    /// The first error in input order is the one reported, whatever finished first.
+    pub(super) fn functions(&mut self, indices: &[usize]) -> Result<Vec<usize>> {
+        let jobs = self.jobs.max(1);
+        // Workers that run beside placement may not read the table the main thread writes:
+        // only when every file was read do they need nothing of it.
+        if jobs > 1
+            && indices.len() > BATCH_PER_JOB * jobs
+            && self.program.files.iter().all(|f| f.loaded)
+        {
+            return self.functions_pipelined(indices, jobs);
+        }
+        let mut callers = Vec::new();
+        for batch in indices.chunks(BATCH_PER_JOB * jobs) {
+            let results = compile_batch(
+                self.program,
+                self.env,
+                Some(self.image.symbols()),
+                batch,
+                jobs,
+            );
+            let t = Instant::now();
+            for r in results {
+                if let Some(more) = self.place(r?)? {
+                    callers.extend(more);
+                }
+            }
+            self.timings.write += t.elapsed();
+            self.done += batch.len();
+            if let Some(progress) = self.progress {
+                progress(self.done, self.total);
+            }
+        }
+        Ok(callers)
+    }
+
+    /// Compile `indices` on `jobs` worker threads while this thread places the results in the
+    /// order given, as they arrive: placement, patching and table records overlap with code
+    /// generation instead of stalling the workers between batches. Workers run at most
+    /// `WINDOW_PER_JOB * jobs` functions ahead of placement, which bounds the compiled code
+    /// held in memory. The output is the same as the batch path's (placement is in input
+    /// order), and so is the error: the first in input order.
+    pub(super) fn functions_pipelined(
+        &mut self,
+        indices: &[usize],
+        jobs: usize,
+    ) -> Result<Vec<usize>> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+        let (program, env) = (self.program, self.env);
+        let window = WINDOW_PER_JOB * jobs;
+        let next = AtomicUsize::new(0);
+        let placed = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Compiled>)>();
+        let mut callers = Vec::new();
+        let mut outcome = Ok(());
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                let tx = tx.clone();
+                let (next, placed, stop) = (&next, &placed, &stop);
+                s.spawn(move || {
+                    let mut ctx = Context::new();
+                    loop {
+                        let k = next.fetch_add(1, Relaxed);
+                        if k >= indices.len() {
+                            break;
+                        }
+                        while k >= placed.load(Relaxed) + window && !stop.load(Relaxed) {
+                            std::thread::sleep(Duration::from_micros(50));
+                        }
+                        if stop.load(Relaxed) {
+                            break;
+                        }
+                        let r = compile_one(program, env, None, indices[k], &mut ctx);
+                        if tx.send((k, r)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            // Results that arrived before their turn, by position.
+            let mut early: BTreeMap<usize, Result<Compiled>> = BTreeMap::new();
+            let mut want = 0;
+            for (k, r) in rx.iter() {
+                early.insert(k, r);
+                let t = Instant::now();
+                while let Some(r) = early.remove(&want) {
+                    match r.and_then(|c| self.place(c)) {
+                        Ok(more) => callers.extend(more.into_iter().flatten()),
+                        Err(e) => {
+                            outcome = Err(e);
+                            stop.store(true, Relaxed);
+                            break;
+                        }
+                    }
+                    want += 1;
+                    placed.store(want, Relaxed);
+                    self.done += 1;
+                    if want % (BATCH_PER_JOB * jobs) == 0 {
+                        if let Some(progress) = self.progress {
+                            progress(self.done, self.total);
+                        }
+                    }
+                }
+                self.timings.write += t.elapsed();
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            // Dropping the receiver makes every worker's next send fail: they stop.
+            drop(rx);
+        });
+        outcome?;
+        if let Some(progress) = self.progress {
+            progress(self.done, self.total);
+        }
+        Ok(callers)
+    }
+
+    /// Check the calls, record the inputs, and finish the image: the common end of full builds
+    /// and updates. The report's phases hold "debug info" (with `-g`) and "finish"; the caller
+    /// adds its own before them.
+    pub(super) fn finish(mut self, mode: Mode) -> Result<Report> {
+        self.check_calls()?;
+        let t = Instant::now();
+        let mut phases = Vec::new();
+        if self.env.debug_info {
+            self.debug_info(&mode)?;
+            phases.push(("debug info", t.elapsed()));
+        }
+        let t = Instant::now();
+        self.image
+            .set_manifest(manifest(self.program, self.env.started_ns).encode());
+        let summary = self.image.finish()?;
+        let finish = t.elapsed();
+        let mut timings = self.timings;
+        timings.write += phases.iter().map(|(_, d)| *d).sum::<Duration>() + finish;
+        let total = self.program.definitions();
+        let reused = match mode {
+            Mode::Update => total.saturating_sub(self.compiled),
+            Mode::Full { .. } => 0,
+        };
+        Ok(Report {
+            mode,
+            summary,
+            compiled: self.compiled,
+            reused,
+            phases: {
+                phases.push(("finish", finish));
+                phases
+            },
+            timings,
+            read_files: self.program.files.len(),
+            files: self.program.files.len(),
+        })
+    }
+
+    /// Program functions whose code refers to `id`. Those in files that were not read are
+    /// noted by unit in `unread_callers`: the update must read them and start again.
+    pub(super) fn callers_of(&mut self, id: SymbolId) -> Vec<usize> {
+        let mut callers = Vec::new();
+        for s in self.image.referrers(id) {
+            if let Place::In { owner, .. } = self.image.sites().get(s).place {
+                let name = self.image.symbols().name(owner);
+                match self.program.names.get(&name) {
+                    Some(Definition::Function(i)) => callers.push(*i),
+                    Some(Definition::Data(_)) => {}
+                    None => {
+                        if let Some(u) = self.image.symbols().get(owner).unit_of() {
+                            self.unread_callers.insert(u);
+                        }
+                    }
+                }
+            }
+        }
+        callers
+    }
+
+    pub(super) fn data(&mut self, d: &DataDef) -> Result<()> {
+        let dir = &d.directive;
+        let mut refs = Vec::new();
+        let contents = match &dir.init {
+            DataInit::Zeroed(n) => Contents::Zeros(*n),
+            DataInit::Bytes { bytes, addrs } => {
+                for a in addrs {
+                    if self.definition(&a.target) == Some(SymbolKind::Function)
+                        || is_builtin(&a.target)
+                    {
+                        self.program.check_function_addend(d, a)?;
+                    }
+                    refs.push(Reference {
+                        offset: a.offset,
+                        kind: RefKind::Abs64,
+                        target: self.symbol_for(&a.target, false)?,
+                        addend: a.addend,
+                    });
+                }
+                Contents::Bytes(bytes)
+            }
+        };
+        let id = self
+            .image
+            .declare(&dir.name, SymbolKind::Data, Binding::Global)?;
+        self.image
+            .redefine_data(id, contents, dir.align, dir.writable, &refs)?;
+        self.image.set_hashes(id, d.hash, 0);
+        self.image
+            .set_unit(id, Some(self.program.files[d.file].unit));
+        self.compiled += 1;
+        Ok(())
+    }
+
+    /// Every call compiled in this build against its callee's signature.
+    pub(super) fn check_calls(&self) -> Result<()> {
+        for c in &self.calls {
+            let defined = self.image.symbols().get(c.callee).sig_hash;
+            if defined != 0 && defined != c.sig_hash {
+                return Err(self.mismatch(c));
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for a call whose signature differs from its callee's: both signatures are
+    /// read again from the text, which only errors pay for.
+    pub(super) fn mismatch(&self, c: &CallCheck) -> BackendError {
+        let caller = &self.program.functions[c.caller];
+        let name = self.image.symbols().name(c.callee);
+        let signature = |i: usize| {
+            self.program
+                .parse_function(&self.program.functions[i])
+                .ok()
+                .map(|p| p.func)
+        };
+        let used = signature(c.caller).and_then(|f| {
+            f.dfg
+                .ext_funcs
+                .values()
+                .find(
+                    |e| matches!(&e.name, ExternalName::TestCase(t) if t.raw() == name.as_bytes()),
+                )
+                .map(|e| f.dfg.signatures[e.signature].clone())
+        });
+        let defined = match self.program.names.get(&name) {
+            Some(Definition::Function(i)) => signature(*i).map(|f| f.signature.clone()),
+            _ => None,
+        };
+        match used {
+            Some(used) => signature_mismatch(self.program, caller, &name, &used, defined.as_ref()),
+            None => BackendError::SignatureMismatch {
+                pos: self.program.pos(caller.file, caller.line),
+                function: caller.name.clone(),
+                message: format!(
+                    "calls `{name}` with a signature that differs from its definition"
+                ),
+            },
+        }
+    }
+}
