@@ -111,7 +111,10 @@ pub struct Image {
     sites: Sites,
     symtab: Symtab,
     /// Symbols this build defined, removed, referred to or stopped referring to.
-    touched: BTreeSet<SymbolId>,
+    touched: Touched,
+    /// A fresh build patches every site once, in `finish`, instead of as both ends get
+    /// addresses: no site is written twice and no referrer list is walked.
+    lazy_patching: bool,
     /// Initial file capacity per region, from the caller's size hint.
     initial_extent: [u64; REGIONS],
     /// Target, flags and version the image is built with; an update requires the same.
@@ -151,6 +154,27 @@ pub struct Image {
     stats: Summary,
 }
 
+/// The symbols a build changed something about (see invariant 9).
+enum Touched {
+    /// A fresh build: every symbol, without keeping a set of them.
+    All,
+    Some(BTreeSet<SymbolId>),
+}
+
+impl Touched {
+    fn insert(&mut self, id: SymbolId) {
+        if let Touched::Some(set) = self {
+            set.insert(id);
+        }
+    }
+
+    fn extend(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
+        if let Touched::Some(set) = self {
+            set.extend(ids);
+        }
+    }
+}
+
 /// Looks a name up in the shared libraries: the index of the first library that exports it.
 pub type Resolver = Box<dyn Fn(&str) -> Option<u32>>;
 
@@ -171,7 +195,8 @@ impl Image {
             symbols: SymbolTable::default(),
             sites: Sites::default(),
             symtab: Symtab::default(),
-            touched: BTreeSet::new(),
+            touched: Touched::All,
+            lazy_patching: true,
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
             settings: String::new(),
             generation: 0,
@@ -257,7 +282,8 @@ impl Image {
             symbols,
             sites,
             symtab,
-            touched: BTreeSet::new(),
+            touched: Touched::Some(BTreeSet::new()),
+            lazy_patching: false,
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
             settings: body.settings,
             generation: header.generation,
@@ -664,13 +690,44 @@ impl Image {
     }
 
     fn add_sites(&mut self, id: SymbolId, refs: &[Reference]) -> Result<()> {
-        for site in self.replace_sites(id, refs) {
-            self.patch(site)?;
+        let sites = self.replace_sites(id, refs);
+        if !self.lazy_patching {
+            for site in sites {
+                self.patch(site)?;
+            }
         }
         Ok(())
     }
 
+    /// With lazy patching (a fresh build), now that every address is known: patch every live
+    /// site once, in site order. GOT entries made meanwhile are sites too, appended and
+    /// patched in the same pass.
+    fn patch_all(&mut self) -> Result<()> {
+        if !std::mem::replace(&mut self.lazy_patching, false) {
+            return Ok(());
+        }
+        let mut i = 0;
+        while i < self.sites.records().len() as u32 {
+            if self.sites.is_live(SiteId(i)) {
+                self.patch(SiteId(i))?;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Symbols `finish` must look at: every symbol in a fresh build, else those touched.
+    fn touched_ids(&self) -> Vec<SymbolId> {
+        match &self.touched {
+            Touched::All => (0..self.symbols.len() as u32).map(SymbolId).collect(),
+            Touched::Some(set) => set.iter().copied().collect(),
+        }
+    }
+
     fn patch_referrers(&mut self, id: SymbolId) -> Result<()> {
+        if self.lazy_patching {
+            return Ok(());
+        }
         for site in self.referrers(id) {
             if !matches!(self.sites.get(site).place, Place::In { owner, .. } if owner == id) {
                 self.patch(site)?;
@@ -900,9 +957,8 @@ impl Image {
             self.define_stub(stub, &x86_64::interrupted_stub(), &[])?;
         }
         let wanted: Vec<SymbolId> = self
-            .touched
-            .iter()
-            .copied()
+            .touched_ids()
+            .into_iter()
             .filter(|&id| {
                 let s = self.symbols.get(id);
                 s.placement().is_none() && s.import().is_none() && self.has_code_referrers(id)
@@ -951,9 +1007,8 @@ impl Image {
     /// of the same input would have.
     fn drop_unused_builtins(&mut self) {
         let unused: Vec<SymbolId> = self
-            .touched
-            .iter()
-            .copied()
+            .touched_ids()
+            .into_iter()
             .filter(|&id| {
                 let s = self.symbols.get(id);
                 s.builtin()
@@ -966,9 +1021,8 @@ impl Image {
             self.unplace(id);
         }
         let unused_imports: Vec<SymbolId> = self
-            .touched
-            .iter()
-            .copied()
+            .touched_ids()
+            .into_iter()
             .filter(|&id| self.symbols.get(id).import().is_some() && !self.has_code_referrers(id))
             .collect();
         for id in unused_imports {
@@ -981,7 +1035,7 @@ impl Image {
 
     fn undefined(&self) -> Vec<Undefined> {
         let mut out = Vec::new();
-        for &id in &self.touched {
+        for id in self.touched_ids() {
             let sym = self.symbols.get(id);
             if sym.placement().is_some() || sym.import().is_some() {
                 continue;
@@ -1043,6 +1097,7 @@ impl Image {
             return Err(ImageError::Undefined(undefined));
         }
         self.drop_unused_builtins();
+        self.patch_all()?;
         if let Some(what) = self.damaged() {
             return Err(ImageError::TableDamaged(what));
         }
@@ -1053,7 +1108,7 @@ impl Image {
             self.write_dynamic()?;
         }
         // At this point every address is fixed and every site is patched.
-        for id in std::mem::take(&mut self.touched) {
+        for id in self.touched_ids() {
             self.symtab.update(&mut self.symbols, id);
         }
         self.generation += 1;

@@ -267,6 +267,11 @@ impl Sites {
         self.live -= 1;
     }
 
+    /// Whether `id` is a live site (not a dead record or a spare one of a range).
+    pub fn is_live(&self, id: SiteId) -> bool {
+        self.records.get(id.0).site().is_some()
+    }
+
     pub fn get(&self, id: SiteId) -> Site {
         self.records.get(id.0).site().unwrap_or(Site {
             place: Place::GotEntry { addr: 0 },

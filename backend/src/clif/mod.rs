@@ -639,9 +639,17 @@ pub fn same_signature(a: &ir::Signature, b: &ir::Signature) -> bool {
     a.params == b.params && a.returns == b.returns && a.call_conv == b.call_conv
 }
 
-/// A hash of a signature, to notice when a definition's signature changes.
+/// A hash of a signature, to notice when a definition's signature changes: of exactly what
+/// `same_signature` compares, through Cranelift's own `Hash` (no formatting: it runs for
+/// every function and every call site). Stable for one zerolink binary, which is what an
+/// update requires anyway (the settings record zerolink's version).
 pub fn signature_hash(sig: &ir::Signature) -> u64 {
-    xxh3_64(sig.to_string().as_bytes()) | 1
+    use std::hash::{Hash, Hasher};
+    let mut h = Xxh3::new();
+    sig.params.hash(&mut h);
+    sig.returns.hash(&mut h);
+    sig.call_conv.hash(&mut h);
+    h.finish() | 1
 }
 
 fn directive_hash(d: &DataDirective) -> u64 {
