@@ -30,6 +30,9 @@ pub(super) struct Builder<'a> {
     pub(super) frames: Vec<(u64, crate::debug::Unwind)>,
     /// Units of files that were not read but hold callers that must be compiled again.
     pub(super) unread_callers: BTreeSet<u32>,
+    /// Symbols of the program's functions and data objects, by index, once declared.
+    pub(super) function_ids: Vec<Option<SymbolId>>,
+    pub(super) data_ids: Vec<Option<SymbolId>>,
 }
 
 impl<'a> Builder<'a> {
@@ -53,6 +56,8 @@ impl<'a> Builder<'a> {
             lines: HashMap::new(),
             frames: Vec::new(),
             unread_callers: BTreeSet::new(),
+            function_ids: vec![None; program.functions.len()],
+            data_ids: vec![None; program.data.len()],
         }
     }
 
@@ -60,6 +65,35 @@ impl<'a> Builder<'a> {
     /// symbol of the program's, from a file that was not read).
     pub(super) fn definition(&self, name: &str) -> Option<SymbolKind> {
         defined(self.program, Some(self.image.symbols()), name)
+    }
+
+    /// The symbol of one of the program's definitions: declared on first use, then cached by
+    /// definition, so a callee referred to by many functions is looked up by name once.
+    pub(super) fn symbol_of(&mut self, d: Definition) -> Result<SymbolId> {
+        let (cache, name, kind) = match d {
+            Definition::Function(i) => (
+                &mut self.function_ids,
+                self.program.functions[i].name.as_str(),
+                SymbolKind::Function,
+            ),
+            Definition::Data(i) => (
+                &mut self.data_ids,
+                self.program.data[i].directive.name.as_str(),
+                SymbolKind::Data,
+            ),
+        };
+        let i = match d {
+            Definition::Function(i) | Definition::Data(i) => i,
+        };
+        if let Some(id) = cache.get(i).copied().flatten() {
+            return Ok(id);
+        }
+        let id = self.image.declare(name, kind, Binding::Global)?;
+        if cache.len() <= i {
+            cache.resize(i + 1, None);
+        }
+        cache[i] = Some(id);
+        Ok(id)
     }
 
     pub(super) fn symbol_for(&mut self, name: &str, as_call: bool) -> Result<SymbolId> {
@@ -85,8 +119,11 @@ impl<'a> Builder<'a> {
     pub(super) fn place(&mut self, c: Compiled) -> Result<Option<Vec<usize>>> {
         let f = &self.program.functions[c.index];
         let mut ids = Vec::with_capacity(c.names.len());
-        for (name, as_call) in &c.names {
-            ids.push(self.symbol_for(name, *as_call)?);
+        for n in &c.names {
+            ids.push(match n {
+                WorkerName::Defined(d) => self.symbol_of(*d)?,
+                WorkerName::Other { name, as_call } => self.symbol_for(name, *as_call)?,
+            });
         }
         let mut refs = Vec::with_capacity(c.relocs.len());
         for r in &c.relocs {
@@ -111,9 +148,7 @@ impl<'a> Builder<'a> {
                 sig_hash,
             });
         }
-        let id = self
-            .image
-            .declare(&f.name, SymbolKind::Function, Binding::Global)?;
+        let id = self.symbol_of(Definition::Function(c.index))?;
         let old = self.image.symbols().get(id);
         let old_sig = old.placement().map(|_| old.sig_hash).filter(|&h| h != 0);
         self.image.redefine_function(id, &c.code, c.align, &refs)?;
@@ -209,7 +244,7 @@ impl<'a> Builder<'a> {
                 s.spawn(move || {
                     let mut ctx = Context::new();
                     loop {
-                        let k = next.fetch_add(1, Relaxed);
+                        let k = next.fetch_add(PARSE_AHEAD, Relaxed);
                         if k >= indices.len() {
                             break;
                         }
@@ -219,9 +254,12 @@ impl<'a> Builder<'a> {
                         if stop.load(Relaxed) {
                             break;
                         }
-                        let r = compile_one(program, env, None, indices[k], &mut ctx);
-                        if tx.send((k, r)).is_err() {
-                            break;
+                        let group = &indices[k..(k + PARSE_AHEAD).min(indices.len())];
+                        let results = compile_group(program, env, None, group, &mut ctx);
+                        for (j, r) in results.into_iter().enumerate() {
+                            if tx.send((k + j, r)).is_err() {
+                                return;
+                            }
                         }
                     }
                 });
