@@ -217,8 +217,8 @@ impl<'a> Builder<'a> {
         Ok(callers)
     }
 
-    /// Compile `indices` on `jobs` worker threads while this thread places the results in the
-    /// order given, as they arrive: placement, patching and table records overlap with code
+    /// Compile `indices` on `jobs` threads (this one included) while this thread places the
+    /// results in the order given, as they arrive: placement, patching and table records overlap with code
     /// generation instead of stalling the workers between batches. Workers run at most
     /// `WINDOW_PER_JOB * jobs` functions ahead of placement, which bounds the compiled code
     /// held in memory. The output is the same as the batch path's (placement is in input
@@ -238,7 +238,9 @@ impl<'a> Builder<'a> {
         let mut callers = Vec::new();
         let mut outcome = Ok(());
         std::thread::scope(|s| {
-            for _ in 0..jobs {
+            // `jobs - 1` workers; this thread is the last one, compiling whenever the next
+            // function to place is not ready (placement is a few % of the work).
+            for _ in 1..jobs {
                 let tx = tx.clone();
                 let (next, placed, stop) = (&next, &placed, &stop);
                 s.spawn(move || {
@@ -265,11 +267,35 @@ impl<'a> Builder<'a> {
                 });
             }
             drop(tx);
+            let mut ctx = Context::new();
             // Results that arrived before their turn, by position.
             let mut early: BTreeMap<usize, Result<Compiled>> = BTreeMap::new();
             let mut want = 0;
-            for (k, r) in rx.iter() {
-                early.insert(k, r);
+            while want < indices.len() {
+                while let Ok((k, r)) = rx.try_recv() {
+                    early.insert(k, r);
+                }
+                if !early.contains_key(&want) {
+                    // Nothing to place yet: compile a group here, or wait for a worker.
+                    if next.load(Relaxed) < (want + window).min(indices.len()) {
+                        let k = next.fetch_add(PARSE_AHEAD, Relaxed);
+                        if k < indices.len() {
+                            let group = &indices[k..(k + PARSE_AHEAD).min(indices.len())];
+                            let results = compile_group(program, env, None, group, &mut ctx);
+                            early.extend(results.into_iter().enumerate().map(|(j, r)| (k + j, r)));
+                            continue;
+                        }
+                    }
+                    match rx.recv() {
+                        Ok((k, r)) => {
+                            early.insert(k, r);
+                        }
+                        // Every worker is gone and every group was taken: nothing is missing
+                        // unless a worker stopped early, which only an error makes it do.
+                        Err(_) => break,
+                    }
+                    continue;
+                }
                 let t = Instant::now();
                 while let Some(r) = early.remove(&want) {
                     match r.and_then(|c| self.place(c)) {
@@ -293,6 +319,12 @@ impl<'a> Builder<'a> {
                 if outcome.is_err() {
                     break;
                 }
+            }
+            if outcome.is_ok() && want < indices.len() {
+                outcome = Err(BackendError::Compile {
+                    function: "(placement)".into(),
+                    message: "a compiled function went missing".into(),
+                });
             }
             // Dropping the receiver makes every worker's next send fail: they stop.
             drop(rx);
