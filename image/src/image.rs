@@ -670,13 +670,30 @@ impl Image {
         contents: Contents<'_>,
     ) -> Result<()> {
         self.ensure_extent(region, slot.end() - region.vaddr())?;
+        let offset = self.file_offset(region, fill_from);
+        let at = slot.addr - fill_from;
+        if let Store::Fresh(out) = &mut self.store {
+            // Straight into the mapping, each byte once: the gap, the contents, the slack.
+            let len = contents.len();
+            out.fill(offset, at, region.fill_byte());
+            match contents {
+                Contents::Bytes(b) => out.write(offset + at, b),
+                Contents::Zeros(n) => out.fill(offset + at, n, 0),
+            }
+            let tail = at + len;
+            out.fill(
+                offset + tail,
+                slot.end() - fill_from - tail,
+                region.fill_byte(),
+            );
+            return Ok(());
+        }
         let mut bytes = vec![region.fill_byte(); (slot.end() - fill_from) as usize];
-        let at = (slot.addr - fill_from) as usize;
+        let at = at as usize;
         match contents {
             Contents::Bytes(b) => bytes[at..at + b.len()].copy_from_slice(b),
             Contents::Zeros(n) => bytes[at..at + n as usize].fill(0),
         }
-        let offset = self.file_offset(region, fill_from);
         self.store.write(offset, &bytes);
         Ok(())
     }
@@ -1318,7 +1335,17 @@ impl Image {
             Array::Names => 1,
         } as u64;
         for a in Array::ALL {
+            let has_base = match a {
+                Array::Symbols => self.symbols.records().has_base(),
+                Array::Sites => self.sites.records().has_base(),
+                Array::Index => self.symbols.index().slots.has_base(),
+                Array::Symtab => self.symtab.entries.has_base(),
+                Array::Owners => self.symtab.owners.has_base(),
+                Array::Names => self.symbols.names().has_base(),
+            };
+            // A fresh array has nothing to compare with: it is written whole, below.
             let (len, has_base, dirty) = match a {
+                _ if !has_base => (self.array_len(a), false, Vec::new()),
                 Array::Symbols => dirty_records(self.symbols.records()),
                 Array::Sites => dirty_records(self.sites.records()),
                 Array::Index => dirty_records(&self.symbols.index().slots),
@@ -1390,6 +1417,18 @@ impl Image {
             self.arrays[a.index()] = state;
         }
         Ok(())
+    }
+
+    /// Records (bytes, for names) in array `a`.
+    fn array_len(&self, a: Array) -> u64 {
+        (match a {
+            Array::Symbols => self.symbols.records().len(),
+            Array::Sites => self.sites.records().len(),
+            Array::Index => self.symbols.index().slots.len(),
+            Array::Symtab => self.symtab.entries.len(),
+            Array::Owners => self.symtab.owners.len(),
+            Array::Names => self.symbols.names().len(),
+        }) as u64
     }
 
     /// The table's header and body, section headers, and the ELF and program headers.

@@ -189,6 +189,10 @@ impl<T: Pod + Default> Records<T> {
 
     /// The whole array as bytes (for a fresh file or a moved extent).
     pub fn to_bytes(&self) -> Vec<u8> {
+        if self.base.is_none() {
+            // All in memory: one copy.
+            return object::pod::bytes_of_slice(&self.extra).to_vec();
+        }
         let mut out = Vec::with_capacity(self.len() * std::mem::size_of::<T>());
         for i in 0..self.len() as u32 {
             out.extend_from_slice(object::pod::bytes_of(&self.get(i)));
