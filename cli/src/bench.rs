@@ -2,10 +2,10 @@
 //!
 //! `bench edit` is the fast-debug-loop benchmark: for generated programs of several sizes, a
 //! full build, then one-function edits applied and updated in place. Each update is split into
-//! *read and hash inputs* (reading every file, splitting it into functions and hashing them:
-//! allowed to grow with the program) and *everything else* (opening the table, diffing,
-//! compiling, writing, patching, rewriting tables: should grow with the edit only). Every
-//! updated executable is run and compared with a fresh build of the same input.
+//! *read and hash inputs* (a `stat` per input file, then reading and hashing only the files
+//! whose stat data changed: the edited one) and *everything else* (opening the table,
+//! diffing, compiling, writing, patching, rewriting tables). Both should grow with the edit
+//! only. Every updated executable is run and compared with a fresh build of the same input.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -174,8 +174,8 @@ pub fn edit_loop(
         println!("{:>9}: {}", r.functions, parts.join(", "));
     }
     println!(
-        "\ntargets: 'everything else' flat across sizes and under 5 ms at 100,000 functions; \
-         update at least 20x faster than a full build at 100,000."
+        "\ntargets: an update (edit to runnable, its compile included) under 10 ms at 100,000 \
+         functions and under 20 ms at 1,000,000; flat across sizes."
     );
     Ok(())
 }

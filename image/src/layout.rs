@@ -1,10 +1,11 @@
 //! The address plan: where each region of the executable lives in memory, fixed before anything
 //! is placed so that no address handed out is ever taken back.
 //!
-//! Every region gets its own 256 MiB window of virtual address space. A region grows inside its
-//! window without disturbing any other; the windows together span 1.5 GiB, so every code-to-data
-//! distance fits the ±2 GiB of an x86-64 `rel32`, and every address fits an unsigned 32-bit
-//! absolute (`Abs4`). File offsets are decoupled from addresses (only congruence modulo the page
+//! Every region gets its own window of virtual address space: 768 MiB for text (about 2.7
+//! million functions of 200 bytes with their slack), 256 MiB for each of the others. A region
+//! grows inside its window without disturbing any other; the windows together span 0x1000_0000
+//! to 0x9000_0000 (2 GiB), so every code-to-data distance fits the ±2 GiB of an x86-64 `rel32`,
+//! and every address fits an unsigned 32-bit absolute (`Abs4`). File offsets are decoupled from addresses (only congruence modulo the page
 //! size is required), so a region's bytes can move inside the file while its addresses stay put.
 
 use object::elf;
@@ -15,8 +16,10 @@ pub const HEADERS_VADDR: u64 = 0x40_0000;
 /// Program-header slots kept in the first page, so later builds can add segments
 /// (`PT_INTERP`, `PT_DYNAMIC`, `PT_GNU_EH_FRAME`, `PT_GNU_RELRO`) without moving anything.
 pub const MAX_PHDRS: usize = 16;
-/// Size of each region's window of virtual address space.
+/// Size of each region's window of virtual address space but text's.
 pub const REGION_RESERVE: u64 = 0x1000_0000;
+/// Size of the text window: three windows.
+pub const TEXT_RESERVE: u64 = 3 * REGION_RESERVE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RegionKind {
@@ -52,9 +55,21 @@ impl RegionKind {
         self as usize
     }
 
-    /// First address of the region's window.
+    /// First address of the region's window: text from 0x1000_0000, then each other region
+    /// 256 MiB further, from 0x4000_0000.
     pub fn vaddr(self) -> u64 {
-        0x1000_0000 * (self.index() as u64 + 1)
+        match self {
+            RegionKind::Text => REGION_RESERVE,
+            _ => TEXT_RESERVE + REGION_RESERVE * self.index() as u64,
+        }
+    }
+
+    /// Size of the region's window.
+    pub fn reserve(self) -> u64 {
+        match self {
+            RegionKind::Text => TEXT_RESERVE,
+            _ => REGION_RESERVE,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -146,11 +161,12 @@ mod tests {
     #[test]
     fn windows_do_not_overlap_and_stay_within_rel32_reach() {
         let lo = RegionKind::Text.vaddr();
-        let hi = RegionKind::Dynamic.vaddr() + REGION_RESERVE;
-        assert!(hi - lo < 1 << 31);
+        let hi = RegionKind::Dynamic.vaddr() + RegionKind::Dynamic.reserve();
+        // The farthest two bytes are `hi - 1 - lo` apart: within a signed 32-bit offset.
+        assert!(hi - 1 - lo < 1 << 31);
         assert!(hi < 1 << 32);
         for pair in RegionKind::ALL.windows(2) {
-            assert!(pair[0].vaddr() + REGION_RESERVE <= pair[1].vaddr());
+            assert!(pair[0].vaddr() + pair[0].reserve() <= pair[1].vaddr());
         }
         assert!(HEADERS_VADDR + PAGE <= lo);
     }

@@ -8,7 +8,7 @@
 //! owner outgrows it.
 
 use crate::error::{ImageError, Result};
-use crate::layout::{align_up, RegionKind, REGION_RESERVE};
+use crate::layout::{align_up, RegionKind};
 
 /// A placed slot: its first address and how many bytes it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,11 +86,12 @@ impl Region {
         }
         let start = align_up(self.used, align);
         let end = start + capacity;
-        if end > REGION_RESERVE {
+        let reserve = self.kind.reserve();
+        if end > reserve {
             return Err(ImageError::RegionFull {
                 region: self.kind.name(),
-                needed: end - REGION_RESERVE,
-                reserve: REGION_RESERVE,
+                needed: end - reserve,
+                reserve,
             });
         }
         if start > self.used {
@@ -166,6 +167,6 @@ mod tests {
     #[test]
     fn a_full_region_is_an_error_not_an_overlap() {
         let mut r = Region::new(RegionKind::Rodata);
-        assert!(r.alloc(REGION_RESERVE, 1).is_err());
+        assert!(r.alloc(crate::layout::REGION_RESERVE, 1).is_err());
     }
 }
