@@ -307,6 +307,33 @@ fn lld_flag() -> Option<String> {
     None
 }
 
+/// Generate a program with `zerolink gen` in a child process. Generating in this process
+/// would raise its peak memory to the program's size, and Linux charges that peak to every
+/// child spawned afterwards (`ru_maxrss` survives `execve` of a vfork'd child), so every
+/// measured peak would be at least the generator's.
+fn generate_in_child(exe: &Path, opts: &GenOptions, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("gen")
+        .args(["--functions", &opts.functions.to_string()])
+        .args(["--files", &opts.files.to_string()])
+        .args(["--seed", &opts.seed.to_string()])
+        .arg("-o")
+        .arg(dir);
+    if opts.libc {
+        cmd.arg("--libc");
+    }
+    let out = cmd.output().context("cannot run `zerolink gen`")?;
+    if !out.status.success() {
+        bail!("zerolink gen failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "clif"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// Wall time and peak memory of a child process and its children (`wait4`).
 struct Measured {
     wall: Duration,
@@ -520,7 +547,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                     seed: 1,
                     libc: args.libc,
                 };
-                (generate(&opts).write(&dir.path().join("src"))?, Some(opts))
+                (generate_in_child(&exe, &opts, &dir.path().join("src"))?, Some(opts))
             }
         };
         let functions = if n > 0 {
@@ -1106,7 +1133,7 @@ pub fn parallel(sizes: &[usize], jobs: &[usize], runs: usize) -> Result<()> {
             seed: 1,
             libc: false,
         };
-        let files = generate(&opts).write(&dir.path().join("src"))?;
+        let files = generate_in_child(&exe, &opts, &dir.path().join("src"))?;
         let input_bytes: u64 = files
             .iter()
             .filter_map(|f| std::fs::metadata(f).ok())
