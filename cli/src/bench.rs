@@ -324,7 +324,10 @@ fn generate_in_child(exe: &Path, opts: &GenOptions, dir: &Path) -> Result<Vec<Pa
     }
     let out = cmd.output().context("cannot run `zerolink gen`")?;
     if !out.status.success() {
-        bail!("zerolink gen failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "zerolink gen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -547,7 +550,10 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
                     seed: 1,
                     libc: args.libc,
                 };
-                (generate_in_child(&exe, &opts, &dir.path().join("src"))?, Some(opts))
+                (
+                    generate_in_child(&exe, &opts, &dir.path().join("src"))?,
+                    Some(opts),
+                )
             }
         };
         let functions = if n > 0 {

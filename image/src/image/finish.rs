@@ -1,0 +1,410 @@
+//! The end of a build: the runtime pieces touched symbols need, undefined symbols, unused
+//! built-ins, the last patches, the file's extents compacted, the loader's tables, and the
+//! commit (see `tables.rs` for what is written).
+
+use super::*;
+
+impl Image {
+    /// `_start` and the interrupted-update stub if the image has none yet; then, for every
+    /// touched symbol that code refers to and nothing defines: an import if a shared library
+    /// provides it, else a built-in if there is one by that name.
+    pub(super) fn add_runtime(&mut self) -> Result<()> {
+        let start = self.declare(x86_64::START.name, SymbolKind::Function, Binding::Global)?;
+        if self.symbols.get(start).placement().is_none() {
+            if self.dynamic() {
+                let main = self.declare(ENTRY, SymbolKind::Function, Binding::Global)?;
+                let lsm = self.declare(
+                    x86_64::LIBC_START_MAIN,
+                    SymbolKind::Function,
+                    Binding::Global,
+                )?;
+                let refs = [
+                    Reference {
+                        offset: x86_64::START_LIBC_MAIN_AT,
+                        kind: RefKind::PcRel32,
+                        target: main,
+                        addend: -4,
+                    },
+                    Reference {
+                        offset: x86_64::START_LIBC_GOT_AT,
+                        kind: RefKind::GotPcRel32,
+                        target: lsm,
+                        addend: -4,
+                    },
+                ];
+                self.define(
+                    start,
+                    RegionKind::Text,
+                    Contents::Bytes(x86_64::START_LIBC.code),
+                    16,
+                    &refs,
+                )?;
+                self.mark_builtin(start);
+            } else {
+                self.define_stub(start, x86_64::START.code, x86_64::START.calls)?;
+            }
+        }
+        let stub = self.declare(
+            x86_64::INTERRUPTED_NAME,
+            SymbolKind::Function,
+            Binding::Local,
+        )?;
+        if self.symbols.get(stub).placement().is_none() {
+            self.define_stub(stub, &x86_64::interrupted_stub(), &[])?;
+        }
+        let wanted: Vec<SymbolId> = self
+            .touched_ids()
+            .into_iter()
+            .filter(|&id| {
+                let s = self.symbols.get(id);
+                s.placement().is_none() && s.import().is_none() && self.has_code_referrers(id)
+            })
+            .collect();
+        for id in wanted {
+            let name = self.symbols.name(id);
+            if let Some(lib) = self.resolver.as_ref().and_then(|r| r(&name)) {
+                let mut sym = self.symbols.get(id);
+                sym.set_import(Some(lib));
+                self.symbols.set(id, sym);
+                self.imports.push(id);
+                self.patch_referrers(id)?;
+            } else if let Some(stub) = x86_64::builtin(&name) {
+                if self.symbols.get(id).kind() == SymbolKind::Function {
+                    self.define_stub(id, stub.code, stub.calls)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn mark_builtin(&mut self, id: SymbolId) {
+        let mut sym = self.symbols.get(id);
+        sym.set_builtin(true);
+        self.symbols.set(id, sym);
+    }
+
+    pub(super) fn define_stub(
+        &mut self,
+        id: SymbolId,
+        code: &[u8],
+        calls: &[(u32, &str)],
+    ) -> Result<()> {
+        let mut refs = Vec::new();
+        for &(offset, target) in calls {
+            let target = self.declare(target, SymbolKind::Function, Binding::Global)?;
+            refs.push(Reference {
+                offset,
+                kind: RefKind::PcRel32,
+                target,
+                addend: -4,
+            });
+        }
+        self.define(id, RegionKind::Text, Contents::Bytes(code), 16, &refs)?;
+        self.mark_builtin(id);
+        Ok(())
+    }
+
+    /// Drop built-ins nothing refers to any more, so an update keeps the same set a full build
+    /// of the same input would have.
+    pub(super) fn drop_unused_builtins(&mut self) {
+        let unused: Vec<SymbolId> = self
+            .touched_ids()
+            .into_iter()
+            .filter(|&id| {
+                let s = self.symbols.get(id);
+                s.builtin()
+                    && s.placement().is_some()
+                    && x86_64::builtin(&self.symbols.name(id)).is_some()
+                    && !self.has_code_referrers(id)
+            })
+            .collect();
+        for id in unused {
+            self.unplace(id);
+        }
+        let unused_imports: Vec<SymbolId> = self
+            .touched_ids()
+            .into_iter()
+            .filter(|&id| self.symbols.get(id).import().is_some() && !self.has_code_referrers(id))
+            .collect();
+        for id in unused_imports {
+            let mut sym = self.symbols.get(id);
+            sym.set_import(None);
+            self.symbols.set(id, sym);
+            self.imports.retain(|&i| i != id);
+        }
+    }
+
+    pub(super) fn undefined(&self) -> Vec<Undefined> {
+        let mut out = Vec::new();
+        for id in self.touched_ids() {
+            let sym = self.symbols.get(id);
+            if sym.placement().is_some() || sym.import().is_some() {
+                continue;
+            }
+            let mut referenced_by: Vec<String> = Vec::new();
+            let mut referrers = self.referrers(id);
+            referrers.sort_by_key(|s| s.0);
+            for site in referrers {
+                if let Place::In { owner, .. } = self.sites.get(site).place {
+                    let name = self.symbols.name(owner);
+                    if !referenced_by.contains(&name) {
+                        referenced_by.push(name);
+                    }
+                }
+            }
+            if !referenced_by.is_empty() {
+                out.push(Undefined {
+                    name: self.symbols.name(id),
+                    referenced_by,
+                });
+            }
+        }
+        out
+    }
+
+    pub(super) fn addr_of(&self, name: &str) -> u64 {
+        self.symbols
+            .lookup(name)
+            .and_then(|id| self.symbols.get(id).addr())
+            .unwrap_or(HEADERS_VADDR)
+    }
+
+    pub(super) fn damaged(&self) -> Option<&'static str> {
+        if self.symbols.damaged() {
+            Some("symbols")
+        } else if self.sites.damaged() {
+            Some("reference sites")
+        } else if self.symtab.damaged() {
+            Some(".symtab")
+        } else {
+            None
+        }
+    }
+
+    /// Complete the executable: a fresh one is renamed over OUT, an opened one is updated in
+    /// place. On error, OUT is untouched.
+    pub fn finish(mut self) -> Result<Summary> {
+        // The entry must exist before `_start` refers to it, or the error would blame `_start`.
+        let has_entry = self
+            .symbols
+            .lookup(ENTRY)
+            .is_some_and(|id| self.symbols.get(id).placement().is_some());
+        if !has_entry {
+            return Err(ImageError::NoEntry(ENTRY.to_string()));
+        }
+        self.add_runtime()?;
+        let undefined = self.undefined();
+        if !undefined.is_empty() {
+            return Err(ImageError::Undefined(undefined));
+        }
+        self.drop_unused_builtins();
+        self.patch_all()?;
+        if let Some(what) = self.damaged() {
+            return Err(ImageError::TableDamaged(what));
+        }
+        // Before anything else is allocated: the last extent (text, in a fresh build) gives
+        // back what it grew by doubling, so the GOT and the tables follow right after it.
+        self.trim_last_extent();
+        if self.dynamic() || self.eh_frame.is_some() {
+            self.write_dynamic()?;
+        }
+        // At this point every address is fixed and every site is patched.
+        for id in self.touched_ids() {
+            self.symtab.update(&mut self.symbols, id);
+        }
+        self.generation += 1;
+        let updating = matches!(self.store, Store::Overlay(_));
+        let entry = self.addr_of(x86_64::START.name);
+        let interrupted = self.addr_of(x86_64::INTERRUPTED_NAME);
+        self.write_arrays()?;
+        let new_table = self.write_tables(if updating { interrupted } else { entry }, updating)?;
+        let mut summary = std::mem::take(&mut self.stats);
+        self.summarise(&mut summary);
+        summary.bytes_written = self.store.planned_bytes();
+        summary.file_size = self.store.len();
+        match self.store {
+            Store::Fresh(out) => out.commit()?,
+            Store::Overlay(overlay) => overlay.commit(&CommitPlan {
+                old_flags_at: self.old_table.map(|t| t + persist::FLAGS_OFFSET),
+                in_progress_flags: persist::FLAG_IN_PROGRESS,
+                interrupted_entry: interrupted,
+                entry,
+                new_flags_at: new_table + persist::FLAGS_OFFSET,
+                final_flags: 0,
+            })?,
+        }
+        Ok(summary)
+    }
+
+    /// In a fresh file, extents grew by doubling while the build did not know its final
+    /// sizes: give back all but a 32nd of spare room per region (at least a page: at ~300
+    /// bytes per moved function, thousands of moves before an extent must be copied), moving the extents that
+    /// follow a trimmed one down (they are small next to text, and a move is a memmove in the
+    /// mapping). Extents stay page-aligned, so file offset ≡ address (mod 4096) still holds.
+    /// Nothing records file offsets of regions but `extents` until the tables are written.
+    pub(super) fn trim_last_extent(&mut self) {
+        let Store::Fresh(out) = &mut self.store else {
+            return;
+        };
+        let mut order: Vec<usize> = (0..REGIONS)
+            .filter(|&i| self.extents[i].is_some())
+            .collect();
+        order.sort_by_key(|&i| self.extents[i].map(|e| e.offset));
+        let Some(first) = order.first().and_then(|&i| self.extents[i]) else {
+            return;
+        };
+        let end = order
+            .last()
+            .and_then(|&i| self.extents[i])
+            .map_or(0, |e| e.offset + e.capacity);
+        if end != out.len() {
+            // Something else follows the regions: leave the layout as it is.
+            return;
+        }
+        let mut cursor = first.offset;
+        for i in order {
+            let Some(e) = self.extents[i] else { continue };
+            let used = self.regions[i].used;
+            let keep = align_up(used + used / 32 + PAGE, PAGE).min(e.capacity);
+            if cursor != e.offset {
+                out.copy_within(e.offset, used.min(e.capacity), cursor);
+            }
+            self.extents[i] = Some(Extent {
+                offset: cursor,
+                capacity: keep,
+            });
+            cursor += keep;
+        }
+        out.truncate(cursor);
+    }
+
+    /// The dynamic loader's tables (rewritten whole: they grow with imports, not with code),
+    /// and `.dynamic` in its slot of the GOT region.
+    pub(super) fn write_dynamic(&mut self) -> Result<()> {
+        let names: Vec<String> = self.imports.iter().map(|&i| self.symbols.name(i)).collect();
+        let imports: Vec<crate::dynamic::Import<'_>> = self
+            .imports
+            .iter()
+            .zip(&names)
+            .map(|(&id, name)| {
+                let s = self.symbols.get(id);
+                crate::dynamic::Import {
+                    name,
+                    kind: s.kind(),
+                    got: s.got(),
+                }
+            })
+            .collect();
+        let mut data_relocs = Vec::new();
+        for (i, &id) in self.imports.iter().enumerate() {
+            for site in self.referrers(id) {
+                let site = self.sites.get(site);
+                if let (RefKind::Abs64, Some(at)) = (site.kind, self.site_addr(&site)) {
+                    if matches!(site.place, Place::In { .. }) {
+                        data_relocs.push(crate::dynamic::DataReloc {
+                            at,
+                            import: i,
+                            addend: site.addend,
+                        });
+                    }
+                }
+            }
+        }
+        let mut used: Vec<u32> = self
+            .imports
+            .iter()
+            .filter_map(|&id| self.symbols.get(id).import())
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let needed: Vec<&str> = used
+            .iter()
+            .filter_map(|&l| self.libraries.get(l as usize).map(String::as_str))
+            .collect();
+        let base = RegionKind::Dynamic.vaddr();
+        let tables = self.dynamic().then(|| {
+            crate::dynamic::tables(base, x86_64::INTERPRETER, &imports, &data_relocs, &needed)
+        });
+        let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
+        if let Some(fresh) = self.eh_frame.take() {
+            // `.eh_frame` first, so that in an update its records stay where they were (only
+            // what changed is written), then `.eh_frame_hdr`, which grows with the FDEs.
+            let start = self
+                .symbols
+                .lookup(x86_64::START.name)
+                .and_then(|id| self.symbols.get(id).placement());
+            let old = self.old_eh_frame().map_or(&[][..], |(_, b)| b);
+            let frames = crate::dynamic::merge_eh_frame(&fresh, old, start, |pc| {
+                !self.replaced_code.contains(&pc)
+            });
+            blob.resize(blob.len().next_multiple_of(8), 0);
+            let frame_addr = base + blob.len() as u64;
+            blob.extend_from_slice(&frames);
+            blob.extend_from_slice(&[0; 4]); // the terminator
+            let hdr_addr = base + blob.len() as u64;
+            let fdes = crate::dynamic::fde_locations(&frames);
+            blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &fdes));
+            let hdr_len = base + blob.len() as u64 - hdr_addr;
+            self.eh_layout = Some((hdr_addr, hdr_len, frame_addr, frames.len() as u64 + 4));
+        }
+        let len = blob.len() as u64;
+        self.ensure_extent(RegionKind::Dynamic, len)?;
+        self.regions[RegionKind::Dynamic.index()].used = len;
+        let at = self.file_offset(RegionKind::Dynamic, base);
+        self.store.write_changed(at, &blob);
+        let Some(tables) = tables else {
+            return Ok(());
+        };
+
+        let slot = match self.dynamic_slot {
+            Some(s) => s,
+            None => {
+                let s = self.regions[RegionKind::Got.index()]
+                    .alloc(crate::dynamic::DYNAMIC_CAPACITY, 8)?;
+                self.dynamic_slot = Some(s);
+                s
+            }
+        };
+        self.ensure_extent(RegionKind::Got, slot.end() - RegionKind::Got.vaddr())?;
+        let mut section = crate::dynamic::dynamic_section(&tables);
+        section.resize(slot.capacity as usize, 0);
+        let at = self.file_offset(RegionKind::Got, slot.addr);
+        self.store.write(at, &section);
+        self.dynamic_layout = Some(tables);
+        Ok(())
+    }
+
+    pub(super) fn summarise(&self, summary: &mut Summary) {
+        let counts = self.symbols.counts();
+        summary.functions = counts.functions as usize;
+        summary.data_objects = counts.data_objects as usize;
+        summary.got_entries = counts.got_entries as usize;
+        summary.sites = self.sites.len();
+        summary.generation = self.generation;
+        for kind in RegionKind::ALL {
+            summary.region_used[kind.index()] = self.regions[kind.index()].used;
+        }
+        summary.table_bytes += self.arrays.iter().map(|a| a.len).sum::<u64>();
+    }
+
+    /// An extent that holds `len` bytes: `current` if it fits, grown in place if it is last in
+    /// the file, or a new one at the end. Contents are not carried over.
+    pub(super) fn reserve(&mut self, current: Option<Extent>, len: u64) -> Result<Extent> {
+        Ok(match current {
+            Some(e) if len <= e.capacity => e,
+            Some(e) if e.offset + e.capacity == self.store.len() => {
+                let extra = align_up(len + len / 3, PAGE) - e.capacity;
+                self.store.allocate(extra, 1)?;
+                Extent {
+                    offset: e.offset,
+                    capacity: e.capacity + extra,
+                }
+            }
+            _ => {
+                let capacity = align_up(len + len / 3 + 1, PAGE);
+                let offset = self.store.allocate(capacity, PAGE)?;
+                Extent { offset, capacity }
+            }
+        })
+    }
+}

@@ -1,0 +1,522 @@
+//! The image under construction or update: regions, slots, symbols and sites, and the file
+//! they live in.
+//!
+//! Defining a function or data object places it in a slot, writes its bytes, records each
+//! reference it makes as a site, and patches at once every site whose target already has an
+//! address, including earlier sites that were waiting for this very symbol. Redefining one
+//! writes it over its old slot if it fits (nothing that refers to it changes) and otherwise
+//! moves it and re-patches exactly the sites that refer to it. Every symbol a build touches is
+//! remembered, and `finish` looks only at those: it adds the runtime pieces they need, reports
+//! the ones left undefined, brings their `.symtab` entries up to date, writes back the table
+//! records that changed, and commits. A fresh build touches everything; an update, its edit.
+//!
+//! A *fresh* image is a new file renamed over OUT at the end. An *opened* image is an existing
+//! executable whose table is read in place; its writes go to an overlay and reach the file only
+//! at commit, so a failed update leaves OUT exactly as it was (see `store.rs`).
+//!
+//! File space: each region's bytes, and each table array, occupy one extent of the file
+//! (page-aligned, with spare room). An extent that fills up grows in place when it is the last
+//! thing in the file and is otherwise copied to the end; addresses never change, only offsets.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use object::elf;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::elf::{Section, Segment};
+use crate::error::{ImageError, Result, Undefined};
+use crate::layout::{align_up, Extent, RegionKind, HEADERS_VADDR, PAGE, REGIONS};
+use crate::output::Output;
+use crate::persist::{self, Array, ArrayState, Body, ExtraSection, Header, Reject};
+use crate::sites::{Place, RefKind, Reference, Site, SiteId, Sites};
+use crate::slots::{Region, Slot};
+use crate::store::{CommitPlan, Overlay, Store};
+use crate::symbols::{Binding, Counts, Placement, SymbolId, SymbolKind, SymbolTable};
+use crate::symtab::Symtab;
+use crate::table::{Base, Blob, NameIndex, Records, PAGE_BYTES};
+use crate::x86_64;
+
+mod finish;
+mod place;
+mod tables;
+
+pub use tables::find_table;
+use tables::{data_region, grow_extent, old_eh_frame, region_of};
+
+/// Contents of a data object.
+#[derive(Debug, Clone, Copy)]
+pub enum Contents<'a> {
+    Bytes(&'a [u8]),
+    /// Zero-filled, with this size.
+    Zeros(u64),
+}
+
+impl Contents<'_> {
+    pub fn len(&self) -> u64 {
+        match self {
+            Contents::Bytes(b) => b.len() as u64,
+            Contents::Zeros(n) => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a build produced, for reports and `--stats`.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub functions: usize,
+    pub data_objects: usize,
+    pub sites: usize,
+    pub got_entries: usize,
+    pub file_size: u64,
+    /// Bytes in use per region, in `RegionKind::ALL` order.
+    pub region_used: [u64; REGIONS],
+    /// Definitions written over their old slot.
+    pub in_place: usize,
+    /// Definitions that outgrew their slot and moved.
+    pub moved: usize,
+    /// Definitions removed.
+    pub removed: usize,
+    /// Site fields written.
+    pub sites_patched: usize,
+    /// Bytes written to the file by this build.
+    pub bytes_written: u64,
+    /// Bytes of the table (`.zerolink` and its arrays).
+    pub table_bytes: u64,
+    /// How many builds made this file (1 after a full build).
+    pub generation: u64,
+}
+
+/// Name of the program's entry function, called by `_start`.
+pub const ENTRY: &str = "main";
+
+/// Why an existing file cannot be updated in place.
+#[derive(Debug)]
+pub enum OpenError {
+    /// There is no file: a first build, nothing to say.
+    Missing,
+    /// A reason to print before rebuilding in full.
+    Incompatible(Reject),
+}
+
+/// Fixed section layout, so `.symtab` entries never need their section index rewritten.
+const SECTIONS: usize = 14;
+const SHSTRTAB_INDEX: u16 = 13;
+
+pub struct Image {
+    store: Store,
+    regions: [Region; REGIONS],
+    extents: [Option<Extent>; REGIONS],
+    meta: Option<Extent>,
+    table: Option<Extent>,
+    arrays: Vec<ArrayState>,
+    symbols: SymbolTable,
+    sites: Sites,
+    symtab: Symtab,
+    /// Symbols this build defined, removed, referred to or stopped referring to.
+    touched: Touched,
+    /// A fresh build patches every site once, in `finish`, instead of as both ends get
+    /// addresses: no site is written twice and no referrer list is walked.
+    lazy_patching: bool,
+    /// Initial file capacity per region, from the caller's size hint.
+    initial_extent: [u64; REGIONS],
+    /// Target, flags and version the image is built with; an update requires the same.
+    settings: String,
+    generation: u64,
+    /// For the update protocol: where the old table's header is.
+    old_table: Option<u64>,
+    /// The caller's record of its inputs, kept in the table (opaque here).
+    manifest: Vec<u8>,
+    /// Shared libraries (sonames) that may provide imports, in search order.
+    libraries: Vec<String>,
+    /// Imported symbols, in `.dynsym` order.
+    imports: Vec<SymbolId>,
+    /// Where `.dynamic` lives in the GOT region.
+    dynamic_slot: Option<Slot>,
+    /// Finds a name in the shared libraries: (library index, kind). `None`: freestanding.
+    resolver: Option<Resolver>,
+    /// Where the dynamic tables were put by this build.
+    dynamic_layout: Option<crate::dynamic::Tables>,
+    /// Non-loaded sections the caller replaced in this build (debug information).
+    extra_sections: Option<Vec<(String, Vec<u8>)>>,
+    /// The non-loaded sections in the file, kept across updates.
+    extras: Vec<ExtraSection>,
+    /// The caller's index of its extra sections (opaque here).
+    extras_index: Vec<u8>,
+    /// Whether each of the file's extra sections matches its checksum (an update's question).
+    old_extras_intact: std::cell::OnceCell<Vec<bool>>,
+    /// The previous build's `.eh_frame` (file offset, length without the terminator).
+    old_eh_frame: Option<(u64, u64)>,
+    /// Where code was that this build replaced or removed: the previous build's unwind
+    /// entries for these addresses are stale.
+    replaced_code: BTreeSet<u64>,
+    /// `.eh_frame` contents (absolute FDE addresses), loaded after the loader's tables.
+    eh_frame: Option<Vec<u8>>,
+    /// Where `.eh_frame_hdr` and `.eh_frame` went: (hdr addr, hdr len, frame addr, frame len).
+    eh_layout: Option<(u64, u64, u64, u64)>,
+    stats: Summary,
+}
+
+/// The symbols a build changed something about (see invariant 9).
+enum Touched {
+    /// A fresh build: every symbol, without keeping a set of them.
+    All,
+    Some(BTreeSet<SymbolId>),
+}
+
+impl Touched {
+    fn insert(&mut self, id: SymbolId) {
+        if let Touched::Some(set) = self {
+            set.insert(id);
+        }
+    }
+
+    fn extend(&mut self, ids: impl IntoIterator<Item = SymbolId>) {
+        if let Touched::Some(set) = self {
+            set.extend(ids);
+        }
+    }
+}
+
+/// Looks a name up in the shared libraries: the index of the first library that exports it.
+pub type Resolver = Box<dyn Fn(&str) -> Option<u32>>;
+
+impl Image {
+    /// Start a new executable that will replace `path` when finished.
+    pub fn create(path: &Path) -> Result<Image> {
+        let mut out = Output::create(path)?;
+        // The headers page is always first in the file and the address space.
+        let headers = out.allocate(PAGE, PAGE)?;
+        debug_assert_eq!(headers, 0);
+        Ok(Image {
+            store: Store::Fresh(out),
+            regions: RegionKind::ALL.map(Region::new),
+            extents: [None; REGIONS],
+            meta: None,
+            table: None,
+            arrays: vec![ArrayState::default(); Array::ALL.len()],
+            symbols: SymbolTable::default(),
+            sites: Sites::default(),
+            symtab: Symtab::default(),
+            touched: Touched::All,
+            lazy_patching: true,
+            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
+            settings: String::new(),
+            generation: 0,
+            old_table: None,
+            manifest: Vec::new(),
+            libraries: Vec::new(),
+            imports: Vec::new(),
+            dynamic_slot: None,
+            resolver: None,
+            dynamic_layout: None,
+            extra_sections: None,
+            extras: Vec::new(),
+            extras_index: Vec::new(),
+            old_extras_intact: std::cell::OnceCell::new(),
+            old_eh_frame: None,
+            replaced_code: BTreeSet::new(),
+            eh_frame: None,
+            eh_layout: None,
+            stats: Summary::default(),
+        })
+    }
+
+    /// Reopen an executable zerolink built, to update it in place. With `settings`, they must
+    /// equal the ones it was built with. Reads only the table's header and small body.
+    pub fn open(path: &Path, settings: Option<&str>) -> Result<Image, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::Missing);
+        }
+        let overlay = Overlay::open(path)
+            .map_err(|e| OpenError::Incompatible(format!("cannot read it: {e}")))?;
+        let map = overlay.base().clone();
+        let (offset, header, body) = find_table(&map).map_err(OpenError::Incompatible)?;
+        if settings.is_some_and(|s| s != body.settings) {
+            return Err(OpenError::Incompatible(
+                "it was built with other target settings or another zerolink version".into(),
+            ));
+        }
+        let base = |a: Array| -> Result<Base, OpenError> {
+            let state = &body.arrays[a.index()];
+            let e = state
+                .extent
+                .expect("decode checks every array has an extent");
+            if e.offset + state.len > map.len() as u64 {
+                return Err(OpenError::Incompatible(
+                    "its table points outside the file".into(),
+                ));
+            }
+            Ok(Base {
+                map: map.clone(),
+                offset: e.offset as usize,
+                len: state.len as usize,
+                page_sums: state.page_sums.clone(),
+            })
+        };
+        let counts = Counts {
+            functions: body.counts[0],
+            data_objects: body.counts[1],
+            got_entries: body.counts[2],
+        };
+        let symbols = SymbolTable::restore(
+            Records::from_base(base(Array::Symbols)?),
+            Blob::from_base(base(Array::Names)?),
+            NameIndex::from_base(base(Array::Index)?, body.index_count),
+            counts,
+        );
+        let sites = Sites::restore(Records::from_base(base(Array::Sites)?), body.live_sites);
+        let symtab = Symtab {
+            entries: Records::from_base(base(Array::Symtab)?),
+            owners: Records::from_base(base(Array::Owners)?),
+            first_global: body.first_global,
+        };
+        let regions: [Region; REGIONS] = body
+            .regions
+            .try_into()
+            .map_err(|_| OpenError::Incompatible("bad region count".into()))?;
+        Ok(Image {
+            store: Store::Overlay(overlay),
+            regions,
+            extents: body.extents,
+            meta: body.meta,
+            table: body.table,
+            arrays: body.arrays,
+            symbols,
+            sites,
+            symtab,
+            touched: Touched::Some(BTreeSet::new()),
+            lazy_patching: false,
+            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
+            settings: body.settings,
+            generation: header.generation,
+            old_table: Some(offset),
+            manifest: body.manifest,
+            libraries: body.libraries,
+            imports: body.imports.into_iter().map(SymbolId).collect(),
+            dynamic_slot: (body.dynamic_slot.1 != 0).then_some(Slot {
+                addr: body.dynamic_slot.0,
+                capacity: body.dynamic_slot.1,
+            }),
+            resolver: None,
+            dynamic_layout: None,
+            extra_sections: None,
+            old_eh_frame: old_eh_frame(&body.extents, body.eh_layout, map.len() as u64),
+            extras: body.extras,
+            extras_index: body.extras_index,
+            old_extras_intact: std::cell::OnceCell::new(),
+            replaced_code: BTreeSet::new(),
+            eh_frame: None,
+            eh_layout: None,
+            stats: Summary::default(),
+        })
+    }
+
+    /// Link against shared libraries: names nothing defines are looked up with `resolver`
+    /// (which returns an index into `libraries`, sonames in search order) before the built-in
+    /// functions; the executable gets an interpreter, `.dynamic`, and a GOT filled by the
+    /// dynamic loader. Without this call the executable is static and freestanding.
+    pub fn link_dynamically(&mut self, libraries: Vec<String>, resolver: Resolver) {
+        self.libraries = libraries;
+        self.resolver = Some(resolver);
+    }
+
+    fn dynamic(&self) -> bool {
+        self.resolver.is_some()
+    }
+
+    /// Non-loaded sections to write as they are, such as `.debug_info` and `.debug_line`, and
+    /// the caller's index of them, kept in the table for the next update. They replace the
+    /// file's sections (in place where they fit); without this call an update keeps the old.
+    pub fn set_extra_sections(&mut self, sections: Vec<(String, Vec<u8>)>, index: Vec<u8>) {
+        self.extra_sections = Some(sections);
+        self.extras_index = index;
+    }
+
+    /// The previous build's extra section `name`, if it is in the file and checks out against
+    /// the checksum recorded with it. Only an opened image has one.
+    pub fn old_extra_section(&self, name: &str) -> Option<&[u8]> {
+        let Store::Overlay(o) = &self.store else {
+            return None;
+        };
+        let bytes = |x: &ExtraSection| {
+            o.base()
+                .get(x.extent.offset as usize..(x.extent.offset + x.len) as usize)
+        };
+        // Checked once per build, however often the caller asks.
+        let intact = self.old_extras_intact.get_or_init(|| {
+            self.extras
+                .iter()
+                .map(|x| bytes(x).is_some_and(|b| xxh3_64(b) == x.checksum))
+                .collect()
+        });
+        let k = self.extras.iter().position(|x| x.name == name)?;
+        bytes(&self.extras[k]).filter(|_| intact[k])
+    }
+
+    /// The caller's index of the extra sections, as the previous build left it.
+    pub fn extras_index(&self) -> &[u8] {
+        &self.extras_index
+    }
+
+    /// The previous build's `.eh_frame` (its records, without the terminator), read from the
+    /// file as it was opened.
+    pub fn old_eh_frame(&self) -> Option<(u64, &[u8])> {
+        let Store::Overlay(o) = &self.store else {
+            return None;
+        };
+        let (offset, len) = self.old_eh_frame?;
+        let bytes = o.base().get(offset as usize..(offset + len) as usize)?;
+        Some((offset, bytes))
+    }
+
+    /// Unwind tables: `.eh_frame` contents whose FDEs use absolute addresses. The image loads
+    /// them and adds `.eh_frame_hdr` with its sorted lookup table and `PT_GNU_EH_FRAME`.
+    pub fn set_eh_frame(&mut self, eh_frame: Vec<u8>) {
+        self.eh_frame = Some(eh_frame);
+    }
+
+    /// The libraries imports may come from (sonames).
+    pub fn libraries(&self) -> &[String] {
+        &self.libraries
+    }
+
+    /// Imported symbols.
+    pub fn imports(&self) -> &[SymbolId] {
+        &self.imports
+    }
+
+    /// What the caller recorded about its inputs in the previous build.
+    pub fn manifest(&self) -> &[u8] {
+        &self.manifest
+    }
+
+    /// Record something about the inputs for the next build (kept in the table as is).
+    pub fn set_manifest(&mut self, manifest: Vec<u8>) {
+        self.manifest = manifest;
+    }
+
+    /// Record the settings the executable is built with (compared on the next update).
+    pub fn set_settings(&mut self, settings: &str) {
+        self.settings = settings.to_string();
+    }
+
+    /// Tell the image how many bytes of code to expect, so the text extent is sized once.
+    pub fn expect_code_bytes(&mut self, bytes: u64) {
+        let cap = align_up(bytes + bytes / 2, PAGE);
+        let slot = &mut self.initial_extent[RegionKind::Text.index()];
+        *slot = (*slot).max(cap);
+    }
+
+    pub fn declare(&mut self, name: &str, kind: SymbolKind, binding: Binding) -> Result<SymbolId> {
+        let before = self.symbols.len();
+        let id = self.symbols.declare(name, kind, binding)?;
+        if self.symbols.len() > before {
+            self.touched.insert(id);
+        }
+        Ok(id)
+    }
+
+    pub fn symbols(&self) -> &SymbolTable {
+        &self.symbols
+    }
+
+    pub fn sites(&self) -> &Sites {
+        &self.sites
+    }
+
+    /// Sites whose value depends on `target`'s address.
+    pub fn referrers(&self, target: SymbolId) -> Vec<SiteId> {
+        self.sites.referring_to(&self.symbols, target)
+    }
+
+    pub fn regions(&self) -> &[Region; REGIONS] {
+        &self.regions
+    }
+
+    pub fn settings(&self) -> &str {
+        &self.settings
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Remember what a symbol was built from, for the next update to compare.
+    pub fn set_hashes(&mut self, id: SymbolId, content: u64, signature: u64) {
+        let mut sym = self.symbols.get(id);
+        sym.hash = content;
+        sym.sig_hash = signature;
+        self.symbols.set(id, sym);
+    }
+
+    /// Remember which of the producer's units (an input file, a codegen unit) defines `id`:
+    /// a number of the producer's choosing, kept with the symbol across updates.
+    pub fn set_unit(&mut self, id: SymbolId, unit: Option<u32>) {
+        let mut sym = self.symbols.get(id);
+        sym.unit = unit.map_or(0, |u| u + 1);
+        self.symbols.set(id, sym);
+    }
+
+    pub fn define_function(
+        &mut self,
+        id: SymbolId,
+        code: &[u8],
+        align: u64,
+        refs: &[Reference],
+    ) -> Result<()> {
+        self.check_kind(id, SymbolKind::Function)?;
+        self.define(id, RegionKind::Text, Contents::Bytes(code), align, refs)
+    }
+
+    pub fn define_data(
+        &mut self,
+        id: SymbolId,
+        contents: Contents<'_>,
+        align: u64,
+        writable: bool,
+        refs: &[Reference],
+    ) -> Result<()> {
+        self.check_kind(id, SymbolKind::Data)?;
+        let region = data_region(contents, writable, refs);
+        self.define(id, region, contents, align, refs)
+    }
+
+    /// Replace a function's code: in its slot if it fits, else in a new slot.
+    pub fn redefine_function(
+        &mut self,
+        id: SymbolId,
+        code: &[u8],
+        align: u64,
+        refs: &[Reference],
+    ) -> Result<()> {
+        self.check_kind(id, SymbolKind::Function)?;
+        self.redefine(id, RegionKind::Text, Contents::Bytes(code), align, refs)
+    }
+
+    /// Replace a data object's contents: in its slot if it fits and stays in the same region.
+    pub fn redefine_data(
+        &mut self,
+        id: SymbolId,
+        contents: Contents<'_>,
+        align: u64,
+        writable: bool,
+        refs: &[Reference],
+    ) -> Result<()> {
+        self.check_kind(id, SymbolKind::Data)?;
+        let region = data_region(contents, writable, refs);
+        self.redefine(id, region, contents, align, refs)
+    }
+
+    /// Take a definition out: its slot is freed and its own references dropped. Anything that
+    /// still refers to it is reported as undefined by `finish`.
+    pub fn remove(&mut self, id: SymbolId) {
+        if self.unplace(id) {
+            self.stats.removed += 1;
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! Placing: slots for definitions, their bytes in the file, their sites, and patching (at once
+//! in an update; in `finish`, once, in a fresh build). GOT entries and file extents grow here.
+
+use super::*;
+
+impl Image {
+    /// Free a symbol's slot and drop its own sites; true if it was placed.
+    pub(super) fn unplace(&mut self, id: SymbolId) -> bool {
+        self.replace_sites(id, &[]);
+        let mut sym = self.symbols.get(id);
+        let placement = sym.placement();
+        sym.hash = 0;
+        sym.sig_hash = 0;
+        sym.unit = 0;
+        sym.set_builtin(false);
+        sym.set_placement(None);
+        self.symbols.set(id, sym);
+        self.touched.insert(id);
+        match placement {
+            Some(p) => {
+                if p.region == RegionKind::Text {
+                    self.replaced_code.insert(p.slot.addr);
+                }
+                self.regions[p.region.index()].free(p.slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn check_kind(&self, id: SymbolId, kind: SymbolKind) -> Result<()> {
+        let sym = self.symbols.get(id);
+        if sym.kind() != kind {
+            return Err(ImageError::KindMismatch {
+                name: self.symbols.name(id),
+                declared: sym.kind().describe(),
+                used: kind.describe(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_definition(
+        &self,
+        id: SymbolId,
+        size: u64,
+        align: u64,
+        refs: &[Reference],
+    ) -> Result<()> {
+        if !align.is_power_of_two() || align > PAGE {
+            return Err(ImageError::BadAlignment {
+                name: self.symbols.name(id),
+                align,
+            });
+        }
+        for r in refs {
+            if u64::from(r.offset) + u64::from(r.kind.width()) > size {
+                return Err(ImageError::SiteOutOfBounds {
+                    function: self.symbols.name(id),
+                    offset: r.offset,
+                    size,
+                });
+            }
+            // The table keeps addends in 32 bits (every address is below 4 GiB, so a wider
+            // one could only produce an address outside the image).
+            if i32::try_from(r.addend).is_err() {
+                return Err(ImageError::AddendTooWide {
+                    function: self.symbols.name(id),
+                    offset: r.offset,
+                    target: self.symbols.name(r.target),
+                    addend: r.addend,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn define(
+        &mut self,
+        id: SymbolId,
+        region: RegionKind,
+        contents: Contents<'_>,
+        align: u64,
+        refs: &[Reference],
+    ) -> Result<()> {
+        if self.symbols.get(id).placement().is_some() {
+            return Err(ImageError::DuplicateDefinition(self.symbols.name(id)));
+        }
+        let size = contents.len();
+        self.check_definition(id, size, align, refs)?;
+        let used_before = self.regions[region.index()].used;
+        let slot = self.regions[region.index()].alloc(size, align)?;
+        if region.in_file() {
+            // Fill the alignment gap before a slot at the top, and the slot itself.
+            let fill_from = slot.addr.min(region.vaddr() + used_before);
+            self.write_slot(region, fill_from, slot, contents)?;
+        }
+        let mut sym = self.symbols.get(id);
+        sym.set_placement(Some(Placement { region, slot, size }));
+        if sym.import().is_some() {
+            // The program now defines what a library used to provide.
+            sym.set_import(None);
+            self.imports.retain(|&i| i != id);
+        }
+        self.symbols.set(id, sym);
+        self.touched.insert(id);
+        self.add_sites(id, refs)?;
+        // Incoming references that were waiting for this symbol's address, or that pointed at
+        // its old slot.
+        self.patch_referrers(id)
+    }
+
+    pub(super) fn redefine(
+        &mut self,
+        id: SymbolId,
+        region: RegionKind,
+        contents: Contents<'_>,
+        align: u64,
+        refs: &[Reference],
+    ) -> Result<()> {
+        let Some(old) = self.symbols.get(id).placement() else {
+            return self.define(id, region, contents, align, refs);
+        };
+        let size = contents.len();
+        self.check_definition(id, size, align, refs)?;
+        if old.region == RegionKind::Text {
+            self.replaced_code.insert(old.slot.addr);
+        }
+        let align = align.max(region.min_slot_align());
+        if old.region == region && size <= old.slot.capacity && old.slot.addr % align == 0 {
+            if region.in_file() {
+                self.write_slot(region, old.slot.addr, old.slot, contents)?;
+            }
+            let mut sym = self.symbols.get(id);
+            sym.set_placement(Some(Placement {
+                region,
+                slot: old.slot,
+                size,
+            }));
+            self.symbols.set(id, sym);
+            self.touched.insert(id);
+            self.stats.in_place += 1;
+            // Same address: only the symbol's own fields need writing.
+            return self.add_sites(id, refs);
+        }
+        self.replace_sites(id, &[]);
+        self.regions[old.region.index()].free(old.slot);
+        let mut sym = self.symbols.get(id);
+        sym.set_placement(None);
+        self.symbols.set(id, sym);
+        self.stats.moved += 1;
+        self.define(id, region, contents, align, refs)
+    }
+
+    /// Write `contents` at the start of `slot` and fill from `fill_from` to the slot's end.
+    pub(super) fn write_slot(
+        &mut self,
+        region: RegionKind,
+        fill_from: u64,
+        slot: Slot,
+        contents: Contents<'_>,
+    ) -> Result<()> {
+        self.ensure_extent(region, slot.end() - region.vaddr())?;
+        let offset = self.file_offset(region, fill_from);
+        let at = slot.addr - fill_from;
+        if let Store::Fresh(out) = &mut self.store {
+            // Straight into the mapping, each byte once: the gap, the contents, the slack.
+            let len = contents.len();
+            out.fill(offset, at, region.fill_byte());
+            match contents {
+                Contents::Bytes(b) => out.write(offset + at, b),
+                Contents::Zeros(n) => out.fill(offset + at, n, 0),
+            }
+            let tail = at + len;
+            out.fill(
+                offset + tail,
+                slot.end() - fill_from - tail,
+                region.fill_byte(),
+            );
+            return Ok(());
+        }
+        let mut bytes = vec![region.fill_byte(); (slot.end() - fill_from) as usize];
+        let at = at as usize;
+        match contents {
+            Contents::Bytes(b) => bytes[at..at + b.len()].copy_from_slice(b),
+            Contents::Zeros(n) => bytes[at..at + n as usize].fill(0),
+        }
+        self.store.write(offset, &bytes);
+        Ok(())
+    }
+
+    /// Replace `id`'s own sites; the targets it stopped referring to are touched.
+    pub(super) fn replace_sites(&mut self, id: SymbolId, refs: &[Reference]) -> Vec<SiteId> {
+        let (ids, old_targets) = self.sites.set_owned(&mut self.symbols, id, refs);
+        self.touched.extend(old_targets);
+        self.touched.extend(refs.iter().map(|r| r.target));
+        ids
+    }
+
+    pub(super) fn add_sites(&mut self, id: SymbolId, refs: &[Reference]) -> Result<()> {
+        let sites = self.replace_sites(id, refs);
+        if !self.lazy_patching {
+            for site in sites {
+                self.patch(site)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With lazy patching (a fresh build), now that every address is known: patch every live
+    /// site once, in site order. GOT entries made meanwhile are sites too, appended and
+    /// patched in the same pass.
+    pub(super) fn patch_all(&mut self) -> Result<()> {
+        if !std::mem::replace(&mut self.lazy_patching, false) {
+            return Ok(());
+        }
+        let mut i = 0;
+        while i < self.sites.records().len() as u32 {
+            if self.sites.is_live(SiteId(i)) {
+                self.patch(SiteId(i))?;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Symbols `finish` must look at: every symbol in a fresh build, else those touched.
+    pub(super) fn touched_ids(&self) -> Vec<SymbolId> {
+        match &self.touched {
+            Touched::All => (0..self.symbols.len() as u32).map(SymbolId).collect(),
+            Touched::Some(set) => set.iter().copied().collect(),
+        }
+    }
+
+    pub(super) fn patch_referrers(&mut self, id: SymbolId) -> Result<()> {
+        if self.lazy_patching {
+            return Ok(());
+        }
+        for site in self.referrers(id) {
+            if !matches!(self.sites.get(site).place, Place::In { owner, .. } if owner == id) {
+                self.patch(site)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Give `target` a GOT entry if it has none; the entry is itself a site holding its address.
+    pub(super) fn ensure_got_entry(&mut self, target: SymbolId) -> Result<()> {
+        if self.symbols.get(target).got().is_some() {
+            return Ok(());
+        }
+        let slot: Slot = self.regions[RegionKind::Got.index()].alloc(8, 8)?;
+        self.ensure_extent(RegionKind::Got, slot.end() - RegionKind::Got.vaddr())?;
+        let at = self.file_offset(RegionKind::Got, slot.addr);
+        self.store.fill(at, 8, 0);
+        let mut sym = self.symbols.get(target);
+        sym.set_got(slot.addr);
+        self.symbols.set(target, sym);
+        let site = self
+            .sites
+            .add_got_entry(&mut self.symbols, target, slot.addr);
+        self.patch(site)
+    }
+
+    pub(super) fn site_addr(&self, site: &Site) -> Option<u64> {
+        match site.place {
+            Place::In { owner, offset } => self
+                .symbols
+                .get(owner)
+                .addr()
+                .map(|a| a + u64::from(offset)),
+            Place::GotEntry { addr } => Some(addr),
+        }
+    }
+
+    /// Write a site's field if everything it depends on has an address; otherwise leave it for
+    /// when its target is defined.
+    pub(super) fn patch(&mut self, id: SiteId) -> Result<()> {
+        let site = self.sites.get(id);
+        let Some(p) = self.site_addr(&site) else {
+            return Ok(());
+        };
+        let target = self.symbols.get(site.target);
+        let s = match (target.addr(), target.import()) {
+            (Some(s), _) => s,
+            (None, Some(_)) => return self.patch_import_site(&site, p),
+            (None, None) => return Ok(()),
+        };
+        let mut kind = site.kind;
+        if kind == RefKind::GotPcRel32 {
+            // The target has an address in the image (checked above), so a GOT load can
+            // become an address computation.
+            if self.set_got_load_form(&site, p, true) {
+                kind = RefKind::PcRel32;
+            } else {
+                self.ensure_got_entry(site.target)?;
+            }
+        }
+        let got = self.symbols.get(site.target).got();
+        let field = x86_64::encode(kind, s, site.addend, p, got)
+            .map_err(|value| self.overflow(&site, value))?;
+        let at = self.file_offset(region_of(p), p);
+        self.store.write(at, field.bytes());
+        self.stats.sites_patched += 1;
+        Ok(())
+    }
+
+    /// A site whose target comes from a shared library: code reaches it through a GOT entry
+    /// that the dynamic loader fills; data holding its address gets a dynamic relocation
+    /// (written at `finish`); anything else cannot be encoded in an executable.
+    pub(super) fn patch_import_site(&mut self, site: &Site, p: u64) -> Result<()> {
+        let at = self.file_offset(region_of(p), p);
+        match (site.kind, site.place) {
+            (_, Place::GotEntry { .. }) => {
+                self.store.write(at, &[0; 8]);
+                Ok(())
+            }
+            (RefKind::GotPcRel32, _) => {
+                self.set_got_load_form(site, p, false);
+                self.ensure_got_entry(site.target)?;
+                let got = self.symbols.get(site.target).got();
+                let field = x86_64::encode(RefKind::GotPcRel32, 0, site.addend, p, got)
+                    .map_err(|value| self.overflow(site, value))?;
+                self.store.write(at, field.bytes());
+                self.stats.sites_patched += 1;
+                Ok(())
+            }
+            (RefKind::Abs64, Place::In { owner, .. })
+                if self
+                    .symbols
+                    .get(owner)
+                    .placement()
+                    .is_some_and(|pl| pl.region == RegionKind::Data) =>
+            {
+                self.store.write(at, &[0; 8]);
+                Ok(())
+            }
+            (kind, place) => {
+                let (function, offset) = match place {
+                    Place::In { owner, offset } => (self.symbols.name(owner), offset),
+                    Place::GotEntry { .. } => unreachable!("handled above"),
+                };
+                Err(ImageError::ImportReference {
+                    function,
+                    offset,
+                    kind: kind.name(),
+                    target: self.symbols.name(site.target),
+                })
+            }
+        }
+    }
+
+    pub(super) fn overflow(&self, site: &Site, value: i128) -> ImageError {
+        let (function, offset) = match site.place {
+            Place::In { owner, offset } => (self.symbols.name(owner), offset),
+            Place::GotEntry { addr } => ("<GOT>".to_string(), (addr & 0xffff_ffff) as u32),
+        };
+        ImageError::Overflow {
+            function,
+            offset,
+            kind: site.kind.name(),
+            target: self.symbols.name(site.target),
+            value,
+        }
+    }
+
+    /// Give a GOT-load site its relaxed (`lea`) or GOT (`mov`) form, if the instruction is one
+    /// of the two; false if it is some other instruction, which must go through the GOT.
+    pub(super) fn set_got_load_form(&mut self, site: &Site, p: u64, relaxed: bool) -> bool {
+        let Place::In { owner, offset } = site.place else {
+            return false;
+        };
+        let in_text = self
+            .symbols
+            .get(owner)
+            .placement()
+            .is_some_and(|pl| pl.region == RegionKind::Text);
+        if offset < 3 || !in_text {
+            return false;
+        }
+        let at = self.file_offset(RegionKind::Text, p - 3);
+        let before: [u8; 3] = self.store.read(at, 3).try_into().expect("three bytes");
+        match x86_64::got_load_opcode(before, relaxed) {
+            Some(opcode) => {
+                if opcode != before[1] {
+                    self.store.write(at + 1, &[opcode]);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Make the region's file extent hold at least `len` bytes.
+    pub(super) fn ensure_extent(&mut self, region: RegionKind, len: u64) -> Result<()> {
+        let i = region.index();
+        let used = self.regions[i].used;
+        let initial = self.initial_extent[i];
+        self.extents[i] = Some(grow_extent(
+            &mut self.store,
+            self.extents[i],
+            len,
+            used,
+            initial,
+        )?);
+        Ok(())
+    }
+
+    pub(super) fn file_offset(&self, region: RegionKind, addr: u64) -> u64 {
+        let e = self.extents[region.index()].expect("placed bytes have an extent");
+        e.offset + (addr - region.vaddr())
+    }
+
+    pub(super) fn has_code_referrers(&self, id: SymbolId) -> bool {
+        self.referrers(id)
+            .iter()
+            .any(|&s| matches!(self.sites.get(s).place, Place::In { .. }))
+    }
+}
