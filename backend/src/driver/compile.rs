@@ -90,18 +90,6 @@ pub(super) enum WorkerName {
     Other { name: String, as_call: bool },
 }
 
-impl WorkerName {
-    fn new(program: &Program, name: &str, as_call: bool) -> WorkerName {
-        match program.names.get(name) {
-            Some(d) => WorkerName::Defined(*d),
-            None => WorkerName::Other {
-                name: name.to_string(),
-                as_call,
-            },
-        }
-    }
-}
-
 /// A function parsed and with its names resolved, ready for code generation.
 pub(super) struct Prepared {
     index: usize,
@@ -245,6 +233,34 @@ pub(super) struct WorkerNames<'e, 'a> {
     pub(super) calls: Vec<(usize, u64)>,
 }
 
+impl WorkerNames<'_, '_> {
+    /// What `name` is (as `defined` says) and its entry in the name list: one lookup in the
+    /// program's names, and the table only for names no file that was read defines.
+    fn resolve(
+        &self,
+        program: &Program,
+        name: &str,
+        as_call: bool,
+    ) -> (Option<SymbolKind>, WorkerName) {
+        match program.names.get(name) {
+            Some(d) => {
+                let kind = match d {
+                    Definition::Function(_) => SymbolKind::Function,
+                    Definition::Data(_) => SymbolKind::Data,
+                };
+                (Some(kind), WorkerName::Defined(*d))
+            }
+            None => (
+                self.table.and_then(|_| defined(program, self.table, name)),
+                WorkerName::Other {
+                    name: name.to_string(),
+                    as_call,
+                },
+            ),
+        }
+    }
+}
+
 impl Names for WorkerNames<'_, '_> {
     fn function(
         &mut self,
@@ -254,7 +270,8 @@ impl Names for WorkerNames<'_, '_> {
         sig: &ir::Signature,
     ) -> Result<(u32, u32, bool)> {
         let k = self.names.len();
-        let colocated = match defined(program, self.table, name) {
+        let (kind, entry) = self.resolve(program, name, true);
+        let colocated = match kind {
             Some(SymbolKind::Function) => {
                 self.calls.push((k, signature_hash(sig)));
                 true
@@ -262,15 +279,15 @@ impl Names for WorkerNames<'_, '_> {
             Some(SymbolKind::Data) => return Err(program.not_a_function(caller, name)),
             None => self.env.builtin_in_image(name),
         };
-        self.names.push(WorkerName::new(program, name, true));
+        self.names.push(entry);
         Ok((0, k as u32, colocated))
     }
 
     fn symbol(&mut self, program: &Program, name: &str) -> Result<(u32, u32, bool)> {
-        let colocated =
-            defined(program, self.table, name).is_some() || self.env.builtin_in_image(name);
+        let (kind, entry) = self.resolve(program, name, false);
+        let colocated = kind.is_some() || self.env.builtin_in_image(name);
         let k = self.names.len();
-        self.names.push(WorkerName::new(program, name, false));
+        self.names.push(entry);
         Ok((0, k as u32, colocated))
     }
 }

@@ -187,21 +187,15 @@ impl<'a> Builder<'a> {
         let jobs = self.jobs.max(1);
         // Workers that run beside placement may not read the table the main thread writes:
         // only when every file was read do they need nothing of it.
-        if jobs > 1
-            && indices.len() > BATCH_PER_JOB * jobs
-            && self.program.files.iter().all(|f| f.loaded)
-        {
+        let all_read = self.program.files.iter().all(|f| f.loaded);
+        if jobs > 1 && indices.len() > BATCH_PER_JOB * jobs && all_read {
             return self.functions_pipelined(indices, jobs);
         }
         let mut callers = Vec::new();
         for batch in indices.chunks(BATCH_PER_JOB * jobs) {
-            let results = compile_batch(
-                self.program,
-                self.env,
-                Some(self.image.symbols()),
-                batch,
-                jobs,
-            );
+            // The table is asked only for names of files that were not read.
+            let table = (!all_read).then(|| self.image.symbols());
+            let results = compile_batch(self.program, self.env, table, batch, jobs);
             let t = Instant::now();
             for r in results {
                 if let Some(more) = self.place(r?)? {
