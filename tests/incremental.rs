@@ -892,10 +892,17 @@ fn change_detection_reads_only_files_whose_stat_data_changed() {
     stats_build(&files, &out, &flags);
     let before = run(&out).stdout;
 
-    // Nothing changed: nothing is read, nothing compiled.
+    // Nothing changed: nothing is read, nothing compiled, and OUT is not written at all.
+    let before_noop = std::fs::read(&out).unwrap();
+    let written = std::fs::metadata(&out).unwrap().modified().unwrap();
     let stats = stats_build(&files, &out, &flags);
     assert!(stats.starts_with("in-place update"), "{stats}");
     assert_eq!((files_read(&stats), compiled(&stats)), (0, 0), "{stats}");
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().modified().unwrap(),
+        written
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), before_noop);
 
     // `touch`: the file is read and hashed, and nothing is recompiled.
     let f = std::fs::File::options()

@@ -369,6 +369,28 @@ fn update<'a>(
 ) -> Result<Updated> {
     // Gone from the input: free the slot. Redefined by the program where a built-in was: the
     // program's definition replaces it.
+    // Nothing changed, and every file's record is as it was: there is nothing to write, so
+    // OUT is left alone (not even opened for writing).
+    if diff.gone.is_empty()
+        && diff.functions.is_empty()
+        && diff.data.is_empty()
+        && diff.relabel.is_empty()
+        && manifest(program, env.started_ns).encode() == image.manifest()
+    {
+        return Ok(Updated::Done(Box::new(Report {
+            mode: Mode::Update,
+            summary: image.unchanged(),
+            compiled: 0,
+            reused: program.definitions(),
+            phases: vec![
+                ("compile and write", Duration::ZERO),
+                ("finish", Duration::ZERO),
+            ],
+            timings: crate::clif::Timings::default(),
+            read_files: 0,
+            files: program.files.len(),
+        })));
+    }
     for id in diff.gone {
         image.remove(id);
     }

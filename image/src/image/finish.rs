@@ -374,6 +374,16 @@ impl Image {
         Ok(())
     }
 
+    /// The summary of an image left exactly as it is: for a build that found nothing to do and
+    /// therefore writes nothing (OUT is not even opened for writing).
+    pub fn unchanged(&self) -> Summary {
+        let mut summary = Summary::default();
+        self.summarise(&mut summary);
+        summary.file_size = self.store.len();
+        summary.table_bytes += self.table.map_or(0, |e| e.capacity);
+        summary
+    }
+
     pub(super) fn summarise(&self, summary: &mut Summary) {
         let counts = self.symbols.counts();
         summary.functions = counts.functions as usize;
