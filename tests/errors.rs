@@ -213,5 +213,11 @@ fn a_failed_build_leaves_the_previous_executable_untouched_and_runnable() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(std::fs::read(&out).unwrap(), before);
     assert_eq!(run(&out).status, 9);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    // The sources, OUT, and OUT's (empty) lock file: no temporary file is left behind.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".out.zl-lock", "bad.clif", "good.clif", "out"]);
 }

@@ -651,7 +651,13 @@ fn a_failed_update_leaves_the_executable_byte_for_byte_unchanged() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.contains(".zl-")), "{names:?}");
+    // Only OUT's lock file (empty, kept like Cargo's) may stay; no temporary file.
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains(".zl-") || n.ends_with(".zl-lock")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -990,4 +996,98 @@ fn a_signature_change_recompiles_callers_in_files_that_were_not_read() {
         "{stderr}"
     );
     assert_eq!(run(&out).status, 42, "a failed build leaves OUT as it was");
+}
+
+#[test]
+fn a_second_build_of_the_same_output_waits_for_the_first_or_fails_with_no_wait() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_program(dir.path(), PROGRAM);
+    let out = dir.path().join("prog");
+    // Hold the output's lock as a running build would.
+    let lock = std::fs::File::create(dir.path().join(".prog.zl-lock")).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let o = build(&files, &out, &["--no-wait"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "--no-wait must not wait");
+    assert!(stderr.contains("another build of"), "{stderr}");
+    assert!(!out.exists(), "a refused build writes nothing");
+
+    let mut waiting = zerolink()
+        .arg("build")
+        .args(&files)
+        .arg("-o")
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "it must wait for the lock"
+    );
+    assert!(!out.exists());
+    drop(lock);
+    let o = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("waiting for another build"), "{stderr}");
+    assert!(run_with_stdin(&out, b"").1.starts_with(b"old\n"));
+}
+
+#[test]
+fn concurrent_builds_into_one_output_leave_one_of_the_two_programs() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_src = dir.path().join("base");
+    let o = zerolink()
+        .args(["gen", "--functions", "2000", "--files", "4", "-o"])
+        .arg(&base_src)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // Two edits of the same file, to different constants.
+    let mut variants = Vec::new();
+    for (name, to) in [("x", "iconst.i64 4\n"), ("y", "iconst.i64 5\n")] {
+        let d = dir.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        for f in clif_files(&base_src) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let text = if f.ends_with("unit0002.clif") {
+                text.replacen("iconst.i64 3\n", to, 1)
+            } else {
+                text
+            };
+            std::fs::write(d.join(f.file_name().unwrap()), text).unwrap();
+        }
+        let files = clif_files(&d);
+        let fresh = dir.path().join(format!("fresh-{name}"));
+        build_ok(&files, &fresh, &["--freestanding"]);
+        variants.push((files, run(&fresh).stdout));
+    }
+    assert_ne!(variants[0].1, variants[1].1, "the two edits must differ");
+    let base = dir.path().join("base-prog");
+    build_ok(&clif_files(&base_src), &base, &["--freestanding"]);
+    let out = dir.path().join("prog");
+    for _ in 0..4 {
+        std::fs::copy(&base, &out).unwrap();
+        let spawn = |files: &[PathBuf]| {
+            zerolink()
+                .arg("build")
+                .args(files)
+                .args(["-o"])
+                .arg(&out)
+                .args(["--freestanding", "-q"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let (mut a, mut b) = (spawn(&variants[0].0), spawn(&variants[1].0));
+        assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+        let got = run(&out).stdout;
+        assert!(
+            got == variants[0].1 || got == variants[1].1,
+            "two concurrent builds left a program that is neither"
+        );
+    }
 }

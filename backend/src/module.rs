@@ -45,6 +45,8 @@ pub struct ZerolinkModule {
     data_objects: Vec<Option<SymbolId>>,
     libcall_names: LibcallNames,
     debug: Option<DebugState>,
+    /// Held from `new` until the module is finished or dropped: one build per output.
+    _lock: zerolink_image::lock::BuildLock,
 }
 
 /// What debug information needs, gathered as functions are defined.
@@ -88,8 +90,17 @@ fn slot<T: Copy>(v: &mut Vec<Option<T>>, i: usize) -> &mut Option<T> {
 impl ZerolinkModule {
     /// A module that will write the executable `output` when finished. `output` is replaced
     /// only if the build succeeds.
+    /// If another build of `output` is running (a `zerolink build`, or another module for the
+    /// same output, even in this process), this fails with `ImageError::Busy` rather than
+    /// waiting: waiting for a module of one's own would never end.
     pub fn new(isa: OwnedTargetIsa, output: &Path) -> Result<Self, BackendError> {
+        let lock = zerolink_image::lock::BuildLock::acquire(
+            output,
+            zerolink_image::lock::LockWait::Fail,
+            &|| {},
+        )?;
         Ok(ZerolinkModule {
+            _lock: lock,
             isa,
             declarations: ModuleDeclarations::default(),
             image: Image::create(output)?,

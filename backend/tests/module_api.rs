@@ -395,3 +395,20 @@ fn main() {
     // `next` from the last line of `add` returns to the caller's next line.
     assert!(out.contains("7\t  exit(x)"), "{out}");
 }
+
+#[test]
+fn a_second_module_for_the_same_output_is_refused_while_the_first_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prog");
+    let isa = || TargetOptions::default().isa().unwrap();
+    let first = ZerolinkModule::new(isa(), &out).unwrap();
+    let second = ZerolinkModule::new(isa(), &out);
+    let err = second.err().expect("the output is busy").to_string();
+    assert!(
+        err.contains("another build of") && err.contains("prog"),
+        "{err}"
+    );
+    drop(first);
+    // The lock goes with the first module.
+    assert!(ZerolinkModule::new(isa(), &out).is_ok());
+}

@@ -204,6 +204,9 @@ struct InputArgs {
     /// No progress bar.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// If another build of the same output is running, fail at once instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
     /// Debug information: DWARF lines and functions (gdb can break at FILE.clif:LINE and step
     /// through CLIF lines) and unwind tables. Updates keep it current in place. On by
     /// default for `run`.
@@ -394,11 +397,23 @@ fn build(
     }
     let progress = Progress::new(input.quiet);
     let report_progress = |done: usize, total: usize| progress.update(done, total);
+    let waiting = || {
+        eprintln!(
+            "zerolink: waiting for another build of {} to finish",
+            output.display()
+        )
+    };
     let opts = driver::BuildOptions {
         force_full: full,
         jobs: input.jobs(),
         progress: Some(&report_progress),
         debug_info: input.debug_info,
+        lock: if input.no_wait {
+            zerolink_image::lock::LockWait::Fail
+        } else {
+            zerolink_image::lock::LockWait::Wait
+        },
+        waiting: Some(&waiting),
     };
     let result = driver::build(&input.files, &target, &input.link(), output, &opts);
     progress.finish();

@@ -12,6 +12,9 @@ pub struct Undefined {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// Another build of the same output holds its lock (and the caller asked not to wait).
+    #[error("another build of `{}` is running (it holds the lock file beside it)", .0.display())]
+    Busy(PathBuf),
     #[error("cannot write `{path}`: {error}")]
     Io {
         path: PathBuf,

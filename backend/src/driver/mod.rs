@@ -23,6 +23,7 @@ use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{self, ExternalName};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::{Context, FinalizedRelocTarget};
+use zerolink_image::lock::{BuildLock, LockWait};
 use zerolink_image::sites::Place;
 use zerolink_image::symbols::SymbolTable;
 use zerolink_image::{
@@ -112,6 +113,10 @@ pub struct BuildOptions<'a> {
     pub progress: Option<&'a dyn Fn(usize, usize)>,
     /// DWARF line and function information and unwind tables (`-g`).
     pub debug_info: bool,
+    /// When another build of the same OUT is running: wait for it, or fail at once.
+    pub lock: LockWait,
+    /// Called once if the build has to wait for another one.
+    pub waiting: Option<&'a dyn Fn()>,
 }
 
 impl Default for BuildOptions<'_> {
@@ -121,6 +126,8 @@ impl Default for BuildOptions<'_> {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: None,
             debug_info: false,
+            lock: LockWait::Wait,
+            waiting: None,
         }
     }
 }
@@ -134,6 +141,8 @@ pub fn build(
     out: &Path,
     opts: &BuildOptions<'_>,
 ) -> Result<Report> {
+    // One build per OUT at a time, from before it is opened until after the commit.
+    let _lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
     // Before any input is examined: files stamped from now on are racily clean next time.
     let started_ns = inputs::coarse_now_ns();
     let stats = inputs::stat_all(paths)?;

@@ -1,0 +1,83 @@
+//! One build at a time per output: an advisory lock on a file beside OUT.
+//!
+//! Two builds into the same OUT would each open the old table, plan against it, and commit in
+//! turn: the second commit applies a plan made against a file the first one already changed,
+//! and the result mixes both programs (silently: the table agrees with it). So every build
+//! holds an exclusive `flock` on `.OUT.zl-lock` (beside OUT, in its directory) from before it
+//! opens OUT until after it has committed; a second build waits for it, or with
+//! `LockWait::Fail` gives up at once. The lock file stays (it is empty); the lock itself goes
+//! with the process, so a killed build never leaves OUT locked.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{ImageError, Result};
+
+/// What to do when another build holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// Wait for it (after calling the `waiting` callback once).
+    Wait,
+    /// Fail at once with `ImageError::Busy`.
+    Fail,
+}
+
+/// The lock of one output, held until dropped.
+#[derive(Debug)]
+pub struct BuildLock {
+    _file: File,
+}
+
+/// The lock file of `out`: `.NAME.zl-lock` in OUT's directory.
+pub fn lock_path(out: &Path) -> PathBuf {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "a.out".into());
+    dir.join(format!(".{name}.zl-lock"))
+}
+
+impl BuildLock {
+    /// Take the lock of `out`. `waiting` is called once if another build holds it and `wait`
+    /// says to wait.
+    pub fn acquire(out: &Path, wait: LockWait, waiting: &dyn Fn()) -> Result<BuildLock> {
+        let path = lock_path(out);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(ImageError::io(&path))?;
+        if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            return Ok(BuildLock { _file: file });
+        }
+        match wait {
+            LockWait::Fail => Err(ImageError::Busy(out.to_path_buf())),
+            LockWait::Wait => {
+                waiting();
+                flock(&file, libc::LOCK_EX).map_err(ImageError::io(&path))?;
+                Ok(BuildLock { _file: file })
+            }
+        }
+    }
+}
+
+fn flock(file: &File, op: i32) -> std::io::Result<()> {
+    loop {
+        // SAFETY: a valid open descriptor; flock has no memory arguments.
+        let r = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
