@@ -31,6 +31,11 @@ pub struct BuildLock {
 
 /// The lock file of `out`: `.NAME.zl-lock` in OUT's directory.
 pub fn lock_path(out: &Path) -> PathBuf {
+    beside(out, |name| format!(".{name}.zl-lock"))
+}
+
+/// A file in OUT's directory (`.` for a bare name) named from OUT's file name.
+pub(crate) fn beside(out: &Path, name_of: impl FnOnce(&str) -> String) -> PathBuf {
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -39,7 +44,7 @@ pub fn lock_path(out: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "a.out".into());
-    dir.join(format!(".{name}.zl-lock"))
+    dir.join(name_of(&name))
 }
 
 impl BuildLock {

@@ -35,15 +35,9 @@ const INITIAL_FILE_LEN: u64 = 1 << 20;
 
 impl Output {
     pub fn create(final_path: &Path) -> Result<Output> {
-        let dir = match final_path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "a.out".into());
-        let tmp_path = dir.join(format!(".{name}.zl-{}.tmp", std::process::id()));
+        let tmp_path = crate::lock::beside(final_path, |name| {
+            format!(".{name}.zl-{}.tmp", std::process::id())
+        });
         let file = OpenOptions::new()
             .read(true)
             .write(true)
