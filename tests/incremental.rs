@@ -1091,3 +1091,26 @@ fn concurrent_builds_into_one_output_leave_one_of_the_two_programs() {
         );
     }
 }
+
+#[test]
+fn temporary_files_of_killed_builds_are_removed_by_the_next_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_program(dir.path(), PROGRAM);
+    let out = dir.path().join("prog");
+    // What a full build and an update of a running OUT leave when killed, and a bystander.
+    for name in [
+        ".prog.zl-4242.tmp",
+        ".prog.zl-4343.update",
+        ".prog.zl-notes.txt",
+    ] {
+        std::fs::write(dir.path().join(name), b"stale").unwrap();
+    }
+    build_ok(&files, &out, &[]);
+    assert!(!dir.path().join(".prog.zl-4242.tmp").exists());
+    assert!(!dir.path().join(".prog.zl-4343.update").exists());
+    assert!(
+        dir.path().join(".prog.zl-notes.txt").exists(),
+        "only zerolink's own names"
+    );
+    assert!(run_with_stdin(&out, b"").1.starts_with(b"old\n"));
+}

@@ -6,7 +6,9 @@
 //! holds an exclusive `flock` on `.OUT.zl-lock` (beside OUT, in its directory) from before it
 //! opens OUT until after it has committed; a second build waits for it, or with
 //! `LockWait::Fail` gives up at once. The lock file stays (it is empty); the lock itself goes
-//! with the process, so a killed build never leaves OUT locked.
+//! with the process, so a killed build never leaves OUT locked. Whoever takes the lock also
+//! removes the temporary files killed builds of OUT left behind: with the lock held, no
+//! other build of OUT can be writing them.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -59,16 +61,44 @@ impl BuildLock {
             .truncate(false)
             .open(&path)
             .map_err(ImageError::io(&path))?;
-        if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
-            return Ok(BuildLock { _file: file });
-        }
-        match wait {
-            LockWait::Fail => Err(ImageError::Busy(out.to_path_buf())),
-            LockWait::Wait => {
-                waiting();
-                flock(&file, libc::LOCK_EX).map_err(ImageError::io(&path))?;
-                Ok(BuildLock { _file: file })
+        if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+            match wait {
+                LockWait::Fail => return Err(ImageError::Busy(out.to_path_buf())),
+                LockWait::Wait => {
+                    waiting();
+                    flock(&file, libc::LOCK_EX).map_err(ImageError::io(&path))?;
+                }
             }
+        }
+        remove_stale(out);
+        Ok(BuildLock { _file: file })
+    }
+}
+
+/// Remove temporary files that killed builds of `out` left behind (`.OUT.zl-PID.tmp`, the new
+/// file of a full build; `.OUT.zl-PID.update`, the copy an update of a running OUT writes).
+/// With the lock held no other build of `out` is running, so every such file is stale.
+/// Best effort: a file that cannot be removed is left for the next build.
+fn remove_stale(out: &Path) {
+    let dir = beside(out, |_| String::new());
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.zl-");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = rest
+            .strip_suffix(".tmp")
+            .or_else(|| rest.strip_suffix(".update"));
+        if pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
