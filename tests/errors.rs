@@ -221,3 +221,27 @@ fn a_failed_build_leaves_the_previous_executable_untouched_and_runnable() {
     names.sort();
     assert_eq!(names, [".out.zl-lock", "bad.clif", "good.clif", "out"]);
 }
+
+#[test]
+fn what_cranelift_cannot_compile_is_an_error_naming_the_function_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = "function %wide(i128) -> i128 {\nblock0(v0: i128):\n    return v0\n}\n\n";
+    // An `i128` result of a conversion, not in the signature: "entered unreachable code".
+    let to_int = "function %to_int(f64) -> i64 {\nblock0(v0: f64):\n    v1 = fcvt_to_sint.i128 v0\n    v2 = ireduce.i64 v1\n    return v2\n}\n\n";
+    for (name, text) in [("wide", wide), ("to_int", to_int)] {
+        for jobs in ["1", "2"] {
+            let src = dir.path().join(format!("{name}.clif"));
+            std::fs::write(&src, format!("{text}{MAIN}")).unwrap();
+            let out = dir.path().join(name);
+            let o = build(&[src], &out, &["--freestanding", "-j", jobs]);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.contains(&format!("`{name} (")) && stderr.contains(".clif:1)"),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("panicked at"), "{stderr}");
+            assert!(!out.exists(), "a failed build writes no OUT");
+        }
+    }
+}

@@ -245,6 +245,13 @@ impl InputArgs {
 }
 
 fn main() -> ExitCode {
+    // Panics inside code generation are caught and reported as errors naming the function;
+    // the hook's message and backtrace would only repeat them. Anything else says where.
+    std::panic::set_hook(Box::new(|info| {
+        if !zerolink_backend::driver::panics_are_caught() {
+            eprintln!("zerolink: internal error: {info}");
+        }
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

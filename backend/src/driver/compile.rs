@@ -72,12 +72,54 @@ pub(super) fn compile_group(
 ) -> Vec<Result<Compiled>> {
     let prepared: Vec<Result<Prepared>> = group
         .iter()
-        .map(|&i| prepare(program, env, table, i))
+        .map(|&i| guarded(program, i, || prepare(program, env, table, i)))
         .collect();
-    prepared
-        .into_iter()
-        .map(|p| p.and_then(|p| generate(program, env, p, ctx)))
+    group
+        .iter()
+        .zip(prepared)
+        .map(|(&i, p)| {
+            let p = p?;
+            let r = guarded(program, i, || generate(program, env, p, ctx));
+            if r.is_err() {
+                // A context a panic left mid-compile is not trusted again.
+                *ctx = Context::new();
+            }
+            r
+        })
         .collect()
+}
+
+/// Run `f` for function `i`, turning a panic inside it (Cranelift rejecting what its verifier
+/// let through, such as an `i128` argument on x86-64) into an error that names the function:
+/// the last line of defence, so that a build never aborts with a backtrace and OUT stays as
+/// it was.
+fn guarded<T>(program: &Program, i: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    GUARDED.set(true);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.set(false);
+    r.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        let func = &program.functions[i];
+        Err(BackendError::Compile {
+            function: format!("{} ({})", func.name, program.pos(func.file, func.line)),
+            message: format!("Cranelift cannot compile this function: {what}"),
+        })
+    })
+}
+
+thread_local! {
+    /// Set while this thread runs a guarded compile: a panic hook can stay quiet then.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread now would be caught and reported as an error naming the
+/// function being compiled (for a panic hook that would otherwise print it).
+pub fn panics_are_caught() -> bool {
+    GUARDED.get()
 }
 
 /// A name a function refers to, as the worker resolved it.

@@ -45,6 +45,7 @@ mod debug_units;
 mod diff;
 mod place;
 
+pub use compile::panics_are_caught;
 use compile::{compile_batch, BATCH_PER_JOB};
 use diff::{diff, manifest, Diff, DiffError};
 use place::Builder;
