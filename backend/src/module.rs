@@ -368,7 +368,27 @@ impl Module for ZerolinkModule {
         ctrl_plane: &mut ControlPlane,
     ) -> ModuleResult<()> {
         let name = self.check_definable_function(func)?;
-        ctx.compile(&*self.isa, ctrl_plane)?;
+        // Cranelift panics on some input its verifier accepts (an `i128` argument on x86-64):
+        // the compiler using this module gets an error naming the function instead.
+        let isa = &*self.isa;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ctx.compile(isa, ctrl_plane)
+                .map(|_| ())
+                .map_err(cranelift_module::ModuleError::from)
+        })) {
+            Ok(r) => r?,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                return Err(backend(BackendError::Compile {
+                    function: name,
+                    message: format!("Cranelift cannot compile this function: {what}"),
+                }));
+            }
+        }
         let compiled = ctx.compiled_code().expect("compiled just above");
         let align = u64::from(compiled.buffer.alignment);
         let relocs: Vec<ModuleReloc> = compiled

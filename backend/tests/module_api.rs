@@ -412,3 +412,36 @@ fn a_second_module_for_the_same_output_is_refused_while_the_first_lives() {
     // The lock goes with the first module.
     assert!(ZerolinkModule::new(isa(), &out).is_ok());
 }
+
+#[test]
+fn a_function_cranelift_cannot_compile_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = ZerolinkModule::new(
+        TargetOptions::default().isa().unwrap(),
+        &dir.path().join("p"),
+    )
+    .unwrap();
+    // Cranelift's x86-64 ABI panics on i128 arguments (without LLVM ABI extensions).
+    let mut sig = m.make_signature();
+    sig.params.push(AbiParam::new(types::I128));
+    sig.returns.push(AbiParam::new(types::I128));
+    let wide = m.declare_function("wide", Linkage::Export, &sig).unwrap();
+    let mut ctx = m.make_context();
+    ctx.func.signature = sig;
+    let config = m.target_config();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+    let block = b.create_block();
+    b.append_block_params_for_function_params(block);
+    b.switch_to_block(block);
+    b.seal_block(block);
+    let v = b.block_params(block)[0];
+    b.ins().return_(&[v]);
+    b.finalize(config);
+    let err = m.define_function(wide, &mut ctx).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("wide") && err.contains("cannot compile"),
+        "{err}"
+    );
+}
