@@ -98,3 +98,20 @@ impl From<cranelift_module::ModuleError> for BackendError {
 }
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// The error for a panic caught while Cranelift compiled `function` (it rejects some input its
+/// verifier accepts, such as an `i128` argument on x86-64, by panicking).
+pub(crate) fn cannot_compile(
+    function: String,
+    payload: Box<dyn std::any::Any + Send>,
+) -> BackendError {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    BackendError::Compile {
+        function,
+        message: format!("Cranelift cannot compile this function: {what}"),
+    }
+}

@@ -71,7 +71,8 @@ pub fn coarse_now_ns() -> i64 {
     // SAFETY: `ts` is a valid timespec to write to; CLOCK_REALTIME_COARSE exists on Linux.
     let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
     if r != 0 {
-        // Cannot happen on Linux; a time of 0 only makes every file racily clean.
+        // Cannot happen on Linux. The latest time smudges every file's record: the next
+        // build hashes them all, which is slow but never wrong.
         return i64::MAX;
     }
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec

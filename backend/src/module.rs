@@ -377,17 +377,7 @@ impl Module for ZerolinkModule {
                 .map_err(cranelift_module::ModuleError::from)
         })) {
             Ok(r) => r?,
-            Err(payload) => {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".into());
-                return Err(backend(BackendError::Compile {
-                    function: name,
-                    message: format!("Cranelift cannot compile this function: {what}"),
-                }));
-            }
+            Err(payload) => return Err(backend(crate::error::cannot_compile(name, payload))),
         }
         let compiled = ctx.compiled_code().expect("compiled just above");
         let align = u64::from(compiled.buffer.alignment);

@@ -677,6 +677,24 @@ fn compare_one(
             ))
         })
         .collect();
+    // Link the objects with every linker, each into its row after the objects' own step
+    // (`m_obj`); every executable must print the same checksum.
+    let link_all = |rows: &mut [PathResult],
+                    t: &serde_json::Value,
+                    m_obj: &Measured,
+                    sums: &mut Checksums<'_>,
+                    what: &str|
+     -> Result<()> {
+        for (i, (l, row)) in linkers.iter().zip(rows).enumerate() {
+            eprint!(", {}", l.name);
+            let out = dir.join(format!("separate{i}"));
+            let m = measure(&mut link_cmd(l, &objects, &out))?;
+            let peak = m_obj.peak_kib.max(m.peak_kib);
+            row.record(t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
+            sums.check(&out, &format!("{what} {}", l.name))?;
+        }
+        Ok(())
+    };
 
     // The first process on freshly written inputs pays for cold caches; it would be the floor
     // of the first run, which all of that run's differences are taken against. Not measured.
@@ -734,14 +752,13 @@ fn compare_one(
                     .arg(&timings),
             )?;
             let t = read_timings(&timings)?;
-            for (i, l) in linkers.iter().enumerate() {
-                eprint!(", {}", l.name);
-                let out = dir.join(format!("separate{i}"));
-                let m = measure(&mut link_cmd(l, &objects, &out))?;
-                let peak = m_obj.peak_kib.max(m.peak_kib);
-                group.full[i + 1].record(&t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
-                sums.check(&out, &format!("the build linked by {}", l.name))?;
-            }
+            link_all(
+                &mut group.full[1..],
+                &t,
+                &m_obj,
+                &mut sums,
+                "the build linked by",
+            )?;
         }
 
         // The edit loop: one function changes.
@@ -772,14 +789,13 @@ fn compare_one(
                     .arg(&timings),
             )?;
             let t = read_timings(&timings)?;
-            for (i, l) in linkers.iter().enumerate() {
-                eprint!(", {}", l.name);
-                let out = dir.join(format!("separate{i}"));
-                let m = measure(&mut link_cmd(l, &objects, &out))?;
-                let peak = m_obj.peak_kib.max(m.peak_kib);
-                edit[i + 1].record(&t, m_obj.wall + m.wall, Some(m.wall), peak, &out)?;
-                sums.check(&out, &format!("the edit relinked by {}", l.name))?;
-            }
+            link_all(
+                &mut edit[1..],
+                &t,
+                &m_obj,
+                &mut sums,
+                "the edit relinked by",
+            )?;
             sums.expected = None;
         }
         eprintln!();

@@ -98,16 +98,9 @@ fn guarded<T>(program: &Program, i: usize, f: impl FnOnce() -> Result<T>) -> Res
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     GUARDED.set(false);
     r.unwrap_or_else(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
         let func = &program.functions[i];
-        Err(BackendError::Compile {
-            function: format!("{} ({})", func.name, program.pos(func.file, func.line)),
-            message: format!("Cranelift cannot compile this function: {what}"),
-        })
+        let function = format!("{} ({})", func.name, program.pos(func.file, func.line));
+        Err(crate::error::cannot_compile(function, payload))
     })
 }
 

@@ -70,29 +70,24 @@ impl<'a> Builder<'a> {
     /// The symbol of one of the program's definitions: declared on first use, then cached by
     /// definition, so a callee referred to by many functions is looked up by name once.
     pub(super) fn symbol_of(&mut self, d: Definition) -> Result<SymbolId> {
-        let (cache, name, kind) = match d {
+        // The caches are sized to the program's definitions in `new`.
+        let (cached, name, kind) = match d {
             Definition::Function(i) => (
-                &mut self.function_ids,
+                &mut self.function_ids[i],
                 self.program.functions[i].name.as_str(),
                 SymbolKind::Function,
             ),
             Definition::Data(i) => (
-                &mut self.data_ids,
+                &mut self.data_ids[i],
                 self.program.data[i].directive.name.as_str(),
                 SymbolKind::Data,
             ),
         };
-        let i = match d {
-            Definition::Function(i) | Definition::Data(i) => i,
-        };
-        if let Some(id) = cache.get(i).copied().flatten() {
+        if let Some(id) = *cached {
             return Ok(id);
         }
         let id = self.image.declare(name, kind, Binding::Global)?;
-        if cache.len() <= i {
-            cache.resize(i + 1, None);
-        }
-        cache[i] = Some(id);
+        *cached = Some(id);
         Ok(id)
     }
 

@@ -15,17 +15,7 @@ impl Image {
             Array::Names => 1,
         } as u64;
         for a in Array::ALL {
-            let has_base = match a {
-                Array::Symbols => self.symbols.records().has_base(),
-                Array::Sites => self.sites.records().has_base(),
-                Array::Index => self.symbols.index().slots.has_base(),
-                Array::Symtab => self.symtab.entries.has_base(),
-                Array::Owners => self.symtab.owners.has_base(),
-                Array::Names => self.symbols.names().has_base(),
-            };
-            // A fresh array has nothing to compare with: it is written whole, below.
             let (len, has_base, dirty) = match a {
-                _ if !has_base => (self.array_len(a), false, Vec::new()),
                 Array::Symbols => dirty_records(self.symbols.records()),
                 Array::Sites => dirty_records(self.sites.records()),
                 Array::Index => dirty_records(&self.symbols.index().slots),
@@ -34,11 +24,13 @@ impl Image {
                 Array::Names => {
                     let names = self.symbols.names();
                     let (at, bytes) = names.appended();
-                    (
-                        names.len() as u64,
-                        names.has_base(),
-                        vec![(u64::from(at), bytes.to_vec())],
-                    )
+                    // A fresh blob is written whole, below: nothing to collect.
+                    let appended = if names.has_base() {
+                        vec![(u64::from(at), bytes.to_vec())]
+                    } else {
+                        Vec::new()
+                    };
+                    (names.len() as u64, names.has_base(), appended)
                 }
             };
             let len = len * if a == Array::Names { 1 } else { size(a) };
@@ -97,18 +89,6 @@ impl Image {
             self.arrays[a.index()] = state;
         }
         Ok(())
-    }
-
-    /// Records (bytes, for names) in array `a`.
-    pub(super) fn array_len(&self, a: Array) -> u64 {
-        (match a {
-            Array::Symbols => self.symbols.records().len(),
-            Array::Sites => self.sites.records().len(),
-            Array::Index => self.symbols.index().slots.len(),
-            Array::Symtab => self.symtab.entries.len(),
-            Array::Owners => self.symtab.owners.len(),
-            Array::Names => self.symbols.names().len(),
-        }) as u64
     }
 
     /// The table's header and body, section headers, and the ELF and program headers.
@@ -551,6 +531,10 @@ pub(super) const SHDR_BYTES: u64 = crate::elf::SHDR_SIZE * (SECTIONS as u64 + 6)
 pub(super) fn dirty_records<T: object::pod::Pod + Default>(
     r: &Records<T>,
 ) -> (u64, bool, Vec<(u64, Vec<u8>)>) {
+    if !r.has_base() {
+        // A fresh array has nothing to compare with: it is written whole.
+        return (r.len() as u64, false, Vec::new());
+    }
     let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
     let size = std::mem::size_of::<T>() as u64;
     for (i, rec) in r.dirty() {
