@@ -182,6 +182,8 @@ pub struct SourceFile {
     dir: PathBuf,
     name: Vec<u8>,
     comp_dir: PathBuf,
+    /// `DW_AT_language` of its compile unit.
+    pub language: gimli::DwLang,
 }
 
 impl SourceFile {
@@ -200,7 +202,13 @@ impl SourceFile {
             dir,
             name,
             comp_dir,
+            language: gimli::DW_LANG_Mips_Assembler,
         }
+    }
+
+    /// The same file, described as written in `language` (a `DW_LANG_*` constant).
+    pub fn with_language(self, language: gimli::DwLang) -> SourceFile {
+        SourceFile { language, ..self }
     }
 
     /// The unit's identity across builds: where the file is, as seen from where we build.
@@ -461,7 +469,7 @@ fn write_unit(
     );
     cu.set(
         gimli::DW_AT_language,
-        AttributeValue::Language(gimli::DW_LANG_Mips_Assembler),
+        AttributeValue::Language(file.language),
     );
     cu.set(
         gimli::DW_AT_low_pc,

@@ -49,6 +49,19 @@ pub enum BackendError {
         function: String,
         message: String,
     },
+    /// A call compiled with another signature than its callee's definition.
+    #[error("`{caller}` calls `{callee}` with a signature that differs from its definition")]
+    CallSignature { caller: String, callee: String },
+    /// A function's signature changed, and a caller that was not compiled again uses the old.
+    #[error(
+        "the signature of `{callee}` changed, but `{caller}` calls it and was not defined \
+         again in this build: define `{caller}` again, or keep the old signature"
+    )]
+    StaleCaller { caller: String, callee: String },
+    /// The update cannot go on; a full build can (a front end that can define the whole
+    /// program again starts over with `Session::rebuild_in_full`).
+    #[error("this change needs a full build: {0}")]
+    NeedsFullBuild(crate::session::FullReason),
     #[error("{pos}: {message}")]
     Unsupported { pos: SourcePos, message: String },
     #[error("relocation {kind} in `{function}` at offset {offset:#x} is not supported")]

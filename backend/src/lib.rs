@@ -1,11 +1,13 @@
 //! zerolink's Cranelift side: compile functions for the host and hand them to the image.
 //!
+//! - [`session`] is the one way into an image for every front end: open OUT (or start it),
+//!   name units, check and define what changed, finish. [`Session`], [`FullReason`].
 //! - [`ZerolinkModule`] implements `cranelift_module::Module` on top of `zerolink_image::Image`:
 //!   the drop-in replacement for `ObjectModule` that writes a finished executable.
 //! - [`clif`] reads CLIF text files with data directives into a [`clif::Program`] that can be
 //!   defined into any `Module`: ours, or cranelift-object's.
-//! - [`driver`] builds a program straight into an image: in full, or as an in-place update of
-//!   the executable a previous build left behind.
+//! - [`driver`] builds CLIF files through a session: in full, or as an in-place update that
+//!   reads only the files that changed.
 //! - [`reference`] is the separate-link path (cranelift-object, then the system linker) that
 //!   tests and benchmarks compare against.
 //! - [`target`] builds the host ISA with caller-chosen settings; [`relocs`] maps Cranelift
@@ -22,9 +24,12 @@ pub mod module;
 mod parallel;
 pub mod reference;
 pub mod relocs;
+pub mod session;
 pub mod target;
 
 pub use error::{BackendError, Result, SourcePos};
 pub use libs::LinkOptions;
-pub use module::{SourceFileId, ZerolinkModule};
+pub use module::{ModuleOptions, SourceFileId, ZerolinkModule};
+pub use session::{FullReason, Mode, Report, Session, SessionOptions, UnitId, UnitStatus};
 pub use target::TargetOptions;
+pub use zerolink_image::Summary;

@@ -16,6 +16,7 @@
 // `ModuleResult` is cranelift-module's own type, fixed by the `Module` trait; its error is large.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use cranelift_codegen::control::ControlPlane;
@@ -26,38 +27,71 @@ use cranelift_module::{
     DataDescription, DataId, FuncId, Init, Linkage, Module, ModuleDeclarations, ModuleError,
     ModuleReloc, ModuleRelocTarget, ModuleResult,
 };
-use zerolink_image::{Binding, Contents, Image, Reference, Summary, SymbolId, SymbolKind};
+use zerolink_image::lock::LockWait;
+use zerolink_image::{Binding, Contents, Reference, SymbolId, SymbolKind};
 
 use crate::error::BackendError;
+use crate::libs::LinkOptions;
 use crate::relocs::ref_kind;
-
-type LibcallNames = Box<dyn Fn(ir::LibCall) -> String + Send + Sync>;
+use crate::session::{
+    Check, DataObject, FunctionCode, FunctionDebug, LibcallNames, Report, Session, SessionOptions,
+    SourceId, UnitId, UnitStatus,
+};
 
 /// A source file registered with [`ZerolinkModule::add_source_file`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SourceFileId(usize);
 
+/// How [`ZerolinkModule::open`] builds.
+pub struct ModuleOptions {
+    /// Libraries that resolve what the program does not define. The default links against
+    /// libc, as `cc` does; `LinkOptions { freestanding: true, .. }` for none.
+    pub link: LinkOptions,
+    /// DWARF and unwind tables (also turned on by the first `add_source_file`).
+    pub debug_info: bool,
+    /// What the compile units say the source language is (`DW_LANG_*`).
+    pub language: gimli::DwLang,
+    /// Rebuild in full even if the executable could be updated.
+    pub force_full: bool,
+    /// The names libcalls are called by (cranelift-module's default names otherwise).
+    pub libcall_names: Option<LibcallNames>,
+    /// When another build of the same output is running: fail at once (the default: waiting
+    /// for a module of one's own would never end), or wait.
+    pub lock: LockWait,
+}
+
+impl Default for ModuleOptions {
+    fn default() -> Self {
+        ModuleOptions {
+            link: LinkOptions::default(),
+            debug_info: false,
+            language: gimli::DW_LANG_C11,
+            force_full: false,
+            libcall_names: None,
+            lock: LockWait::Fail,
+        }
+    }
+}
+
 pub struct ZerolinkModule {
-    isa: OwnedTargetIsa,
+    session: Session,
     declarations: ModuleDeclarations,
-    image: Image,
     functions: Vec<Option<SymbolId>>,
     data_objects: Vec<Option<SymbolId>>,
     libcall_names: LibcallNames,
-    debug: Option<DebugState>,
-    /// Held from `new` until the module is finished or dropped: one build per output.
-    _lock: zerolink_image::lock::BuildLock,
+    /// The unit definitions go into: the last `begin_unit`, or one unit for the whole module.
+    unit: Option<UnitId>,
+    debug: DebugState,
 }
 
 /// What debug information needs, gathered as functions are defined.
 #[derive(Default)]
 struct DebugState {
-    files: Vec<std::path::PathBuf>,
+    files: Vec<SourceId>,
     /// Where each function starts: (file, line).
-    sources: std::collections::HashMap<FuncId, (SourceFileId, u32)>,
-    /// Defined functions: symbol, line rows.
+    sources: HashMap<FuncId, (SourceFileId, u32)>,
+    /// Functions compiled in this build: symbol, line rows.
     defined: Vec<(FuncId, SymbolId, crate::debug::Rows)>,
-    frames: Vec<(SymbolId, crate::debug::Unwind)>,
 }
 
 fn backend(e: impl Into<BackendError>) -> ModuleError {
@@ -65,9 +99,11 @@ fn backend(e: impl Into<BackendError>) -> ModuleError {
 }
 
 /// Image errors that cranelift-module has a variant of are reported as that variant.
-fn image_err(e: zerolink_image::ImageError) -> ModuleError {
+fn session_err(e: BackendError) -> ModuleError {
     match e {
-        zerolink_image::ImageError::DuplicateDefinition(n) => ModuleError::DuplicateDefinition(n),
+        BackendError::Image(zerolink_image::ImageError::DuplicateDefinition(n)) => {
+            ModuleError::DuplicateDefinition(n)
+        }
         e => backend(e),
     }
 }
@@ -87,135 +123,206 @@ fn slot<T: Copy>(v: &mut Vec<Option<T>>, i: usize) -> &mut Option<T> {
     &mut v[i]
 }
 
+/// Non-PIC code reaches imports through absolute relocations that an executable linked
+/// against shared libraries cannot have: say so before anything is compiled.
+fn check_pic(isa: &dyn TargetIsa, link: &LinkOptions) -> Result<(), BackendError> {
+    if !link.freestanding && !isa.flags().is_pic() {
+        return Err(BackendError::Setting {
+            name: "is_pic".into(),
+            message: "the ISA is not position-independent, so its code cannot call shared \
+                      libraries: build it with `flag_builder.set(\"is_pic\", \"true\")`, or \
+                      link freestanding"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 impl ZerolinkModule {
-    /// A module that will write the executable `output` when finished. `output` is replaced
-    /// only if the build succeeds.
-    /// If another build of `output` is running (a `zerolink build`, or another module for the
-    /// same output, even in this process), this fails with `ImageError::Busy` rather than
-    /// waiting: waiting for a module of one's own would never end.
+    /// A module that writes a new executable at `output` when finished: a full build,
+    /// freestanding unless [`ZerolinkModule::link_libraries`] is called. `output` is replaced
+    /// only if the build succeeds. If another build of `output` is running (a `zerolink
+    /// build`, or another module for the same output, even in this process), this fails
+    /// with `ImageError::Busy` rather than waiting.
     pub fn new(isa: OwnedTargetIsa, output: &Path) -> Result<Self, BackendError> {
-        let lock = zerolink_image::lock::BuildLock::acquire(
+        Self::open(
+            isa,
             output,
-            zerolink_image::lock::LockWait::Fail,
-            &|| {},
+            ModuleOptions {
+                link: LinkOptions {
+                    freestanding: true,
+                    ..LinkOptions::default()
+                },
+                language: gimli::DW_LANG_C11,
+                force_full: true,
+                ..ModuleOptions::default()
+            },
+        )
+    }
+
+    /// A module that updates the executable at `output` in place if a previous build with
+    /// the same settings left it there (see [`ZerolinkModule::mode`]), else writes a new one.
+    /// Define the whole program as for a full build: definitions whose IR is as it was are
+    /// kept, not compiled; those no longer defined are removed. With units
+    /// ([`ZerolinkModule::begin_unit`]) a whole unchanged unit can be skipped.
+    pub fn open(
+        isa: OwnedTargetIsa,
+        output: &Path,
+        opts: ModuleOptions,
+    ) -> Result<Self, BackendError> {
+        check_pic(&*isa, &opts.link)?;
+        let session = Session::open(
+            output,
+            isa,
+            &SessionOptions {
+                force_full: opts.force_full,
+                debug_info: opts.debug_info,
+                link: opts.link,
+                lock: opts.lock,
+                language: opts.language,
+                ..SessionOptions::default()
+            },
         )?;
         Ok(ZerolinkModule {
-            _lock: lock,
-            isa,
+            session,
             declarations: ModuleDeclarations::default(),
-            image: Image::create(output)?,
             functions: Vec::new(),
             data_objects: Vec::new(),
-            libcall_names: cranelift_module::default_libcall_names(),
-            debug: None,
+            libcall_names: opts
+                .libcall_names
+                .unwrap_or_else(cranelift_module::default_libcall_names),
+            unit: None,
+            debug: DebugState::default(),
         })
+    }
+
+    /// Whether this build updates the executable in place or writes it anew, and why.
+    pub fn mode(&self) -> &crate::session::Mode {
+        self.session.mode()
+    }
+
+    /// Put the definitions that follow into the unit `name` (a source file, a codegen unit),
+    /// whose contents have this fingerprint (`None`: not known). If the unit is
+    /// [`UnitStatus::Unchanged`], define nothing of it: its functions and data stay as they
+    /// are (declaring them, to refer to them, is fine).
+    pub fn begin_unit(
+        &mut self,
+        name: &str,
+        fingerprint: Option<u64>,
+    ) -> Result<UnitStatus, BackendError> {
+        let u = self.session.unit(name.as_bytes());
+        self.unit = Some(u);
+        self.session
+            .set_unit_contents(u, fingerprint, Default::default())
+    }
+
+    fn current_unit(&mut self) -> Result<UnitId, BackendError> {
+        if let Some(u) = self.unit {
+            return Ok(u);
+        }
+        let u = self.session.unit(b"");
+        self.session
+            .set_unit_contents(u, None, Default::default())?;
+        self.unit = Some(u);
+        Ok(u)
     }
 
     /// Register a source file for debug information, as the debugger should find it (a
     /// relative path is taken from the current directory). The first call turns debug
-    /// information and unwind tables on.
-    pub fn add_source_file(&mut self, path: impl AsRef<Path>) -> SourceFileId {
-        let debug = self.debug.get_or_insert_with(DebugState::default);
-        debug.files.push(path.as_ref().to_path_buf());
-        SourceFileId(debug.files.len() - 1)
+    /// information and unwind tables on (before anything is defined, for an update).
+    pub fn add_source_file(
+        &mut self,
+        path: impl AsRef<Path>,
+    ) -> Result<SourceFileId, BackendError> {
+        if !self.session.debug_info() {
+            self.session.reconfigure(None, Some(true))?;
+            self.unit = None;
+        }
+        let id = self.session.add_source(path.as_ref(), None);
+        self.debug.files.push(id);
+        Ok(SourceFileId(self.debug.files.len() - 1))
     }
 
     /// Say that `func` starts at `line` of `file`. Its instructions' source locations are read
     /// as line numbers in the same file; instructions without one belong to the line before.
+    /// Say it for every function of a source file, also for those an update keeps.
     pub fn set_function_source(
         &mut self,
         func: FuncId,
         file: SourceFileId,
         line: u32,
     ) -> Result<(), BackendError> {
-        let debug = self.debug.get_or_insert_with(DebugState::default);
-        if file.0 >= debug.files.len() {
+        if file.0 >= self.debug.files.len() {
             return Err(BackendError::Module(format!(
                 "source file {} was not registered with add_source_file",
                 file.0
             )));
         }
-        debug.sources.insert(func, (file, line));
+        self.debug.sources.insert(func, (file, line));
         Ok(())
     }
 
     /// Link against libc and the libraries in `opts` (as `cc` would): functions and data the
     /// module imports and does not define are resolved in them at `finish`, and the
-    /// executable becomes a normal dynamically linked program. Without this call it is
-    /// freestanding (zerolink's built-ins only).
-    pub fn link_libraries(&mut self, opts: &crate::LinkOptions) -> Result<(), BackendError> {
-        if opts.freestanding {
-            return Ok(());
-        }
-        let libs = std::sync::Arc::new(crate::libs::Libraries::load(opts)?);
-        let resolver = std::sync::Arc::clone(&libs);
-        self.image.link_dynamically(
-            libs.sonames(),
-            Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
-        );
+    /// executable becomes a normal dynamically linked program. Call it before defining
+    /// anything.
+    pub fn link_libraries(&mut self, opts: &LinkOptions) -> Result<(), BackendError> {
+        check_pic(&**self.session.isa(), opts)?;
+        self.session.reconfigure(Some(opts), None)?;
+        self.unit = None;
         Ok(())
+    }
+
+    /// The names libcalls (`memcpy`, `fmod`, ...) are called by.
+    pub fn set_libcall_names(&mut self, names: LibcallNames) {
+        self.libcall_names = names;
     }
 
     /// Size the code region's file space for about this many bytes of machine code.
     pub fn expect_code_bytes(&mut self, bytes: u64) {
-        self.image.expect_code_bytes(bytes);
+        self.session.expect_code_bytes(bytes);
     }
 
-    /// Resolve what is left, write the tables and move the executable into place.
-    pub fn finish(mut self) -> Result<Summary, BackendError> {
-        if let Some(debug) = self.debug.take() {
-            self.debug_info(debug)?;
+    /// Resolve what is left, write the tables and move the executable into place (or commit
+    /// the update). The report says how the build went and where `main` and the entry are.
+    pub fn finish(mut self) -> Result<Report, BackendError> {
+        if let Some(id) = self.session.lookup(zerolink_image::ENTRY) {
+            let s = self.session.symbols().get(id);
+            if s.kind() == SymbolKind::Function && s.binding() == Binding::Local {
+                return Err(BackendError::Module(format!(
+                    "`{}` is the entry point and cannot be declared `Linkage::Local`: declare \
+                     it `Linkage::Export`",
+                    zerolink_image::ENTRY
+                )));
+            }
         }
-        Ok(self.image.finish()?)
-    }
-
-    /// A compile unit per source file with the functions that start in it, and unwind tables
-    /// for every function compiled here.
-    fn debug_info(&mut self, debug: DebugState) -> Result<(), BackendError> {
-        use crate::debug::{FunctionLines, SourceFile, UnitSource};
-        let placed = |image: &Image, sym: SymbolId| image.symbols().get(sym).placement();
-        let mut lines = Vec::new();
+        let debug = std::mem::take(&mut self.debug);
         for (func, sym, rows) in debug.defined {
-            let (Some(&(file, line)), Some(p)) =
-                (debug.sources.get(&func), placed(&self.image, sym))
-            else {
-                continue;
-            };
-            lines.push(FunctionLines {
-                name: self.image.symbols().name(sym),
-                file: file.0,
-                line,
-                addr: p.slot.addr,
-                size: p.size,
-                rows,
-            });
+            if let Some(&(file, line)) = debug.sources.get(&func) {
+                self.session.set_function_debug(
+                    sym,
+                    FunctionDebug {
+                        source: debug.files[file.0],
+                        line,
+                        rows,
+                    },
+                );
+            }
         }
-        lines.sort_by_key(|l| l.addr);
-        let files: Vec<SourceFile> = debug.files.iter().map(|p| SourceFile::new(p)).collect();
-        let units: Vec<UnitSource<'_>> = files
-            .iter()
-            .enumerate()
-            .map(|(i, file)| UnitSource::Fresh {
-                file,
-                functions: lines.iter().filter(|l| l.file == i).collect(),
-            })
-            .collect();
-        let (sections, index) = crate::debug::sections(
-            &units,
-            None,
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        )?;
-        self.image.set_extra_sections(sections, index);
-        let mut frames: Vec<(u64, crate::debug::Unwind)> = debug
-            .frames
-            .into_iter()
-            .filter_map(|(sym, info)| Some((placed(&self.image, sym)?.slot.addr, info)))
-            .collect();
-        frames.sort_by_key(|(addr, _)| *addr);
-        if let Some(eh) = crate::debug::eh_frame(&*self.isa, &frames)? {
-            self.image.set_eh_frame(eh);
-        }
-        Ok(())
+        let declarations = &self.declarations;
+        let files = &debug.files;
+        let sources = &debug.sources;
+        let mut functions_of = |s: SourceId| -> Vec<(String, u32)> {
+            sources
+                .iter()
+                .filter(|(_, (file, _))| files[file.0] == s)
+                .map(|(&func, &(_, line))| {
+                    let decl = declarations.get_function_decl(func);
+                    (decl.linkage_name(func).into_owned(), line)
+                })
+                .collect()
+        };
+        self.session.finish(&mut functions_of)
     }
 
     fn func_symbol(&mut self, id: FuncId) -> ModuleResult<SymbolId> {
@@ -225,7 +332,7 @@ impl ZerolinkModule {
         let decl = self.declarations.get_function_decl(id);
         let name = decl.linkage_name(id).into_owned();
         let sym = self
-            .image
+            .session
             .declare(&name, SymbolKind::Function, binding(decl.linkage))
             .map_err(backend)?;
         *slot(&mut self.functions, id.as_u32() as usize) = Some(sym);
@@ -239,7 +346,7 @@ impl ZerolinkModule {
         let decl = self.declarations.get_data_decl(id);
         let name = decl.linkage_name(id).into_owned();
         let sym = self
-            .image
+            .session
             .declare(&name, SymbolKind::Data, binding(decl.linkage))
             .map_err(backend)?;
         *slot(&mut self.data_objects, id.as_u32() as usize) = Some(sym);
@@ -257,7 +364,7 @@ impl ZerolinkModule {
             }
             ModuleRelocTarget::LibCall(libcall) => {
                 let name = (self.libcall_names)(libcall);
-                self.image
+                self.session
                     .declare(&name, SymbolKind::Function, Binding::Global)
                     .map_err(backend)
             }
@@ -282,6 +389,56 @@ impl ZerolinkModule {
             .collect()
     }
 
+    /// The name a relocation target is known by, for fingerprints.
+    fn target_name(&self, target: &ModuleRelocTarget) -> String {
+        match *target {
+            ModuleRelocTarget::User { .. } if ModuleDeclarations::is_function(target) => {
+                let id = FuncId::from_name(target);
+                self.declarations
+                    .get_function_decl(id)
+                    .linkage_name(id)
+                    .into_owned()
+            }
+            ModuleRelocTarget::User { .. } => {
+                let id = DataId::from_name(target);
+                self.declarations
+                    .get_data_decl(id)
+                    .linkage_name(id)
+                    .into_owned()
+            }
+            ModuleRelocTarget::LibCall(libcall) => (self.libcall_names)(libcall),
+            ref other => other.to_string(),
+        }
+    }
+
+    /// A stable hash of a function's IR and of the names it refers to (IR names functions and
+    /// data by declaration number, which may differ between builds).
+    fn function_fingerprint(&self, func: &ir::Function) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(func.display().to_string().as_bytes());
+        for (_, name) in func.params.user_named_funcs().iter() {
+            let target = ModuleRelocTarget::user(name.namespace, name.index);
+            h.update(self.target_name(&target).as_bytes());
+            h.update(&[0]);
+        }
+        h.digest().max(1)
+    }
+
+    fn bytes_fingerprint(&self, tag: &[u8], bytes: &[u8], relocs: &[ModuleReloc]) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(tag);
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+        for r in relocs {
+            h.update(&r.offset.to_le_bytes());
+            h.update(format!("{:?}", r.kind).as_bytes());
+            h.update(&r.addend.to_le_bytes());
+            h.update(self.target_name(&r.name).as_bytes());
+            h.update(&[0]);
+        }
+        h.digest().max(1)
+    }
+
     fn check_definable_function(&self, id: FuncId) -> ModuleResult<String> {
         let decl = self.declarations.get_function_decl(id);
         let name = decl.linkage_name(id).into_owned();
@@ -290,11 +447,34 @@ impl ZerolinkModule {
         }
         Ok(name)
     }
+
+    /// Whether definition `name` must be compiled in this build (else it is kept as it is).
+    fn must_compile(
+        &mut self,
+        sym: SymbolId,
+        name: &str,
+        kind: SymbolKind,
+        linkage: Linkage,
+        fingerprint: u64,
+    ) -> ModuleResult<bool> {
+        // The definition's merged linkage, exactly: an import defined `Local` stays local.
+        self.session.set_binding(sym, binding(linkage));
+        let u = self.current_unit().map_err(backend)?;
+        match self
+            .session
+            .check(u, name, kind, fingerprint)
+            .map_err(session_err)?
+        {
+            Check::Compile => Ok(true),
+            Check::Keep(_) => Ok(false),
+            Check::Elsewhere(_) => Err(ModuleError::DuplicateDefinition(name.to_string())),
+        }
+    }
 }
 
 impl Module for ZerolinkModule {
     fn isa(&self) -> &dyn TargetIsa {
-        &*self.isa
+        &**self.session.isa()
     }
 
     fn declarations(&self) -> &ModuleDeclarations {
@@ -311,14 +491,8 @@ impl Module for ZerolinkModule {
             .declarations
             .declare_function(name, linkage, signature)?;
         let sym = self.func_symbol(id)?;
-        // A later, stronger declaration (import, then export) upgrades the binding.
-        self.image
-            .declare(name, SymbolKind::Function, binding(linkage))
-            .map_err(backend)?;
-        debug_assert_eq!(
-            Some(Some(sym)),
-            self.functions.get(id.as_u32() as usize).copied()
-        );
+        // The merged linkage (import, then export: export) decides the binding.
+        self.session.set_binding(sym, binding(linkage));
         Ok(id)
     }
 
@@ -343,10 +517,8 @@ impl Module for ZerolinkModule {
         let (id, linkage) = self
             .declarations
             .declare_data(name, linkage, writable, tls)?;
-        self.data_symbol(id)?;
-        self.image
-            .declare(name, SymbolKind::Data, binding(linkage))
-            .map_err(backend)?;
+        let sym = self.data_symbol(id)?;
+        self.session.set_binding(sym, binding(linkage));
         Ok(id)
     }
 
@@ -368,9 +540,15 @@ impl Module for ZerolinkModule {
         ctrl_plane: &mut ControlPlane,
     ) -> ModuleResult<()> {
         let name = self.check_definable_function(func)?;
+        let linkage = self.declarations.get_function_decl(func).linkage;
+        let sym = self.func_symbol(func)?;
+        let fingerprint = self.function_fingerprint(&ctx.func);
+        if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
+            return Ok(());
+        }
         // Cranelift panics on some input its verifier accepts (an `i128` argument on x86-64):
         // the compiler using this module gets an error naming the function instead.
-        let isa = &*self.isa;
+        let isa = &**self.session.isa();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             ctx.compile(isa, ctrl_plane)
                 .map(|_| ())
@@ -388,17 +566,31 @@ impl Module for ZerolinkModule {
             .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, func))
             .collect();
         let refs = self.references(&relocs, &name)?;
-        let sym = self.func_symbol(func)?;
         let compiled = ctx.compiled_code().expect("compiled");
-        self.image
-            .define_function(sym, compiled.code_buffer(), align, &refs)
-            .map_err(image_err)?;
-        if let Some(debug) = &mut self.debug {
-            let (rows, unwind) = crate::debug::of_compiled(compiled, &*self.isa);
-            debug.defined.push((func, sym, rows));
-            if let Some(info) = unwind {
-                debug.frames.push((sym, info));
-            }
+        let (rows, unwind) = if self.session.debug_info() {
+            crate::debug::of_compiled(compiled, &**self.session.isa())
+        } else {
+            (Vec::new(), None)
+        };
+        let u = self.current_unit().map_err(backend)?;
+        self.session
+            .define_function(
+                u,
+                sym,
+                FunctionCode {
+                    code: compiled.code_buffer(),
+                    align,
+                    refs: &refs,
+                    fingerprint,
+                    signature: crate::clif::signature_hash(&ctx.func.signature),
+                    calls: &[],
+                    debug: None,
+                    unwind,
+                },
+            )
+            .map_err(session_err)?;
+        if self.session.debug_info() {
+            self.debug.defined.push((func, sym, rows));
         }
         Ok(())
     }
@@ -411,11 +603,35 @@ impl Module for ZerolinkModule {
         relocs: &[ModuleReloc],
     ) -> ModuleResult<()> {
         let name = self.check_definable_function(func)?;
-        let refs = self.references(relocs, &name)?;
+        let decl = self.declarations.get_function_decl(func);
+        let (linkage, signature) = (decl.linkage, crate::clif::signature_hash(&decl.signature));
         let sym = self.func_symbol(func)?;
-        self.image
-            .define_function(sym, bytes, alignment, &refs)
-            .map_err(image_err)
+        let mut tag = b"function bytes".to_vec();
+        tag.extend_from_slice(&alignment.to_le_bytes());
+        tag.extend_from_slice(&signature.to_le_bytes());
+        let fingerprint = self.bytes_fingerprint(&tag, bytes, relocs);
+        if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
+            return Ok(());
+        }
+        let refs = self.references(relocs, &name)?;
+        let u = self.current_unit().map_err(backend)?;
+        self.session
+            .define_function(
+                u,
+                sym,
+                FunctionCode {
+                    code: bytes,
+                    align: alignment,
+                    refs: &refs,
+                    fingerprint,
+                    signature,
+                    calls: &[],
+                    debug: None,
+                    unwind: None,
+                },
+            )
+            .map_err(session_err)?;
+        Ok(())
     }
 
     fn define_data(&mut self, data: DataId, desc: &DataDescription) -> ModuleResult<()> {
@@ -424,7 +640,7 @@ impl Module for ZerolinkModule {
         if !decl.linkage.is_definable() {
             return Err(ModuleError::InvalidImportDefinition(name));
         }
-        let writable = decl.writable;
+        let (writable, linkage) = (decl.writable, decl.linkage);
         let contents = match &desc.init {
             Init::Uninitialized => {
                 return Err(backend(BackendError::Module(format!(
@@ -434,13 +650,38 @@ impl Module for ZerolinkModule {
             Init::Zeros { size } => Contents::Zeros(*size as u64),
             Init::Bytes { contents } => Contents::Bytes(contents),
         };
+        let align = desc.align.unwrap_or(1);
         let relocs: Vec<ModuleReloc> = desc
             .all_relocs(cranelift_codegen::binemit::Reloc::Abs8)
             .collect();
-        let refs = self.references(&relocs, &name)?;
+        let mut tag = b"data".to_vec();
+        tag.extend_from_slice(&align.to_le_bytes());
+        tag.push(u8::from(writable));
+        let fingerprint = match contents {
+            Contents::Bytes(b) => self.bytes_fingerprint(&tag, b, &relocs),
+            Contents::Zeros(n) => {
+                tag.extend_from_slice(b"zeros");
+                self.bytes_fingerprint(&tag, &n.to_le_bytes(), &relocs)
+            }
+        };
         let sym = self.data_symbol(data)?;
-        self.image
-            .define_data(sym, contents, desc.align.unwrap_or(1), writable, &refs)
-            .map_err(image_err)
+        if !self.must_compile(sym, &name, SymbolKind::Data, linkage, fingerprint)? {
+            return Ok(());
+        }
+        let refs = self.references(&relocs, &name)?;
+        let u = self.current_unit().map_err(backend)?;
+        self.session
+            .define_data(
+                u,
+                sym,
+                DataObject {
+                    contents,
+                    align,
+                    writable,
+                    refs: &refs,
+                    fingerprint,
+                },
+            )
+            .map_err(session_err)
     }
 }

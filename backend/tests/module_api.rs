@@ -161,7 +161,7 @@ fn zerolink_module_is_a_drop_in_for_object_module() {
     let mut zl = ZerolinkModule::new(target.isa().unwrap(), &direct).unwrap();
     compile(&mut zl);
     let summary = zl.finish().unwrap();
-    assert!(summary.functions >= 4, "{summary:?}");
+    assert!(summary.summary.functions >= 4, "{summary:?}");
 
     let builder = ObjectBuilder::new(
         target.isa().unwrap(),
@@ -318,7 +318,7 @@ fn main() {
     let exe = dir.path().join("demo");
     let target = TargetOptions::default();
     let mut m = ZerolinkModule::new(target.isa().unwrap(), &exe).unwrap();
-    let file = m.add_source_file(&src);
+    let file = m.add_source_file(&src).unwrap();
 
     let mut sig_add = m.make_signature();
     sig_add.params.push(AbiParam::new(types::I64));

@@ -75,7 +75,7 @@ impl BuildLock {
     }
 }
 
-/// Remove temporary files that killed builds of `out` left behind (`.OUT.zl-PID.tmp`, the new
+/// Remove temporary files that killed builds of `out` left behind (`.OUT.zl-PID-N.tmp`, the new
 /// file of a full build; `.OUT.zl-PID.update`, the copy an update of a running OUT writes).
 /// With the lock held no other build of `out` is running, so every such file is stale.
 /// Best effort: a file that cannot be removed is left for the next build.
@@ -97,7 +97,9 @@ fn remove_stale(out: &Path) {
         let pid = rest
             .strip_suffix(".tmp")
             .or_else(|| rest.strip_suffix(".update"));
-        if pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+        // `PID` (updates, older builds) or `PID-N` (full builds).
+        let ours = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+        if pid.is_some_and(ours) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -35,16 +35,31 @@ const INITIAL_FILE_LEN: u64 = 1 << 20;
 
 impl Output {
     pub fn create(final_path: &Path) -> Result<Output> {
-        let tmp_path = crate::lock::beside(final_path, |name| {
-            format!(".{name}.zl-{}.tmp", std::process::id())
-        });
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
-            .map_err(ImageError::io(&tmp_path))?;
+        // A name of this process's own, created exclusively: two outputs of one process
+        // never share a temporary file, and a stale one is never written into.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (tmp_path, file) = loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp_path = crate::lock::beside(final_path, |name| {
+                format!(".{name}.zl-{}-{n}.tmp", std::process::id())
+            });
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&tmp_path)
+            {
+                Ok(file) => break (tmp_path, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                // Name OUT, not the hidden file: that is what the user asked for.
+                Err(error) => {
+                    return Err(ImageError::Io {
+                        path: final_path.to_path_buf(),
+                        error,
+                    })
+                }
+            }
+        };
         file.set_len(INITIAL_FILE_LEN)
             .map_err(ImageError::io(&tmp_path))?;
         // SAFETY: the file was just created under a private name; nothing else maps or truncates

@@ -115,7 +115,7 @@ impl Symbol {
         }
     }
 
-    fn set_binding(&mut self, b: Binding) {
+    pub fn set_binding(&mut self, b: Binding) {
         self.binding = match b {
             Binding::Local => 0,
             Binding::Global => 1,

@@ -1,20 +1,20 @@
-//! Building a CLIF program straight into an executable: in full, or as an in-place update of
-//! the executable a previous build left at OUT.
+//! Building CLIF files through a [`Session`]: in full, or as an in-place update of the
+//! executable a previous build left at OUT that reads only the files that changed.
 //!
 //! An update is a script of passes:
-//! 1. open OUT's table (any reason it cannot be used means a full build, said in one line);
-//! 2. compare each input function's and data object's hash with the table, by name;
-//! 3. remove what is gone, then compile and write what is new or changed (in its old slot if
-//!    it fits, else in a new one, re-patching what refers to it);
-//! 4. if a function's signature changed, recompile its callers too, so the signature check of
-//!    a full build happens here as well;
-//! 5. `finish`: built-ins, undefined symbols, tables, and the commit.
+//! 1. open a session on OUT (any reason it cannot be updated means a full build, said in one
+//!    line);
+//! 2. keep every file whose stat data is as recorded, without opening it; read the others;
+//! 3. name each file read to the session as a unit with its digest, and check each of its
+//!    definitions' hashes (`diff.rs`); the session removes what is gone;
+//! 4. compile what is new or changed on worker threads (`compile.rs`) and place it in input
+//!    order (`place.rs`); if a function's signature changed, recompile its callers too, so the
+//!    signature check of a full build happens here as well;
+//! 5. `finish`: the session checks the calls, writes debug info and the tables, and commits.
 //!
 //! Everything up to the commit happens against an overlay: any error leaves OUT untouched.
-//! Names resolve straight to image symbols (no `ModuleDeclarations`), so an update never
-//! touches the declarations of the functions it does not compile.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,85 +23,30 @@ use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{self, ExternalName};
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::{Context, FinalizedRelocTarget};
-use zerolink_image::lock::{BuildLock, LockWait};
-use zerolink_image::sites::Place;
+use zerolink_image::lock::LockWait;
 use zerolink_image::symbols::SymbolTable;
-use zerolink_image::{
-    Binding, Contents, Image, OpenError, RefKind, Reference, Summary, SymbolId, SymbolKind,
-};
+use zerolink_image::{Binding, Contents, RefKind, Reference, SymbolId, SymbolKind};
 
 use crate::clif::{
     is_builtin, rewrite_names, signature_hash, signature_mismatch, DataDef, DataInit, Definition,
     FunctionDef, Names, Program,
 };
 use crate::error::{BackendError, Result, SourcePos};
-use crate::inputs::{self, FileRecord, Manifest};
+use crate::inputs::{self, FileRecord};
 use crate::libs::{Libraries, LinkOptions};
 use crate::relocs::ref_kind;
+use crate::session::{FullReason, Session, SessionOptions, UnitId};
 use crate::target::TargetOptions;
 
 mod compile;
-mod debug_units;
 mod diff;
 mod place;
 
+pub use crate::session::{settings_of, Mode, Report};
 pub use compile::panics_are_caught;
 use compile::{compile_batch, BATCH_PER_JOB};
-use diff::{diff, manifest, Diff, DiffError};
+use diff::{diff, Diff};
 use place::Builder;
-
-/// How a build went.
-#[derive(Debug)]
-pub enum Mode {
-    /// A full build; with the reason when an existing OUT could not be updated.
-    Full { reason: Option<String> },
-    /// OUT was updated in place.
-    Update,
-}
-
-#[derive(Debug)]
-pub struct Report {
-    pub mode: Mode,
-    pub summary: Summary,
-    /// Functions and data objects compiled or encoded in this build.
-    pub compiled: usize,
-    /// Functions and data objects left as they were.
-    pub reused: usize,
-    pub phases: Vec<(&'static str, Duration)>,
-    /// Parsing and code generation inside "compile and write" (the rest is writing).
-    pub timings: crate::clif::Timings,
-    /// Input files read (the others were unchanged, by their stat data), and all of them.
-    pub read_files: usize,
-    pub files: usize,
-}
-
-impl Report {
-    /// How long the phase called `name` took (zero if it did not run).
-    pub fn phase(&self, name: &str) -> Duration {
-        self.phases
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, d)| *d)
-            .sum()
-    }
-}
-
-/// The settings an executable records: an update requires the very same.
-pub fn settings_of(isa: &dyn TargetIsa) -> String {
-    let mut flags: Vec<String> = isa
-        .flags()
-        .iter()
-        .chain(isa.isa_flags())
-        .map(|v| v.to_string())
-        .collect();
-    flags.sort();
-    format!(
-        "zerolink {}; {}; {}",
-        env!("CARGO_PKG_VERSION"),
-        isa.triple(),
-        flags.join(" ")
-    )
-}
 
 /// How to run a build.
 #[derive(Clone, Copy)]
@@ -142,84 +87,63 @@ pub fn build(
     out: &Path,
     opts: &BuildOptions<'_>,
 ) -> Result<Report> {
-    // One build per OUT at a time, from before it is opened until after the commit.
-    let _lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
-    // Before any input is examined: files stamped from now on are racily clean next time.
-    let started_ns = inputs::coarse_now_ns();
-    let stats = inputs::stat_all(paths)?;
-    let isa = target.isa()?;
-    let libs = Arc::new(Libraries::load(link)?);
-    let settings = format!(
-        "{}; {}{}",
-        settings_of(&*isa),
-        if link.freestanding {
-            "freestanding".to_string()
-        } else {
-            format!("libraries: {}", libs.describe())
-        },
-        if opts.debug_info { "; debug info" } else { "" }
-    );
-    let env = Env {
-        isa: &*isa,
-        settings: &settings,
-        libs: if link.freestanding { None } else { Some(libs) },
-        libcall_names: cranelift_module::default_libcall_names(),
+    let t = Instant::now();
+    let session_opts = SessionOptions {
+        force_full: opts.force_full,
         debug_info: opts.debug_info,
-        started_ns,
+        link: link.clone(),
+        lock: opts.lock,
+        waiting: opts.waiting,
+        jobs: opts.jobs,
+        ..SessionOptions::default()
     };
-    let full = |reason: Option<String>| {
-        let t = Instant::now();
-        let units: Vec<u32> = (0..paths.len() as u32).collect();
-        let program = Program::read_some(paths, &stats, &units, &vec![None; paths.len()])?;
-        let read = t.elapsed();
-        let mut report = full_build(&program, &env, opts, out, reason)?;
-        report.phases.insert(0, ("read and hash inputs", read));
-        Ok(report)
-    };
-    if opts.force_full {
-        return full(Some("--full was given".into()));
-    }
+    let mut session = Session::open(out, target.isa()?, &session_opts)?;
+    // After the session started its clock: files stamped from now on are racily clean.
+    let stats = inputs::stat_all(paths)?;
+    let opened = t.elapsed();
     // Units whose files an update must read although they did not change: the callers of a
     // function whose signature changed.
     let mut also_read: HashSet<u32> = HashSet::new();
     loop {
-        let t = Instant::now();
-        let image = match Image::open(out, Some(&settings)) {
-            Ok(image) => image,
-            Err(OpenError::Missing) => return full(None),
-            Err(OpenError::Incompatible(reason)) => return full(Some(reason)),
-        };
-        if let Some(reason) = fragmented(&image) {
-            return full(Some(reason));
+        if !session.is_update() {
+            return full_build(session, paths, &stats, opts);
         }
-        if opts.debug_info {
-            if let Err(reason) = previous_debug(&image) {
-                return full(Some(reason));
-            }
-        }
-        let Some(manifest) = Manifest::decode(image.manifest()) else {
-            return full(Some("its record of the input files is unreadable".into()));
-        };
-        let opened = t.elapsed();
         let t = Instant::now();
+        let units: Vec<UnitId> = paths
+            .iter()
+            .map(|p| session.unit(p.as_os_str().as_encoded_bytes()))
+            .collect();
         // Without a time, no file is clean: all are read, none is wrongly kept.
         let written = inputs::written_ns(out).unwrap_or(i64::MIN);
-        let plan = inputs::plan(paths, &stats, &manifest, written, &|u| {
-            also_read.contains(&u)
-        });
-        let program = Program::read_some(paths, &stats, &plan.units, &plan.kept)?;
+        let mut kept: Vec<Option<FileRecord>> = Vec::with_capacity(paths.len());
+        for (&u, stat) in units.iter().zip(&stats) {
+            let record = session
+                .previous_unit(u)
+                .copied()
+                .filter(|r| inputs::clean(r, stat, written) && !also_read.contains(&r.unit));
+            if record.is_some() {
+                session.keep_unit(u, *stat)?;
+            }
+            kept.push(record);
+        }
+        let numbers: Vec<u32> = units.iter().map(|&u| session.unit_number(u)).collect();
+        let program = Program::read_some(paths, &stats, &numbers, &kept)?;
         let read = t.elapsed();
         let t = Instant::now();
-        let d = match diff(&program, &image, &manifest) {
+        let d = match diff(&program, &mut session, &units) {
             Ok(d) => d,
-            Err(DiffError::Full(reason)) => return full(Some(reason)),
-            Err(DiffError::Input(e)) => return Err(e),
+            Err(BackendError::NeedsFullBuild(reason)) => {
+                session = session.rebuild_in_full(reason)?;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
+        session.sweep();
         let diff_time = t.elapsed();
         // An update writes nothing before it commits, so one that cannot go on leaves OUT as
         // it was: for a full build, or for another try that reads more files.
-        match update(&program, &env, opts, image, d) {
-            Ok(Updated::Done(mut report)) => {
+        match update(&program, session, &units, opts, d)? {
+            Updated::Done(mut report) => {
                 report.phases.splice(
                     0..0,
                     [
@@ -231,16 +155,17 @@ pub fn build(
                 report.read_files = program.files.iter().filter(|f| f.loaded).count();
                 return Ok(*report);
             }
-            Ok(Updated::Read(units)) => {
+            Updated::Read(more, s) => {
                 let before = also_read.len();
-                also_read.extend(units);
-                if also_read.len() == before {
+                also_read.extend(more);
+                session = if also_read.len() == before {
                     // Cannot happen: the units asked for were read. Never loop for it.
-                    return full(Some("an update could not find the callers it needs".into()));
-                }
+                    s.rebuild_in_full(FullReason::CallersMissing)?
+                } else {
+                    s.reopen()?
+                };
             }
-            Err(BackendError::PreviousDebugInfo(reason)) => return full(Some(reason)),
-            Err(e) => return Err(e),
+            Updated::Full(reason, s) => session = s.rebuild_in_full(reason)?,
         }
     }
 }
@@ -257,11 +182,9 @@ pub fn codegen_only(
     let libs = Arc::new(Libraries::load(link)?);
     let env = Env {
         isa: &*isa,
-        settings: "",
         libs: if link.freestanding { None } else { Some(libs) },
         libcall_names: cranelift_module::default_libcall_names(),
         debug_info: false,
-        started_ns: 0,
     };
     let all: Vec<usize> = (0..program.functions.len()).collect();
     for batch in all.chunks(BATCH_PER_JOB * jobs.max(1)) {
@@ -272,31 +195,17 @@ pub fn codegen_only(
     Ok(())
 }
 
-/// What every pass of a build needs.
+/// What the compile workers need: nothing of the session, which placement owns meanwhile.
 struct Env<'a> {
     isa: &'a dyn TargetIsa,
-    settings: &'a str,
     /// Shared libraries; `None` when freestanding.
     libs: Option<Arc<Libraries>>,
     libcall_names: Box<dyn Fn(ir::LibCall) -> String + Send + Sync>,
     /// Carry CLIF line numbers through code generation for DWARF.
     debug_info: bool,
-    /// When the build started, on the clock files are stamped with (see `inputs.rs`).
-    started_ns: i64,
 }
 
 impl Env<'_> {
-    /// Hand the image the libraries and a resolver over them (nothing when freestanding).
-    fn link(&self, image: &mut Image) {
-        if let Some(libs) = &self.libs {
-            let resolver = Arc::clone(libs);
-            image.link_dynamically(
-                libs.sonames(),
-                Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
-            );
-        }
-    }
-
     /// A name the program does not define that the image provides itself (a built-in no
     /// shared library exports): reached directly, not through the GOT.
     fn builtin_in_image(&self, name: &str) -> bool {
@@ -311,19 +220,28 @@ impl Env<'_> {
     }
 }
 
-fn full_build<'a>(
-    program: &'a Program,
-    env: &'a Env<'a>,
-    opts: &BuildOptions<'a>,
-    out: &Path,
-    reason: Option<String>,
+fn full_build(
+    mut session: Session,
+    paths: &[PathBuf],
+    stats: &[inputs::FileStat],
+    opts: &BuildOptions<'_>,
 ) -> Result<Report> {
     let t = Instant::now();
-    let mut image = Image::create(out)?;
-    image.set_settings(env.settings);
-    image.expect_code_bytes(program.code_size_estimate());
-    env.link(&mut image);
-    let mut b = Builder::new(program, env, image, opts);
+    let units: Vec<UnitId> = paths
+        .iter()
+        .map(|p| session.unit(p.as_os_str().as_encoded_bytes()))
+        .collect();
+    let numbers: Vec<u32> = units.iter().map(|&u| session.unit_number(u)).collect();
+    let program = Program::read_some(paths, stats, &numbers, &vec![None; paths.len()])?;
+    for (file, &u) in program.files.iter().zip(&units) {
+        session.set_unit_contents(u, Some(file.digest), file.stat)?;
+    }
+    let read = t.elapsed();
+    let t = Instant::now();
+    session.expect_code_bytes(program.code_size_estimate());
+    let isa = session.isa().clone();
+    let env = Env::of(&session, &isa);
+    let mut b = Builder::new(&program, &env, session, &units, opts);
     for d in &program.data {
         b.data(d)?;
     }
@@ -331,35 +249,30 @@ fn full_build<'a>(
     b.total = all.len();
     b.functions(&all)?;
     let compile_time = t.elapsed();
-    let mut report = b.finish(Mode::Full { reason })?;
-    report.phases.insert(0, ("compile and write", compile_time));
-    Ok(report)
+    let Updated::Done(mut report) = b.finish()? else {
+        return Err(BackendError::Module(
+            "a full build cannot fall back to a full build".into(),
+        ));
+    };
+    report.phases.splice(
+        0..0,
+        [
+            ("read and hash inputs", read),
+            ("compile and write", compile_time),
+        ],
+    );
+    Ok(*report)
 }
 
-/// Free space below the high-water mark that a full build would reclaim: more than half of what
-/// a region uses, and at least 1 MiB (small programs are not worth a rebuild). The floor can be
-/// lowered for tests with `ZEROLINK_TEST_FRAGMENTATION_MIN`.
-fn fragmented(image: &Image) -> Option<String> {
-    let floor = std::env::var("ZEROLINK_TEST_FRAGMENTATION_MIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1u64 << 20);
-    image.regions().iter().find_map(|r| {
-        let free = r.free_bytes();
-        (free >= floor && free > r.used / 2).then(|| {
-            format!(
-                "free space is too fragmented ({} of the {} bytes of {} are free)",
-                free,
-                r.used,
-                r.kind.name()
-            )
-        })
-    })
-}
-
-/// The previous build's debug information, which an update with `-g` builds on.
-fn previous_debug(image: &Image) -> std::result::Result<crate::debug::Previous<'_>, String> {
-    crate::debug::Previous::read(image.extras_index(), |name| image.old_extra_section(name))
+impl<'a> Env<'a> {
+    fn of(session: &Session, isa: &'a cranelift_codegen::isa::OwnedTargetIsa) -> Env<'a> {
+        Env {
+            isa: &**isa,
+            libs: session.libraries().cloned(),
+            libcall_names: cranelift_module::default_libcall_names(),
+            debug_info: session.debug_info(),
+        }
+    }
 }
 
 /// How an update ended without an error.
@@ -367,49 +280,33 @@ enum Updated {
     Done(Box<Report>),
     /// The update needs files it did not read (by unit): the callers of a function whose
     /// signature changed. Nothing was written; the caller reads them and tries again.
-    Read(Vec<u32>),
+    Read(Vec<u32>, Session),
+    /// The update cannot be done; a full build can.
+    Full(FullReason, Session),
 }
 
-fn update<'a>(
-    program: &'a Program,
-    env: &'a Env<'a>,
-    opts: &BuildOptions<'a>,
-    mut image: Image,
+fn update(
+    program: &Program,
+    session: Session,
+    units: &[UnitId],
+    opts: &BuildOptions<'_>,
     diff: Diff<'_>,
 ) -> Result<Updated> {
-    // Gone from the input: free the slot. Redefined by the program where a built-in was: the
-    // program's definition replaces it.
+    let t = Instant::now();
     // Nothing changed, and every file's record is as it was: there is nothing to write, so
     // OUT is left alone (not even opened for writing).
-    if diff.gone.is_empty()
-        && diff.functions.is_empty()
-        && diff.data.is_empty()
-        && diff.relabel.is_empty()
-        && manifest(program, env.started_ns).encode() == image.manifest()
-    {
-        return Ok(Updated::Done(Box::new(Report {
-            mode: Mode::Update,
-            summary: image.unchanged(),
-            compiled: 0,
-            reused: program.definitions(),
-            phases: vec![
-                ("compile and write", Duration::ZERO),
-                ("finish", Duration::ZERO),
-            ],
-            timings: crate::clif::Timings::default(),
-            read_files: 0,
-            files: program.files.len(),
-        })));
+    if diff.functions.is_empty() && diff.data.is_empty() && session.nothing_changed() {
+        let mut report = session.finish(&mut |_| Vec::new())?;
+        report
+            .phases
+            .insert(0, ("compile and write", Duration::ZERO));
+        report.reused = program.definitions();
+        report.files = program.files.len();
+        return Ok(Updated::Done(Box::new(report)));
     }
-    for id in diff.gone {
-        image.remove(id);
-    }
-    for (id, unit) in diff.relabel {
-        image.set_unit(id, Some(unit));
-    }
-    let t = Instant::now();
-    env.link(&mut image);
-    let mut b = Builder::new(program, env, image, opts);
+    let isa = session.isa().clone();
+    let env = Env::of(&session, &isa);
+    let mut b = Builder::new(program, &env, session, units, opts);
     for d in diff.data {
         b.data(d)?;
     }
@@ -423,13 +320,16 @@ fn update<'a>(
         round.retain(|i| done.insert(*i));
         let callers = b.functions(&round)?;
         if !b.unread_callers.is_empty() {
-            return Ok(Updated::Read(b.unread_callers.into_iter().collect()));
+            let more = b.unread_callers.iter().copied().collect();
+            return Ok(Updated::Read(more, b.into_session()));
         }
         round = callers.into_iter().filter(|c| !done.contains(c)).collect();
         b.total += round.len();
     }
     let compile_time = t.elapsed();
-    let mut report = b.finish(Mode::Update)?;
-    report.phases.insert(0, ("compile and write", compile_time));
-    Ok(Updated::Done(Box::new(report)))
+    let mut finished = b.finish()?;
+    if let Updated::Done(report) = &mut finished {
+        report.phases.insert(0, ("compile and write", compile_time));
+    }
+    Ok(finished)
 }

@@ -4,14 +4,7 @@
 
 use super::compile::*;
 use super::*;
-
-/// A call to check once every signature is known: caller, callee and the hash of the
-/// call-site signature (the signature itself is re-read from the text only for an error).
-pub(super) struct CallCheck {
-    pub(super) caller: usize,
-    pub(super) callee: SymbolId,
-    pub(super) sig_hash: u64,
-}
+use crate::session::{CallSite, DataObject, FunctionCode, FunctionDebug, SourceId};
 
 pub(super) struct Builder<'a> {
     pub(super) program: &'a Program,
@@ -20,14 +13,10 @@ pub(super) struct Builder<'a> {
     pub(super) progress: Option<&'a dyn Fn(usize, usize)>,
     pub(super) done: usize,
     pub(super) total: usize,
-    pub(super) image: Image,
-    pub(super) calls: Vec<CallCheck>,
-    pub(super) compiled: usize,
+    pub(super) session: Session,
+    /// The session's unit of each file.
+    pub(super) units: &'a [UnitId],
     pub(super) timings: crate::clif::Timings,
-    /// Line tables of the functions placed by this build (by index), with `-g`.
-    pub(super) lines: HashMap<usize, crate::debug::FunctionLines>,
-    /// Call-frame information of the placed functions, with `-g`.
-    pub(super) frames: Vec<(u64, crate::debug::Unwind)>,
     /// Units of files that were not read but hold callers that must be compiled again.
     pub(super) unread_callers: BTreeSet<u32>,
     /// Symbols of the program's functions and data objects, by index, once declared.
@@ -39,9 +28,16 @@ impl<'a> Builder<'a> {
     pub(super) fn new(
         program: &'a Program,
         env: &'a Env<'a>,
-        image: Image,
+        mut session: Session,
+        units: &'a [UnitId],
         opts: &BuildOptions<'a>,
     ) -> Self {
+        if session.debug_info() {
+            // One source per file, in file order: source `i` is file `i`.
+            for (file, &u) in program.files.iter().zip(units) {
+                session.add_source(&file.path, Some(u));
+            }
+        }
         Builder {
             program,
             env,
@@ -49,22 +45,23 @@ impl<'a> Builder<'a> {
             progress: opts.progress,
             done: 0,
             total: 0,
-            image,
-            calls: Vec::new(),
-            compiled: 0,
+            session,
+            units,
             timings: crate::clif::Timings::default(),
-            lines: HashMap::new(),
-            frames: Vec::new(),
             unread_callers: BTreeSet::new(),
             function_ids: vec![None; program.functions.len()],
             data_ids: vec![None; program.data.len()],
         }
     }
 
+    pub(super) fn into_session(self) -> Session {
+        self.session
+    }
+
     /// What `name` is in the program: in the files read, or else in the table (a placed
     /// symbol of the program's, from a file that was not read).
     pub(super) fn definition(&self, name: &str) -> Option<SymbolKind> {
-        defined(self.program, Some(self.image.symbols()), name)
+        defined(self.program, Some(self.session.symbols()), name)
     }
 
     /// The symbol of one of the program's definitions: declared on first use, then cached by
@@ -86,7 +83,7 @@ impl<'a> Builder<'a> {
         if let Some(id) = *cached {
             return Ok(id);
         }
-        let id = self.image.declare(name, kind, Binding::Global)?;
+        let id = self.session.declare(name, kind, Binding::Global)?;
         *cached = Some(id);
         Ok(id)
     }
@@ -105,7 +102,7 @@ impl<'a> Builder<'a> {
             (None, None) if is_builtin(name) => SymbolKind::Function,
             (None, None) => SymbolKind::Data,
         };
-        Ok(self.image.declare(name, kind, Binding::Global)?)
+        self.session.declare(name, kind, Binding::Global)
     }
 
     /// Place one compiled function: map its names to symbols (in input order, so symbol
@@ -125,7 +122,7 @@ impl<'a> Builder<'a> {
             let target = match &r.target {
                 Target::Name(k) => ids[*k],
                 Target::LibCall(name) => {
-                    self.image
+                    self.session
                         .declare(name, SymbolKind::Function, Binding::Global)?
                 }
             };
@@ -136,43 +133,37 @@ impl<'a> Builder<'a> {
                 addend: r.addend,
             });
         }
-        for &(k, sig_hash) in &c.calls {
-            self.calls.push(CallCheck {
-                caller: c.index,
+        let calls: Vec<CallSite> = c
+            .calls
+            .iter()
+            .map(|&(k, signature)| CallSite {
                 callee: ids[k],
-                sig_hash,
-            });
-        }
+                signature,
+            })
+            .collect();
         let id = self.symbol_of(Definition::Function(c.index))?;
-        let old = self.image.symbols().get(id);
-        let old_sig = old.placement().map(|_| old.sig_hash).filter(|&h| h != 0);
-        self.image.redefine_function(id, &c.code, c.align, &refs)?;
-        self.image.set_hashes(id, f.hash, c.sig_hash);
-        self.image
-            .set_unit(id, Some(self.program.files[f.file].unit));
-        if self.env.debug_info {
-            if let Some(p) = self.image.symbols().get(id).placement() {
-                let lines = crate::debug::FunctionLines {
-                    name: f.name.clone(),
-                    file: f.file,
-                    line: f.line as u32,
-                    addr: p.slot.addr,
-                    size: p.size,
-                    rows: c.rows,
-                };
-                self.lines.insert(c.index, lines);
-                if let Some(info) = c.unwind {
-                    self.frames.push((p.slot.addr, info));
-                }
-            }
-        }
-        self.compiled += 1;
+        let debug = self.env.debug_info.then_some(FunctionDebug {
+            source: SourceId(f.file as u32),
+            line: f.line as u32,
+            rows: c.rows,
+        });
+        let callers = self.session.define_function(
+            self.units[f.file],
+            id,
+            FunctionCode {
+                code: &c.code,
+                align: c.align,
+                refs: &refs,
+                fingerprint: f.hash,
+                signature: c.sig_hash,
+                calls: &calls,
+                debug,
+                unwind: c.unwind,
+            },
+        )?;
         self.timings.parse += c.timings.parse;
         self.timings.codegen += c.timings.codegen;
-        if old_sig.is_some_and(|h| h != c.sig_hash) {
-            return Ok(Some(self.callers_of(id)));
-        }
-        Ok(None)
+        Ok(callers.map(|callers| self.program_callers(&callers)))
     }
 
     /// Compile `indices` on `jobs` threads and place the results in the order given. Workers
@@ -189,7 +180,7 @@ impl<'a> Builder<'a> {
         let mut callers = Vec::new();
         for batch in indices.chunks(BATCH_PER_JOB * jobs) {
             // The table is asked only for names of files that were not read.
-            let table = (!all_read).then(|| self.image.symbols());
+            let table = (!all_read).then(|| self.session.symbols());
             let results = compile_batch(self.program, self.env, table, batch, jobs);
             let t = Instant::now();
             for r in results {
@@ -325,63 +316,71 @@ impl<'a> Builder<'a> {
         Ok(callers)
     }
 
-    /// Check the calls, record the inputs, and finish the image: the common end of full builds
-    /// and updates. The report's phases hold "debug info" (with `-g`) and "finish"; the caller
-    /// adds its own before them.
-    pub(super) fn finish(mut self, mode: Mode) -> Result<Report> {
-        self.check_calls()?;
-        let t = Instant::now();
-        let mut phases = Vec::new();
-        if self.env.debug_info {
-            self.debug_info(&mode)?;
-            phases.push(("debug info", t.elapsed()));
+    /// Check the calls, write debug information and finish the session: the common end of
+    /// full builds and updates. The report's phases hold "debug info" (with `-g`) and
+    /// "finish"; the caller adds its own before them.
+    pub(super) fn finish(mut self) -> Result<Updated> {
+        if let Some((caller, callee)) = self.session.mismatched_call() {
+            let caller = match self.program.names.get(&self.session.symbols().name(caller)) {
+                Some(Definition::Function(i)) => Some(*i),
+                _ => None,
+            };
+            if let Some(caller) = caller {
+                return Err(self.mismatch(caller, callee));
+            }
         }
-        let t = Instant::now();
-        self.image
-            .set_manifest(manifest(self.program, self.env.started_ns).encode());
-        let summary = self.image.finish()?;
-        let finish = t.elapsed();
-        let mut timings = self.timings;
-        timings.write += phases.iter().map(|(_, d)| *d).sum::<Duration>() + finish;
-        let total = self.program.definitions();
-        let reused = match mode {
-            Mode::Update => total.saturating_sub(self.compiled),
-            Mode::Full { .. } => 0,
+        let program = self.program;
+        let mut functions_of = |s: SourceId| -> Vec<(String, u32)> {
+            program.files[s.index()]
+                .functions
+                .clone()
+                .map(|i| {
+                    (
+                        program.functions[i].name.clone(),
+                        program.functions[i].line as u32,
+                    )
+                })
+                .collect()
         };
-        Ok(Report {
-            mode,
-            summary,
-            compiled: self.compiled,
-            reused,
-            phases: {
-                phases.push(("finish", finish));
-                phases
-            },
-            timings,
-            read_files: self.program.files.len(),
-            files: self.program.files.len(),
-        })
+        let t = Instant::now();
+        match self.session.write_debug_info(&mut functions_of) {
+            Ok(()) => {}
+            Err(BackendError::PreviousDebugInfo(reason)) if self.session.is_update() => {
+                return Ok(Updated::Full(FullReason::DebugInfo(reason), self.session));
+            }
+            Err(e) => return Err(e),
+        }
+        let debug = t.elapsed();
+        let mut report = self.session.finish(&mut functions_of)?;
+        let mut timings = self.timings;
+        timings.write += debug + report.phase("finish");
+        report.timings = timings;
+        if report.phase("debug info").is_zero() && !debug.is_zero() {
+            report.phases.insert(0, ("debug info", debug));
+        }
+        report.read_files = program.files.len();
+        report.files = program.files.len();
+        Ok(Updated::Done(Box::new(report)))
     }
 
-    /// Program functions whose code refers to `id`. Those in files that were not read are
-    /// noted by unit in `unread_callers`: the update must read them and start again.
-    pub(super) fn callers_of(&mut self, id: SymbolId) -> Vec<usize> {
-        let mut callers = Vec::new();
-        for s in self.image.referrers(id) {
-            if let Place::In { owner, .. } = self.image.sites().get(s).place {
-                let name = self.image.symbols().name(owner);
-                match self.program.names.get(&name) {
-                    Some(Definition::Function(i)) => callers.push(*i),
-                    Some(Definition::Data(_)) => {}
-                    None => {
-                        if let Some(u) = self.image.symbols().get(owner).unit_of() {
-                            self.unread_callers.insert(u);
-                        }
+    /// Program functions whose code refers to a function, from the session's list of them.
+    /// Those in files that were not read are noted by unit in `unread_callers`: the update
+    /// must read them and start again.
+    fn program_callers(&mut self, callers: &[SymbolId]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for &owner in callers {
+            let name = self.session.symbols().name(owner);
+            match self.program.names.get(&name) {
+                Some(Definition::Function(i)) => out.push(*i),
+                Some(Definition::Data(_)) => {}
+                None => {
+                    if let Some(u) = self.session.symbols().get(owner).unit_of() {
+                        self.unread_callers.insert(u);
                     }
                 }
             }
         }
-        callers
+        out
     }
 
     pub(super) fn data(&mut self, d: &DataDef) -> Result<()> {
@@ -407,40 +406,34 @@ impl<'a> Builder<'a> {
             }
         };
         let id = self
-            .image
+            .session
             .declare(&dir.name, SymbolKind::Data, Binding::Global)?;
-        self.image
-            .redefine_data(id, contents, dir.align, dir.writable, &refs)?;
-        self.image.set_hashes(id, d.hash, 0);
-        self.image
-            .set_unit(id, Some(self.program.files[d.file].unit));
-        self.compiled += 1;
-        Ok(())
-    }
-
-    /// Every call compiled in this build against its callee's signature.
-    pub(super) fn check_calls(&self) -> Result<()> {
-        for c in &self.calls {
-            let defined = self.image.symbols().get(c.callee).sig_hash;
-            if defined != 0 && defined != c.sig_hash {
-                return Err(self.mismatch(c));
-            }
-        }
-        Ok(())
+        self.session.define_data(
+            self.units[d.file],
+            id,
+            DataObject {
+                contents,
+                align: dir.align,
+                writable: dir.writable,
+                refs: &refs,
+                fingerprint: d.hash,
+            },
+        )
     }
 
     /// The error for a call whose signature differs from its callee's: both signatures are
     /// read again from the text, which only errors pay for.
-    pub(super) fn mismatch(&self, c: &CallCheck) -> BackendError {
-        let caller = &self.program.functions[c.caller];
-        let name = self.image.symbols().name(c.callee);
+    pub(super) fn mismatch(&self, caller: usize, callee: SymbolId) -> BackendError {
+        let caller_index = caller;
+        let caller = &self.program.functions[caller_index];
+        let name = self.session.symbols().name(callee);
         let signature = |i: usize| {
             self.program
                 .parse_function(&self.program.functions[i])
                 .ok()
                 .map(|p| p.func)
         };
-        let used = signature(c.caller).and_then(|f| {
+        let used = signature(caller_index).and_then(|f| {
             f.dfg
                 .ext_funcs
                 .values()

@@ -391,6 +391,8 @@ impl Image {
         summary.got_entries = counts.got_entries as usize;
         summary.sites = self.sites.len();
         summary.generation = self.generation;
+        summary.entry = self.addr_of(x86_64::START.name);
+        summary.main = self.addr_of(ENTRY);
         for kind in RegionKind::ALL {
             summary.region_used[kind.index()] = self.regions[kind.index()].used;
         }

@@ -89,6 +89,9 @@ pub struct Summary {
     pub table_bytes: u64,
     /// How many builds made this file (1 after a full build).
     pub generation: u64,
+    /// The entry point (`_start`, the ELF header's `e_entry`) and the address of `main`.
+    pub entry: u64,
+    pub main: u64,
 }
 
 /// Name of the program's entry function, called by `_start`.
@@ -452,6 +455,17 @@ impl Image {
         sym.hash = content;
         sym.sig_hash = signature;
         self.symbols.set(id, sym);
+    }
+
+    /// Give a symbol exactly this binding (a definition's final linkage, which may be weaker
+    /// than a declaration's).
+    pub fn set_binding(&mut self, id: SymbolId, binding: Binding) {
+        let mut sym = self.symbols.get(id);
+        if sym.binding() != binding {
+            sym.set_binding(binding);
+            self.symbols.set(id, sym);
+            self.touched.insert(id);
+        }
     }
 
     /// Remember which of the producer's units (an input file, a codegen unit) defines `id`:

@@ -1,0 +1,495 @@
+//! The build session: the one way into an executable image for every front end (the CLIF
+//! driver, [`crate::ZerolinkModule`], a compiler using the library directly).
+//!
+//! A session is a script of four steps:
+//! 1. [`Session::open`] takes OUT's build lock and reopens the executable a previous build
+//!    left there, or starts a new one; when it must start over although OUT exists, the
+//!    reason is a [`FullReason`] the caller can match on.
+//! 2. The front end names its **units** (a source file, a codegen unit) with a fingerprint of
+//!    their contents ([`Session::unit`], `units.rs`). An unchanged unit is kept as it is with
+//!    O(1) work; in a changed one, each definition's fingerprint is compared with the one the
+//!    table keeps ([`Session::check`]) and only changed definitions are compiled. What a
+//!    changed unit no longer defines is removed ([`Session::sweep`]).
+//! 3. Compiled functions and data objects are placed ([`Session::define_function`],
+//!    `place.rs`): names become symbols once, relocations become reference sites, and a new
+//!    signature finds the callers that must follow it.
+//! 4. [`Session::finish`] checks every call compiled against its callee's signature, writes
+//!    debug information per source file (`debug.rs`), records the units for next time and
+//!    commits with the image's crash-safe protocol. Until then nothing in OUT has changed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cranelift_codegen::ir;
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use zerolink_image::lock::{BuildLock, LockWait};
+use zerolink_image::symbols::SymbolTable;
+use zerolink_image::{Binding, Image, OpenError, Summary, SymbolId, SymbolKind};
+
+use crate::error::{BackendError, Result};
+use crate::inputs::{self, Manifest};
+use crate::libs::{Libraries, LinkOptions};
+
+mod debug;
+mod place;
+mod reason;
+mod units;
+
+pub use debug::SourceId;
+pub use place::{CallSite, DataObject, FunctionCode, FunctionDebug};
+pub use reason::FullReason;
+pub use units::{Check, UnitId, UnitStatus};
+
+/// Maps Cranelift's libcalls to the names they are called by in the executable.
+pub type LibcallNames = Box<dyn Fn(ir::LibCall) -> String + Send + Sync>;
+
+/// How a build went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// A full build; with the reason when an existing OUT could not be updated.
+    Full { reason: Option<FullReason> },
+    /// OUT is updated in place.
+    Update,
+}
+
+/// What a finished session did.
+#[derive(Debug)]
+pub struct Report {
+    pub mode: Mode,
+    pub summary: Summary,
+    /// Functions and data objects compiled (or encoded) and placed in this build.
+    pub compiled: usize,
+    /// Definitions left as they were.
+    pub reused: usize,
+    /// Named phases and how long they took; front ends add their own before the session's.
+    pub phases: Vec<(&'static str, Duration)>,
+    /// Parsing and code generation inside "compile and write" (the rest is writing).
+    pub timings: crate::clif::Timings,
+    /// Input files read (the others were unchanged, by their stat data), and all of them.
+    pub read_files: usize,
+    pub files: usize,
+}
+
+impl Report {
+    /// How long the phase called `name` took (zero if it did not run).
+    pub fn phase(&self, name: &str) -> Duration {
+        self.phases
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, d)| *d)
+            .sum()
+    }
+
+    /// Definitions that outgrew their slot and moved.
+    pub fn moved(&self) -> usize {
+        self.summary.moved
+    }
+}
+
+/// How to open a session.
+pub struct SessionOptions<'a> {
+    /// Rebuild in full even if OUT could be updated.
+    pub force_full: bool,
+    /// DWARF line and function information and unwind tables.
+    pub debug_info: bool,
+    /// Libraries that resolve what the program does not define; `freestanding` for none.
+    pub link: LinkOptions,
+    /// When another build of the same OUT is running: wait for it, or fail at once.
+    pub lock: LockWait,
+    /// Called once if the session has to wait for another build.
+    pub waiting: Option<&'a dyn Fn()>,
+    /// What each compile unit's `DW_AT_language` says (a `DW_LANG_*` constant).
+    pub language: gimli::DwLang,
+    /// Threads for the work the session spreads itself (writing debug units).
+    pub jobs: usize,
+}
+
+impl Default for SessionOptions<'_> {
+    fn default() -> Self {
+        SessionOptions {
+            force_full: false,
+            debug_info: false,
+            link: LinkOptions::default(),
+            lock: LockWait::Wait,
+            waiting: None,
+            language: gimli::DW_LANG_Mips_Assembler,
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The settings an executable records for its ISA: an update requires the very same.
+pub fn settings_of(isa: &dyn TargetIsa) -> String {
+    let mut flags: Vec<String> = isa
+        .flags()
+        .iter()
+        .chain(isa.isa_flags())
+        .map(|v| v.to_string())
+        .collect();
+    flags.sort();
+    format!(
+        "zerolink {}; {}; {}",
+        env!("CARGO_PKG_VERSION"),
+        isa.triple(),
+        flags.join(" ")
+    )
+}
+
+/// Everything an executable's code depends on besides its inputs: an update requires the same.
+fn settings(
+    isa: &dyn TargetIsa,
+    libs: Option<&Libraries>,
+    debug_info: bool,
+    language: gimli::DwLang,
+) -> String {
+    format!(
+        "{}; {}{}",
+        settings_of(isa),
+        match libs {
+            None => "freestanding".to_string(),
+            Some(l) => format!("libraries: {}", l.describe()),
+        },
+        match (debug_info, language) {
+            (false, _) => String::new(),
+            (true, gimli::DW_LANG_Mips_Assembler) => "; debug info".to_string(),
+            (true, lang) => format!("; debug info ({lang})"),
+        }
+    )
+}
+
+/// A build of one executable, from opening OUT to the commit.
+pub struct Session {
+    out: PathBuf,
+    image: Image,
+    isa: OwnedTargetIsa,
+    libs: Option<Arc<Libraries>>,
+    settings: String,
+    mode: Mode,
+    debug_info: bool,
+    language: gimli::DwLang,
+    jobs: usize,
+    /// When the session started, on the clock files are stamped with (see `inputs.rs`).
+    started_ns: i64,
+    units: units::Units,
+    placed: place::Placed,
+    debug: debug::DebugState,
+    /// Held from `open` until the session is finished or dropped: one build per OUT.
+    _lock: BuildLock,
+}
+
+impl Session {
+    /// Open OUT for a build: an in-place update of the executable there if it can be updated
+    /// with these settings, else a new executable (see [`Session::mode`] for which, and why).
+    /// Waits for (or, with `LockWait::Fail`, refuses) another build of the same OUT.
+    pub fn open(out: &Path, isa: OwnedTargetIsa, opts: &SessionOptions<'_>) -> Result<Session> {
+        // One build per OUT at a time, from before it is opened until after the commit.
+        let lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
+        // Before any input is examined: files stamped from now on are racily clean next time.
+        let started_ns = inputs::coarse_now_ns();
+        let libs = if opts.link.freestanding {
+            None
+        } else {
+            Some(Arc::new(Libraries::load(&opts.link)?))
+        };
+        let settings = settings(&*isa, libs.as_deref(), opts.debug_info, opts.language);
+        let (image, mode, units) = if opts.force_full {
+            fresh(out, &settings, Some(FullReason::Requested))?
+        } else {
+            reopen(out, &settings, opts.debug_info)?
+        };
+        let mut session = Session {
+            out: out.to_path_buf(),
+            image,
+            isa,
+            libs,
+            settings,
+            mode,
+            debug_info: opts.debug_info,
+            language: opts.language,
+            jobs: opts.jobs.max(1),
+            started_ns,
+            units,
+            placed: place::Placed::default(),
+            debug: debug::DebugState::default(),
+            _lock: lock,
+        };
+        session.link();
+        Ok(session)
+    }
+
+    /// Open OUT again, as `open` would, keeping the lock: for a front end that found it needs
+    /// more of its inputs than it looked at. Nothing of this session's work is kept.
+    pub fn reopen(mut self) -> Result<Session> {
+        let (image, mode, units) = reopen(&self.out, &self.settings, self.debug_info)?;
+        self.restart(image, mode, units);
+        Ok(self)
+    }
+
+    /// Give up on updating and start a new executable instead, keeping the lock. The front
+    /// end then defines the whole program.
+    pub fn rebuild_in_full(mut self, reason: FullReason) -> Result<Session> {
+        let (image, mode, units) = fresh(&self.out, &self.settings, Some(reason))?;
+        self.restart(image, mode, units);
+        Ok(self)
+    }
+
+    fn restart(&mut self, image: Image, mode: Mode, units: units::Units) {
+        self.image = image;
+        self.mode = mode;
+        self.units = units;
+        self.placed = place::Placed::default();
+        self.debug = debug::DebugState::default();
+        self.link();
+    }
+
+    /// Change how names are resolved and whether debug information is written, before
+    /// anything is defined: OUT is opened again with the new settings (which may make the
+    /// build a full one). Units named so far are forgotten.
+    pub fn reconfigure(
+        &mut self,
+        link: Option<&LinkOptions>,
+        debug_info: Option<bool>,
+    ) -> Result<()> {
+        if self.placed.compiled > 0 || self.units.definitions() > 0 {
+            return Err(BackendError::Module(
+                "libraries and debug information must be set before anything is defined".into(),
+            ));
+        }
+        if let Some(link) = link {
+            self.libs = if link.freestanding {
+                None
+            } else {
+                Some(Arc::new(Libraries::load(link)?))
+            };
+        }
+        if let Some(d) = debug_info {
+            self.debug_info = d;
+        }
+        self.settings = settings(
+            &*self.isa,
+            self.libs.as_deref(),
+            self.debug_info,
+            self.language,
+        );
+        let (image, mode, units) = match &self.mode {
+            Mode::Full { reason } => fresh(&self.out, &self.settings, reason.clone())?,
+            Mode::Update => reopen(&self.out, &self.settings, self.debug_info)?,
+        };
+        // The new image replaces the old one, whose temporary file goes with it.
+        self.restart(image, mode, units);
+        Ok(())
+    }
+
+    /// Hand the image the libraries and a resolver over them (nothing when freestanding).
+    fn link(&mut self) {
+        if let Some(libs) = &self.libs {
+            let resolver = Arc::clone(libs);
+            self.image.link_dynamically(
+                libs.sonames(),
+                Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
+            );
+        }
+    }
+
+    /// Whether this is a full build or an update, and why.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    pub fn is_update(&self) -> bool {
+        self.mode == Mode::Update
+    }
+
+    pub fn output(&self) -> &Path {
+        &self.out
+    }
+
+    pub fn isa(&self) -> &OwnedTargetIsa {
+        &self.isa
+    }
+
+    /// The settings recorded in the executable (an update requires the very same).
+    pub fn settings(&self) -> &str {
+        &self.settings
+    }
+
+    pub fn debug_info(&self) -> bool {
+        self.debug_info
+    }
+
+    /// When the session started, on the coarse clock files are stamped with.
+    pub fn started_ns(&self) -> i64 {
+        self.started_ns
+    }
+
+    /// The shared libraries the program links against; `None` when freestanding.
+    pub fn libraries(&self) -> Option<&Arc<Libraries>> {
+        self.libs.as_ref()
+    }
+
+    /// Whether a shared library provides `name`, and if so whether it is data.
+    pub fn import(&self, name: &str) -> Option<bool> {
+        self.libs
+            .as_ref()
+            .and_then(|l| l.resolve(name))
+            .map(|(_, data)| data)
+    }
+
+    /// A name the program does not define that the image provides itself (a built-in no
+    /// shared library exports): reached directly, not through the GOT.
+    pub fn builtin_in_image(&self, name: &str) -> bool {
+        self.import(name).is_none() && crate::clif::is_builtin(name)
+    }
+
+    /// Declare a name (or find it): the handle every later use goes through.
+    pub fn declare(&mut self, name: &str, kind: SymbolKind, binding: Binding) -> Result<SymbolId> {
+        Ok(self.image.declare(name, kind, binding)?)
+    }
+
+    /// Set a symbol's binding to exactly `binding` (a definition's final linkage).
+    pub fn set_binding(&mut self, id: SymbolId, binding: Binding) {
+        self.image.set_binding(id, binding);
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<SymbolId> {
+        self.image.symbols().lookup(name)
+    }
+
+    pub fn symbols(&self) -> &SymbolTable {
+        self.image.symbols()
+    }
+
+    /// Size the code region's file space for about this many bytes of machine code.
+    pub fn expect_code_bytes(&mut self, bytes: u64) {
+        self.image.expect_code_bytes(bytes);
+    }
+
+    /// Nothing was compiled, removed or recorded differently: OUT can be left alone, not even
+    /// opened for writing.
+    pub fn nothing_changed(&self) -> bool {
+        self.is_update()
+            && self.placed.compiled == 0
+            && self.units.nothing_changed()
+            && self.units.manifest(self.started_ns).encode() == self.image.manifest()
+    }
+
+    /// Resolve what is left, write debug information and the tables, and commit OUT.
+    ///
+    /// `functions_of` lists the functions (name, first line) a source file has now; it is
+    /// asked only with debug information on, only for the files whose compile unit is written
+    /// again, so that functions not compiled in this build keep their line tables.
+    pub fn finish(
+        mut self,
+        functions_of: &mut dyn FnMut(SourceId) -> Vec<(String, u32)>,
+    ) -> Result<Report> {
+        let total = self.units.definitions();
+        if self.nothing_changed() {
+            return Ok(Report {
+                mode: Mode::Update,
+                summary: self.image.unchanged(),
+                compiled: 0,
+                reused: total,
+                phases: vec![("finish", Duration::ZERO)],
+                timings: Default::default(),
+                read_files: 0,
+                files: 0,
+            });
+        }
+        self.sweep();
+        self.check_signatures()?;
+        let mut phases = Vec::new();
+        if self.debug_info && !self.debug.written() {
+            let t = std::time::Instant::now();
+            self.write_debug_info(functions_of)?;
+            phases.push(("debug info", t.elapsed()));
+        }
+        let t = std::time::Instant::now();
+        self.image
+            .set_manifest(self.units.manifest(self.started_ns).encode());
+        let summary = self.image.finish()?;
+        phases.push(("finish", t.elapsed()));
+        let compiled = self.placed.compiled;
+        let reused = match self.mode {
+            Mode::Update => total.saturating_sub(compiled),
+            Mode::Full { .. } => 0,
+        };
+        Ok(Report {
+            mode: self.mode,
+            summary,
+            compiled,
+            reused,
+            phases,
+            timings: Default::default(),
+            read_files: 0,
+            files: 0,
+        })
+    }
+}
+
+/// OUT reopened for an update, or a new image with the reason it could not be.
+fn reopen(out: &Path, settings: &str, debug_info: bool) -> Result<(Image, Mode, units::Units)> {
+    let image = match Image::open(out, None) {
+        Ok(image) => image,
+        Err(OpenError::Missing) => return fresh(out, settings, None),
+        Err(OpenError::Incompatible(why)) => {
+            return fresh(out, settings, Some(FullReason::Unreadable(why)))
+        }
+    };
+    let reason = if image.settings() != settings {
+        Some(FullReason::OtherSettings)
+    } else if let Some(r) = fragmented(&image) {
+        Some(r)
+    } else if let Some(Err(why)) = debug_info.then(|| previous_debug(&image).map(|_| ())) {
+        Some(FullReason::DebugInfo(why))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return fresh(out, settings, Some(reason));
+    }
+    let Some(manifest) = Manifest::decode(image.manifest()) else {
+        return fresh(out, settings, Some(FullReason::UnitRecord));
+    };
+    Ok((image, Mode::Update, units::Units::previous(manifest)))
+}
+
+/// A new image that will replace OUT.
+fn fresh(
+    out: &Path,
+    settings: &str,
+    reason: Option<FullReason>,
+) -> Result<(Image, Mode, units::Units)> {
+    let mut image = Image::create(out)?;
+    image.set_settings(settings);
+    Ok((image, Mode::Full { reason }, units::Units::default()))
+}
+
+/// Free space below the high-water mark that a full build would reclaim: more than half of what
+/// a region uses, and at least 1 MiB (small programs are not worth a rebuild). The floor can be
+/// lowered for tests with `ZEROLINK_TEST_FRAGMENTATION_MIN`.
+fn fragmented(image: &Image) -> Option<FullReason> {
+    let floor = std::env::var("ZEROLINK_TEST_FRAGMENTATION_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1u64 << 20);
+    image.regions().iter().find_map(|r| {
+        let free = r.free_bytes();
+        (free >= floor && free > r.used / 2).then(|| FullReason::Fragmented {
+            region: r.kind.name(),
+            free,
+            used: r.used,
+        })
+    })
+}
+
+/// The previous build's debug information, which an update with debug info builds on.
+fn previous_debug(image: &Image) -> std::result::Result<crate::debug::Previous<'_>, String> {
+    crate::debug::Previous::read(image.extras_index(), |name| image.old_extra_section(name))
+}
+
+impl From<FullReason> for BackendError {
+    fn from(r: FullReason) -> Self {
+        BackendError::NeedsFullBuild(r)
+    }
+}
