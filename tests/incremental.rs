@@ -488,6 +488,42 @@ fn check_readelf(exe: &Path, args: &[&str]) {
 /// same unit, lines and unwind instructions (addresses differ, positions relative to each
 /// function do not).
 fn differential(seed: u64, steps: usize, flags: &[&str]) {
+    differential_via(seed, steps, flags, Via::Cli)
+}
+
+/// How the updated executable is built: `zerolink build`, or the library's `ZerolinkModule`
+/// (each file a unit, as a compiler would hand its program over).
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Cli,
+    Library,
+}
+
+/// Build `files` into `out` through `ZerolinkModule::open`: the description of the build.
+fn library_build(files: &[PathBuf], out: &Path, debug: bool) -> String {
+    use zerolink_backend::{clif::Program, ModuleOptions, TargetOptions, ZerolinkModule};
+    let program = Program::read(files).unwrap();
+    let opts = ModuleOptions {
+        debug_info: debug,
+        language: gimli::DW_LANG_Mips_Assembler,
+        ..ModuleOptions::default()
+    };
+    let mut module = ZerolinkModule::open(TargetOptions::default().isa().unwrap(), out, opts)
+        .unwrap_or_else(|e| panic!("open {}: {e}", out.display()));
+    let through = program.define_through(&mut module).unwrap();
+    let report = module.finish().unwrap_or_else(|e| panic!("finish: {e}"));
+    format!(
+        "{}: compiled {}, skipped units {}",
+        match report.mode {
+            zerolink_backend::Mode::Update => "in-place update".to_string(),
+            other => format!("{other:?}"),
+        },
+        report.compiled,
+        through.skipped_units
+    )
+}
+
+fn differential_via(seed: u64, steps: usize, flags: &[&str], via: Via) {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::generate(&mut rng);
@@ -497,7 +533,12 @@ fn differential(seed: u64, steps: usize, flags: &[&str]) {
     std::fs::create_dir(&src).unwrap();
     let mut disk = Disk::new(&src);
     let files = disk.write(&model.texts(), &mut rng, &mut Vec::new());
-    stats_build(&files, &out, flags);
+    let debug = flags.contains(&"-g");
+    let update = |files: &[PathBuf]| match via {
+        Via::Cli => stats_build(files, &out, flags),
+        Via::Library => library_build(files, &out, debug),
+    };
+    update(&files);
     let mut history = Vec::new();
     let mut full = vec!["--full"];
     full.extend_from_slice(flags);
@@ -508,7 +549,7 @@ fn differential(seed: u64, steps: usize, flags: &[&str]) {
         if !log.is_empty() {
             history.push(log.join(", "));
         }
-        let stats = stats_build(&files, &out, flags);
+        let stats = update(&files);
         assert!(
             stats.starts_with("in-place update"),
             "seed {seed} step {step}: not updated in place:\n{stats}"
@@ -537,7 +578,7 @@ fn differential(seed: u64, steps: usize, flags: &[&str]) {
                     .collect();
                 panic!(
                     "seed {seed} step {step}: debug information differs from a fresh build\n\
-                     edits: {history:?}\n(function, updated, fresh): {differing:#?}\n\
+                     edits: {history:?}\n(function, updated, fresh): {differing:?}\n\
                      only in fresh: {:?}",
                     b.keys().filter(|k| !a.contains_key(*k)).collect::<Vec<_>>()
                 );
@@ -567,6 +608,17 @@ fn updated_executables_behave_like_fresh_builds_after_every_random_edit() {
         for &seed in &seeds {
             s.spawn(move || differential(seed, per_seed, &[]));
         }
+    });
+}
+
+/// The same through the library: each edit handed to `ZerolinkModule::open` as a compiler
+/// would (files as units), with and without debug information, equals a fresh CLI build.
+#[test]
+fn library_updates_behave_like_fresh_builds_after_every_random_edit() {
+    let per_seed = (steps() / 3).div_ceil(2);
+    std::thread::scope(|s| {
+        s.spawn(move || differential_via(0x11b_0001, per_seed, &[], Via::Library));
+        s.spawn(move || differential_via(0x11b_0002, per_seed / 2, &["-g"], Via::Library));
     });
 }
 

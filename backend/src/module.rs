@@ -81,6 +81,9 @@ pub struct ZerolinkModule {
     libcall_names: LibcallNames,
     /// The unit definitions go into: the last `begin_unit`, or one unit for the whole module.
     unit: Option<UnitId>,
+    /// Definitions checked with the compiler's own fingerprint, to be defined now.
+    checked_functions: HashMap<FuncId, u64>,
+    checked_data: HashMap<DataId, u64>,
     debug: DebugState,
 }
 
@@ -192,6 +195,8 @@ impl ZerolinkModule {
                 .libcall_names
                 .unwrap_or_else(cranelift_module::default_libcall_names),
             unit: None,
+            checked_functions: HashMap::new(),
+            checked_data: HashMap::new(),
             debug: DebugState::default(),
         })
     }
@@ -216,6 +221,43 @@ impl ZerolinkModule {
             .set_unit_contents(u, fingerprint, Default::default())
     }
 
+    /// With the compiler's own fingerprint of a function (a hash of its source and of what
+    /// its code depends on), whether it must be defined in this build. `false`: it is kept
+    /// as it is; do not build its IR or define it. `true`: define it next, and this
+    /// fingerprint is recorded for it (instead of a hash of its IR, which costs more).
+    pub fn function_changed(&mut self, func: FuncId, fingerprint: u64) -> ModuleResult<bool> {
+        let name = self.check_definable_function(func)?;
+        let linkage = self.declarations.get_function_decl(func).linkage;
+        let sym = self.func_symbol(func)?;
+        let fingerprint = fingerprint.max(1);
+        let changed = self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)?;
+        if changed {
+            self.checked_functions.insert(func, fingerprint);
+        }
+        Ok(changed)
+    }
+
+    /// The same for a data object.
+    pub fn data_changed(&mut self, data: DataId, fingerprint: u64) -> ModuleResult<bool> {
+        let decl = self.declarations.get_data_decl(data);
+        let (name, linkage) = (decl.linkage_name(data).into_owned(), decl.linkage);
+        if !linkage.is_definable() {
+            return Err(ModuleError::InvalidImportDefinition(name));
+        }
+        let sym = self.data_symbol(data)?;
+        let fingerprint = fingerprint.max(1);
+        let changed = self.must_compile(sym, &name, SymbolKind::Data, linkage, fingerprint)?;
+        if changed {
+            self.checked_data.insert(data, fingerprint);
+        }
+        Ok(changed)
+    }
+
+    /// Whether debug information is being written.
+    pub fn debug_info(&self) -> bool {
+        self.session.debug_info()
+    }
+
     fn current_unit(&mut self) -> Result<UnitId, BackendError> {
         if let Some(u) = self.unit {
             return Ok(u);
@@ -229,7 +271,9 @@ impl ZerolinkModule {
 
     /// Register a source file for debug information, as the debugger should find it (a
     /// relative path is taken from the current directory). The first call turns debug
-    /// information and unwind tables on (before anything is defined, for an update).
+    /// information and unwind tables on, unless [`ModuleOptions::debug_info`] did (then
+    /// call it before defining anything). Registered right after [`Self::begin_unit`], the
+    /// file is that unit's source: its debug information is kept whenever the unit is.
     pub fn add_source_file(
         &mut self,
         path: impl AsRef<Path>,
@@ -238,7 +282,7 @@ impl ZerolinkModule {
             self.session.reconfigure(None, Some(true))?;
             self.unit = None;
         }
-        let id = self.session.add_source(path.as_ref(), None);
+        let id = self.session.add_source(path.as_ref(), self.unit);
         self.debug.files.push(id);
         Ok(SourceFileId(self.debug.files.len() - 1))
     }
@@ -542,10 +586,16 @@ impl Module for ZerolinkModule {
         let name = self.check_definable_function(func)?;
         let linkage = self.declarations.get_function_decl(func).linkage;
         let sym = self.func_symbol(func)?;
-        let fingerprint = self.function_fingerprint(&ctx.func);
-        if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
-            return Ok(());
-        }
+        let fingerprint = match self.checked_functions.remove(&func) {
+            Some(fingerprint) => fingerprint,
+            None => {
+                let fingerprint = self.function_fingerprint(&ctx.func);
+                if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
+                    return Ok(());
+                }
+                fingerprint
+            }
+        };
         // Cranelift panics on some input its verifier accepts (an `i128` argument on x86-64):
         // the compiler using this module gets an error naming the function instead.
         let isa = &**self.session.isa();
@@ -609,10 +659,16 @@ impl Module for ZerolinkModule {
         let mut tag = b"function bytes".to_vec();
         tag.extend_from_slice(&alignment.to_le_bytes());
         tag.extend_from_slice(&signature.to_le_bytes());
-        let fingerprint = self.bytes_fingerprint(&tag, bytes, relocs);
-        if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
-            return Ok(());
-        }
+        let fingerprint = match self.checked_functions.remove(&func) {
+            Some(fingerprint) => fingerprint,
+            None => {
+                let fingerprint = self.bytes_fingerprint(&tag, bytes, relocs);
+                if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
+                    return Ok(());
+                }
+                fingerprint
+            }
+        };
         let refs = self.references(relocs, &name)?;
         let u = self.current_unit().map_err(backend)?;
         self.session
@@ -657,17 +713,23 @@ impl Module for ZerolinkModule {
         let mut tag = b"data".to_vec();
         tag.extend_from_slice(&align.to_le_bytes());
         tag.push(u8::from(writable));
-        let fingerprint = match contents {
-            Contents::Bytes(b) => self.bytes_fingerprint(&tag, b, &relocs),
-            Contents::Zeros(n) => {
-                tag.extend_from_slice(b"zeros");
-                self.bytes_fingerprint(&tag, &n.to_le_bytes(), &relocs)
+        let sym = self.data_symbol(data)?;
+        let fingerprint = match self.checked_data.remove(&data) {
+            Some(fingerprint) => fingerprint,
+            None => {
+                let fingerprint = match contents {
+                    Contents::Bytes(b) => self.bytes_fingerprint(&tag, b, &relocs),
+                    Contents::Zeros(n) => {
+                        tag.extend_from_slice(b"zeros");
+                        self.bytes_fingerprint(&tag, &n.to_le_bytes(), &relocs)
+                    }
+                };
+                if !self.must_compile(sym, &name, SymbolKind::Data, linkage, fingerprint)? {
+                    return Ok(());
+                }
+                fingerprint
             }
         };
-        let sym = self.data_symbol(data)?;
-        if !self.must_compile(sym, &name, SymbolKind::Data, linkage, fingerprint)? {
-            return Ok(());
-        }
         let refs = self.references(&relocs, &name)?;
         let u = self.current_unit().map_err(backend)?;
         self.session

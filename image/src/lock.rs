@@ -60,7 +60,8 @@ impl BuildLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(ImageError::io(&path))?;
+            // Named by OUT: the lock file is ours, not something the user knows of.
+            .map_err(ImageError::io(out))?;
         if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
             match wait {
                 LockWait::Fail => return Err(ImageError::Busy(out.to_path_buf())),

@@ -13,6 +13,7 @@
 //! `crate::driver` defines it straight into an image, fresh or reopened.
 
 pub mod directives;
+mod library;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -369,14 +370,7 @@ impl Program {
         let mut ids: HashMap<&str, FuncOrDataId> = HashMap::new();
         let data: Vec<&DataDef> = self.data.iter().filter(|d| keep(d.file)).collect();
         for d in &data {
-            let linkage = if d.directive.export {
-                Linkage::Export
-            } else {
-                Linkage::Hidden
-            };
-            let id =
-                module.declare_data(&d.directive.name, linkage, d.directive.writable, false)?;
-            ids.insert(&d.directive.name, FuncOrDataId::Data(id));
+            ids.insert(&d.directive.name, Self::declare_data(module, d)?);
         }
         let functions: Vec<&FunctionDef> = self.functions.iter().filter(|f| keep(f.file)).collect();
         let mut parsed = Vec::with_capacity(functions.len());
@@ -429,7 +423,19 @@ impl Program {
         Ok(())
     }
 
-    fn define_data_in<M: Module>(
+    /// Declare a data object as its directive says (exported or hidden).
+    pub(crate) fn declare_data<M: Module>(module: &mut M, d: &DataDef) -> Result<FuncOrDataId> {
+        let dir = &d.directive;
+        let linkage = if dir.export {
+            Linkage::Export
+        } else {
+            Linkage::Hidden
+        };
+        let id = module.declare_data(&dir.name, linkage, dir.writable, false)?;
+        Ok(FuncOrDataId::Data(id))
+    }
+
+    pub(crate) fn define_data_in<M: Module>(
         &self,
         module: &mut M,
         ids: &HashMap<&str, FuncOrDataId>,
@@ -570,9 +576,9 @@ pub fn rewrite_names(
     Ok(())
 }
 
-struct ModuleNames<'a, M: Module> {
-    module: &'a mut M,
-    ids: &'a HashMap<&'a str, FuncOrDataId>,
+pub(crate) struct ModuleNames<'a, M: Module> {
+    pub(crate) module: &'a mut M,
+    pub(crate) ids: &'a HashMap<&'a str, FuncOrDataId>,
 }
 
 impl<M: Module> Names for ModuleNames<'_, M> {

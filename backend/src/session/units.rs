@@ -254,6 +254,12 @@ impl Session {
         if !self.is_update() {
             return Ok(Check::Compile);
         }
+        if self.units.status(u) == UnitStatus::Unchanged {
+            return Err(BackendError::Module(format!(
+                "`{name}` is defined in a unit that is unchanged: define nothing in an \
+                 unchanged unit, or give the unit a new fingerprint"
+            )));
+        }
         self.units.count(u);
         let Some(id) = self.image.symbols().lookup(name) else {
             return Ok(Check::Compile);
