@@ -33,3 +33,8 @@ pub use module::{ModuleOptions, SourceFileId, ZerolinkModule};
 pub use session::{FullReason, Mode, Report, Session, SessionOptions, UnitId, UnitStatus};
 pub use target::TargetOptions;
 pub use zerolink_image::Summary;
+
+/// The README's Rust snippets compile and run (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
