@@ -111,6 +111,34 @@ fn session_err(e: BackendError) -> ModuleError {
     }
 }
 
+/// A function to compile: its name, symbol and fingerprint.
+struct Work {
+    name: String,
+    sym: SymbolId,
+    fingerprint: u64,
+}
+
+/// Run Cranelift on `ctx`. Cranelift panics on some input its verifier accepts (an `i128`
+/// argument on x86-64): the compiler using this module gets an error naming the function.
+fn compile_in(
+    isa: &dyn TargetIsa,
+    name: &str,
+    ctx: &mut Context,
+    ctrl_plane: &mut ControlPlane,
+) -> ModuleResult<()> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.compile(isa, ctrl_plane)
+            .map(|_| ())
+            .map_err(cranelift_module::ModuleError::from)
+    })) {
+        Ok(r) => r,
+        Err(payload) => Err(backend(crate::error::cannot_compile(
+            name.to_string(),
+            payload,
+        ))),
+    }
+}
+
 fn binding(linkage: Linkage) -> Binding {
     match linkage {
         Linkage::Local => Binding::Local,
@@ -251,6 +279,51 @@ impl ZerolinkModule {
             self.checked_data.insert(data, fingerprint);
         }
         Ok(changed)
+    }
+
+    /// Define a batch of functions, compiled on `jobs` threads and placed in the order given:
+    /// the executable is the same for any `jobs`, as with `zerolink build -j`. Each context
+    /// holds its function's IR. Functions whose fingerprint is as before are kept, not
+    /// compiled. On errors, the first in batch order is returned and nothing of the batch
+    /// after it is placed.
+    pub fn define_functions(
+        &mut self,
+        batch: &mut [(FuncId, Context)],
+        jobs: usize,
+    ) -> ModuleResult<()> {
+        let mut work = Vec::new();
+        for (i, (func, ctx)) in batch.iter().enumerate() {
+            if let Some(w) = self.to_compile(*func, ctx)? {
+                work.push((i, w));
+            }
+        }
+        let isa = self.session.isa().clone();
+        let mut contexts: Vec<Option<&mut Context>> =
+            batch.iter_mut().map(|(_, ctx)| Some(ctx)).collect();
+        // Each worker locks only the context of the function it compiles: no contention.
+        let items: Vec<(&str, std::sync::Mutex<&mut Context>)> = work
+            .iter()
+            .filter_map(|(i, w)| {
+                Some((w.name.as_str(), std::sync::Mutex::new(contexts[*i].take()?)))
+            })
+            .collect();
+        let results =
+            crate::parallel::map(&items, jobs, ControlPlane::default, |cp, (name, ctx)| {
+                let mut ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
+                compile_in(&*isa, name, &mut ctx, cp).map_err(|e| e.to_string())
+            });
+        drop(items);
+        for ((i, w), r) in work.iter().zip(results) {
+            let func = batch[*i].0;
+            if let Err(message) = r {
+                return Err(backend(BackendError::Compile {
+                    function: w.name.clone(),
+                    message,
+                }));
+            }
+            self.place_compiled(func, w, &batch[*i].1)?;
+        }
+        Ok(())
     }
 
     /// Whether debug information is being written.
@@ -492,6 +565,72 @@ impl ZerolinkModule {
         Ok(name)
     }
 
+    /// What compiling `func` needs, or `None` if it is kept as it is (its fingerprint: the
+    /// one `function_changed` recorded, or a hash of its IR).
+    fn to_compile(&mut self, func: FuncId, ctx: &Context) -> ModuleResult<Option<Work>> {
+        let name = self.check_definable_function(func)?;
+        let linkage = self.declarations.get_function_decl(func).linkage;
+        let sym = self.func_symbol(func)?;
+        let fingerprint = match self.checked_functions.remove(&func) {
+            Some(fingerprint) => fingerprint,
+            None => {
+                let fingerprint = self.function_fingerprint(&ctx.func);
+                if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
+                    return Ok(None);
+                }
+                fingerprint
+            }
+        };
+        Ok(Some(Work {
+            name,
+            sym,
+            fingerprint,
+        }))
+    }
+
+    /// Place a function compiled in `ctx`.
+    fn place_compiled(&mut self, func: FuncId, work: &Work, ctx: &Context) -> ModuleResult<()> {
+        let compiled = ctx.compiled_code().ok_or_else(|| {
+            backend(BackendError::Compile {
+                function: work.name.clone(),
+                message: "not compiled".into(),
+            })
+        })?;
+        let relocs: Vec<ModuleReloc> = compiled
+            .buffer
+            .relocs()
+            .iter()
+            .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, func))
+            .collect();
+        let refs = self.references(&relocs, &work.name)?;
+        let (rows, unwind) = if self.session.debug_info() {
+            crate::debug::of_compiled(compiled, &**self.session.isa())
+        } else {
+            (Vec::new(), None)
+        };
+        let u = self.current_unit().map_err(backend)?;
+        self.session
+            .define_function(
+                u,
+                work.sym,
+                FunctionCode {
+                    code: compiled.code_buffer(),
+                    align: u64::from(compiled.buffer.alignment),
+                    refs: &refs,
+                    fingerprint: work.fingerprint,
+                    signature: crate::clif::signature_hash(&ctx.func.signature),
+                    calls: &[],
+                    debug: None,
+                    unwind,
+                },
+            )
+            .map_err(session_err)?;
+        if self.session.debug_info() {
+            self.debug.defined.push((func, work.sym, rows));
+        }
+        Ok(())
+    }
+
     /// Whether definition `name` must be compiled in this build (else it is kept as it is).
     fn must_compile(
         &mut self,
@@ -583,66 +722,11 @@ impl Module for ZerolinkModule {
         ctx: &mut Context,
         ctrl_plane: &mut ControlPlane,
     ) -> ModuleResult<()> {
-        let name = self.check_definable_function(func)?;
-        let linkage = self.declarations.get_function_decl(func).linkage;
-        let sym = self.func_symbol(func)?;
-        let fingerprint = match self.checked_functions.remove(&func) {
-            Some(fingerprint) => fingerprint,
-            None => {
-                let fingerprint = self.function_fingerprint(&ctx.func);
-                if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
-                    return Ok(());
-                }
-                fingerprint
-            }
+        let Some(work) = self.to_compile(func, ctx)? else {
+            return Ok(());
         };
-        // Cranelift panics on some input its verifier accepts (an `i128` argument on x86-64):
-        // the compiler using this module gets an error naming the function instead.
-        let isa = &**self.session.isa();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ctx.compile(isa, ctrl_plane)
-                .map(|_| ())
-                .map_err(cranelift_module::ModuleError::from)
-        })) {
-            Ok(r) => r?,
-            Err(payload) => return Err(backend(crate::error::cannot_compile(name, payload))),
-        }
-        let compiled = ctx.compiled_code().expect("compiled just above");
-        let align = u64::from(compiled.buffer.alignment);
-        let relocs: Vec<ModuleReloc> = compiled
-            .buffer
-            .relocs()
-            .iter()
-            .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, func))
-            .collect();
-        let refs = self.references(&relocs, &name)?;
-        let compiled = ctx.compiled_code().expect("compiled");
-        let (rows, unwind) = if self.session.debug_info() {
-            crate::debug::of_compiled(compiled, &**self.session.isa())
-        } else {
-            (Vec::new(), None)
-        };
-        let u = self.current_unit().map_err(backend)?;
-        self.session
-            .define_function(
-                u,
-                sym,
-                FunctionCode {
-                    code: compiled.code_buffer(),
-                    align,
-                    refs: &refs,
-                    fingerprint,
-                    signature: crate::clif::signature_hash(&ctx.func.signature),
-                    calls: &[],
-                    debug: None,
-                    unwind,
-                },
-            )
-            .map_err(session_err)?;
-        if self.session.debug_info() {
-            self.debug.defined.push((func, sym, rows));
-        }
-        Ok(())
+        compile_in(&**self.session.isa(), &work.name, ctx, ctrl_plane)?;
+        self.place_compiled(func, &work, ctx)
     }
 
     fn define_function_bytes(

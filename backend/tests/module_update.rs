@@ -437,3 +437,62 @@ fn libcall_names_can_be_chosen() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("<my_copy>"), "my_copy is called:\n{text}");
 }
+
+/// The chain program of `Program`, handed over as one batch compiled on `jobs` threads.
+fn build_batch(out: &Path, consts: &[i64], jobs: usize) -> Report {
+    let mut m = open(out);
+    let n = consts.len();
+    let ids: Vec<FuncId> = (0..n)
+        .map(|i| {
+            let s = sig(&m, 1);
+            m.declare_function(&format!("f{i}"), Linkage::Local, &s)
+                .unwrap()
+        })
+        .collect();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let mut ctx = m.make_context();
+        ctx.func.signature = sig(&m, 1);
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let block = b.create_block();
+            b.append_block_params_for_function_params(block);
+            b.switch_to_block(block);
+            let x = b.block_params(block)[0];
+            let base = match i {
+                0 => x,
+                _ => call(&mut m, &mut b, ids[i - 1], &[x]),
+            };
+            let r = b.ins().iadd_imm_s(base, consts[i]);
+            b.ins().return_(&[r]);
+            b.seal_all_blocks();
+            b.finalize(m.target_config());
+        }
+        batch.push((ids[i], ctx));
+    }
+    m.define_functions(&mut batch, jobs).unwrap();
+    let s = main_sig(&m);
+    let main = m.declare_function("main", Linkage::Export, &s).unwrap();
+    define_simple(&mut m, main, s, |m, b, _| {
+        let zero = b.ins().iconst(types::I64, 0);
+        call(m, b, ids[n - 1], &[zero])
+    });
+    m.finish().unwrap()
+}
+
+#[test]
+fn a_batch_compiled_on_several_threads_gives_the_same_executable_and_updates_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut consts: Vec<i64> = (0..300).map(|i| i % 11).collect();
+    let expected = |c: &[i64]| (c.iter().sum::<i64>() & 0xff) as i32;
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    build_batch(&one, &consts, 1);
+    build_batch(&two, &consts, 2);
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    assert_eq!(run(&one), expected(&consts));
+    consts[100] += 2;
+    let r = build_batch(&two, &consts, 2);
+    assert_eq!((r.mode, r.compiled), (Mode::Update, 1));
+    assert_eq!(run(&two), expected(&consts));
+}
