@@ -293,7 +293,7 @@ impl ZerolinkModule {
     ) -> ModuleResult<()> {
         let mut work = Vec::new();
         for (i, (func, ctx)) in batch.iter().enumerate() {
-            if let Some(w) = self.to_compile(*func, ctx)? {
+            if let Some(w) = self.work_for(*func, ctx)? {
                 work.push((i, w));
             }
         }
@@ -567,7 +567,7 @@ impl ZerolinkModule {
 
     /// What compiling `func` needs, or `None` if it is kept as it is (its fingerprint: the
     /// one `function_changed` recorded, or a hash of its IR).
-    fn to_compile(&mut self, func: FuncId, ctx: &Context) -> ModuleResult<Option<Work>> {
+    fn work_for(&mut self, func: FuncId, ctx: &Context) -> ModuleResult<Option<Work>> {
         let name = self.check_definable_function(func)?;
         let linkage = self.declarations.get_function_decl(func).linkage;
         let sym = self.func_symbol(func)?;
@@ -722,7 +722,7 @@ impl Module for ZerolinkModule {
         ctx: &mut Context,
         ctrl_plane: &mut ControlPlane,
     ) -> ModuleResult<()> {
-        let Some(work) = self.to_compile(func, ctx)? else {
+        let Some(work) = self.work_for(func, ctx)? else {
             return Ok(());
         };
         compile_in(&**self.session.isa(), &work.name, ctx, ctrl_plane)?;
