@@ -26,6 +26,9 @@ pub struct LinkOptions {
     pub libraries: Vec<String>,
     /// `-L DIR`, searched before the system directories.
     pub search_dirs: Vec<PathBuf>,
+    /// `-rpath DIR`: where the executable's dynamic loader looks for the libraries first
+    /// (`DT_RUNPATH`), for a runtime library that is not installed system-wide.
+    pub rpath: Vec<PathBuf>,
 }
 
 /// System library directories, after `-L` ones (Debian/Ubuntu multiarch first).
@@ -60,6 +63,8 @@ impl SharedObject {
 #[derive(Debug, Default)]
 pub struct Libraries {
     pub objects: Vec<SharedObject>,
+    /// The run-time search path, colon-separated (none if empty).
+    pub runpath: Option<String>,
 }
 
 impl Libraries {
@@ -69,6 +74,8 @@ impl Libraries {
         if opts.freestanding {
             return Ok(libs);
         }
+        let rpath: Vec<String> = opts.rpath.iter().map(|p| p.display().to_string()).collect();
+        libs.runpath = (!rpath.is_empty()).then(|| rpath.join(":"));
         let mut names = opts.libraries.clone();
         if !names.iter().any(|n| n == "c") {
             names.push("c".into());
@@ -111,7 +118,10 @@ impl Libraries {
             .iter()
             .map(|o| o.path.display().to_string())
             .collect();
-        paths.join(" ")
+        match &self.runpath {
+            Some(r) => format!("{}; runpath {r}", paths.join(" ")),
+            None => paths.join(" "),
+        }
     }
 }
 

@@ -496,3 +496,50 @@ fn a_batch_compiled_on_several_threads_gives_the_same_executable_and_updates_in_
     assert_eq!((r.mode, r.compiled), (Mode::Update, 1));
     assert_eq!(run(&two), expected(&consts));
 }
+
+#[test]
+fn a_runtime_library_is_found_through_the_rpath() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("rt.c");
+    std::fs::write(&c, "long triple(long x) { return 3 * x; }\n").unwrap();
+    let so = dir.path().join("libtoyrt.so");
+    let cc = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .status()
+        .expect("cc runs");
+    assert!(cc.success());
+    let out = dir.path().join("prog");
+    let opts = ModuleOptions {
+        link: LinkOptions {
+            libraries: vec!["toyrt".into()],
+            search_dirs: vec![dir.path().to_path_buf()],
+            rpath: vec![dir.path().to_path_buf()],
+            ..LinkOptions::default()
+        },
+        ..ModuleOptions::default()
+    };
+    let mut m = ZerolinkModule::open(isa(), &out, opts).unwrap();
+    let s = sig(&m, 1);
+    let triple = m.declare_function("triple", Linkage::Import, &s).unwrap();
+    let s = main_sig(&m);
+    let main = m.declare_function("main", Linkage::Export, &s).unwrap();
+    define_simple(&mut m, main, s, |m, b, _| {
+        let x = b.ins().iconst(types::I64, 7);
+        call(m, b, triple, &[x])
+    });
+    m.finish().unwrap();
+    let o = std::process::Command::new("readelf")
+        .arg("-dW")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let dynamic = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        dynamic.contains("(RUNPATH)") && dynamic.contains(&dir.path().display().to_string()),
+        "{dynamic}"
+    );
+    // No LD_LIBRARY_PATH: the loader finds libtoyrt.so through the executable's RUNPATH.
+    assert_eq!(run(&out), 21);
+}

@@ -197,6 +197,10 @@ struct InputArgs {
     /// Search DIR for -l libraries, before the system's directories. Repeatable.
     #[arg(short = 'L', long = "library-path", value_name = "DIR")]
     search_dirs: Vec<PathBuf>,
+    /// Where the executable looks for its shared libraries at run time, before the system's
+    /// directories (`DT_RUNPATH`, as `ld -rpath DIR`). Repeatable.
+    #[arg(long = "rpath", value_name = "DIR")]
+    rpath: Vec<PathBuf>,
     /// Threads compiling functions (default: $ZEROLINK_JOBS, else every core). The executable
     /// is the same, byte for byte, whatever the number.
     #[arg(short = 'j', long = "jobs", value_name = "N")]
@@ -240,6 +244,7 @@ impl InputArgs {
             freestanding: self.freestanding,
             libraries: self.libraries.clone(),
             search_dirs: self.search_dirs.clone(),
+            rpath: self.rpath.clone(),
         }
     }
 }

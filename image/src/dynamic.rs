@@ -38,6 +38,8 @@ pub struct Tables {
     pub rela: (u64, u64),
     /// Offsets of the needed libraries' names in `.dynstr`.
     pub needed: Vec<u32>,
+    /// Offset of the run-time search path (`DT_RUNPATH`) in `.dynstr`.
+    pub runpath: Option<u32>,
 }
 
 fn pad8(v: &mut Vec<u8>) {
@@ -67,6 +69,7 @@ pub fn tables(
     imports: &[Import<'_>],
     data_relocs: &[DataReloc],
     needed: &[&str],
+    runpath: Option<&str>,
 ) -> Tables {
     let mut b = Vec::new();
     let interp_at = (base, interp.len() as u64);
@@ -75,6 +78,12 @@ pub fn tables(
 
     let mut dynstr = vec![0u8];
     let mut needed_offsets = Vec::new();
+    let runpath = runpath.map(|path| {
+        let at = dynstr.len() as u32;
+        dynstr.extend_from_slice(path.as_bytes());
+        dynstr.push(0);
+        at
+    });
     for lib in needed {
         needed_offsets.push(dynstr.len() as u32);
         dynstr.extend_from_slice(lib.as_bytes());
@@ -149,6 +158,7 @@ pub fn tables(
         hash: (hash_at, hash_len),
         rela: (rela_at, rela_len),
         needed: needed_offsets,
+        runpath,
     }
 }
 
@@ -164,6 +174,9 @@ pub fn dynamic_section(t: &Tables) -> Vec<u8> {
     };
     for &n in &t.needed {
         entry(elf::DT_NEEDED, u64::from(n));
+    }
+    if let Some(at) = t.runpath {
+        entry(elf::DT_RUNPATH, u64::from(at));
     }
     entry(elf::DT_HASH, t.hash.0);
     entry(elf::DT_STRTAB, t.dynstr.0);

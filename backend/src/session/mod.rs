@@ -289,6 +289,7 @@ impl Session {
                 libs.sonames(),
                 Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
             );
+            self.image.set_runpath(libs.runpath.clone());
         }
     }
 

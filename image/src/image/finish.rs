@@ -323,7 +323,14 @@ impl Image {
             .collect();
         let base = RegionKind::Dynamic.vaddr();
         let tables = self.dynamic().then(|| {
-            crate::dynamic::tables(base, x86_64::INTERPRETER, &imports, &data_relocs, &needed)
+            crate::dynamic::tables(
+                base,
+                x86_64::INTERPRETER,
+                &imports,
+                &data_relocs,
+                &needed,
+                self.runpath.as_deref(),
+            )
         });
         let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
         if let Some(fresh) = self.eh_frame.take() {

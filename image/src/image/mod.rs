@@ -136,6 +136,8 @@ pub struct Image {
     manifest: Vec<u8>,
     /// Shared libraries (sonames) that may provide imports, in search order.
     libraries: Vec<String>,
+    /// Where the dynamic loader looks for them first (`DT_RUNPATH`), given by every build.
+    runpath: Option<String>,
     /// Imported symbols, in `.dynsym` order.
     imports: Vec<SymbolId>,
     /// Where `.dynamic` lives in the GOT region.
@@ -213,6 +215,7 @@ impl Image {
             old_table: None,
             manifest: Vec::new(),
             libraries: Vec::new(),
+            runpath: None,
             imports: Vec::new(),
             dynamic_slot: None,
             resolver: None,
@@ -300,6 +303,7 @@ impl Image {
             old_table: Some(offset),
             manifest: body.manifest,
             libraries: body.libraries,
+            runpath: None,
             imports: body.imports.into_iter().map(SymbolId).collect(),
             dynamic_slot: (body.dynamic_slot.1 != 0).then_some(Slot {
                 addr: body.dynamic_slot.0,
@@ -326,6 +330,12 @@ impl Image {
     pub fn link_dynamically(&mut self, libraries: Vec<String>, resolver: Resolver) {
         self.libraries = libraries;
         self.resolver = Some(resolver);
+    }
+
+    /// Directories the dynamic loader searches first for the libraries (`DT_RUNPATH`, as
+    /// `ld -rpath` writes it; colon-separated).
+    pub fn set_runpath(&mut self, runpath: Option<String>) {
+        self.runpath = runpath;
     }
 
     fn dynamic(&self) -> bool {
