@@ -1,6 +1,7 @@
 //! The `zerolink` command: a thin shell over `zerolink-backend` and `zerolink-image`.
 
 mod bench;
+mod bench_api;
 mod gen;
 mod inspect;
 
@@ -145,6 +146,10 @@ enum BenchCommand {
         /// Build with debug information (`-g`): measures what keeping it costs.
         #[arg(short = 'g', long)]
         debug_info: bool,
+        /// The same edit loop through the library (`ZerolinkModule`, units of 1,000
+        /// functions), as a compiler drives it.
+        #[arg(long)]
+        api: bool,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -343,9 +348,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     sizes,
                     edits,
                     debug_info,
+                    api,
                     target,
                 }),
         } => {
+            if api {
+                bench_api::edit_loop(&sizes, edits.max(1), &target.target())?;
+                return Ok(ExitCode::SUCCESS);
+            }
             bench::edit_loop(&sizes, edits.max(1), debug_info, &target.target())?;
             Ok(ExitCode::SUCCESS)
         }
