@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use cranelift_codegen::ir;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
-use zerolink_image::lock::{BuildLock, LockWait};
+use zerolink_image::lock::BuildLock;
 use zerolink_image::symbols::SymbolTable;
-use zerolink_image::{Binding, Image, OpenError, Summary, SymbolId, SymbolKind};
+pub use zerolink_image::{Binding, SymbolId, SymbolKind};
+use zerolink_image::{Image, OpenError, Summary};
 
 use crate::error::{BackendError, Result};
 use crate::inputs::{self, Manifest};
@@ -40,6 +41,9 @@ pub use debug::SourceId;
 pub use place::{CallSite, DataObject, FunctionCode, FunctionDebug};
 pub use reason::FullReason;
 pub use units::{Check, UnitId, UnitStatus};
+/// The image's vocabulary a front end needs, so it does not depend on `zerolink-image`.
+pub use zerolink_image::lock::LockWait;
+pub use zerolink_image::{Contents, RefKind, Reference};
 
 /// Maps Cranelift's libcalls to the names they are called by in the executable.
 pub type LibcallNames = Box<dyn Fn(ir::LibCall) -> String + Send + Sync>;
