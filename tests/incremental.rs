@@ -1152,6 +1152,7 @@ fn temporary_files_of_killed_builds_are_removed_by_the_next_build() {
     // What a full build and an update of a running OUT leave when killed, and a bystander.
     for name in [
         ".prog.zl-4242.tmp",
+        ".prog.zl-4242-7.tmp",
         ".prog.zl-4343.update",
         ".prog.zl-notes.txt",
     ] {
@@ -1159,6 +1160,7 @@ fn temporary_files_of_killed_builds_are_removed_by_the_next_build() {
     }
     build_ok(&files, &out, &[]);
     assert!(!dir.path().join(".prog.zl-4242.tmp").exists());
+    assert!(!dir.path().join(".prog.zl-4242-7.tmp").exists());
     assert!(!dir.path().join(".prog.zl-4343.update").exists());
     assert!(
         dir.path().join(".prog.zl-notes.txt").exists(),
