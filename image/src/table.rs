@@ -152,18 +152,40 @@ impl<T: Pod + Default> Records<T> {
         if idx >= self.base_count {
             self.extra[idx - self.base_count] = v;
         } else {
+            // The page's checksum is recomputed from its new contents when it is written:
+            // verify the old ones first, or damage elsewhere in the page would be laundered.
+            self.verify_around(idx * std::mem::size_of::<T>());
             self.changed.insert(i, v);
         }
     }
 
     pub fn push(&mut self, v: T) -> u32 {
+        if self.extra.is_empty() && self.base_count > 0 {
+            // The last old page gets new records after its old ones.
+            self.verify_around(self.base_count * std::mem::size_of::<T>() - 1);
+        }
         self.extra.push(v);
         (self.len() - 1) as u32
+    }
+
+    /// Verify the old record bytes around byte `at` (the pages of the record there).
+    fn verify_around(&self, at: usize) {
+        if let Some(base) = &self.base {
+            let size = std::mem::size_of::<T>();
+            let start = at - at % size;
+            self.verifier.check(base, start);
+            self.verifier
+                .check(base, (start + size - 1).min(base.len.saturating_sub(1)));
+        }
     }
 
     /// Remove the last record (it must be one added in this session or a base record; the
     /// array length shrinks either way).
     pub fn truncate(&mut self, len: usize) {
+        if len > 0 && len < self.base_count {
+            // The page that now ends the array is written again.
+            self.verify_around(len * std::mem::size_of::<T>() - 1);
+        }
         if len >= self.base_count {
             self.extra.truncate(len - self.base_count);
         } else {
@@ -246,6 +268,12 @@ impl Blob {
 
     /// Append a name and its NUL; returns its offset.
     pub fn push(&mut self, name: &[u8]) -> u32 {
+        if let (true, Some(base)) = (self.extra.is_empty(), &self.base) {
+            // The last old page is written again with the new names after its old ones.
+            if base.len > 0 {
+                self.verifier.check(base, base.len - 1);
+            }
+        }
         let off = self.len() as u32;
         self.extra.extend_from_slice(name);
         self.extra.push(0);

@@ -130,7 +130,13 @@ pub fn build(
         let program = Program::read_some(paths, &stats, &numbers, &kept)?;
         let read = t.elapsed();
         let t = Instant::now();
-        let d = match diff(&program, &mut session, &units) {
+        let d = diff(&program, &mut session, &units);
+        // Whatever the comparison decided from a damaged page of the table is void.
+        if let Some(reason) = session.damage() {
+            session = session.rebuild_in_full(reason)?;
+            continue;
+        }
+        let d = match d {
             Ok(d) => d,
             Err(BackendError::NeedsFullBuild(reason)) => {
                 session = session.rebuild_in_full(reason)?;
@@ -142,7 +148,15 @@ pub fn build(
         let diff_time = t.elapsed();
         // An update writes nothing before it commits, so one that cannot go on leaves OUT as
         // it was: for a full build, or for another try that reads more files.
-        match update(&program, session, &units, opts, d)? {
+        let updated = match update(&program, session, &units, opts, d) {
+            Err(BackendError::NeedsFullBuild(reason)) => {
+                // The session is gone (it failed while finishing): start over in full.
+                session = Session::open_full(out, target.isa()?, &session_opts, reason)?;
+                continue;
+            }
+            other => other?,
+        };
+        match updated {
             Updated::Done(mut report) => {
                 report.phases.splice(
                     0..0,
@@ -307,24 +321,34 @@ fn update(
     let isa = session.isa().clone();
     let env = Env::of(&session, &isa);
     let mut b = Builder::new(program, &env, session, units, opts);
-    for d in diff.data {
-        b.data(d)?;
-    }
-    // Rounds: the changed functions, then the callers of those whose signature changed.
-    let mut round = diff.functions;
-    let mut done: HashSet<usize> = HashSet::new();
-    b.total = round.len();
-    while !round.is_empty() {
-        round.sort_unstable();
-        round.dedup();
-        round.retain(|i| done.insert(*i));
-        let callers = b.functions(&round)?;
-        if !b.unread_callers.is_empty() {
-            let more = b.unread_callers.iter().copied().collect();
-            return Ok(Updated::Read(more, b.into_session()));
+    let placed = (|| -> Result<bool> {
+        for d in diff.data {
+            b.data(d)?;
         }
-        round = callers.into_iter().filter(|c| !done.contains(c)).collect();
-        b.total += round.len();
+        // Rounds: the changed functions, then the callers of those whose signature changed.
+        let mut round = diff.functions;
+        let mut done: HashSet<usize> = HashSet::new();
+        b.total = round.len();
+        while !round.is_empty() {
+            round.sort_unstable();
+            round.dedup();
+            round.retain(|i| done.insert(*i));
+            let callers = b.functions(&round)?;
+            if !b.unread_callers.is_empty() {
+                return Ok(false);
+            }
+            round = callers.into_iter().filter(|c| !done.contains(c)).collect();
+            b.total += round.len();
+        }
+        Ok(true)
+    })();
+    // An error decided from a damaged page of the table is not the program's fault.
+    if let Some(reason) = b.session.damage() {
+        return Ok(Updated::Full(reason, b.into_session()));
+    }
+    if !placed? {
+        let more = b.unread_callers.iter().copied().collect();
+        return Ok(Updated::Read(more, b.into_session()));
     }
     let compile_time = t.elapsed();
     let mut finished = b.finish()?;

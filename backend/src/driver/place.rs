@@ -320,6 +320,9 @@ impl<'a> Builder<'a> {
     /// full builds and updates. The report's phases hold "debug info" (with `-g`) and
     /// "finish"; the caller adds its own before them.
     pub(super) fn finish(mut self) -> Result<Updated> {
+        if let Some(reason) = self.session.damage() {
+            return Ok(Updated::Full(reason, self.session));
+        }
         if let Some((caller, callee)) = self.session.mismatched_call() {
             let caller = match self.program.names.get(&self.session.symbols().name(caller)) {
                 Some(Definition::Function(i)) => Some(*i),

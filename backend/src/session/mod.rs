@@ -222,6 +222,23 @@ impl Session {
         Ok(session)
     }
 
+    /// Start a new executable at OUT for the given reason (a front end whose previous session
+    /// failed with `BackendError::NeedsFullBuild`).
+    pub fn open_full(
+        out: &Path,
+        isa: OwnedTargetIsa,
+        opts: &SessionOptions<'_>,
+        reason: FullReason,
+    ) -> Result<Session> {
+        let forced = SessionOptions {
+            force_full: true,
+            link: opts.link.clone(),
+            waiting: opts.waiting,
+            ..*opts
+        };
+        Session::open(out, isa, &forced)?.rebuild_in_full(reason)
+    }
+
     /// Open OUT again, as `open` would, keeping the lock: for a front end that found it needs
     /// more of its inputs than it looked at. Nothing of this session's work is kept.
     pub fn reopen(mut self) -> Result<Session> {
@@ -370,6 +387,15 @@ impl Session {
         self.image.expect_code_bytes(bytes);
     }
 
+    /// Whether a page of the table this update read failed its checksum: then nothing decided
+    /// from the table can be trusted, and the front end rebuilds in full (`finish` refuses).
+    pub fn damage(&self) -> Option<FullReason> {
+        match self.mode {
+            Mode::Update => self.image.damaged().map(FullReason::Damaged),
+            Mode::Full { .. } => None,
+        }
+    }
+
     /// Nothing was compiled, removed or recorded differently: OUT can be left alone, not even
     /// opened for writing.
     pub fn nothing_changed(&self) -> bool {
@@ -388,6 +414,9 @@ impl Session {
         mut self,
         functions_of: &mut dyn FnMut(SourceId) -> Vec<(String, u32)>,
     ) -> Result<Report> {
+        if let Some(reason) = self.damage() {
+            return Err(reason.into());
+        }
         let total = self.units.definitions();
         if self.nothing_changed() {
             return Ok(Report {
@@ -412,7 +441,14 @@ impl Session {
         let t = std::time::Instant::now();
         self.image
             .set_manifest(self.units.manifest(self.started_ns).encode());
-        let summary = self.image.finish()?;
+        let summary = self.image.finish().map_err(|e| match e {
+            // Found while finishing (writing a moved array reads all of it): too late to
+            // start over here, so the front end is told to.
+            zerolink_image::ImageError::TableDamaged(what) => {
+                BackendError::NeedsFullBuild(FullReason::Damaged(what))
+            }
+            e => e.into(),
+        })?;
         phases.push(("finish", t.elapsed()));
         let compiled = self.placed.compiled;
         let reused = match self.mode {

@@ -29,6 +29,8 @@ pub enum FullReason {
     },
     /// The callers of a function whose signature changed could not be found again.
     CallersMissing,
+    /// A page of the table failed its checksum when the update read it.
+    Damaged(&'static str),
 }
 
 impl std::fmt::Display for FullReason {
@@ -54,6 +56,7 @@ impl std::fmt::Display for FullReason {
             FullReason::CallersMissing => {
                 write!(f, "an update could not find the callers it needs")
             }
+            FullReason::Damaged(what) => write!(f, "its table is damaged ({what})"),
         }
     }
 }

@@ -169,7 +169,10 @@ impl Image {
             .unwrap_or(HEADERS_VADDR)
     }
 
-    pub(super) fn damaged(&self) -> Option<&'static str> {
+    /// Which part of the table, if any, failed its checksum when it was read (pages are
+    /// verified as they are first read). A caller that finds damage rebuilds in full: what it
+    /// decided from the damaged pages cannot be trusted.
+    pub fn damaged(&self) -> Option<&'static str> {
         if self.symbols.damaged() {
             Some("symbols")
         } else if self.sites.damaged() {
@@ -184,6 +187,11 @@ impl Image {
     /// Complete the executable: a fresh one is renamed over OUT, an opened one is updated in
     /// place. On error, OUT is untouched.
     pub fn finish(mut self) -> Result<Summary> {
+        // Damage first: every other check below may have read it (a missing entry, undefined
+        // names) and would blame the program for it.
+        if let Some(what) = self.damaged() {
+            return Err(ImageError::TableDamaged(what));
+        }
         // The entry must exist before `_start` refers to it, or the error would blame `_start`.
         let has_entry = self
             .symbols
@@ -217,6 +225,10 @@ impl Image {
         let entry = self.addr_of(x86_64::START.name);
         let interrupted = self.addr_of(x86_64::INTERRUPTED_NAME);
         self.write_arrays()?;
+        // Writing a moved array reads all of it: damage found there is not written back.
+        if let Some(what) = self.damaged() {
+            return Err(ImageError::TableDamaged(what));
+        }
         let new_table = self.write_tables(if updating { interrupted } else { entry }, updating)?;
         let mut summary = std::mem::take(&mut self.stats);
         self.summarise(&mut summary);
