@@ -506,6 +506,8 @@ fn library_build(files: &[PathBuf], out: &Path, debug: bool) -> String {
     let opts = ModuleOptions {
         debug_info: debug,
         language: gimli::DW_LANG_Mips_Assembler,
+        // A child another test thread forks holds this process's lock file until it execs.
+        lock: zerolink_image::lock::LockWait::Wait,
         ..ModuleOptions::default()
     };
     let mut module = ZerolinkModule::open(TargetOptions::default().isa().unwrap(), out, opts)
@@ -1254,4 +1256,161 @@ fn damage_anywhere_in_the_table_means_a_full_build_never_an_error() {
         full_builds >= 9,
         "only {full_builds} full builds for damage"
     );
+}
+
+/// Whether a run (status, stdout, stderr) is an acceptable outcome.
+type Judge<'a> = &'a dyn Fn(i32, &[u8], &[u8]) -> bool;
+
+/// Replay every prefix of the commit `log` (see `image/src/store.rs`, `COMMIT_LOG_ENV`) onto
+/// `old`, the executable before the update, at `work`, and run each distinct file that a kill
+/// at that point would leave: `ok` judges each run. Returns how many files were run.
+fn replay_every_prefix(old: &[u8], log: &[u8], work: &Path, ok: Judge<'_>) -> usize {
+    use std::os::unix::fs::FileExt;
+    let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    assert_eq!(log[0], b'L');
+    let len = word(log, 1) as usize;
+    let mut file = old.to_vec();
+    file.resize(len.max(old.len()), 0);
+    std::fs::write(work, &file).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut runs = 0;
+    let mut check = |what: &str| {
+        use std::os::unix::process::ExitStatusExt;
+        runs += 1;
+        let mut tries = 0;
+        let o = loop {
+            match Command::new(work).stdin(Stdio::null()).output() {
+                // Another test thread forked while this one had the file open for writing.
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => {
+                    break other.unwrap_or_else(|e| {
+                        panic!("killed {what}: the kernel cannot start it: {e}")
+                    })
+                }
+            }
+        };
+        let status = o
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+        assert!(
+            ok(status, &o.stdout, &o.stderr),
+            "killed {what}: status {status}, stdout {:?}, stderr {:?}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    check("before the first step");
+    let mut at = 9;
+    let mut step = 0;
+    while at < log.len() {
+        let (tag, offset, n) = (
+            log[at],
+            word(log, at + 1) as usize,
+            word(log, at + 9) as usize,
+        );
+        let data = &log[at + 17..at + 17 + n];
+        at += 17 + n;
+        step += 1;
+        let changes: Vec<(usize, &[u8])> = match tag {
+            // A word store is atomic: it lands whole or not at all.
+            b'W' => vec![(offset, data)],
+            _ => (0..n).map(|i| (offset + i, &data[i..i + 1])).collect(),
+        };
+        for (o, bytes) in changes {
+            if file[o..o + bytes.len()] == *bytes {
+                continue; // the same file as the previous prefix: the same outcome
+            }
+            file[o..o + bytes.len()].copy_from_slice(bytes);
+            let f = std::fs::OpenOptions::new().write(true).open(work).unwrap();
+            f.write_all_at(bytes, o as u64).unwrap();
+            drop(f);
+            check(&format!("in step {step} at byte {o:#x}"));
+        }
+    }
+    runs
+}
+
+/// An update killed after any byte of its commit leaves an executable that runs the old
+/// program, the new one, or the "interrupted" stub: never one that the kernel cannot start.
+/// Every prefix of the commit is run, for updates that grow a segment, add a data object
+/// (a new segment), with `-g`, and with libc.
+#[test]
+fn every_prefix_of_a_commit_runs_the_old_program_the_new_one_or_the_refusal() {
+    let scenarios: [(&str, &[&str], &[&str]); 4] = [
+        ("new data object", &["--freestanding"], &[]),
+        ("the text segment grows", &["--freestanding"], &[]),
+        ("with -g", &["--freestanding", "-g"], &[]),
+        ("with libc", &[], &["--libc"]),
+    ];
+    std::thread::scope(|s| {
+        for (what, flags, gen_flags) in scenarios {
+            s.spawn(move || {
+                let dir = tempfile::tempdir().unwrap();
+                let src = dir.path().join("src");
+                let gen = zerolink()
+                    .args(["gen", "--functions", "200", "--files", "2", "-o"])
+                    .arg(&src)
+                    .args(gen_flags)
+                    .output()
+                    .unwrap();
+                assert!(gen.status.success());
+                let files = clif_files(&src);
+                let out = dir.path().join("out");
+                build_ok(&files, &out, flags);
+                let old_run = run(&out);
+                let old = std::fs::read(&out).unwrap();
+                let text = std::fs::read_to_string(&files[1]).unwrap();
+                let edited = match what {
+                    "the text segment grows" => {
+                        // A new function of some 40 instructions: the text segment grows.
+                        let big: String = (0..20)
+                            .map(|i| {
+                                format!(
+                                    "    v{} = iconst.i64 {i}\n    v{} = iadd v{}, v{}\n",
+                                    2 * i + 1,
+                                    2 * i + 2,
+                                    2 * i,
+                                    2 * i + 1
+                                )
+                            })
+                            .collect();
+                        format!(
+                            "function %grown(i64) -> i64 {{\nblock0(v0: i64):\n{big}    return v40\n}}\n\n{text}"
+                        )
+                    }
+                    _ => format!("; data: %extra_obj writable = i64 7\n{text}"),
+                };
+                std::fs::write(&files[1], edited).unwrap();
+                settle_inputs();
+                let log = dir.path().join("commit.log");
+                let o = Command::new(env!("CARGO_BIN_EXE_zerolink"))
+                    .arg("build")
+                    .args(&files)
+                    .args(flags)
+                    .arg("-o")
+                    .arg(&out)
+                    .env("ZEROLINK_TEST_COMMIT_LOG", &log)
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+                let new_run = run(&out);
+                let log = std::fs::read(&log).expect("the update logged its commit");
+                let work = dir.path().join("work");
+                let ok = |status: i32, stdout: &[u8], stderr: &[u8]| {
+                    (status == old_run.status && stdout == old_run.stdout)
+                        || (status == new_run.status && stdout == new_run.stdout)
+                        || (status == 126 && String::from_utf8_lossy(stderr).contains("interrupted"))
+                };
+                let runs = replay_every_prefix(&old, &log, &work, &ok);
+                assert!(runs > 10, "{what}: only {runs} distinct prefixes");
+            });
+        }
+    });
 }

@@ -13,8 +13,20 @@ pub const EHDR_SIZE: u64 = 64;
 pub const PHDR_SIZE: u64 = 56;
 pub const SHDR_SIZE: u64 = 64;
 pub const SYM_SIZE: u64 = 24;
-/// Bytes of the headers page that the ELF and program headers may use.
-pub const HEADERS_SIZE: u64 = EHDR_SIZE + PHDR_SIZE * MAX_PHDRS as u64;
+/// Bytes of one program header table: always `MAX_PHDRS` entries, the unused ones `PT_NULL`,
+/// so `e_phnum` never changes.
+pub const PHDRS_SIZE: u64 = PHDR_SIZE * MAX_PHDRS as u64;
+/// Bytes of the headers page that the ELF header and the two program header tables use.
+pub const HEADERS_SIZE: u64 = EHDR_SIZE + 2 * PHDRS_SIZE;
+
+/// Where the program header tables are: an update writes the new one into the slot the
+/// executable does not use, then switches `e_phoff` with one aligned store, so a kill at any
+/// moment leaves one complete table in force (never a table half old, half new, which the
+/// kernel refuses to start).
+pub const PHDR_SLOTS: [u64; 2] = [EHDR_SIZE, EHDR_SIZE + PHDRS_SIZE];
+
+/// Offset of `e_phoff` in the ELF header.
+pub const E_PHOFF_OFFSET: u64 = 32;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Segment {
@@ -56,19 +68,15 @@ pub struct Section {
     pub entsize: u64,
 }
 
-/// ELF header and program headers, `HEADERS_SIZE` bytes.
-pub fn headers(
+/// The ELF header, naming the program header table at `phoff`.
+pub fn file_header(
     machine: u16,
     entry: u64,
-    segments: &[Segment],
+    phoff: u64,
     shoff: u64,
     shnum: u16,
     shstrndx: u16,
 ) -> Vec<u8> {
-    assert!(
-        segments.len() <= MAX_PHDRS,
-        "program header slots exhausted"
-    );
     let header = elf::FileHeader64::<LE> {
         e_ident: elf::Ident {
             magic: elf::ELFMAG,
@@ -83,18 +91,26 @@ pub fn headers(
         e_machine: U16::new(LE, machine),
         e_version: U32::new(LE, u32::from(elf::EV_CURRENT)),
         e_entry: U64::new(LE, entry),
-        e_phoff: U64::new(LE, EHDR_SIZE),
+        e_phoff: U64::new(LE, phoff),
         e_shoff: U64::new(LE, shoff),
         e_flags: U32::new(LE, 0),
         e_ehsize: U16::new(LE, EHDR_SIZE as u16),
         e_phentsize: U16::new(LE, PHDR_SIZE as u16),
-        e_phnum: U16::new(LE, segments.len() as u16),
+        e_phnum: U16::new(LE, MAX_PHDRS as u16),
         e_shentsize: U16::new(LE, SHDR_SIZE as u16),
         e_shnum: U16::new(LE, shnum),
         e_shstrndx: U16::new(LE, shstrndx),
     };
-    let mut out = Vec::with_capacity(HEADERS_SIZE as usize);
-    out.extend_from_slice(bytes_of(&header));
+    bytes_of(&header).to_vec()
+}
+
+/// A program header table of `MAX_PHDRS` entries: `segments`, then `PT_NULL` ones.
+pub fn program_headers(segments: &[Segment]) -> Vec<u8> {
+    assert!(
+        segments.len() <= MAX_PHDRS,
+        "program header slots exhausted"
+    );
+    let mut out = Vec::with_capacity(PHDRS_SIZE as usize);
     for s in segments {
         let ph = elf::ProgramHeader64::<LE> {
             p_type: U32::new(LE, s.p_type),
@@ -108,7 +124,8 @@ pub fn headers(
         };
         out.extend_from_slice(bytes_of(&ph));
     }
-    out.resize(HEADERS_SIZE as usize, 0);
+    // Zeros are `PT_NULL` entries, which the kernel and the dynamic loader skip.
+    out.resize(PHDRS_SIZE as usize, 0);
     out
 }
 

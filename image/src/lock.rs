@@ -62,7 +62,7 @@ impl BuildLock {
             .open(&path)
             // Named by OUT: the lock file is ours, not something the user knows of.
             .map_err(ImageError::io(out))?;
-        if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        if !try_flock(&file) {
             match wait {
                 LockWait::Fail => return Err(ImageError::Busy(out.to_path_buf())),
                 LockWait::Wait => {
@@ -104,6 +104,19 @@ fn remove_stale(out: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Take the lock without waiting for another build, but through a child process that another
+/// thread of ours forked and that has not yet run `exec` (it holds a copy of our lock file's
+/// descriptor, and with it the lock, for those few microseconds): try for up to 50 ms.
+fn try_flock(file: &File) -> bool {
+    for _ in 0..50 {
+        if flock(file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
 }
 
 fn flock(file: &File, op: i32) -> std::io::Result<()> {

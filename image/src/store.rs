@@ -32,6 +32,9 @@ pub struct CommitPlan {
     pub in_progress_flags: u32,
     /// `e_entry` while the update is under way: the "interrupted update" stub.
     pub interrupted_entry: u64,
+    /// `e_phoff` once the new program header table is written in full (it is written into
+    /// the slot the old file does not use, see `elf::PHDR_SLOTS`).
+    pub phoff: u64,
     /// `e_entry` once the update is complete.
     pub entry: u64,
     /// Where the new table's flags word is, and its final value.
@@ -44,6 +47,25 @@ const E_ENTRY_OFFSET: u64 = 24;
 /// Environment variable of the crash tests: abort the process after this many bytes of an
 /// in-place update have been written, as a SIGKILL at that moment would.
 pub const ABORT_AFTER_ENV: &str = "ZEROLINK_TEST_ABORT_AFTER_BYTES";
+
+/// Environment variable of the commit-sweep tests: write every step of an in-place update's
+/// commit, in order, to this file (see `CommitLog`), so a test can replay every prefix.
+pub const COMMIT_LOG_ENV: &str = "ZEROLINK_TEST_COMMIT_LOG";
+
+/// The steps of a commit as the sweep tests read them: `L` and the new file length (u64),
+/// then per step `W` (an atomic word store) or `B` (bytes), the offset (u64), the length
+/// (u64) and the bytes. All little-endian.
+#[derive(Default)]
+struct CommitLog(Vec<u8>);
+
+impl CommitLog {
+    fn step(&mut self, tag: u8, at: u64, data: &[u8]) {
+        self.0.push(tag);
+        self.0.extend_from_slice(&at.to_le_bytes());
+        self.0.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(data);
+    }
+}
 
 impl Overlay {
     pub fn open(path: &Path) -> Result<Overlay> {
@@ -105,12 +127,15 @@ fn temp_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.zl-{}.update", std::process::id()))
 }
 
-struct Budget(Option<u64>);
+struct Budget(Option<u64>, Option<CommitLog>);
 
 impl Budget {
     /// Store an aligned word with one instruction: a kill can never leave half of it behind,
     /// which matters for `e_entry` (half an address would jump into the middle of the text).
     fn store_word(&mut self, map: &mut MmapMut, at: u64, value: u64, width: usize) {
+        if let Some(log) = &mut self.1 {
+            log.step(b'W', at, &value.to_le_bytes()[..width]);
+        }
         if let Some(left) = self.0 {
             if (width as u64) > left {
                 std::process::abort();
@@ -130,6 +155,9 @@ impl Budget {
 
     /// Write `data` at `at`, aborting the process midway if the test budget runs out.
     fn write(&mut self, map: &mut MmapMut, at: u64, data: &[u8]) {
+        if let Some(log) = &mut self.1 {
+            log.step(b'B', at, data);
+        }
         let at = at as usize;
         if let Some(left) = self.0 {
             if (data.len() as u64) > left {
@@ -157,10 +185,17 @@ fn apply(
     // SAFETY: the file is opened read-write by us; nothing else may map it while we update it
     // (a second zerolink on the same output is not supported).
     let mut map = unsafe { MmapMut::map_mut(file) }.map_err(ImageError::io(path))?;
+    let log_path = std::env::var_os(COMMIT_LOG_ENV);
     let mut budget = Budget(
         std::env::var(ABORT_AFTER_ENV)
             .ok()
             .and_then(|v| v.parse().ok()),
+        log_path.as_ref().map(|_| {
+            let mut log = CommitLog::default();
+            log.0.push(b'L');
+            log.0.extend_from_slice(&len.max(current).to_le_bytes());
+            log
+        }),
     );
     // 1. From here until the last step the file refuses to run and the next build rebuilds it.
     if let Some(at) = plan.old_flags_at {
@@ -171,9 +206,14 @@ fn apply(
     for (at, data) in writes {
         budget.write(&mut map, *at, data);
     }
-    // 3. Runnable again; 4. the table is trusted again.
+    // 3. The new program headers in force, still entering the stub; runnable again; 4. the
+    // table is trusted again.
+    budget.store_word(&mut map, crate::elf::E_PHOFF_OFFSET, plan.phoff, 8);
     budget.store_word(&mut map, E_ENTRY_OFFSET, plan.entry, 8);
     budget.store_word(&mut map, plan.new_flags_at, u64::from(plan.final_flags), 4);
+    if let (Some(path), Some(log)) = (log_path, budget.1) {
+        std::fs::write(&path, log.0).map_err(ImageError::io(PathBuf::from(&path)))?;
+    }
     Ok(())
 }
 

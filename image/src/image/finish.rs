@@ -240,6 +240,7 @@ impl Image {
                 old_flags_at: self.old_table.map(|t| t + persist::FLAGS_OFFSET),
                 in_progress_flags: persist::FLAG_IN_PROGRESS,
                 interrupted_entry: interrupted,
+                phoff: self.phdrs_at,
                 entry,
                 new_flags_at: new_table + persist::FLAGS_OFFSET,
                 final_flags: 0,

@@ -132,6 +132,8 @@ pub struct Image {
     generation: u64,
     /// For the update protocol: where the old table's header is.
     old_table: Option<u64>,
+    /// Where this build's program header table goes (one of `elf::PHDR_SLOTS`).
+    phdrs_at: u64,
     /// The caller's record of its inputs, kept in the table (opaque here).
     manifest: Vec<u8>,
     /// Shared libraries (sonames) that may provide imports, in search order.
@@ -213,6 +215,7 @@ impl Image {
             settings: String::new(),
             generation: 0,
             old_table: None,
+            phdrs_at: crate::elf::PHDR_SLOTS[0],
             manifest: Vec::new(),
             libraries: Vec::new(),
             runpath: None,
@@ -301,6 +304,7 @@ impl Image {
             settings: body.settings,
             generation: header.generation,
             old_table: Some(offset),
+            phdrs_at: crate::elf::PHDR_SLOTS[0],
             manifest: body.manifest,
             libraries: body.libraries,
             runpath: None,

@@ -95,6 +95,12 @@ impl Image {
     /// Returns the offset of the new table. `in_progress` marks the table for the update
     /// protocol; `entry` is what `e_entry` says for now.
     pub(super) fn write_tables(&mut self, entry: u64, in_progress: bool) -> Result<u64> {
+        // The new program headers go into the slot the file does not use.
+        let [first, second] = crate::elf::PHDR_SLOTS;
+        self.phdrs_at = match self.phdrs_in_force() {
+            Some(p) if p == first => second,
+            _ => first,
+        };
         let dynamic = self.dynamic();
         let mut segments = vec![Segment::headers()];
         let mut sections: Vec<Section> = Vec::with_capacity(SECTIONS + 6);
@@ -292,16 +298,32 @@ impl Image {
         );
         self.store.write(meta.offset, &meta_bytes);
 
-        let headers = crate::elf::headers(
+        // The ELF header keeps naming the table in force; the commit switches `e_phoff` to the
+        // new one once it is complete (see `elf::PHDR_SLOTS`).
+        let in_force = self.phdrs_in_force();
+        let header = crate::elf::file_header(
             x86_64::E_MACHINE,
             entry,
-            &segments,
+            in_force.unwrap_or(self.phdrs_at),
             meta.offset,
             sections.len() as u16 + 1,
             SHSTRTAB_INDEX,
         );
-        self.store.write(0, &headers);
+        self.store.write(0, &header);
+        self.store
+            .write(self.phdrs_at, &crate::elf::program_headers(&segments));
         Ok(table.offset)
+    }
+
+    /// The program header table the file on disk uses now: `None` for a fresh file.
+    pub(super) fn phdrs_in_force(&self) -> Option<u64> {
+        match &self.store {
+            Store::Fresh(_) => None,
+            Store::Overlay(_) => {
+                let bytes = self.store.read(crate::elf::E_PHOFF_OFFSET, 8);
+                Some(u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+            }
+        }
     }
 
     /// Write the caller's new extra sections, each over its old extent where it fits.
@@ -345,8 +367,8 @@ impl Image {
             Segment {
                 p_type: elf::PT_PHDR,
                 flags: elf::PF_R,
-                offset: crate::elf::EHDR_SIZE,
-                vaddr: HEADERS_VADDR + crate::elf::EHDR_SIZE,
+                offset: self.phdrs_at,
+                vaddr: HEADERS_VADDR + self.phdrs_at,
                 filesz: crate::elf::PHDR_SIZE * count,
                 memsz: crate::elf::PHDR_SIZE * count,
                 align: 8,
