@@ -1414,3 +1414,98 @@ fn every_prefix_of_a_commit_runs_the_old_program_the_new_one_or_the_refusal() {
         }
     });
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("mount runs");
+        assert!(
+            o.status.success(),
+            "this test mounts a tmpfs and needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Fill what is left with a file.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let chunk = vec![0xa5u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let mut small = vec![0xa5u8; 4096];
+        while !small.is_empty() {
+            if f.write_all(&small).is_err() {
+                small.truncate(small.len() / 2);
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk is an ordinary error ("No space left on device", exit 1) for a full build and
+/// for an in-place update, never SIGBUS, and OUT stays byte-for-byte as it was.
+#[test]
+fn a_full_disk_is_an_error_and_out_stays_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let gen = zerolink()
+        .args(["gen", "--functions", "3000", "--files", "3", "-o"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let mut files = clif_files(&src);
+    let disk = SmallDisk::mount(&dir.path().join("disk"), "4M");
+    let out = disk.0.join("prog");
+    build_ok(&files, &out, &["--freestanding"]);
+    let before = std::fs::read(&out).unwrap();
+    let expected = run(&out);
+    disk.fill();
+    // An update that needs more room: a 1.5 MB data object.
+    let blob = src.join("blob.clif");
+    std::fs::write(
+        &blob,
+        format!("; data: %blob = \"{}\"\n", "x".repeat(1_500_000)),
+    )
+    .unwrap();
+    files.push(blob);
+    settle_inputs();
+    for extra in [&["--freestanding"][..], &["--freestanding", "--full"]] {
+        let o = build(&files, &out, extra);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("No space left on device") && stderr.contains(&*out.to_string_lossy()),
+            "{extra:?}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            before,
+            "{extra:?}: OUT changed"
+        );
+        let r = run(&out);
+        assert!(r.status == expected.status && r.stdout == expected.stdout);
+        let left: Vec<_> = std::fs::read_dir(&disk.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{extra:?}: a temporary file was left");
+    }
+    std::fs::remove_file(disk.0.join("filler")).unwrap();
+    build_ok(&files, &out, &["--freestanding"]);
+    assert_eq!(run(&out).status, expected.status);
+}

@@ -24,6 +24,9 @@ pub struct Output {
     /// How far the mapping has been faulted in ahead of writing (`MADV_POPULATE_WRITE`);
     /// `u64::MAX` once the kernel said it cannot.
     populated: u64,
+    /// How far file space is reserved (`fallocate`): nothing is written through the map
+    /// beyond it, so a full disk is an error here, never SIGBUS on a later store.
+    reserved: u64,
     committed: bool,
 }
 
@@ -72,6 +75,7 @@ impl Output {
             map,
             len: 0,
             populated: 0,
+            reserved: 0,
             committed: false,
         })
     }
@@ -88,9 +92,24 @@ impl Output {
     pub fn allocate(&mut self, size: u64, align: u64) -> Result<u64> {
         let offset = align_up(self.len, align);
         self.ensure_mapped(offset + size)?;
+        self.reserve(offset + size)?;
         self.len = offset + size;
         self.populate(self.len)?;
         Ok(offset)
+    }
+
+    /// Reserve file space up to `end` (rounded up to a chunk, within the file).
+    fn reserve(&mut self, end: u64) -> Result<()> {
+        if end <= self.reserved {
+            return Ok(());
+        }
+        let to = align_up(end, POPULATE_CHUNK)
+            .min(self.map.len() as u64)
+            .max(end);
+        crate::store::reserve_space(&self.file, self.reserved, to - self.reserved)
+            .map_err(ImageError::io(&self.final_path))?;
+        self.reserved = to;
+        Ok(())
     }
 
     /// Fault the mapping in up to `end` (rounded up to a chunk), before anything is written
@@ -109,7 +128,7 @@ impl Output {
             Ok(()) => self.populated = to,
             // EFAULT: the pages cannot be backed (no space left on the file system).
             Err(e) if e.raw_os_error() == Some(libc_efault()) => {
-                return Err(ImageError::io(&self.tmp_path)(std::io::Error::new(
+                return Err(ImageError::io(&self.final_path)(std::io::Error::new(
                     std::io::ErrorKind::StorageFull,
                     "no space left on device for the output file",
                 )));
@@ -133,7 +152,7 @@ impl Output {
         let new_len = end.max(2 * self.map.len() as u64);
         self.file
             .set_len(new_len)
-            .map_err(ImageError::io(&self.tmp_path))?;
+            .map_err(ImageError::io(&self.final_path))?;
         // SAFETY: as in `create`; the old mapping is dropped when replaced.
         self.map =
             unsafe { MmapMut::map_mut(&self.file) }.map_err(ImageError::io(&self.tmp_path))?;

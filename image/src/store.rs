@@ -95,7 +95,10 @@ impl Overlay {
             // and rename it over the original, whose inode the running process keeps.
             Err(e) if e.raw_os_error() == Some(26 /* ETXTBSY */) => {
                 let tmp = temp_beside(&path);
-                std::fs::copy(&path, &tmp).map_err(ImageError::io(&tmp))?;
+                if let Err(e) = std::fs::copy(&path, &tmp) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(ImageError::io(&path)(e));
+                }
                 let f = OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -179,6 +182,23 @@ fn apply(
     plan: &CommitPlan,
 ) -> Result<()> {
     let current = file.metadata().map_err(ImageError::io(path))?.len();
+    // 0. Space before bytes: every range written below gets its blocks now, so a full disk is
+    // an ordinary error while the file is still as it was (a store through the map into a
+    // hole that cannot be backed would be SIGBUS, halfway through the commit).
+    let reserved = (|| {
+        if len > current {
+            reserve_space(file, current, len - current)?;
+        }
+        for (at, data) in writes {
+            reserve_space(file, *at, data.len() as u64)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = reserved {
+        // The file may have grown: give the length back, so OUT is byte-for-byte as it was.
+        let _ = file.set_len(current);
+        return Err(ImageError::io(path)(e));
+    }
     if len > current {
         file.set_len(len).map_err(ImageError::io(path))?;
     }
@@ -215,6 +235,29 @@ fn apply(
         std::fs::write(&path, log.0).map_err(ImageError::io(PathBuf::from(&path)))?;
     }
     Ok(())
+}
+
+/// Give `file` blocks for `len` bytes at `offset` (growing it if they lie beyond its end), so
+/// that stores through a mapping there cannot fail. A file system that cannot reserve space
+/// (`EOPNOTSUPP`) is left to fail later, as before.
+pub(crate) fn reserve_space(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: a valid descriptor; mode 0 allocates and never changes the file's contents.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as i64, len as i64) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return Ok(()),
+            _ => return Err(e),
+        }
+    }
 }
 
 /// The image's bytes: a fresh file, or an overlay over an existing one.
