@@ -245,3 +245,63 @@ fn what_cranelift_cannot_compile_is_an_error_naming_the_function_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn the_runtime_names_are_reserved() {
+    for name in ["_start", "__zerolink_interrupted"] {
+        let text = MAIN.replace("%main", &format!("%{name}"));
+        let f = fails(&[("main.clif", MAIN), ("start.clif", &text)], &[]);
+        assert!(
+            f.stderr.contains("start.clif:1:")
+                && f.stderr.contains(&format!("`{name}` is reserved")),
+            "{}",
+            f.stderr
+        );
+    }
+}
+
+#[test]
+fn an_undefined_name_is_reported_as_undefined_whatever_refers_to_it() {
+    let f = fails(
+        &[(
+            "main.clif",
+            "; data: %tbl = addr %g\nfunction %main() -> i32 {\n    sig0 = () -> i32\n    fn0 = %g sig0\nblock0:\n    v0 = call fn0()\n    return v0\n}\n",
+        )],
+        &["--freestanding"],
+    );
+    assert!(
+        f.stderr.contains("undefined symbol `g`")
+            && f.stderr.contains("`tbl` at ")
+            && f.stderr.contains("main.clif:1")
+            && f.stderr.contains("`main` at ")
+            && f.stderr.contains("main.clif:2"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn invalid_utf8_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.clif");
+    let mut bytes = MAIN.replace("return v0", "return v0 ; caf?").into_bytes();
+    let at = bytes.iter().position(|&b| b == b'?').unwrap();
+    bytes[at] = 0xe9;
+    std::fs::write(&p, bytes).unwrap();
+    let o = build(&[p], &dir.path().join("out"), &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr.contains("bad.clif:4: invalid UTF-8"), "{stderr}");
+}
+
+#[test]
+fn a_full_region_names_the_object() {
+    let f = fails(
+        &[(
+            "main.clif",
+            &format!("; data: %huge writable = zeroed 2000000000\n{MAIN}"),
+        )],
+        &[],
+    );
+    assert!(f.stderr.contains("region is full: `huge`"), "{}", f.stderr);
+}

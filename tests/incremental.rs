@@ -1509,3 +1509,39 @@ fn a_full_disk_is_an_error_and_out_stays_as_it_was() {
     build_ok(&files, &out, &["--freestanding"]);
     assert_eq!(run(&out).status, expected.status);
 }
+
+/// A symbolic link at OUT is written through, as ld does: full builds, updates and updates
+/// of a running target all leave the link a link, and the file it names the new program.
+#[test]
+fn a_symlinked_output_is_written_through_and_stays_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_program(dir.path(), PROGRAM);
+    let target = dir.path().join("real");
+    let link = dir.path().join("prog");
+    std::os::unix::fs::symlink("real", &link).unwrap();
+    let is_link = || {
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    };
+    build_ok(&files, &link, &[]);
+    assert!(is_link() && target.exists());
+    assert!(run_with_stdin(&link, b"x").1.starts_with(b"old\n"));
+    // An update while the target runs (it waits on its input): the copy path.
+    let mut running = Command::new(&target)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let edited = write_program(dir.path(), &PROGRAM.replace("\"old\\n\"", "\"new\\n\""));
+    build_ok(&edited, &link, &[]);
+    drop(running.stdin.take());
+    let _ = running.wait();
+    assert!(is_link(), "the update replaced the link by a file");
+    assert!(run_with_stdin(&link, b"x").1.starts_with(b"new\n"));
+    build_ok(&edited, &link, &["--full"]);
+    assert!(is_link(), "the full build replaced the link by a file");
+    assert!(run_with_stdin(&target, b"x").1.starts_with(b"new\n"));
+}

@@ -57,12 +57,23 @@ pub enum ImageError {
         offset: u32,
         size: u64,
     },
-    #[error("the {region} region is full: {needed} bytes more than its {reserve:#x}-byte reserve")]
+    #[error(
+        "the {region} region is full: `{name}` needs {needed} bytes more than its \
+         {reserve:#x}-byte reserve holds"
+    )]
     RegionFull {
         region: &'static str,
+        /// The definition that did not fit (empty for the image's own tables).
+        name: String,
         needed: u64,
         reserve: u64,
     },
+    /// The program defines a name that zerolink's runtime defines itself.
+    #[error(
+        "`{0}` is reserved: zerolink's runtime defines it (the entry point `_start` calls \
+         `main`); rename the definition"
+    )]
+    Reserved(String),
     #[error("alignment {align} of `{name}` is not a power of two of at most 4096")]
     BadAlignment { name: String, align: u64 },
     #[error(

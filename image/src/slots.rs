@@ -90,6 +90,7 @@ impl Region {
         if end > reserve {
             return Err(ImageError::RegionFull {
                 region: self.kind.name(),
+                name: String::new(),
                 needed: end - reserve,
                 reserve,
             });

@@ -144,6 +144,10 @@ pub const INTERRUPTED_NAME: &str = "__zerolink_interrupted";
 /// Exit status of the stub, as the shell's "cannot execute".
 pub const INTERRUPTED_STATUS: u8 = 126;
 
+/// Names the runtime defines and a program may not: the entry point and the stub of an
+/// interrupted update. (The built-ins may be replaced by the program's own definitions.)
+pub const RESERVED: &[&str] = &["_start", INTERRUPTED_NAME];
+
 /// The "interrupted update" stub: write the message to stderr, exit 126. Position-independent,
 /// message included, so it can sit anywhere in text.
 pub fn interrupted_stub() -> Vec<u8> {

@@ -32,6 +32,29 @@ use crate::error::{BackendError, Result, SourcePos};
 use crate::inputs::{FileRecord, FileStat};
 
 /// Names the image provides itself in a freestanding executable.
+/// A CLIF file's text; bytes that are not UTF-8 are an error naming the line they are on.
+fn read_text(path: &std::path::Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|error| BackendError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+        BackendError::Parse {
+            pos: SourcePos {
+                file: path.to_path_buf(),
+                line,
+            },
+            message: format!(
+                "invalid UTF-8 (byte {:#04x}): CLIF files are UTF-8 text",
+                bytes[at]
+            ),
+        }
+    })
+}
+
 pub fn is_builtin(name: &str) -> bool {
     zerolink_image::x86_64::builtin(name).is_some()
 }
@@ -125,15 +148,7 @@ impl Program {
             &items,
             threads,
             || (),
-            |_, &(path, read)| {
-                read.then(|| {
-                    std::fs::read_to_string(path).map_err(|error| BackendError::Read {
-                        path: path.clone(),
-                        error,
-                    })
-                })
-                .transpose()
-            },
+            |_, &(path, read)| read.then(|| read_text(path)).transpose(),
         );
         let mut sources = Vec::with_capacity(paths.len());
         for (path, text) in paths.iter().zip(texts) {
@@ -230,6 +245,15 @@ impl Program {
         path: &std::path::Path,
         line: usize,
     ) -> Result<()> {
+        if zerolink_image::x86_64::RESERVED.contains(&name) {
+            return Err(BackendError::Parse {
+                pos: SourcePos {
+                    file: path.to_path_buf(),
+                    line,
+                },
+                message: zerolink_image::ImageError::Reserved(name.to_string()).to_string(),
+            });
+        }
         if let Some(first) = self.names.get(name) {
             let first = match *first {
                 Definition::Function(i) => {

@@ -89,7 +89,8 @@ impl<'a> Builder<'a> {
     }
 
     pub(super) fn symbol_for(&mut self, name: &str, as_call: bool) -> Result<SymbolId> {
-        let kind = match (self.definition(name), self.env.import(name)) {
+        let (defined, import) = (self.definition(name), self.env.import(name));
+        let kind = match (defined, import) {
             (Some(kind), _) => kind,
             (None, _) if as_call => SymbolKind::Function,
             (None, Some(data)) => {
@@ -102,7 +103,18 @@ impl<'a> Builder<'a> {
             (None, None) if is_builtin(name) => SymbolKind::Function,
             (None, None) => SymbolKind::Data,
         };
-        self.session.declare(name, kind, Binding::Global)
+        match self.session.declare(name, kind, Binding::Global) {
+            // Nothing provides the name: whether a call or an address used it first, it is
+            // undefined, and `finish` reports it so with every referrer.
+            Err(BackendError::Image(zerolink_image::ImageError::KindMismatch { .. }))
+                if defined.is_none() && import.is_none() && !is_builtin(name) =>
+            {
+                self.session.lookup(name).ok_or_else(|| {
+                    BackendError::Module(format!("`{name}` was declared but cannot be found"))
+                })
+            }
+            other => other,
+        }
     }
 
     /// Place one compiled function: map its names to symbols (in input order, so symbol

@@ -187,6 +187,7 @@ impl Session {
     /// with these settings, else a new executable (see [`Session::mode`] for which, and why).
     /// Waits for (or, with `LockWait::Fail`, refuses) another build of the same OUT.
     pub fn open(out: &Path, isa: OwnedTargetIsa, opts: &SessionOptions<'_>) -> Result<Session> {
+        let out = &output_path(out);
         // One build per OUT at a time, from before it is opened until after the commit.
         let lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
         // Before any input is examined: files stamped from now on are racily clean next time.
@@ -466,6 +467,25 @@ impl Session {
             files: 0,
         })
     }
+}
+
+/// The file a build of `out` writes: a symbolic link is followed to the file it names, as ld
+/// writes through one, so the link stays a link whether OUT is updated in place, copied
+/// because it is running, or written anew (and two links to one file share its lock).
+fn output_path(out: &Path) -> PathBuf {
+    let mut path = out.to_path_buf();
+    // As the kernel does, give up on a chain of more than 40 links (a loop).
+    for _ in 0..40 {
+        match std::fs::read_link(&path) {
+            Ok(target) if target.is_absolute() => path = target,
+            Ok(target) => {
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                path = dir.join(target);
+            }
+            Err(_) => return path,
+        }
+    }
+    path
 }
 
 /// OUT reopened for an update, or a new image with the reason it could not be.

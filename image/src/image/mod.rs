@@ -498,6 +498,7 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_kind(id, SymbolKind::Function)?;
+        self.check_not_reserved(id)?;
         self.define(id, RegionKind::Text, Contents::Bytes(code), align, refs)
     }
 
@@ -510,6 +511,7 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_kind(id, SymbolKind::Data)?;
+        self.check_not_reserved(id)?;
         let region = data_region(contents, writable, refs);
         self.define(id, region, contents, align, refs)
     }
@@ -523,6 +525,7 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_kind(id, SymbolKind::Function)?;
+        self.check_not_reserved(id)?;
         self.redefine(id, RegionKind::Text, Contents::Bytes(code), align, refs)
     }
 
@@ -536,8 +539,18 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_kind(id, SymbolKind::Data)?;
+        self.check_not_reserved(id)?;
         let region = data_region(contents, writable, refs);
         self.redefine(id, region, contents, align, refs)
+    }
+
+    /// The program may not define what the runtime defines (`x86_64::RESERVED`).
+    fn check_not_reserved(&self, id: SymbolId) -> Result<()> {
+        let name = self.symbols.name(id);
+        if crate::x86_64::RESERVED.contains(&name.as_str()) {
+            return Err(ImageError::Reserved(name));
+        }
+        Ok(())
     }
 
     /// Take a definition out: its slot is freed and its own references dropped. Anything that

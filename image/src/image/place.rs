@@ -89,7 +89,22 @@ impl Image {
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
         let used_before = self.regions[region.index()].used;
-        let slot = self.regions[region.index()].alloc(size, align)?;
+        let slot = self.regions[region.index()]
+            .alloc(size, align)
+            .map_err(|e| match e {
+                ImageError::RegionFull {
+                    region,
+                    needed,
+                    reserve,
+                    ..
+                } => ImageError::RegionFull {
+                    region,
+                    name: self.symbols.name(id),
+                    needed,
+                    reserve,
+                },
+                e => e,
+            })?;
         if region.in_file() {
             // Fill the alignment gap before a slot at the top, and the slot itself.
             let fill_from = slot.addr.min(region.vaddr() + used_before);
