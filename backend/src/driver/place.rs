@@ -332,10 +332,12 @@ impl<'a> Builder<'a> {
     /// full builds and updates. The report's phases hold "debug info" (with `-g`) and
     /// "finish"; the caller adds its own before them.
     pub(super) fn finish(mut self) -> Result<Updated> {
+        // The check reads the table: only a sound one may blame the program.
+        let mismatch = self.session.mismatched_call();
         if let Some(reason) = self.session.damage() {
             return Ok(Updated::Full(reason, self.session));
         }
-        if let Some((caller, callee)) = self.session.mismatched_call() {
+        if let Some((caller, callee)) = mismatch {
             let caller = match self.program.names.get(&self.session.symbols().name(caller)) {
                 Some(Definition::Function(i)) => Some(*i),
                 _ => None,

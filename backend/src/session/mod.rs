@@ -432,7 +432,12 @@ impl Session {
             });
         }
         self.sweep();
-        self.check_signatures()?;
+        let signatures = self.check_signatures();
+        // What the sweep and the checks read may have been damaged: then that is the reason.
+        if let Some(reason) = self.damage() {
+            return Err(reason.into());
+        }
+        signatures?;
         let mut phases = Vec::new();
         if self.debug_info && !self.debug.written() {
             let t = std::time::Instant::now();

@@ -184,32 +184,46 @@ impl Image {
         }
     }
 
+    /// `Err(TableDamaged)` if a page read so far failed its checksum.
+    fn sound(&self) -> Result<()> {
+        match self.damaged() {
+            Some(what) => Err(ImageError::TableDamaged(what)),
+            None => Ok(()),
+        }
+    }
+
+    /// The error to report for `e`: the damage, if the table read so far is damaged.
+    fn blame(&self, e: ImageError) -> ImageError {
+        match self.damaged() {
+            Some(what) => ImageError::TableDamaged(what),
+            None => e,
+        }
+    }
+
     /// Complete the executable: a fresh one is renamed over OUT, an opened one is updated in
     /// place. On error, OUT is untouched.
     pub fn finish(mut self) -> Result<Summary> {
-        // Damage first: every other check below may have read it (a missing entry, undefined
-        // names) and would blame the program for it.
-        if let Some(what) = self.damaged() {
-            return Err(ImageError::TableDamaged(what));
-        }
+        // Every check below reads the table, and one that read a damaged page would blame the
+        // program for what damage did ("no entry point", undefined names): each error is
+        // reported only once the pages it was decided from are known to be sound.
         // The entry must exist before `_start` refers to it, or the error would blame `_start`.
         let has_entry = self
             .symbols
             .lookup(ENTRY)
             .is_some_and(|id| self.symbols.get(id).placement().is_some());
+        self.sound()?;
         if !has_entry {
             return Err(ImageError::NoEntry(ENTRY.to_string()));
         }
-        self.add_runtime()?;
+        self.add_runtime().map_err(|e| self.blame(e))?;
         let undefined = self.undefined();
+        self.sound()?;
         if !undefined.is_empty() {
             return Err(ImageError::Undefined(undefined));
         }
         self.drop_unused_builtins();
-        self.patch_all()?;
-        if let Some(what) = self.damaged() {
-            return Err(ImageError::TableDamaged(what));
-        }
+        self.patch_all().map_err(|e| self.blame(e))?;
+        self.sound()?;
         // Before anything else is allocated: the last extent (text, in a fresh build) gives
         // back what it grew by doubling, so the GOT and the tables follow right after it.
         self.trim_last_extent();
