@@ -44,6 +44,47 @@ struct Row {
     rest: Duration,
     phases: Vec<(&'static str, Duration)>,
     bytes_written: u64,
+    /// Starts of OUT while it was being updated: (refused with `ETXTBSY`, all).
+    busy_starts: (usize, usize),
+}
+
+/// Start OUT over and over on another thread while `updates` one-function edits are applied
+/// to it, and count the starts the kernel refused with `ETXTBSY` ("text file busy": OUT is
+/// open for writing during a commit, and only then). Returns (refused, all).
+fn starts_during_updates(
+    dir: &Path,
+    opts: &GenOptions,
+    out: &Path,
+    build: &dyn Fn() -> Result<()>,
+    updates: usize,
+) -> Result<(usize, usize)> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let (stop, busy, all) = (
+        AtomicBool::new(false),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    std::thread::scope(|s| -> Result<()> {
+        s.spawn(|| {
+            while !stop.load(Relaxed) {
+                let r = std::process::Command::new(out)
+                    .stdout(std::process::Stdio::null())
+                    .status();
+                all.fetch_add(1, Relaxed);
+                if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy) {
+                    busy.fetch_add(1, Relaxed);
+                }
+            }
+        });
+        let n = opts.functions;
+        let result = (0..updates).try_for_each(|e| {
+            edit_function(dir, opts, (n / 3 + e * 104_729) % n, 1000 + e as i64)?;
+            build()
+        });
+        stop.store(true, Relaxed);
+        result
+    })?;
+    Ok((busy.load(Relaxed), all.load(Relaxed)))
 }
 
 /// Edit-loop benchmark over `sizes` (functions), `edits` updates each; with `-g` when
@@ -118,6 +159,16 @@ pub fn edit_loop(
             phases.push(report.phases.clone());
             bytes.push(report.summary.bytes_written);
         }
+        let busy_starts = starts_during_updates(
+            dir.path(),
+            &opts,
+            &out,
+            &|| {
+                driver::build(&paths, target, &link, &out, &update_opts)?;
+                Ok(())
+            },
+            edits.max(10),
+        )?;
         // The last update must behave exactly as a fresh build of the same input.
         driver::build(&paths, target, &link, &fresh, &full_opts)?;
         if run_exe(&out)? != run_exe(&fresh)? {
@@ -138,6 +189,7 @@ pub fn edit_loop(
             rest: median(rests),
             phases: phase_medians,
             bytes_written: bytes[bytes.len() / 2],
+            busy_starts,
         });
     }
 
@@ -172,6 +224,15 @@ pub fn edit_loop(
             .map(|(n, d)| format!("{n} {:.2}", ms(*d)))
             .collect();
         println!("{:>9}: {}", r.functions, parts.join(", "));
+    }
+    println!("\nstarts of OUT during updates refused with ETXTBSY (text file busy):");
+    for r in &rows {
+        let (busy, all) = r.busy_starts;
+        println!(
+            "{:>9}: {busy} of {all} ({:.2}%)",
+            r.functions,
+            100.0 * busy as f64 / all.max(1) as f64
+        );
     }
     println!(
         "\ntargets: an update (edit to runnable, its compile included) under 10 ms at 100,000 \

@@ -189,8 +189,27 @@ fn apply(
         if len > current {
             reserve_space(file, current, len - current)?;
         }
-        for (at, data) in writes {
-            reserve_space(file, *at, data.len() as u64)?;
+        // One call per run of nearby writes (OUT is open for writing, and so refuses to start,
+        // for as long as the commit takes): gaps of under 1 MiB are reserved too, which costs
+        // nothing where the file already has its blocks.
+        let mut spans: Vec<(u64, u64)> = writes
+            .iter()
+            .map(|(at, data)| (*at, *at + data.len() as u64))
+            .collect();
+        spans.sort_unstable();
+        let mut run: Option<(u64, u64)> = None;
+        for (start, end) in spans {
+            run = match run {
+                Some((s, e)) if start <= e + (1 << 20) => Some((s, e.max(end))),
+                Some((s, e)) => {
+                    reserve_space(file, s, e - s)?;
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some((s, e)) = run {
+            reserve_space(file, s, e - s)?;
         }
         Ok(())
     })();
