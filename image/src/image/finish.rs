@@ -436,10 +436,20 @@ impl Image {
     /// An extent that holds `len` bytes: `current` if it fits, grown in place if it is last in
     /// the file, or a new one at the end. Contents are not carried over.
     pub(super) fn reserve(&mut self, current: Option<Extent>, len: u64) -> Result<Extent> {
+        self.reserve_with(current, len, 3)
+    }
+
+    /// `reserve` with `1 / spare` of `len` as room to grow.
+    pub(super) fn reserve_with(
+        &mut self,
+        current: Option<Extent>,
+        len: u64,
+        spare: u64,
+    ) -> Result<Extent> {
         Ok(match current {
             Some(e) if len <= e.capacity => e,
             Some(e) if e.offset + e.capacity == self.store.len() => {
-                let extra = align_up(len + len / 3, PAGE) - e.capacity;
+                let extra = align_up(len + len / spare, PAGE) - e.capacity;
                 self.store.allocate(extra, 1)?;
                 Extent {
                     offset: e.offset,
@@ -447,7 +457,7 @@ impl Image {
                 }
             }
             _ => {
-                let capacity = align_up(len + len / 3 + 1, PAGE);
+                let capacity = align_up(len + len / spare + 1, PAGE);
                 let offset = self.store.allocate(capacity, PAGE)?;
                 Extent { offset, capacity }
             }

@@ -78,7 +78,11 @@ impl Image {
                     Array::Owners => self.symtab.owners.to_bytes(),
                     Array::Names => self.symbols.names().to_bytes(),
                 };
-                let e = self.reserve(old.extent, bytes.len() as u64)?;
+                // Room to grow: a 16th in a new file (updates add a handful of records each;
+                // each byte of room is a byte of every executable), a third when an update
+                // outgrew it (it is growing).
+                let spare = if old.extent.is_some() { 3 } else { 16 };
+                let e = self.reserve_with(old.extent, bytes.len() as u64, spare)?;
                 self.store.write(e.offset, &bytes);
                 ArrayState {
                     extent: Some(e),
