@@ -568,6 +568,13 @@ fn differential_via(seed: u64, steps: usize, flags: &[&str], via: Via) {
             b.stdout
         );
         check_readelf(&out, &["--wide", "-a"]);
+        // The checksums the table keeps for code and data are right after every update.
+        let v = zerolink().arg("verify").arg(&out).output().unwrap();
+        assert!(
+            v.status.success(),
+            "seed {seed} step {step}: verify after the update:\n{}",
+            String::from_utf8_lossy(&v.stderr)
+        );
         if flags.contains(&"-g") {
             check_readelf(&out, &["--debug-dump=info,line,frames"]);
             let (a, b) = (debug_view::view(&out), debug_view::view(&fresh));
@@ -1546,4 +1553,41 @@ fn a_symlinked_output_is_written_through_and_stays_a_link() {
     build_ok(&edited, &link, &["--full"]);
     assert!(is_link(), "the full build replaced the link by a file");
     assert!(run_with_stdin(&target, b"x").1.starts_with(b"new\n"));
+}
+
+/// Damage outside the table (code, read-only data) is invisible to an update, which reads
+/// only what it changes; `zerolink verify` finds it with its place, and `build --verify`
+/// rebuilds in full, after which the file verifies again.
+#[test]
+fn verify_finds_damage_in_code_and_data_and_build_verify_repairs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_program(dir.path(), PROGRAM);
+    let out = dir.path().join("out");
+    build_ok(&files, &out, &["-g"]);
+    let verify = || zerolink().arg("verify").arg(&out).output().unwrap();
+    assert!(verify().status.success());
+    for name in [".text", ".rodata", ".debug_info"] {
+        build_ok(&files, &out, &["-g", "--full"]);
+        let (offset, size) = section(&out, name);
+        let mut bytes = std::fs::read(&out).unwrap();
+        bytes[offset + size / 2] ^= 0x20;
+        std::fs::write(&out, bytes).unwrap();
+        let v = verify();
+        let stderr = String::from_utf8_lossy(&v.stderr);
+        assert_eq!(v.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains("file offset"),
+            "{name}: {stderr}"
+        );
+        let o = build(&files, &out, &["-g", "--verify"]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        // (Damaged debug information is found before the whole file is checked: also a
+        // full build, with that reason.)
+        assert!(
+            o.status.success() && stderr.contains("zerolink: full build"),
+            "{name}: {stderr}"
+        );
+        assert!(verify().status.success(), "{name}: not repaired");
+        assert!(run_with_stdin(&out, b"x").1.starts_with(b"old\n"));
+    }
 }

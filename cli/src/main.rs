@@ -96,6 +96,13 @@ enum Command {
         #[command(subcommand)]
         command: Option<BenchCommand>,
     },
+    /// Check an executable zerolink built, all of it (its table, code, data and debug
+    /// information), against the checksums its table keeps, as `git fsck` checks a
+    /// repository. Damage is listed with its place; `zerolink build --full` repairs it.
+    Verify {
+        /// The executable.
+        file: PathBuf,
+    },
     /// Show the symbol-resolution table inside an executable zerolink built.
     Inspect {
         /// The executable.
@@ -216,6 +223,10 @@ struct InputArgs {
     /// If another build of the same output is running, fail at once instead of waiting for it.
     #[arg(long)]
     no_wait: bool,
+    /// Before updating OUT, check all of it (code and data included) against the checksums
+    /// its table keeps, as `zerolink verify` does: any damage means a full build.
+    #[arg(long)]
+    verify: bool,
     /// Debug information: DWARF lines and functions (gdb can break at FILE.clif:LINE and step
     /// through CLIF lines) and unwind tables. Updates keep it current in place. On by
     /// default for `run`.
@@ -375,6 +386,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench::compare(&bench::CompareArgs::default())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify { file } => {
+            let image = match zerolink_image::Image::open(&file, None) {
+                Ok(image) => image,
+                Err(zerolink_image::OpenError::Missing) => {
+                    anyhow::bail!("{} does not exist", file.display())
+                }
+                Err(zerolink_image::OpenError::Incompatible(why)) => {
+                    anyhow::bail!("{} cannot be verified: {why}", file.display())
+                }
+            };
+            let problems = image.verify();
+            if problems.is_empty() {
+                println!(
+                    "{}: sound ({} pieces of table, code, data and debug information checked)",
+                    file.display(),
+                    image.verify_pages()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &problems {
+                eprintln!("{}: {p}", file.display());
+            }
+            eprintln!(
+                "{}: damaged in {} place(s); `zerolink build --full` rebuilds it",
+                file.display(),
+                problems.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
         Command::Inspect { file, json } => {
             inspect::run(&file, json)?;
             Ok(ExitCode::SUCCESS)
@@ -436,6 +476,7 @@ fn build(
             zerolink_image::lock::LockWait::Wait
         },
         waiting: Some(&waiting),
+        verify: input.verify,
     };
     let result = driver::build(&input.files, &target, &input.link(), output, &opts);
     progress.finish();

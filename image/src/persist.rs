@@ -22,7 +22,7 @@ use crate::slots::Region;
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
 /// Bump on any change to the layout of the header, the body or the records.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;
@@ -122,6 +122,9 @@ pub struct Body {
     pub extras: Vec<ExtraSection>,
     /// The producer's index of its extra sections (opaque to the image).
     pub extras_index: Vec<u8>,
+    /// Per region (in `RegionKind::ALL` order), one xxh3 checksum per 4 KiB page of what it
+    /// uses in the file: what `zerolink verify` checks code and data against.
+    pub region_sums: Vec<Vec<u64>>,
 }
 
 /// A non-loaded section kept across updates: where it is and what it hashed to.
@@ -252,6 +255,12 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
         w.u64(x.checksum);
     }
     w.bytes(&body.extras_index);
+    for sums in &body.region_sums {
+        w.u64(sums.len() as u64);
+        for &s in sums {
+            w.u64(s);
+        }
+    }
     let header = Header {
         magic: MAGIC,
         version: FORMAT_VERSION,
@@ -353,5 +362,13 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
         });
     }
     body.extras_index = r.bytes(1 << 30)?.to_vec();
+    for _ in RegionKind::ALL {
+        let n = r.count(1 << 28)?;
+        let mut sums = Vec::with_capacity(n);
+        for _ in 0..n {
+            sums.push(r.u64()?);
+        }
+        body.region_sums.push(sums);
+    }
     Ok((header, body))
 }

@@ -351,6 +351,26 @@ impl Store {
     }
 
     /// Current contents (old file plus planned writes).
+    /// The ranges this build wrote: `None` for a fresh file (all of it is new).
+    pub fn written(&self) -> Option<impl Iterator<Item = (u64, u64)> + '_> {
+        match self {
+            Store::Fresh(_) => None,
+            Store::Overlay(o) => Some(
+                o.writes
+                    .iter()
+                    .map(|(at, data)| (*at, *at + data.len() as u64)),
+            ),
+        }
+    }
+
+    /// The xxh3 checksum of `len` bytes at `offset`, as they will be in the file.
+    pub fn checksum(&self, offset: u64, len: u64) -> u64 {
+        match self {
+            Store::Fresh(o) => xxhash_rust::xxh3::xxh3_64(o.bytes(offset, len)),
+            Store::Overlay(_) => xxhash_rust::xxh3::xxh3_64(&self.read(offset, len)),
+        }
+    }
+
     pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
         match self {
             Store::Fresh(o) => o.bytes(offset, len).to_vec(),

@@ -63,6 +63,8 @@ pub struct BuildOptions<'a> {
     pub lock: LockWait,
     /// Called once if the build has to wait for another one.
     pub waiting: Option<&'a dyn Fn()>,
+    /// Check all of OUT against its checksums before updating it (`--verify`).
+    pub verify: bool,
 }
 
 impl Default for BuildOptions<'_> {
@@ -74,6 +76,7 @@ impl Default for BuildOptions<'_> {
             debug_info: false,
             lock: LockWait::Wait,
             waiting: None,
+            verify: false,
         }
     }
 }
@@ -95,6 +98,7 @@ pub fn build(
         lock: opts.lock,
         waiting: opts.waiting,
         jobs: opts.jobs,
+        verify: opts.verify,
         ..SessionOptions::default()
     };
     let mut session = Session::open(out, target.isa()?, &session_opts)?;

@@ -107,6 +107,9 @@ pub struct SessionOptions<'a> {
     pub language: gimli::DwLang,
     /// Threads for the work the session spreads itself (writing debug units).
     pub jobs: usize,
+    /// Before updating, check all of OUT against the checksums in its table (as `zerolink
+    /// verify`): any damage, even in code no build would read, means a full build.
+    pub verify: bool,
 }
 
 impl Default for SessionOptions<'_> {
@@ -119,6 +122,7 @@ impl Default for SessionOptions<'_> {
             waiting: None,
             language: gimli::DW_LANG_Mips_Assembler,
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            verify: false,
         }
     }
 }
@@ -173,6 +177,7 @@ pub struct Session {
     debug_info: bool,
     language: gimli::DwLang,
     jobs: usize,
+    verify: bool,
     /// When the session started, on the clock files are stamped with (see `inputs.rs`).
     started_ns: i64,
     units: units::Units,
@@ -201,7 +206,7 @@ impl Session {
         let (image, mode, units) = if opts.force_full {
             fresh(out, &settings, Some(FullReason::Requested))?
         } else {
-            reopen(out, &settings, opts.debug_info)?
+            reopen(out, &settings, opts.debug_info, opts.verify)?
         };
         let mut session = Session {
             out: out.to_path_buf(),
@@ -213,6 +218,7 @@ impl Session {
             debug_info: opts.debug_info,
             language: opts.language,
             jobs: opts.jobs.max(1),
+            verify: opts.verify,
             started_ns,
             units,
             placed: place::Placed::default(),
@@ -243,7 +249,7 @@ impl Session {
     /// Open OUT again, as `open` would, keeping the lock: for a front end that found it needs
     /// more of its inputs than it looked at. Nothing of this session's work is kept.
     pub fn reopen(mut self) -> Result<Session> {
-        let (image, mode, units) = reopen(&self.out, &self.settings, self.debug_info)?;
+        let (image, mode, units) = reopen(&self.out, &self.settings, self.debug_info, self.verify)?;
         self.restart(image, mode, units);
         Ok(self)
     }
@@ -296,7 +302,7 @@ impl Session {
         );
         let (image, mode, units) = match &self.mode {
             Mode::Full { reason } => fresh(&self.out, &self.settings, reason.clone())?,
-            Mode::Update => reopen(&self.out, &self.settings, self.debug_info)?,
+            Mode::Update => reopen(&self.out, &self.settings, self.debug_info, self.verify)?,
         };
         // The new image replaces the old one, whose temporary file goes with it.
         self.restart(image, mode, units);
@@ -494,7 +500,12 @@ fn output_path(out: &Path) -> PathBuf {
 }
 
 /// OUT reopened for an update, or a new image with the reason it could not be.
-fn reopen(out: &Path, settings: &str, debug_info: bool) -> Result<(Image, Mode, units::Units)> {
+fn reopen(
+    out: &Path,
+    settings: &str,
+    debug_info: bool,
+    verify: bool,
+) -> Result<(Image, Mode, units::Units)> {
     let image = match Image::open(out, None) {
         Ok(image) => image,
         Err(OpenError::Missing) => return fresh(out, settings, None),
@@ -508,6 +519,12 @@ fn reopen(out: &Path, settings: &str, debug_info: bool) -> Result<(Image, Mode, 
         Some(r)
     } else if let Some(Err(why)) = debug_info.then(|| previous_debug(&image).map(|_| ())) {
         Some(FullReason::DebugInfo(why))
+    } else if verify {
+        let problems = image.verify();
+        problems.first().map(|p| FullReason::Unsound {
+            first: p.to_string(),
+            places: problems.len(),
+        })
     } else {
         None
     };

@@ -31,6 +31,9 @@ pub enum FullReason {
     CallersMissing,
     /// A page of the table failed its checksum when the update read it.
     Damaged(&'static str),
+    /// Verifying OUT before the update (`--verify`) found damage: the first place, and how
+    /// many there are.
+    Unsound { first: String, places: usize },
 }
 
 impl std::fmt::Display for FullReason {
@@ -57,6 +60,10 @@ impl std::fmt::Display for FullReason {
                 write!(f, "an update could not find the callers it needs")
             }
             FullReason::Damaged(what) => write!(f, "its table is damaged ({what})"),
+            FullReason::Unsound { first, places } => write!(
+                f,
+                "it does not match its checksums in {places} place(s), the first: {first}"
+            ),
         }
     }
 }

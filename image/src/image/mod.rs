@@ -40,6 +40,9 @@ use crate::x86_64;
 mod finish;
 mod place;
 mod tables;
+mod verify;
+
+pub use verify::Problem;
 
 pub use tables::find_table;
 use tables::{data_region, grow_extent, old_eh_frame, region_of};
@@ -134,6 +137,8 @@ pub struct Image {
     old_table: Option<u64>,
     /// Where this build's program header table goes (one of `elf::PHDR_SLOTS`).
     phdrs_at: u64,
+    /// Page checksums of each region's contents in the file (see `verify.rs`).
+    region_sums: Vec<Vec<u64>>,
     /// The caller's record of its inputs, kept in the table (opaque here).
     manifest: Vec<u8>,
     /// Shared libraries (sonames) that may provide imports, in search order.
@@ -216,6 +221,7 @@ impl Image {
             generation: 0,
             old_table: None,
             phdrs_at: crate::elf::PHDR_SLOTS[0],
+            region_sums: vec![Vec::new(); REGIONS],
             manifest: Vec::new(),
             libraries: Vec::new(),
             runpath: None,
@@ -305,6 +311,7 @@ impl Image {
             generation: header.generation,
             old_table: Some(offset),
             phdrs_at: crate::elf::PHDR_SLOTS[0],
+            region_sums: body.region_sums,
             manifest: body.manifest,
             libraries: body.libraries,
             runpath: None,

@@ -539,6 +539,7 @@ impl Image {
                 eh_layout: self.eh_layout.map_or([0; 4], |(a, b, c, d)| [a, b, c, d]),
                 extras: self.extras.clone(),
                 extras_index: self.extras_index.clone(),
+                region_sums: self.region_sums.clone(),
             },
         )
     }
