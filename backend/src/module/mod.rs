@@ -6,6 +6,12 @@
 //! each definition is compiled at once and written straight into its slot in the image, and its
 //! relocations become reference sites that the image patches as addresses become known.
 //!
+//! [`ZerolinkModule::open`] updates the executable a previous build left: the compiler defines
+//! its program again, and each definition whose fingerprint (its own, given with
+//! [`ZerolinkModule::function_changed`], or a hash of the IR, `fingerprint.rs`) is the table's
+//! is kept instead of compiled (`define.rs`); with [`ZerolinkModule::begin_unit`] a whole unit
+//! is skipped. Underneath is a [`crate::Session`], as for `zerolink build`.
+//!
 //! Debug information works as with `zerolink build -g`, for the compiler's own language: it
 //! registers its source files ([`ZerolinkModule::add_source_file`]), says which file and line
 //! each function starts at ([`ZerolinkModule::set_function_source`]), and sets every
@@ -19,24 +25,24 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::ir;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
-use cranelift_codegen::Context;
 use cranelift_module::{
-    DataDescription, DataId, FuncId, Init, Linkage, Module, ModuleDeclarations, ModuleError,
-    ModuleReloc, ModuleRelocTarget, ModuleResult,
+    DataId, FuncId, Linkage, ModuleDeclarations, ModuleError, ModuleReloc, ModuleRelocTarget,
+    ModuleResult,
 };
 use zerolink_image::lock::LockWait;
-use zerolink_image::{Binding, Contents, Reference, SymbolId, SymbolKind};
+use zerolink_image::{Binding, Reference, SymbolId, SymbolKind};
 
 use crate::error::BackendError;
 use crate::libs::LinkOptions;
 use crate::relocs::ref_kind;
 use crate::session::{
-    Check, DataObject, FunctionCode, FunctionDebug, LibcallNames, Report, Session, SessionOptions,
-    SourceId, UnitId, UnitStatus,
+    Check, FunctionDebug, LibcallNames, Report, Session, SessionOptions, SourceId, UnitId,
+    UnitStatus,
 };
+
+mod define;
+mod fingerprint;
 
 /// A source file registered with [`ZerolinkModule::add_source_file`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,34 +114,6 @@ fn session_err(e: BackendError) -> ModuleError {
             ModuleError::DuplicateDefinition(n)
         }
         e => backend(e),
-    }
-}
-
-/// A function to compile: its name, symbol and fingerprint.
-struct Work {
-    name: String,
-    sym: SymbolId,
-    fingerprint: u64,
-}
-
-/// Run Cranelift on `ctx`. Cranelift panics on some input its verifier accepts (an `i128`
-/// argument on x86-64): the compiler using this module gets an error naming the function.
-fn compile_in(
-    isa: &dyn TargetIsa,
-    name: &str,
-    ctx: &mut Context,
-    ctrl_plane: &mut ControlPlane,
-) -> ModuleResult<()> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ctx.compile(isa, ctrl_plane)
-            .map(|_| ())
-            .map_err(cranelift_module::ModuleError::from)
-    })) {
-        Ok(r) => r,
-        Err(payload) => Err(backend(crate::error::cannot_compile(
-            name.to_string(),
-            payload,
-        ))),
     }
 }
 
@@ -281,57 +259,12 @@ impl ZerolinkModule {
         Ok(changed)
     }
 
-    /// Define a batch of functions, compiled on `jobs` threads and placed in the order given:
-    /// the executable is the same for any `jobs`, as with `zerolink build -j`. Each context
-    /// holds its function's IR. Functions whose fingerprint is as before are kept, not
-    /// compiled. On errors, the first in batch order is returned and nothing of the batch
-    /// after it is placed.
-    pub fn define_functions(
-        &mut self,
-        batch: &mut [(FuncId, Context)],
-        jobs: usize,
-    ) -> ModuleResult<()> {
-        let mut work = Vec::new();
-        for (i, (func, ctx)) in batch.iter().enumerate() {
-            if let Some(w) = self.work_for(*func, ctx)? {
-                work.push((i, w));
-            }
-        }
-        let isa = self.session.isa().clone();
-        let mut contexts: Vec<Option<&mut Context>> =
-            batch.iter_mut().map(|(_, ctx)| Some(ctx)).collect();
-        // Each worker locks only the context of the function it compiles: no contention.
-        let items: Vec<(&str, std::sync::Mutex<&mut Context>)> = work
-            .iter()
-            .filter_map(|(i, w)| {
-                Some((w.name.as_str(), std::sync::Mutex::new(contexts[*i].take()?)))
-            })
-            .collect();
-        let results =
-            crate::parallel::map(&items, jobs, ControlPlane::default, |cp, (name, ctx)| {
-                let mut ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
-                compile_in(&*isa, name, &mut ctx, cp).map_err(|e| e.to_string())
-            });
-        drop(items);
-        for ((i, w), r) in work.iter().zip(results) {
-            let func = batch[*i].0;
-            if let Err(message) = r {
-                return Err(backend(BackendError::Compile {
-                    function: w.name.clone(),
-                    message,
-                }));
-            }
-            self.place_compiled(func, w, &batch[*i].1)?;
-        }
-        Ok(())
-    }
-
     /// Whether debug information is being written.
     pub fn debug_info(&self) -> bool {
         self.session.debug_info()
     }
 
-    fn current_unit(&mut self) -> Result<UnitId, BackendError> {
+    pub(super) fn current_unit(&mut self) -> Result<UnitId, BackendError> {
         if let Some(u) = self.unit {
             return Ok(u);
         }
@@ -442,7 +375,7 @@ impl ZerolinkModule {
         self.session.finish(&mut functions_of)
     }
 
-    fn func_symbol(&mut self, id: FuncId) -> ModuleResult<SymbolId> {
+    pub(super) fn func_symbol(&mut self, id: FuncId) -> ModuleResult<SymbolId> {
         if let Some(Some(s)) = self.functions.get(id.as_u32() as usize) {
             return Ok(*s);
         }
@@ -456,7 +389,7 @@ impl ZerolinkModule {
         Ok(sym)
     }
 
-    fn data_symbol(&mut self, id: DataId) -> ModuleResult<SymbolId> {
+    pub(super) fn data_symbol(&mut self, id: DataId) -> ModuleResult<SymbolId> {
         if let Some(Some(s)) = self.data_objects.get(id.as_u32() as usize) {
             return Ok(*s);
         }
@@ -492,7 +425,11 @@ impl ZerolinkModule {
         }
     }
 
-    fn references(&mut self, relocs: &[ModuleReloc], owner: &str) -> ModuleResult<Vec<Reference>> {
+    pub(super) fn references(
+        &mut self,
+        relocs: &[ModuleReloc],
+        owner: &str,
+    ) -> ModuleResult<Vec<Reference>> {
         relocs
             .iter()
             .map(|r| {
@@ -506,57 +443,7 @@ impl ZerolinkModule {
             .collect()
     }
 
-    /// The name a relocation target is known by, for fingerprints.
-    fn target_name(&self, target: &ModuleRelocTarget) -> String {
-        match *target {
-            ModuleRelocTarget::User { .. } if ModuleDeclarations::is_function(target) => {
-                let id = FuncId::from_name(target);
-                self.declarations
-                    .get_function_decl(id)
-                    .linkage_name(id)
-                    .into_owned()
-            }
-            ModuleRelocTarget::User { .. } => {
-                let id = DataId::from_name(target);
-                self.declarations
-                    .get_data_decl(id)
-                    .linkage_name(id)
-                    .into_owned()
-            }
-            ModuleRelocTarget::LibCall(libcall) => (self.libcall_names)(libcall),
-            ref other => other.to_string(),
-        }
-    }
-
-    /// A stable hash of a function's IR and of the names it refers to (IR names functions and
-    /// data by declaration number, which may differ between builds).
-    fn function_fingerprint(&self, func: &ir::Function) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(func.display().to_string().as_bytes());
-        for (_, name) in func.params.user_named_funcs().iter() {
-            let target = ModuleRelocTarget::user(name.namespace, name.index);
-            h.update(self.target_name(&target).as_bytes());
-            h.update(&[0]);
-        }
-        h.digest().max(1)
-    }
-
-    fn bytes_fingerprint(&self, tag: &[u8], bytes: &[u8], relocs: &[ModuleReloc]) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(tag);
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-        for r in relocs {
-            h.update(&r.offset.to_le_bytes());
-            h.update(format!("{:?}", r.kind).as_bytes());
-            h.update(&r.addend.to_le_bytes());
-            h.update(self.target_name(&r.name).as_bytes());
-            h.update(&[0]);
-        }
-        h.digest().max(1)
-    }
-
-    fn check_definable_function(&self, id: FuncId) -> ModuleResult<String> {
+    pub(super) fn check_definable_function(&self, id: FuncId) -> ModuleResult<String> {
         let decl = self.declarations.get_function_decl(id);
         let name = decl.linkage_name(id).into_owned();
         if !decl.linkage.is_definable() {
@@ -565,74 +452,8 @@ impl ZerolinkModule {
         Ok(name)
     }
 
-    /// What compiling `func` needs, or `None` if it is kept as it is (its fingerprint: the
-    /// one `function_changed` recorded, or a hash of its IR).
-    fn work_for(&mut self, func: FuncId, ctx: &Context) -> ModuleResult<Option<Work>> {
-        let name = self.check_definable_function(func)?;
-        let linkage = self.declarations.get_function_decl(func).linkage;
-        let sym = self.func_symbol(func)?;
-        let fingerprint = match self.checked_functions.remove(&func) {
-            Some(fingerprint) => fingerprint,
-            None => {
-                let fingerprint = self.function_fingerprint(&ctx.func);
-                if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
-                    return Ok(None);
-                }
-                fingerprint
-            }
-        };
-        Ok(Some(Work {
-            name,
-            sym,
-            fingerprint,
-        }))
-    }
-
-    /// Place a function compiled in `ctx`.
-    fn place_compiled(&mut self, func: FuncId, work: &Work, ctx: &Context) -> ModuleResult<()> {
-        let compiled = ctx.compiled_code().ok_or_else(|| {
-            backend(BackendError::Compile {
-                function: work.name.clone(),
-                message: "not compiled".into(),
-            })
-        })?;
-        let relocs: Vec<ModuleReloc> = compiled
-            .buffer
-            .relocs()
-            .iter()
-            .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, func))
-            .collect();
-        let refs = self.references(&relocs, &work.name)?;
-        let (rows, unwind) = if self.session.debug_info() {
-            crate::debug::of_compiled(compiled, &**self.session.isa())
-        } else {
-            (Vec::new(), None)
-        };
-        let u = self.current_unit().map_err(backend)?;
-        self.session
-            .define_function(
-                u,
-                work.sym,
-                FunctionCode {
-                    code: compiled.code_buffer(),
-                    align: u64::from(compiled.buffer.alignment),
-                    refs: &refs,
-                    fingerprint: work.fingerprint,
-                    signature: crate::clif::signature_hash(&ctx.func.signature),
-                    calls: &[],
-                    debug: None,
-                    unwind,
-                },
-            )
-            .map_err(session_err)?;
-        if self.session.debug_info() {
-            self.debug.defined.push((func, work.sym, rows));
-        }
-        Ok(())
-    }
-
     /// Whether definition `name` must be compiled in this build (else it is kept as it is).
-    fn must_compile(
+    pub(super) fn must_compile(
         &mut self,
         sym: SymbolId,
         name: &str,
@@ -652,182 +473,5 @@ impl ZerolinkModule {
             Check::Keep(_) => Ok(false),
             Check::Elsewhere(_) => Err(ModuleError::DuplicateDefinition(name.to_string())),
         }
-    }
-}
-
-impl Module for ZerolinkModule {
-    fn isa(&self) -> &dyn TargetIsa {
-        &**self.session.isa()
-    }
-
-    fn declarations(&self) -> &ModuleDeclarations {
-        &self.declarations
-    }
-
-    fn declare_function(
-        &mut self,
-        name: &str,
-        linkage: Linkage,
-        signature: &ir::Signature,
-    ) -> ModuleResult<FuncId> {
-        let (id, linkage) = self
-            .declarations
-            .declare_function(name, linkage, signature)?;
-        let sym = self.func_symbol(id)?;
-        // The merged linkage (import, then export: export) decides the binding.
-        self.session.set_binding(sym, binding(linkage));
-        Ok(id)
-    }
-
-    fn declare_anonymous_function(&mut self, signature: &ir::Signature) -> ModuleResult<FuncId> {
-        let id = self.declarations.declare_anonymous_function(signature)?;
-        self.func_symbol(id)?;
-        Ok(id)
-    }
-
-    fn declare_data(
-        &mut self,
-        name: &str,
-        linkage: Linkage,
-        writable: bool,
-        tls: bool,
-    ) -> ModuleResult<DataId> {
-        if tls {
-            return Err(backend(BackendError::Module(format!(
-                "thread-local data `{name}` is not supported yet"
-            ))));
-        }
-        let (id, linkage) = self
-            .declarations
-            .declare_data(name, linkage, writable, tls)?;
-        let sym = self.data_symbol(id)?;
-        self.session.set_binding(sym, binding(linkage));
-        Ok(id)
-    }
-
-    fn declare_anonymous_data(&mut self, writable: bool, tls: bool) -> ModuleResult<DataId> {
-        if tls {
-            return Err(backend(BackendError::Module(
-                "thread-local data is not supported yet".into(),
-            )));
-        }
-        let id = self.declarations.declare_anonymous_data(writable, tls)?;
-        self.data_symbol(id)?;
-        Ok(id)
-    }
-
-    fn define_function_with_control_plane(
-        &mut self,
-        func: FuncId,
-        ctx: &mut Context,
-        ctrl_plane: &mut ControlPlane,
-    ) -> ModuleResult<()> {
-        let Some(work) = self.work_for(func, ctx)? else {
-            return Ok(());
-        };
-        compile_in(&**self.session.isa(), &work.name, ctx, ctrl_plane)?;
-        self.place_compiled(func, &work, ctx)
-    }
-
-    fn define_function_bytes(
-        &mut self,
-        func: FuncId,
-        alignment: u64,
-        bytes: &[u8],
-        relocs: &[ModuleReloc],
-    ) -> ModuleResult<()> {
-        let name = self.check_definable_function(func)?;
-        let decl = self.declarations.get_function_decl(func);
-        let (linkage, signature) = (decl.linkage, crate::clif::signature_hash(&decl.signature));
-        let sym = self.func_symbol(func)?;
-        let mut tag = b"function bytes".to_vec();
-        tag.extend_from_slice(&alignment.to_le_bytes());
-        tag.extend_from_slice(&signature.to_le_bytes());
-        let fingerprint = match self.checked_functions.remove(&func) {
-            Some(fingerprint) => fingerprint,
-            None => {
-                let fingerprint = self.bytes_fingerprint(&tag, bytes, relocs);
-                if !self.must_compile(sym, &name, SymbolKind::Function, linkage, fingerprint)? {
-                    return Ok(());
-                }
-                fingerprint
-            }
-        };
-        let refs = self.references(relocs, &name)?;
-        let u = self.current_unit().map_err(backend)?;
-        self.session
-            .define_function(
-                u,
-                sym,
-                FunctionCode {
-                    code: bytes,
-                    align: alignment,
-                    refs: &refs,
-                    fingerprint,
-                    signature,
-                    calls: &[],
-                    debug: None,
-                    unwind: None,
-                },
-            )
-            .map_err(session_err)?;
-        Ok(())
-    }
-
-    fn define_data(&mut self, data: DataId, desc: &DataDescription) -> ModuleResult<()> {
-        let decl = self.declarations.get_data_decl(data);
-        let name = decl.linkage_name(data).into_owned();
-        if !decl.linkage.is_definable() {
-            return Err(ModuleError::InvalidImportDefinition(name));
-        }
-        let (writable, linkage) = (decl.writable, decl.linkage);
-        let contents = match &desc.init {
-            Init::Uninitialized => {
-                return Err(backend(BackendError::Module(format!(
-                    "data object `{name}` has no contents: call `define` or `define_zeroinit`"
-                ))))
-            }
-            Init::Zeros { size } => Contents::Zeros(*size as u64),
-            Init::Bytes { contents } => Contents::Bytes(contents),
-        };
-        let align = desc.align.unwrap_or(1);
-        let relocs: Vec<ModuleReloc> = desc
-            .all_relocs(cranelift_codegen::binemit::Reloc::Abs8)
-            .collect();
-        let mut tag = b"data".to_vec();
-        tag.extend_from_slice(&align.to_le_bytes());
-        tag.push(u8::from(writable));
-        let sym = self.data_symbol(data)?;
-        let fingerprint = match self.checked_data.remove(&data) {
-            Some(fingerprint) => fingerprint,
-            None => {
-                let fingerprint = match contents {
-                    Contents::Bytes(b) => self.bytes_fingerprint(&tag, b, &relocs),
-                    Contents::Zeros(n) => {
-                        tag.extend_from_slice(b"zeros");
-                        self.bytes_fingerprint(&tag, &n.to_le_bytes(), &relocs)
-                    }
-                };
-                if !self.must_compile(sym, &name, SymbolKind::Data, linkage, fingerprint)? {
-                    return Ok(());
-                }
-                fingerprint
-            }
-        };
-        let refs = self.references(&relocs, &name)?;
-        let u = self.current_unit().map_err(backend)?;
-        self.session
-            .define_data(
-                u,
-                sym,
-                DataObject {
-                    contents,
-                    align,
-                    writable,
-                    refs: &refs,
-                    fingerprint,
-                },
-            )
-            .map_err(session_err)
     }
 }
