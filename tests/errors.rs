@@ -303,5 +303,10 @@ fn a_full_region_names_the_object() {
         )],
         &[],
     );
-    assert!(f.stderr.contains("region is full: `huge`"), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("main.clif:1: the bss region is full: `huge`"),
+        "{}",
+        f.stderr
+    );
 }

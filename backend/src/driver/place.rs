@@ -172,7 +172,8 @@ impl<'a> Builder<'a> {
                 debug,
                 unwind: c.unwind,
             },
-        )?;
+        );
+        let callers = callers.map_err(|e| self.at_source(e, f.file, f.line))?;
         self.timings.parse += c.timings.parse;
         self.timings.codegen += c.timings.codegen;
         Ok(callers.map(|callers| self.program_callers(&callers)))
@@ -425,17 +426,34 @@ impl<'a> Builder<'a> {
         let id = self
             .session
             .declare(&dir.name, SymbolKind::Data, Binding::Global)?;
-        self.session.define_data(
-            self.units[d.file],
-            id,
-            DataObject {
-                contents,
-                align: dir.align,
-                writable: dir.writable,
-                refs: &refs,
-                fingerprint: d.hash,
-            },
-        )
+        self.session
+            .define_data(
+                self.units[d.file],
+                id,
+                DataObject {
+                    contents,
+                    align: dir.align,
+                    writable: dir.writable,
+                    refs: &refs,
+                    fingerprint: d.hash,
+                },
+            )
+            .map_err(|e| self.at_source(e, d.file, dir.line))
+    }
+
+    /// An error about where a definition goes (its region is full, its name is reserved),
+    /// told with the place of the definition in its file.
+    fn at_source(&self, e: BackendError, file: usize, line: usize) -> BackendError {
+        use zerolink_image::ImageError;
+        match e {
+            BackendError::Image(e @ (ImageError::RegionFull { .. } | ImageError::Reserved(_))) => {
+                BackendError::Unsupported {
+                    pos: self.program.pos(file, line),
+                    message: e.to_string(),
+                }
+            }
+            e => e,
+        }
     }
 
     /// The error for a call whose signature differs from its callee's: both signatures are
