@@ -310,3 +310,22 @@ fn a_full_region_names_the_object() {
         f.stderr
     );
 }
+
+/// Found by fuzzing: cranelift-reader sizes its arrays by the highest entity number, so one
+/// `v1777777777` asked for 10 GiB. Such numbers are an error naming the line.
+#[test]
+fn an_entity_numbered_absurdly_high_is_an_error_not_gigabytes() {
+    let f = fails(
+        &[(
+            "main.clif",
+            "function %main() -> i32 {\nblock0:\n    v1777777777 = iconst.i32 0\n    return v1777777777\n}\n",
+        )],
+        &[],
+    );
+    assert!(
+        f.stderr.contains("main.clif:3:")
+            && f.stderr.contains("`v1777777777` is numbered too high"),
+        "{}",
+        f.stderr
+    );
+}

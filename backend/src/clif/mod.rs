@@ -32,6 +32,49 @@ use crate::error::{BackendError, Result, SourcePos};
 use crate::inputs::{FileRecord, FileStat};
 
 /// Names the image provides itself in a freestanding executable.
+/// The highest entity number (`v123`, `block7`, `ss2`, ...) accepted in a function's text:
+/// cranelift-reader sizes its arrays by the highest number it sees, so `v4000000000` in a
+/// two-line function would make it allocate gigabytes. Generous for any real text.
+fn entity_limit(text: &str) -> u64 {
+    (64 * text.len() as u64).max(1 << 20)
+}
+
+/// What cranelift-reader numbers densely: values, blocks, stack slots, global values,
+/// functions and signatures referred to, jump tables, constants, memory and dynamic types.
+const ENTITY_PREFIXES: &[&str] = &[
+    "v", "block", "ss", "dss", "gv", "fn", "sig", "jt", "const", "mt", "dt", "exn",
+];
+
+/// The first entity reference numbered above `entity_limit`: (line in the text, name).
+fn oversized_entity(text: &str) -> Option<(usize, String)> {
+    let limit = entity_limit(text);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        // Only entity references (`v12`, `block3`): not numbers (`iconst.i64 12`), and not
+        // names (`%f1500000`, `fn0 = %block9`).
+        let name_start = text[..start]
+            .rfind(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .map_or(0, |p| p + 1);
+        let entity = ENTITY_PREFIXES.contains(&&text[name_start..start])
+            && !text[..name_start].ends_with('%');
+        let huge = text[start..i].parse::<u64>().map_or(true, |n| n > limit);
+        if entity && huge {
+            let line = 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count();
+            return Some((line, text[name_start..i].to_string()));
+        }
+    }
+    None
+}
+
 /// A CLIF file's text; bytes that are not UTF-8 are an error naming the line they are on.
 fn read_text(path: &std::path::Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|error| BackendError::Read {
@@ -306,6 +349,17 @@ impl Program {
     pub fn parse_function(&self, f: &FunctionDef) -> Result<Parsed> {
         let text = &self.files[f.file].text[f.span.clone()];
         let pos = |line: usize| self.pos(f.file, f.line + line - 1);
+        if let Some((line, name)) = oversized_entity(text) {
+            return Err(BackendError::Parse {
+                pos: pos(line),
+                message: format!(
+                    "`{name}` is numbered too high: entities (values, blocks, slots, ...) are \
+                     kept in arrays as long as their highest number, so keep numbers below \
+                     {} in a function of this size",
+                    entity_limit(text)
+                ),
+            });
+        }
         let parsed = parse_test(text, parse_options()).map_err(|e| BackendError::Parse {
             pos: pos(e.location.line_number),
             message: e.message.clone(),
@@ -837,6 +891,15 @@ fn parse_options() -> ParseOptions<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_entity_references_count_as_oversized() {
+        let ok = "function %f1500000() -> i64 {\n    fn0 = %block99999999 sig0\nblock0:\n    v0 = iconst.i64 99999999999\n    return v0\n}\n";
+        assert_eq!(oversized_entity(ok), None);
+        let bad =
+            "function %f() -> i64 {\nblock0:\n    v0 = iconst.i64 1\n    jump block2000000\n}\n";
+        assert_eq!(oversized_entity(bad), Some((4, "block2000000".to_string())));
+    }
 
     #[test]
     fn files_split_into_one_chunk_per_function() {
