@@ -312,6 +312,13 @@ impl SymbolTable {
         String::from_utf8_lossy(self.names.get(s.name_off, s.name_len)).into_owned()
     }
 
+    /// Whether the symbol's name is one of `names`, without copying it.
+    pub fn name_is_one_of(&self, id: SymbolId, names: &[&str]) -> bool {
+        let s = self.records.get(id.0);
+        let name = self.names.get(s.name_off, s.name_len);
+        names.iter().any(|n| n.as_bytes() == name)
+    }
+
     /// Offset of the symbol's name in `.strtab`.
     pub fn name_offset(&self, id: SymbolId) -> u32 {
         self.records.get(id.0).name_off

@@ -10,7 +10,7 @@ use zerolink_image::sites::Place;
 use zerolink_image::{Contents, Reference};
 
 use super::*;
-use crate::debug::{FunctionLines, Rows, Unwind};
+use crate::debug::{Rows, Unwind};
 
 /// A call in compiled code to a function of the program: its callee and the hash of the
 /// signature the call was compiled with (see `clif::signature_hash`).
@@ -93,18 +93,10 @@ impl Session {
         self.image.set_unit(id, Some(self.units.number(u)));
         self.placed.calls.extend(f.calls.iter().map(|&c| (id, c)));
         if self.debug_info {
+            if let Some(d) = f.debug {
+                self.set_function_debug(id, d);
+            }
             if let Some(p) = self.image.symbols().get(id).placement() {
-                if let Some(d) = f.debug {
-                    let lines = FunctionLines {
-                        name: self.image.symbols().name(id),
-                        file: d.source.index(),
-                        line: d.line,
-                        addr: p.slot.addr,
-                        size: p.size,
-                        rows: d.rows,
-                    };
-                    self.debug.lines.insert(id, lines);
-                }
                 if let Some(info) = f.unwind {
                     self.debug.frames.push((p.slot.addr, info));
                 }

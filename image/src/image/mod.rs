@@ -504,8 +504,7 @@ impl Image {
         align: u64,
         refs: &[Reference],
     ) -> Result<()> {
-        self.check_kind(id, SymbolKind::Function)?;
-        self.check_not_reserved(id)?;
+        self.check_definable(id, SymbolKind::Function)?;
         self.define(id, RegionKind::Text, Contents::Bytes(code), align, refs)
     }
 
@@ -517,8 +516,7 @@ impl Image {
         writable: bool,
         refs: &[Reference],
     ) -> Result<()> {
-        self.check_kind(id, SymbolKind::Data)?;
-        self.check_not_reserved(id)?;
+        self.check_definable(id, SymbolKind::Data)?;
         let region = data_region(contents, writable, refs);
         self.define(id, region, contents, align, refs)
     }
@@ -531,8 +529,7 @@ impl Image {
         align: u64,
         refs: &[Reference],
     ) -> Result<()> {
-        self.check_kind(id, SymbolKind::Function)?;
-        self.check_not_reserved(id)?;
+        self.check_definable(id, SymbolKind::Function)?;
         self.redefine(id, RegionKind::Text, Contents::Bytes(code), align, refs)
     }
 
@@ -545,19 +542,9 @@ impl Image {
         writable: bool,
         refs: &[Reference],
     ) -> Result<()> {
-        self.check_kind(id, SymbolKind::Data)?;
-        self.check_not_reserved(id)?;
+        self.check_definable(id, SymbolKind::Data)?;
         let region = data_region(contents, writable, refs);
         self.redefine(id, region, contents, align, refs)
-    }
-
-    /// The program may not define what the runtime defines (`x86_64::RESERVED`).
-    fn check_not_reserved(&self, id: SymbolId) -> Result<()> {
-        let name = self.symbols.name(id);
-        if crate::x86_64::RESERVED.contains(&name.as_str()) {
-            return Err(ImageError::Reserved(name));
-        }
-        Ok(())
     }
 
     /// Take a definition out: its slot is freed and its own references dropped. Anything that

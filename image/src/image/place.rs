@@ -28,7 +28,12 @@ impl Image {
         }
     }
 
-    pub(super) fn check_kind(&self, id: SymbolId, kind: SymbolKind) -> Result<()> {
+    /// What the program may define: a symbol of this kind, and not one the runtime defines
+    /// itself (`x86_64::RESERVED`; the runtime's own stubs are placed with `define`).
+    pub(super) fn check_definable(&self, id: SymbolId, kind: SymbolKind) -> Result<()> {
+        if self.symbols.name_is_one_of(id, x86_64::RESERVED) {
+            return Err(ImageError::Reserved(self.symbols.name(id)));
+        }
         let sym = self.symbols.get(id);
         if sym.kind() != kind {
             return Err(ImageError::KindMismatch {
