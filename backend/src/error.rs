@@ -20,6 +20,12 @@ impl std::fmt::Display for SourcePos {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// A precompiled input (an object, an archive member) that cannot be used.
+    #[error("{file}: {reason}")]
+    Object {
+        file: String,
+        reason: crate::objects::ObjectError,
+    },
     #[error("{pos}: {message}")]
     Parse { pos: SourcePos, message: String },
     #[error("{pos}: in function `{function}`: {message}")]

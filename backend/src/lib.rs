@@ -21,6 +21,7 @@ pub mod error;
 pub mod inputs;
 pub mod libs;
 pub mod module;
+pub mod objects;
 mod parallel;
 pub mod reference;
 pub mod relocs;

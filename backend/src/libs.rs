@@ -16,6 +16,7 @@ use object::read::elf::ElfFile64;
 use object::{Object, ObjectSymbol, SymbolKind as ObjKind};
 
 use crate::error::{BackendError, Result};
+use crate::objects::{Origin, PrecompiledInput};
 
 /// How names not defined by the program are resolved.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +30,8 @@ pub struct LinkOptions {
     /// `-rpath DIR`: where the executable's dynamic loader looks for the libraries first
     /// (`DT_RUNPATH`), for a runtime library that is not installed system-wide.
     pub rpath: Vec<PathBuf>,
+    /// `-l NAME` takes `libNAME.a` even where `libNAME.so` exists (as `ld -Bstatic`).
+    pub prefer_static: bool,
 }
 
 /// System library directories, after `-L` ones (Debian/Ubuntu multiarch first).
@@ -80,14 +83,13 @@ impl Libraries {
         if !names.iter().any(|n| n == "c") {
             names.push("c".into());
         }
-        let dirs: Vec<PathBuf> = opts
-            .search_dirs
-            .iter()
-            .cloned()
-            .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
-            .collect();
+        let dirs = search_path(opts);
         for name in &names {
-            let path = find(name, &dirs)?;
+            // libc itself is always the shared one: a static libc is another kind of program.
+            let prefer_static = opts.prefer_static && name != "c";
+            let Found::Shared(path) = find(name, &dirs, prefer_static)? else {
+                continue;
+            };
             for object in expand(&path, &dirs)? {
                 if libs.objects.iter().any(|o| o.path == object) {
                     continue;
@@ -125,20 +127,114 @@ impl Libraries {
     }
 }
 
-fn find(name: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
-    let file = format!("lib{name}.so");
-    dirs.iter()
-        .map(|d| d.join(&file))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            BackendError::Library(format!(
-                "library `-l {name}` not found: no {file} in {}",
-                dirs.iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+/// Where `-l` looks: the `-L` directories, then the system's.
+fn search_path(opts: &LinkOptions) -> Vec<PathBuf> {
+    opts.search_dirs
+        .iter()
+        .cloned()
+        .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
+        .collect()
+}
+
+/// What `-l NAME` found.
+enum Found {
+    Shared(PathBuf),
+    Archive(PathBuf),
+}
+
+/// `-l NAME` as ld finds it: in each directory in turn, `libNAME.so` then `libNAME.a`
+/// (`libNAME.a` first with `prefer_static`); `-l :FILE` names the file exactly.
+fn find(name: &str, dirs: &[PathBuf], prefer_static: bool) -> Result<Found> {
+    let files: Vec<String> = match name.strip_prefix(':') {
+        Some(exact) => vec![exact.to_string()],
+        None if prefer_static => vec![format!("lib{name}.a"), format!("lib{name}.so")],
+        None => vec![format!("lib{name}.so"), format!("lib{name}.a")],
+    };
+    for d in dirs {
+        for f in &files {
+            let p = d.join(f);
+            if p.is_file() {
+                let archive = std::fs::read(&p)
+                    .ok()
+                    .is_some_and(|b| crate::objects::archive::is_archive(&b));
+                return Ok(if archive {
+                    Found::Archive(p)
+                } else {
+                    Found::Shared(p)
+                });
+            }
+        }
+    }
+    Err(BackendError::Library(format!(
+        "library `-l {name}` not found: no {} in {}",
+        files.join(" or "),
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// The static archives a link takes, in order: those `-l` found (searched before the shared
+/// libraries), then the ones `cc` adds itself (searched after them): `libc_nonshared.a`,
+/// which glibc's `libc.so` script names beside `libc.so.6` (`atexit` lives there), and GCC's
+/// `libgcc.a` (compiler helpers such as `__divti3`). A freestanding program gets libgcc only.
+pub fn archives(opts: &LinkOptions) -> Result<Vec<PrecompiledInput>> {
+    let dirs = search_path(opts);
+    let mut out = Vec::new();
+    for name in opts
+        .libraries
+        .iter()
+        .filter(|n| !opts.freestanding || *n != "c")
+    {
+        let prefer_static = (opts.prefer_static && name != "c") || opts.freestanding;
+        if let Found::Archive(path) = find(name, &dirs, prefer_static)? {
+            out.push(PrecompiledInput {
+                path,
+                origin: Origin::User,
+            });
+        }
+    }
+    if !opts.freestanding {
+        if let Some(p) = SYSTEM_DIRS
+            .iter()
+            .map(|d| Path::new(d).join("libc_nonshared.a"))
+            .find(|p| p.is_file())
+        {
+            out.push(PrecompiledInput {
+                path: p,
+                origin: Origin::System,
+            });
+        }
+    }
+    if let Some(p) = libgcc() {
+        out.push(PrecompiledInput {
+            path: p,
+            origin: Origin::System,
+        });
+    }
+    Ok(out)
+}
+
+/// GCC's `libgcc.a`, where `gcc -print-libgcc-file-name` would say: the newest GCC's.
+fn libgcc() -> Option<PathBuf> {
+    let root = Path::new("/usr/lib/gcc/x86_64-linux-gnu");
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v: Option<Vec<u32>> = e
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|p| p.parse().ok())
+                .collect();
+            let lib = e.path().join("libgcc.a");
+            lib.is_file().then_some((v?, lib))
         })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, p)| p)
 }
 
 /// The shared objects a library file stands for: itself, or those its linker script names.

@@ -140,8 +140,14 @@ pub fn link(
     for dir in &link.search_dirs {
         cmd.arg("-L").arg(dir);
     }
+    if link.prefer_static {
+        cmd.arg("-Wl,-Bstatic");
+    }
     for lib in &link.libraries {
         cmd.arg(format!("-l{lib}"));
+    }
+    if link.prefer_static {
+        cmd.arg("-Wl,-Bdynamic");
     }
     cmd.args(extra_args);
     let out = cmd
@@ -157,9 +163,11 @@ pub fn link(
     Ok(())
 }
 
-/// Build `program` the separate way into `output`: one object, then `cc`.
+/// Build `program` the separate way into `output`: one object, then `cc` with it and the
+/// precompiled `objects` (objects and archives, in order).
 pub fn build(
     program: &Program,
+    objects: &[PathBuf],
     target: &TargetOptions,
     link_options: &LinkOptions,
     output: &Path,
@@ -169,5 +177,7 @@ pub fn build(
     let object = dir.path().join("program.o");
     std::fs::write(&object, object_bytes(program, target)?)
         .map_err(|e| BackendError::Link(format!("{}: {e}", object.display())))?;
-    link(&[object], output, dir.path(), "cc", link_options, &[])
+    let mut all = vec![object];
+    all.extend(objects.iter().cloned());
+    link(&all, output, dir.path(), "cc", link_options, &[])
 }

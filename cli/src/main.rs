@@ -196,14 +196,18 @@ impl TargetArgs {
 
 #[derive(Args)]
 struct InputArgs {
-    /// CLIF files. Together they form one program whose entry is `%main() -> i32`.
-    #[arg(required = true, value_name = "FILE.clif")]
+    /// CLIF files, and precompiled code: ELF relocatable objects (`cc -c` output) and `ar`
+    /// archives of them (static libraries), recognised by content. Together they form one
+    /// program whose entry is `main`. Archive members are taken as references need them,
+    /// whatever the order.
+    #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     #[command(flatten)]
     target: TargetArgs,
-    /// Link with the shared library libNAME.so (`-l m` for libm). Repeatable; the first
-    /// library on the command line that exports a name provides it. libc is always linked
-    /// (last), unless --freestanding.
+    /// Link with the library NAME: libNAME.so, else the static archive libNAME.a (`-l m` for
+    /// libm; `-l :FILE` for that exact file name). Repeatable; the first library on the
+    /// command line that exports a name provides it. libc is always linked (last), unless
+    /// --freestanding, then libc_nonshared.a and libgcc.a as `cc` links them.
     #[arg(short = 'l', long = "library", value_name = "NAME")]
     libraries: Vec<String>,
     /// Search DIR for -l libraries, before the system's directories. Repeatable.
@@ -213,6 +217,9 @@ struct InputArgs {
     /// directories (`DT_RUNPATH`, as `ld -rpath DIR`). Repeatable.
     #[arg(long = "rpath", value_name = "DIR")]
     rpath: Vec<PathBuf>,
+    /// `-l NAME` takes libNAME.a even where libNAME.so exists (as `ld -Bstatic`).
+    #[arg(long = "static-libs")]
+    static_libs: bool,
     /// Threads compiling functions (default: $ZEROLINK_JOBS, else every core). The executable
     /// is the same, byte for byte, whatever the number.
     #[arg(short = 'j', long = "jobs", value_name = "N")]
@@ -261,6 +268,7 @@ impl InputArgs {
             libraries: self.libraries.clone(),
             search_dirs: self.search_dirs.clone(),
             rpath: self.rpath.clone(),
+            prefer_static: self.static_libs,
         }
     }
 }
@@ -453,8 +461,9 @@ fn build(
     let t0 = Instant::now();
     let target = input.target();
     if input.separate {
-        let program = Program::read(&input.files)?;
-        zerolink_backend::reference::build(&program, &target, &input.link(), output)?;
+        let (clif, objects) = zerolink_backend::objects::classify(&input.files)?;
+        let program = Program::read(&clif)?;
+        zerolink_backend::reference::build(&program, &objects, &target, &input.link(), output)?;
         return Ok(());
     }
     let progress = Progress::new(input.quiet);

@@ -51,13 +51,13 @@ impl RegionKind {
         RegionKind::Dynamic,
     ];
 
-    pub fn index(self) -> usize {
+    pub const fn index(self) -> usize {
         self as usize
     }
 
     /// First address of the region's window: text from 0x1000_0000, then each other region
     /// 256 MiB further, from 0x4000_0000.
-    pub fn vaddr(self) -> u64 {
+    pub const fn vaddr(self) -> u64 {
         match self {
             RegionKind::Text => REGION_RESERVE,
             _ => TEXT_RESERVE + REGION_RESERVE * self.index() as u64,

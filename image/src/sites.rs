@@ -30,6 +30,13 @@ pub enum RefKind {
     Abs64,
     /// `G + A - P` in 4 bytes; the GOT entry holds `S`.
     GotPcRel32,
+    /// `S + A` in 4 bytes, sign-extended by its instruction (`R_X86_64_32S`): below 2 GiB.
+    Abs32S,
+    /// `S + A - P` in 8 bytes (`R_X86_64_PC64`).
+    PcRel64,
+    /// `S + A - GOT` in 8 bytes, from the GOT's base (`_GLOBAL_OFFSET_TABLE_`,
+    /// `R_X86_64_GOTOFF64`).
+    GotOff64,
 }
 
 impl RefKind {
@@ -39,12 +46,15 @@ impl RefKind {
             RefKind::Abs32 => "Abs32",
             RefKind::Abs64 => "Abs64",
             RefKind::GotPcRel32 => "GotPcRel32",
+            RefKind::Abs32S => "Abs32S",
+            RefKind::PcRel64 => "PcRel64",
+            RefKind::GotOff64 => "GotOff64",
         }
     }
 
     pub fn width(self) -> u32 {
         match self {
-            RefKind::Abs64 => 8,
+            RefKind::Abs64 | RefKind::PcRel64 | RefKind::GotOff64 => 8,
             _ => 4,
         }
     }
@@ -55,6 +65,9 @@ impl RefKind {
             RefKind::Abs32 => 1,
             RefKind::Abs64 => 2,
             RefKind::GotPcRel32 => 3,
+            RefKind::Abs32S => 4,
+            RefKind::PcRel64 => 5,
+            RefKind::GotOff64 => 6,
         }
     }
 
@@ -63,6 +76,9 @@ impl RefKind {
             1 => RefKind::Abs32,
             2 => RefKind::Abs64,
             3 => RefKind::GotPcRel32,
+            4 => RefKind::Abs32S,
+            5 => RefKind::PcRel64,
+            6 => RefKind::GotOff64,
             _ => RefKind::PcRel32,
         }
     }
@@ -98,10 +114,13 @@ pub struct Site {
 // Place codes; 0 marks a dead record.
 const IN: u32 = 1;
 const GOT: u32 = 2;
-/// `offset_kind` holds the offset in its low 28 bits (a slot is at most a 256 MiB window),
-/// then the kind (2 bits) and the place (2 bits).
-const OFFSET_BITS: u32 = 28;
+/// `offset_kind` holds the offset in its low 27 bits (a site lies in the first 128 MiB of its
+/// owner: checked when a definition is placed), then the kind (3 bits) and the place (2 bits).
+const OFFSET_BITS: u32 = 27;
 const OFFSET_MASK: u32 = (1 << OFFSET_BITS) - 1;
+const KIND_BITS: u32 = 3;
+/// The highest offset a site may have inside its owner.
+pub const MAX_SITE_OFFSET: u32 = OFFSET_MASK;
 
 /// One site, as stored in the table (24 bytes, no padding). What each field buys: `owner`
 /// (or the GOT entry's address) and the offset locate the field and name the symbol whose
@@ -133,7 +152,7 @@ impl SiteRecord {
             owner,
             offset_kind: (offset & OFFSET_MASK)
                 | (u32::from(kind.code()) << OFFSET_BITS)
-                | (place << (OFFSET_BITS + 2)),
+                | (place << (OFFSET_BITS + KIND_BITS)),
             target,
             // Checked by the image before any site is made (`ImageError::AddendTooWide`).
             addend: addend as i32,
@@ -144,7 +163,7 @@ impl SiteRecord {
 
     fn site(&self) -> Option<Site> {
         let offset = self.offset_kind & OFFSET_MASK;
-        let place = match self.offset_kind >> (OFFSET_BITS + 2) {
+        let place = match self.offset_kind >> (OFFSET_BITS + KIND_BITS) {
             IN => Place::In {
                 owner: SymbolId(self.owner),
                 offset,
@@ -156,7 +175,9 @@ impl SiteRecord {
         };
         Some(Site {
             place,
-            kind: RefKind::from_code(((self.offset_kind >> OFFSET_BITS) & 3) as u8),
+            kind: RefKind::from_code(
+                ((self.offset_kind >> OFFSET_BITS) & ((1 << KIND_BITS) - 1)) as u8,
+            ),
             target: SymbolId(self.target),
             addend: i64::from(self.addend),
         })

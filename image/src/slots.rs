@@ -58,12 +58,22 @@ impl Region {
 
     /// Allocate a slot for `size` bytes at `align`, with the region's slack policy.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<Slot> {
-        let align = align.max(self.kind.min_slot_align());
         let capacity = if self.kind == RegionKind::Got {
             size
         } else {
             capacity_for(size)
         };
+        self.alloc_capacity(capacity, align)
+    }
+
+    /// Allocate a slot of exactly `size` bytes: for what is placed once and never grows (a
+    /// precompiled object's section, a PLT stub).
+    pub fn alloc_exact(&mut self, size: u64, align: u64) -> Result<Slot> {
+        self.alloc_capacity(size, align)
+    }
+
+    fn alloc_capacity(&mut self, capacity: u64, align: u64) -> Result<Slot> {
+        let align = align.max(self.kind.min_slot_align());
         // First fit in the free list.
         for i in 0..self.free.len() {
             let (off, len) = self.free[i];

@@ -56,6 +56,12 @@ const BUILTIN: u8 = 2;
 const HAS_GOT: u8 = 4;
 /// Provided by a shared library; `region` then holds the library's index.
 const IMPORTED: u8 = 8;
+/// Placed at an address inside someone else's bytes (a symbol of a precompiled object's
+/// section, `_GLOBAL_OFFSET_TABLE_`): it owns no slot, so nothing is freed when it goes.
+const ALIAS: u8 = 16;
+/// A whole section of a precompiled object, placed as one definition: `.symtab` shows it as
+/// a section symbol, so debuggers name addresses after the functions inside it.
+const SECTION: u8 = 32;
 
 /// One symbol, as stored in the table (80 bytes, no padding). Addresses, capacities and
 /// sizes are 32-bit: every region window lies below 4 GiB (layout invariant 3).
@@ -91,7 +97,9 @@ pub struct Symbol {
     /// (0: none): what lets an update find out what a changed unit used to define, and who
     /// else defines a name, without reading the units that did not change.
     pub unit: u32,
-    reserved: u32,
+    /// Address of this imported function's PLT stub (`jmp *GOT`), for code that calls it
+    /// with a plain `call rel32` (C objects' `R_X86_64_PLT32`); 0: none.
+    plt: u32,
 }
 
 // SAFETY: `repr(C)`, integers only, no padding (size checked).
@@ -185,6 +193,39 @@ impl Symbol {
     /// Provided by the image's runtime rather than by the program.
     pub fn unit_of(&self) -> Option<u32> {
         self.unit.checked_sub(1)
+    }
+
+    /// Placed inside another definition's bytes, owning no slot (see `Image::define_alias`).
+    pub fn alias(&self) -> bool {
+        self.flags & ALIAS != 0
+    }
+
+    pub fn set_alias(&mut self, a: bool) {
+        if a {
+            self.flags |= ALIAS;
+        } else {
+            self.flags &= !ALIAS;
+        }
+    }
+
+    pub fn section_atom(&self) -> bool {
+        self.flags & SECTION != 0
+    }
+
+    pub fn set_section_atom(&mut self, a: bool) {
+        if a {
+            self.flags |= SECTION;
+        } else {
+            self.flags &= !SECTION;
+        }
+    }
+
+    pub fn plt(&self) -> Option<u64> {
+        (self.plt != 0).then_some(u64::from(self.plt))
+    }
+
+    pub fn set_plt(&mut self, addr: Option<u64>) {
+        self.plt = addr.map_or(0, |a| u32::try_from(a).expect("text is below 4 GiB"));
     }
 
     pub fn builtin(&self) -> bool {

@@ -52,6 +52,7 @@ impl Symtab {
             Binding::Weak => elf::STB_WEAK,
         };
         let typ = match s.kind() {
+            _ if s.section_atom() => elf::STT_SECTION,
             SymbolKind::Function => elf::STT_FUNC,
             SymbolKind::Data => elf::STT_OBJECT,
         };
@@ -62,7 +63,7 @@ impl Symtab {
             // Sections are laid out in region order, after the null section.
             st_shndx: U16::new(LE, p.region.index() as u16 + 1),
             st_value: U64::new(LE, p.slot.addr),
-            st_size: U64::new(LE, p.size),
+            st_size: U64::new(LE, if s.section_atom() { 0 } else { p.size }),
         }
     }
 

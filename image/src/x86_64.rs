@@ -26,13 +26,38 @@ pub fn encode(kind: RefKind, s: u64, a: i64, p: u64, g: Option<u64>) -> Result<F
                 .map(|v| Field::Four(v.to_le_bytes()))
                 .map_err(|_| v)
         }
+        RefKind::Abs32S => {
+            let v = s + a;
+            i32::try_from(v)
+                .map(|v| Field::Four(v.to_le_bytes()))
+                .map_err(|_| v)
+        }
         RefKind::Abs64 => {
             let v = s + a;
             u64::try_from(v)
                 .map(|v| Field::Eight(v.to_le_bytes()))
                 .map_err(|_| v)
         }
+        RefKind::PcRel64 => rel64(s + a - p),
+        RefKind::GotOff64 => rel64(s + a - i128::from(GOT_BASE)),
     }
+}
+
+/// A PLT stub at `at`: `jmp qword ptr [rip + GOT entry]` (`ff 25 disp32`), then `int3` padding.
+pub fn plt_stub(at: u64, got: u64) -> [u8; 8] {
+    let disp = (got as i64 - (at as i64 + 6)) as i32;
+    let d = disp.to_le_bytes();
+    [0xff, 0x25, d[0], d[1], d[2], d[3], 0xcc, 0xcc]
+}
+
+/// The address `_GLOBAL_OFFSET_TABLE_` stands for: the start of the GOT region. `GotOff64`
+/// sites count from it, and PC-relative references to the symbol reach it.
+pub const GOT_BASE: u64 = crate::layout::RegionKind::Got.vaddr();
+
+fn rel64(v: i128) -> Result<Field, i128> {
+    i64::try_from(v)
+        .map(|v| Field::Eight(v.to_le_bytes()))
+        .map_err(|_| v)
 }
 
 fn rel32(v: i128) -> Result<Field, i128> {

@@ -34,6 +34,7 @@ use crate::clif::{
 use crate::error::{BackendError, Result, SourcePos};
 use crate::inputs::{self, FileRecord};
 use crate::libs::{Libraries, LinkOptions};
+use crate::objects::{Origin, Precompiled, PrecompiledInput};
 use crate::relocs::ref_kind;
 use crate::session::{FullReason, Session, SessionOptions, UnitId};
 use crate::target::TargetOptions;
@@ -91,6 +92,19 @@ pub fn build(
     opts: &BuildOptions<'_>,
 ) -> Result<Report> {
     let t = Instant::now();
+    // Objects and archives are told from CLIF by content; the toolchain's archives follow.
+    let (clif, objects) = crate::objects::classify(paths)?;
+    let mut pre_inputs: Vec<PrecompiledInput> = objects
+        .into_iter()
+        .map(|path| PrecompiledInput {
+            path,
+            origin: Origin::User,
+        })
+        .collect();
+    pre_inputs.extend(crate::libs::archives(link)?);
+    let pre = Precompiled::new(pre_inputs);
+    let pre_paths: Vec<PathBuf> = pre.inputs().iter().map(|i| i.path.clone()).collect();
+    let paths = &clif[..];
     let session_opts = SessionOptions {
         force_full: opts.force_full,
         debug_info: opts.debug_info,
@@ -104,13 +118,19 @@ pub fn build(
     let mut session = Session::open(out, target.isa()?, &session_opts)?;
     // After the session started its clock: files stamped from now on are racily clean.
     let stats = inputs::stat_all(paths)?;
+    let pre_stats = inputs::stat_all(&pre_paths)?;
     let opened = t.elapsed();
     // Units whose files an update must read although they did not change: the callers of a
     // function whose signature changed.
     let mut also_read: HashSet<u32> = HashSet::new();
     loop {
         if !session.is_update() {
-            return full_build(session, paths, &stats, opts);
+            let pre = PreLink {
+                pre: &pre,
+                units: Vec::new(),
+                stats: &pre_stats,
+            };
+            return full_build(session, paths, &stats, pre, opts);
         }
         let t = Instant::now();
         let units: Vec<UnitId> = paths
@@ -129,6 +149,27 @@ pub fn build(
                 session.keep_unit(u, *stat)?;
             }
             kept.push(record);
+        }
+        // Precompiled inputs are kept whole, or the build is a full one.
+        let mut pre_units = Vec::with_capacity(pre_paths.len());
+        let mut changed = None;
+        for (i, p) in pre_paths.iter().enumerate() {
+            let u = session.unit(p.as_os_str().as_encoded_bytes());
+            pre_units.push(u);
+            let stat = pre_stats[i];
+            match session.previous_unit(u).copied() {
+                Some(r) if inputs::clean(&r, &stat, written) || pre.digest(i)? == r.digest => {
+                    session.keep_unit(u, stat)?
+                }
+                _ => {
+                    changed = Some(p.display().to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(p) = changed {
+            session = session.rebuild_in_full(FullReason::Precompiled(p))?;
+            continue;
         }
         let numbers: Vec<u32> = units.iter().map(|&u| session.unit_number(u)).collect();
         let program = Program::read_some(paths, &stats, &numbers, &kept)?;
@@ -152,7 +193,12 @@ pub fn build(
         let diff_time = t.elapsed();
         // An update writes nothing before it commits, so one that cannot go on leaves OUT as
         // it was: for a full build, or for another try that reads more files.
-        let updated = match update(&program, session, &units, opts, d) {
+        let pre = PreLink {
+            pre: &pre,
+            units: pre_units,
+            stats: &pre_stats,
+        };
+        let updated = match update(&program, session, &units, pre, opts, d) {
             Err(BackendError::NeedsFullBuild(reason)) => {
                 // The session is gone (it failed while finishing): start over in full.
                 session = Session::open_full(out, target.isa()?, &session_opts, reason)?;
@@ -238,16 +284,30 @@ impl Env<'_> {
     }
 }
 
+/// The precompiled inputs of a build, with their units and stat data.
+pub(super) struct PreLink<'a> {
+    pub(super) pre: &'a Precompiled,
+    pub(super) units: Vec<UnitId>,
+    pub(super) stats: &'a [inputs::FileStat],
+}
+
 fn full_build(
     mut session: Session,
     paths: &[PathBuf],
     stats: &[inputs::FileStat],
+    mut pre: PreLink<'_>,
     opts: &BuildOptions<'_>,
 ) -> Result<Report> {
     let t = Instant::now();
     let units: Vec<UnitId> = paths
         .iter()
         .map(|p| session.unit(p.as_os_str().as_encoded_bytes()))
+        .collect();
+    pre.units = pre
+        .pre
+        .inputs()
+        .iter()
+        .map(|i| session.unit(i.path.as_os_str().as_encoded_bytes()))
         .collect();
     let numbers: Vec<u32> = units.iter().map(|&u| session.unit_number(u)).collect();
     let program = Program::read_some(paths, stats, &numbers, &vec![None; paths.len()])?;
@@ -259,7 +319,7 @@ fn full_build(
     session.expect_code_bytes(program.code_size_estimate());
     let isa = session.isa().clone();
     let env = Env::of(&session, &isa);
-    let mut b = Builder::new(&program, &env, session, &units, opts);
+    let mut b = Builder::new(&program, &env, session, &units, pre, opts);
     for d in &program.data {
         b.data(d)?;
     }
@@ -307,6 +367,7 @@ fn update(
     program: &Program,
     session: Session,
     units: &[UnitId],
+    pre: PreLink<'_>,
     opts: &BuildOptions<'_>,
     diff: Diff<'_>,
 ) -> Result<Updated> {
@@ -324,7 +385,7 @@ fn update(
     }
     let isa = session.isa().clone();
     let env = Env::of(&session, &isa);
-    let mut b = Builder::new(program, &env, session, units, opts);
+    let mut b = Builder::new(program, &env, session, units, pre, opts);
     let placed = (|| -> Result<bool> {
         for d in diff.data {
             b.data(d)?;

@@ -19,6 +19,8 @@ pub(super) struct Builder<'a> {
     pub(super) timings: crate::clif::Timings,
     /// Units of files that were not read but hold callers that must be compiled again.
     pub(super) unread_callers: BTreeSet<u32>,
+    /// Objects and archives, placed after the program's own code.
+    pub(super) pre: PreLink<'a>,
     /// Symbols of the program's functions and data objects, by index, once declared.
     pub(super) function_ids: Vec<Option<SymbolId>>,
     pub(super) data_ids: Vec<Option<SymbolId>>,
@@ -30,6 +32,7 @@ impl<'a> Builder<'a> {
         env: &'a Env<'a>,
         mut session: Session,
         units: &'a [UnitId],
+        pre: PreLink<'a>,
         opts: &BuildOptions<'a>,
     ) -> Self {
         if session.debug_info() {
@@ -49,6 +52,7 @@ impl<'a> Builder<'a> {
             units,
             timings: crate::clif::Timings::default(),
             unread_callers: BTreeSet::new(),
+            pre,
             function_ids: vec![None; program.functions.len()],
             data_ids: vec![None; program.data.len()],
         }
@@ -333,6 +337,34 @@ impl<'a> Builder<'a> {
     /// full builds and updates. The report's phases hold "debug info" (with `-g`) and
     /// "finish"; the caller adds its own before them.
     pub(super) fn finish(mut self) -> Result<Updated> {
+        let t = Instant::now();
+        if self.session.is_update() {
+            // Precompiled code was kept whole: a reference that a member not yet placed
+            // would satisfy needs the full build that extracts it.
+            let wanted = self.session.wanted();
+            if !wanted.is_empty() && !self.pre.pre.is_empty() {
+                let names: Vec<String> = wanted
+                    .iter()
+                    .map(|&id| self.session.symbols().name(id))
+                    .collect();
+                let session = &self.session;
+                let found = self
+                    .pre
+                    .pre
+                    .offers_any(&names, &|n| session.import(n).is_some())?;
+                if let Some((name, member)) = found {
+                    return Ok(Updated::Full(
+                        FullReason::ArchiveMember { name, member },
+                        self.session,
+                    ));
+                }
+            }
+        } else if !self.pre.pre.is_empty() {
+            self.pre
+                .pre
+                .link(&mut self.session, &self.pre.units, self.pre.stats)?;
+        }
+        self.timings.write += t.elapsed();
         // The check reads the table: only a sound one may blame the program.
         let mismatch = self.session.mismatched_call();
         if let Some(reason) = self.session.damage() {

@@ -34,11 +34,13 @@ use crate::libs::{Libraries, LinkOptions};
 
 mod debug;
 mod place;
+mod precompiled;
 mod reason;
 mod units;
 
 pub use debug::SourceId;
 pub use place::{CallSite, DataObject, FunctionCode, FunctionDebug};
+pub use precompiled::Section;
 pub use reason::FullReason;
 pub use units::{Check, UnitId, UnitStatus};
 /// The image's vocabulary a front end needs, so it does not depend on `zerolink-image`.

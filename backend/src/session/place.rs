@@ -60,7 +60,7 @@ pub(super) struct Placed {
     /// Calls compiled in this build: (caller, call).
     calls: Vec<(SymbolId, CallSite)>,
     /// Definitions placed by this update (a second one is a duplicate).
-    defined: HashSet<SymbolId>,
+    pub(super) defined: HashSet<SymbolId>,
     /// Functions of this update whose signature is not the one the table had.
     new_signatures: Vec<SymbolId>,
 }
@@ -130,7 +130,7 @@ impl Session {
         Ok(())
     }
 
-    fn duplicate(&self, id: SymbolId) -> BackendError {
+    pub(super) fn duplicate(&self, id: SymbolId) -> BackendError {
         BackendError::Image(zerolink_image::ImageError::DuplicateDefinition(
             self.image.symbols().name(id),
         ))

@@ -34,6 +34,10 @@ pub enum FullReason {
     /// Verifying OUT before the update (`--verify`) found damage: the first place, and how
     /// many there are.
     Unsound { first: String, places: usize },
+    /// A precompiled input (an object, an archive) changed, appeared or went away.
+    Precompiled(String),
+    /// The program now refers to a name that an archive member not yet in OUT defines.
+    ArchiveMember { name: String, member: String },
 }
 
 impl std::fmt::Display for FullReason {
@@ -64,6 +68,10 @@ impl std::fmt::Display for FullReason {
                 f,
                 "it does not match its checksums in {places} place(s), the first: {first}"
             ),
+            FullReason::Precompiled(path) => write!(f, "precompiled input {path} changed"),
+            FullReason::ArchiveMember { name, member } => {
+                write!(f, "`{name}` needs archive member {member}")
+            }
         }
     }
 }

@@ -547,6 +547,98 @@ impl Image {
         self.redefine(id, region, contents, align, refs)
     }
 
+    /// Place one section of a precompiled object (a C compiler's `.text.f`, `.rodata`, `.data`,
+    /// `.bss`) as one definition in a slot of exactly its size: such sections are placed once
+    /// and never grow in place (a changed object is ingested again). Its symbols are aliases
+    /// into it (`define_alias`).
+    pub fn define_section(
+        &mut self,
+        id: SymbolId,
+        kind: SymbolKind,
+        region: RegionKind,
+        contents: Contents<'_>,
+        align: u64,
+        refs: &[Reference],
+    ) -> Result<()> {
+        self.check_definable(id, kind)?;
+        self.define_in(id, region, contents, align, refs, true)?;
+        let mut sym = self.symbols.get(id);
+        sym.set_section_atom(true);
+        self.symbols.set(id, sym);
+        Ok(())
+    }
+
+    /// Symbols this build touched that something refers to and nothing defines or imports
+    /// yet: what a linker of archives looks for (a fresh build looks at every symbol).
+    pub fn wanted(&self) -> Vec<SymbolId> {
+        self.touched_ids()
+            .into_iter()
+            .filter(|&id| {
+                let s = self.symbols.get(id);
+                s.placement().is_none()
+                    && s.import().is_none()
+                    && s.refs_head != 0
+                    && self.has_code_referrers(id)
+            })
+            .collect()
+    }
+
+    /// Define `id` as `size` bytes at `offset` inside `base`'s bytes, owning no slot: a symbol
+    /// of a precompiled object's section, whose section is placed as one definition. It moves
+    /// only when it is defined again.
+    pub fn define_alias(
+        &mut self,
+        id: SymbolId,
+        kind: SymbolKind,
+        base: SymbolId,
+        offset: u64,
+        size: u64,
+    ) -> Result<()> {
+        self.check_definable(id, kind)?;
+        let Some(p) = self.symbols.get(base).placement() else {
+            return Err(ImageError::Undefined(vec![Undefined {
+                name: self.symbols.name(base),
+                referenced_by: vec![self.symbols.name(id)],
+            }]));
+        };
+        self.place_alias(id, p.region, p.slot.addr + offset, size)
+    }
+
+    /// Define `_GLOBAL_OFFSET_TABLE_` (declared as data): the base `GotOff64` sites count from.
+    pub fn define_got_base(&mut self, id: SymbolId) -> Result<()> {
+        self.place_alias(id, RegionKind::Got, x86_64::GOT_BASE, 0)
+    }
+
+    fn place_alias(
+        &mut self,
+        id: SymbolId,
+        region: RegionKind,
+        addr: u64,
+        size: u64,
+    ) -> Result<()> {
+        let sym = self.symbols.get(id);
+        if sym.placement().is_some() {
+            if !sym.alias() {
+                return Err(ImageError::DuplicateDefinition(self.symbols.name(id)));
+            }
+            self.unplace(id);
+        }
+        let mut sym = self.symbols.get(id);
+        sym.set_placement(Some(Placement {
+            region,
+            slot: Slot { addr, capacity: 0 },
+            size,
+        }));
+        sym.set_alias(true);
+        if sym.import().is_some() {
+            sym.set_import(None);
+            self.imports.retain(|&i| i != id);
+        }
+        self.symbols.set(id, sym);
+        self.touched.insert(id);
+        self.patch_referrers(id)
+    }
+
     /// Take a definition out: its slot is freed and its own references dropped. Anything that
     /// still refers to it is reported as undefined by `finish`.
     pub fn remove(&mut self, id: SymbolId) {

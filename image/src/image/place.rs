@@ -14,9 +14,14 @@ impl Image {
         sym.unit = 0;
         sym.set_builtin(false);
         sym.set_placement(None);
+        let alias = sym.alias();
+        sym.set_alias(false);
+        sym.set_section_atom(false);
         self.symbols.set(id, sym);
         self.touched.insert(id);
         match placement {
+            // Its bytes belong to the definition it lies in.
+            Some(_) if alias => true,
             Some(p) => {
                 if p.region == RegionKind::Text {
                     self.replaced_code.insert(p.slot.addr);
@@ -59,7 +64,9 @@ impl Image {
             });
         }
         for r in refs {
-            if u64::from(r.offset) + u64::from(r.kind.width()) > size {
+            if u64::from(r.offset) + u64::from(r.kind.width()) > size
+                || r.offset > crate::sites::MAX_SITE_OFFSET
+            {
                 return Err(ImageError::SiteOutOfBounds {
                     function: self.symbols.name(id),
                     offset: r.offset,
@@ -88,28 +95,46 @@ impl Image {
         align: u64,
         refs: &[Reference],
     ) -> Result<()> {
+        self.define_in(id, region, contents, align, refs, false)
+    }
+
+    /// Place a definition in a new slot: with the region's slack, or `exact` (no room to grow,
+    /// for what is placed once).
+    pub(super) fn define_in(
+        &mut self,
+        id: SymbolId,
+        region: RegionKind,
+        contents: Contents<'_>,
+        align: u64,
+        refs: &[Reference],
+        exact: bool,
+    ) -> Result<()> {
         if self.symbols.get(id).placement().is_some() {
             return Err(ImageError::DuplicateDefinition(self.symbols.name(id)));
         }
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
         let used_before = self.regions[region.index()].used;
-        let slot = self.regions[region.index()]
-            .alloc(size, align)
-            .map_err(|e| match e {
-                ImageError::RegionFull {
-                    region,
-                    needed,
-                    reserve,
-                    ..
-                } => ImageError::RegionFull {
-                    region,
-                    name: self.symbols.name(id),
-                    needed,
-                    reserve,
-                },
-                e => e,
-            })?;
+        let r = &mut self.regions[region.index()];
+        let slot = if exact {
+            r.alloc_exact(size, align)
+        } else {
+            r.alloc(size, align)
+        };
+        let slot = slot.map_err(|e| match e {
+            ImageError::RegionFull {
+                region,
+                needed,
+                reserve,
+                ..
+            } => ImageError::RegionFull {
+                region,
+                name: self.symbols.name(id),
+                needed,
+                reserve,
+            },
+            e => e,
+        })?;
         if region.in_file() {
             // Fill the alignment gap before a slot at the top, and the slot itself.
             let fill_from = slot.addr.min(region.vaddr() + used_before);
@@ -141,6 +166,12 @@ impl Image {
         let Some(old) = self.symbols.get(id).placement() else {
             return self.define(id, region, contents, align, refs);
         };
+        if self.symbols.get(id).alias() {
+            // It lay in another definition's bytes: it gets a slot of its own now.
+            self.unplace(id);
+            self.stats.moved += 1;
+            return self.define(id, region, contents, align, refs);
+        }
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
         if old.region == RegionKind::Text {
@@ -282,6 +313,27 @@ impl Image {
         self.patch(site)
     }
 
+    /// The PLT stub of imported function `target`, made on first use: `jmp *GOT(target)` in
+    /// an 8-byte text slot. The stub stays where it is for the life of the file (it refers
+    /// only to the GOT entry, which never moves).
+    pub(super) fn ensure_plt_stub(&mut self, target: SymbolId) -> Result<u64> {
+        if let Some(stub) = self.symbols.get(target).plt() {
+            return Ok(stub);
+        }
+        self.ensure_got_entry(target)?;
+        let got = self.symbols.get(target).got().expect("just made");
+        let used_before = self.regions[RegionKind::Text.index()].used;
+        let slot = self.regions[RegionKind::Text.index()].alloc_exact(8, 16)?;
+        let code = x86_64::plt_stub(slot.addr, got);
+        let fill_from = slot.addr.min(RegionKind::Text.vaddr() + used_before);
+        self.write_slot(RegionKind::Text, fill_from, slot, Contents::Bytes(&code))?;
+        let mut sym = self.symbols.get(target);
+        sym.set_plt(Some(slot.addr));
+        self.symbols.set(target, sym);
+        self.touched.insert(target);
+        Ok(slot.addr)
+    }
+
     pub(super) fn site_addr(&self, site: &Site) -> Option<u64> {
         match site.place {
             Place::In { owner, offset } => self
@@ -340,6 +392,22 @@ impl Image {
                 self.ensure_got_entry(site.target)?;
                 let got = self.symbols.get(site.target).got();
                 let field = x86_64::encode(RefKind::GotPcRel32, 0, site.addend, p, got)
+                    .map_err(|value| self.overflow(site, value))?;
+                self.store.write(at, field.bytes());
+                self.stats.sites_patched += 1;
+                Ok(())
+            }
+            (RefKind::PcRel32, Place::In { owner, .. })
+                if self
+                    .symbols
+                    .get(owner)
+                    .placement()
+                    .is_some_and(|pl| pl.region == RegionKind::Text) =>
+            {
+                // A plain call to a library function (a C object's `call f@PLT`): through a
+                // stub that jumps via the function's GOT entry, as ld's PLT does.
+                let stub = self.ensure_plt_stub(site.target)?;
+                let field = x86_64::encode(RefKind::PcRel32, stub, site.addend, p, None)
                     .map_err(|value| self.overflow(site, value))?;
                 self.store.write(at, field.bytes());
                 self.stats.sites_patched += 1;

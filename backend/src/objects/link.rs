@@ -1,0 +1,740 @@
+//! Linking precompiled code into a session, in three passes:
+//! 1. *choose*: every object given is in; then, name by name, each reference that nothing
+//!    defines extracts the archive member that offers it (the command line's archives first,
+//!    then, for what no shared library exports, the toolchain's), until no reference is left
+//!    that an archive can satisfy. Strong definitions beat weak ones, a COMDAT group is kept
+//!    once, and two strong definitions are an error naming both places;
+//! 2. *kind*: each name is a function or a data object, from the symbol type of whoever
+//!    defines it (the program's declaration first);
+//! 3. *place*: each chosen object's sections, its symbols as aliases into them, then the
+//!    common symbols nothing defined and the linker's own names (`_GLOBAL_OFFSET_TABLE_`,
+//!    `__dso_handle`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+
+use object::elf as E;
+use xxhash_rust::xxh3::xxh3_64;
+use zerolink_image::{Contents, RefKind, Reference, RegionKind};
+
+use super::archive::{Aligned, Archive};
+use super::elf::{self, Bind, Class, InSymbol, Object, SymDef};
+use super::relocs::{self, Action};
+use super::ObjectError;
+use crate::error::{BackendError, Result};
+use crate::inputs::FileStat;
+use crate::session::{Binding, DataObject, Section, Session, SymbolId, SymbolKind, UnitId};
+
+/// Where a precompiled input comes from, which decides when it is searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Given by the user (a file, `-l` finding an archive): before shared libraries.
+    User,
+    /// Added by the toolchain as `cc` does (`libc_nonshared.a`, libgcc): after them.
+    System,
+}
+
+#[derive(Debug, Clone)]
+pub struct PrecompiledInput {
+    pub path: PathBuf,
+    pub origin: Origin,
+}
+
+/// What linking precompiled code did, for reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    pub objects: usize,
+    pub members: usize,
+    pub sections: usize,
+}
+
+enum Content {
+    Object(Aligned),
+    Archive(Archive),
+}
+
+struct Loaded {
+    input: PrecompiledInput,
+    digest: u64,
+    content: Content,
+}
+
+/// The precompiled inputs of a build, read when a build needs them.
+pub struct Precompiled {
+    inputs: Vec<PrecompiledInput>,
+    loaded: std::cell::OnceCell<std::result::Result<Vec<Loaded>, String>>,
+}
+
+/// An object chosen for the link: a file given, or an extracted member.
+struct Chosen {
+    /// Index into the inputs.
+    file: usize,
+    display: String,
+    obj: Object,
+    /// Sections dropped as a COMDAT group kept elsewhere (ELF indices).
+    discarded: HashSet<usize>,
+}
+
+/// Who defines a global name among the chosen objects.
+#[derive(Clone, Copy)]
+struct Def {
+    chosen: usize,
+    symbol: usize,
+    weak: bool,
+}
+
+fn object_error(file: &str, reason: ObjectError) -> BackendError {
+    BackendError::Object {
+        file: file.to_string(),
+        reason,
+    }
+}
+
+impl Precompiled {
+    pub fn new(inputs: Vec<PrecompiledInput>) -> Precompiled {
+        Precompiled {
+            inputs,
+            loaded: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub fn inputs(&self) -> &[PrecompiledInput] {
+        &self.inputs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// Read every input (once): objects whole, archives with their symbol index.
+    fn load(&self) -> Result<&[Loaded]> {
+        let loaded = self.loaded.get_or_init(|| {
+            self.inputs
+                .iter()
+                .map(|input| {
+                    let file = input.path.display().to_string();
+                    let bytes = std::fs::read(&input.path)
+                        .map_err(|e| object_error(&file, ObjectError::Io(e)).to_string())?;
+                    let digest = xxh3_64(&bytes);
+                    let content = if super::archive::is_archive(&bytes) {
+                        Content::Archive(
+                            Archive::parse(bytes)
+                                .map_err(|e| object_error(&file, e).to_string())?,
+                        )
+                    } else {
+                        Content::Object(Aligned::new(&bytes))
+                    };
+                    Ok(Loaded {
+                        input: input.clone(),
+                        digest,
+                        content,
+                    })
+                })
+                .collect()
+        });
+        loaded
+            .as_deref()
+            .map_err(|e| BackendError::Library(e.clone()))
+    }
+
+    /// The digest of input `i`'s contents (for the unit record).
+    pub fn digest(&self, i: usize) -> Result<u64> {
+        Ok(self.load()?[i].digest)
+    }
+
+    /// Whether any archive offers one of `names`: a user archive, or a toolchain archive for
+    /// a name no shared library exports (`importable`).
+    pub fn offers_any(
+        &self,
+        names: &[String],
+        importable: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<(String, String)>> {
+        for l in self.load()? {
+            let Content::Archive(a) = &l.content else {
+                continue;
+            };
+            for n in names {
+                if let Some(&m) = a.offers.get(n) {
+                    if l.input.origin == Origin::User || !importable(n) {
+                        return Ok(Some((
+                            n.clone(),
+                            format!("{}({})", l.input.path.display(), a.members[m].name),
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Place the objects given, and every archive member the program's references need,
+    /// into `session` (a full build). `units[i]` is input `i`'s unit; `stats[i]` its stat data.
+    pub fn link(
+        &self,
+        session: &mut Session,
+        units: &[UnitId],
+        stats: &[FileStat],
+    ) -> Result<LinkStats> {
+        let loaded = self.load()?;
+        for (i, l) in loaded.iter().enumerate() {
+            session.set_unit_contents(units[i], Some(l.digest), stats[i])?;
+        }
+        let mut chooser = Chooser {
+            loaded,
+            session,
+            chosen: Vec::new(),
+            defs: HashMap::new(),
+            extracted: HashSet::new(),
+            groups: HashSet::new(),
+            commons: Vec::new(),
+            queue: VecDeque::new(),
+        };
+        chooser.choose()?;
+        let Chooser {
+            chosen,
+            defs,
+            commons,
+            ..
+        } = chooser;
+        let mut stats = LinkStats::default();
+        let mut placer = Placer {
+            session,
+            chosen: &chosen,
+            defs: &defs,
+            kinds: HashMap::new(),
+            units,
+        };
+        for (c, ch) in chosen.iter().enumerate() {
+            stats.sections += placer.place(c)?;
+            match &loaded[ch.file].content {
+                Content::Object(_) => stats.objects += 1,
+                Content::Archive(_) => stats.members += 1,
+            }
+        }
+        placer.commons(&commons)?;
+        placer.linker_names()?;
+        Ok(stats)
+    }
+}
+
+struct Chooser<'a> {
+    loaded: &'a [Loaded],
+    session: &'a mut Session,
+    chosen: Vec<Chosen>,
+    defs: HashMap<String, Def>,
+    extracted: HashSet<(usize, usize)>,
+    /// COMDAT signatures kept so far.
+    groups: HashSet<String>,
+    /// (chosen, symbol) of each common symbol.
+    commons: Vec<(usize, usize)>,
+    queue: VecDeque<String>,
+}
+
+impl Chooser<'_> {
+    fn choose(&mut self) -> Result<()> {
+        // What the program refers to and does not define.
+        for id in self.session.wanted() {
+            self.queue.push_back(self.session.symbols().name(id));
+        }
+        for (i, l) in self.loaded.iter().enumerate() {
+            if let Content::Object(bytes) = &l.content {
+                let display = l.input.path.display().to_string();
+                let obj = elf::parse(bytes.bytes()).map_err(|e| object_error(&display, e))?;
+                self.add(i, display, obj)?;
+            }
+        }
+        while let Some(name) = self.queue.pop_front() {
+            if self.defs.contains_key(&name) || self.program_defines(&name) {
+                continue;
+            }
+            let importable = self.session.import(&name).is_some();
+            let found = self.offer(&name, Origin::User).or_else(|| {
+                (!importable)
+                    .then(|| self.offer(&name, Origin::System))
+                    .flatten()
+            });
+            if let Some((file, member)) = found {
+                if self.extracted.insert((file, member)) {
+                    let Content::Archive(a) = &self.loaded[file].content else {
+                        unreachable!("offers come from archives");
+                    };
+                    let display = format!(
+                        "{}({})",
+                        self.loaded[file].input.path.display(),
+                        a.members[member].name
+                    );
+                    let obj = elf::parse(Aligned::new(a.member_bytes(member)).bytes())
+                        .map_err(|e| object_error(&display, e))?;
+                    self.add(file, display, obj)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn program_defines(&self, name: &str) -> bool {
+        self.session
+            .lookup(name)
+            .is_some_and(|id| self.session.is_defined(id))
+    }
+
+    /// The first archive of `origin` that offers `name`: (input, member).
+    fn offer(&self, name: &str, origin: Origin) -> Option<(usize, usize)> {
+        self.loaded
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| match &l.content {
+                Content::Archive(a) if l.input.origin == origin => {
+                    a.offers.get(name).map(|&m| (i, m))
+                }
+                _ => None,
+            })
+    }
+
+    /// Take an object into the link: its definitions, and its references to look for.
+    fn add(&mut self, file: usize, display: String, obj: Object) -> Result<()> {
+        if obj.exec_stack {
+            return Err(object_error(&display, ObjectError::ExecStack));
+        }
+        let c = self.chosen.len();
+        let mut discarded = HashSet::new();
+        let mut kept_here: HashSet<&str> = HashSet::new();
+        for s in &obj.sections {
+            if let Some(g) = &s.group {
+                if !kept_here.contains(g.as_str()) && self.groups.contains(g) {
+                    discarded.insert(s.index);
+                } else {
+                    kept_here.insert(g);
+                }
+            }
+            let ctor = [
+                ".init_array",
+                ".fini_array",
+                ".preinit_array",
+                ".ctors",
+                ".dtors",
+            ]
+            .iter()
+            .any(|p| s.name == *p || s.name.starts_with(&format!("{p}.")));
+            if ctor && s.size > 0 {
+                return Err(object_error(
+                    &display,
+                    ObjectError::Constructors(s.name.clone()),
+                ));
+            }
+        }
+        let kept: Vec<String> = kept_here.into_iter().map(str::to_string).collect();
+        self.groups.extend(kept);
+        for (i, s) in obj.symbols.iter().enumerate() {
+            if !s.is_global() {
+                continue;
+            }
+            match s.def {
+                SymDef::Undefined => self.queue.push_back(s.name.clone()),
+                SymDef::Common { .. } => {
+                    self.commons.push((c, i));
+                    self.queue.push_back(s.name.clone());
+                }
+                SymDef::Absolute => {}
+                SymDef::Section(sec) => {
+                    if discarded.contains(&sec) || obj.section(sec).is_none() {
+                        continue;
+                    }
+                    let weak = s.bind == Bind::Weak;
+                    if self.program_defines(&s.name) {
+                        if weak {
+                            continue;
+                        }
+                        return Err(object_error(
+                            &display,
+                            ObjectError::Duplicate {
+                                name: s.name.clone(),
+                                other: "the program".into(),
+                            },
+                        ));
+                    }
+                    // A strong definition beats a weak one; two strong ones are an error.
+                    let take = match self.defs.get(&s.name) {
+                        None => true,
+                        Some(d) if d.weak && !weak => true,
+                        Some(d) if d.weak || weak => false,
+                        Some(d) => {
+                            return Err(object_error(
+                                &display,
+                                ObjectError::Duplicate {
+                                    name: s.name.clone(),
+                                    other: self.chosen[d.chosen].display.clone(),
+                                },
+                            ));
+                        }
+                    };
+                    if take {
+                        let def = Def {
+                            chosen: c,
+                            symbol: i,
+                            weak,
+                        };
+                        self.defs.insert(s.name.clone(), def);
+                    }
+                }
+            }
+        }
+        self.chosen.push(Chosen {
+            file,
+            display,
+            obj,
+            discarded,
+        });
+        Ok(())
+    }
+}
+
+struct Placer<'a> {
+    session: &'a mut Session,
+    chosen: &'a [Chosen],
+    defs: &'a HashMap<String, Def>,
+    kinds: HashMap<String, SymbolKind>,
+    units: &'a [UnitId],
+}
+
+/// `_GLOBAL_OFFSET_TABLE_`: GOT-relative code counts from it.
+const GOT_SYMBOL: &str = "_GLOBAL_OFFSET_TABLE_";
+/// What `atexit` passes to `__cxa_atexit`: 0 in an executable (crtbegin.o defines it).
+const DSO_HANDLE: &str = "__dso_handle";
+
+fn class_kind(class: Class) -> SymbolKind {
+    if class == Class::Text {
+        SymbolKind::Function
+    } else {
+        SymbolKind::Data
+    }
+}
+
+fn class_region(class: Class) -> RegionKind {
+    match class {
+        Class::Text => RegionKind::Text,
+        Class::Rodata => RegionKind::Rodata,
+        Class::Data => RegionKind::Data,
+        Class::Bss => RegionKind::Bss,
+    }
+}
+
+impl Placer<'_> {
+    /// Whether `name` is a function or a data object: as the program declared it, else as
+    /// its definition says, else as a shared library exports it; a function otherwise.
+    fn kind_of(&mut self, name: &str) -> SymbolKind {
+        if let Some(&k) = self.kinds.get(name) {
+            return k;
+        }
+        let kind = if let Some(id) = self.session.lookup(name) {
+            self.session.symbols().get(id).kind()
+        } else if let Some(d) = self.defs.get(name) {
+            let ch = &self.chosen[d.chosen];
+            let s = &ch.obj.symbols[d.symbol];
+            symbol_kind(&ch.obj, s)
+        } else if name == GOT_SYMBOL || name == DSO_HANDLE {
+            SymbolKind::Data
+        } else {
+            match self.session.import(name) {
+                Some(true) => SymbolKind::Data,
+                _ => SymbolKind::Function,
+            }
+        };
+        self.kinds.insert(name.to_string(), kind);
+        kind
+    }
+
+    /// Place chosen object `c`; returns how many sections it placed.
+    fn place(&mut self, c: usize) -> Result<usize> {
+        let ch = &self.chosen[c];
+        let u = self.units[ch.file];
+        let obj = &ch.obj;
+        // Every section's handle first: relocations refer across sections.
+        let mut atoms: HashMap<usize, SymbolId> = HashMap::new();
+        let mut seen_names: HashMap<&str, usize> = HashMap::new();
+        for s in &obj.sections {
+            if ch.discarded.contains(&s.index) {
+                continue;
+            }
+            let n = seen_names.entry(&s.name).or_insert(0);
+            *n += 1;
+            let name = if *n == 1 {
+                format!("{}:{}", ch.display, s.name)
+            } else {
+                format!("{}:{}#{}", ch.display, s.name, s.index)
+            };
+            let id = self
+                .session
+                .declare(&name, class_kind(s.class), Binding::Local)?;
+            atoms.insert(s.index, id);
+        }
+        let err = |reason| object_error(&ch.display, reason);
+        let mut placed = 0;
+        for s in &obj.sections {
+            let Some(&atom) = atoms.get(&s.index) else {
+                continue;
+            };
+            let mut bytes = s.data.clone();
+            let mut refs = Vec::with_capacity(s.relocs.len());
+            for r in &s.relocs {
+                let action = relocs::action(r.rtype).ok_or_else(|| {
+                    let rtype = relocs::name(r.rtype);
+                    if relocs::is_tls(r.rtype) {
+                        err(ObjectError::ThreadLocal {
+                            section: s.name.clone(),
+                            offset: r.offset,
+                            rtype,
+                        })
+                    } else {
+                        err(ObjectError::UnsupportedRelocation {
+                            section: s.name.clone(),
+                            offset: r.offset,
+                            rtype,
+                        })
+                    }
+                })?;
+                let width = match action {
+                    Action::Skip => continue,
+                    Action::Site(k) | Action::GotBase(k) => u64::from(k.width()),
+                    Action::Size(w) => w as u64,
+                };
+                if r.offset.checked_add(width).is_none_or(|end| end > s.size) {
+                    return Err(err(ObjectError::RelocationOutside {
+                        section: s.name.clone(),
+                        offset: r.offset,
+                        size: s.size,
+                    }));
+                }
+                let sym = &obj.symbols[r.symbol];
+                let site = |kind: RefKind, target: SymbolId, addend: i64| Reference {
+                    offset: r.offset as u32,
+                    kind,
+                    target,
+                    addend,
+                };
+                match action {
+                    Action::Skip => {}
+                    Action::GotBase(kind) => {
+                        let got =
+                            self.session
+                                .declare(GOT_SYMBOL, SymbolKind::Data, Binding::Local)?;
+                        refs.push(site(kind, got, r.addend));
+                    }
+                    Action::Size(w) => {
+                        let size = self.size_of(ch, sym).ok_or_else(|| {
+                            err(ObjectError::UnknownSize {
+                                section: s.name.clone(),
+                                offset: r.offset,
+                                target: sym.name.clone(),
+                            })
+                        })?;
+                        let v = (size as i64).wrapping_add(r.addend) as u64;
+                        let at = r.offset as usize;
+                        if let Some(b) = bytes.as_mut() {
+                            b[at..at + w].copy_from_slice(&v.to_le_bytes()[..w]);
+                        }
+                    }
+                    Action::Site(kind) => {
+                        let (target, addend) = if sym.is_global() {
+                            let k = self.kind_of(&sym.name);
+                            let binding = if sym.bind == Bind::Weak {
+                                Binding::Weak
+                            } else {
+                                Binding::Global
+                            };
+                            (self.session.declare(&sym.name, k, binding)?, r.addend)
+                        } else {
+                            match sym.def {
+                                SymDef::Section(sec) => match atoms.get(&sec) {
+                                    Some(&a) => (a, r.addend.wrapping_add(sym.value as i64)),
+                                    None => {
+                                        return Err(err(ObjectError::NotLoaded {
+                                            section: s.name.clone(),
+                                            offset: r.offset,
+                                            target: target_name(obj, sym),
+                                        }))
+                                    }
+                                },
+                                _ => {
+                                    return Err(err(ObjectError::AbsoluteTarget {
+                                        section: s.name.clone(),
+                                        offset: r.offset,
+                                        target: target_name(obj, sym),
+                                    }))
+                                }
+                            }
+                        };
+                        refs.push(site(kind, target, addend));
+                    }
+                }
+            }
+            let contents = match &bytes {
+                Some(b) => Contents::Bytes(b),
+                None => Contents::Zeros(s.size),
+            };
+            let fingerprint = bytes.as_deref().map_or(s.size, xxh3_64);
+            self.session.define_section(
+                u,
+                atom,
+                Section {
+                    kind: class_kind(s.class),
+                    region: class_region(s.class),
+                    contents,
+                    align: s.align,
+                    refs: &refs,
+                    fingerprint,
+                },
+            )?;
+            placed += 1;
+        }
+        // The symbols this object was chosen to define.
+        for (i, sym) in obj.symbols.iter().enumerate() {
+            let SymDef::Section(sec) = sym.def else {
+                continue;
+            };
+            if !sym.is_global() {
+                continue;
+            }
+            let Some(d) = self.defs.get(&sym.name) else {
+                continue;
+            };
+            if d.chosen != c || d.symbol != i {
+                continue;
+            }
+            let Some(&atom) = atoms.get(&sec) else {
+                continue;
+            };
+            let kind = self.kind_of(&sym.name);
+            let binding = if sym.bind == Bind::Weak {
+                Binding::Weak
+            } else {
+                Binding::Global
+            };
+            let id = self.session.declare(&sym.name, kind, binding)?;
+            self.session.set_binding(id, binding);
+            self.session
+                .define_alias(u, id, kind, atom, sym.value, sym.size)
+                .map_err(|e| match e {
+                    BackendError::Image(zerolink_image::ImageError::KindMismatch { .. }) => {
+                        object_error(&ch.display, ObjectError::Malformed(e.to_string()))
+                    }
+                    e => e,
+                })?;
+        }
+        Ok(placed)
+    }
+
+    fn size_of(&self, ch: &Chosen, sym: &InSymbol) -> Option<u64> {
+        if !sym.is_global() || sym.def != SymDef::Undefined {
+            return Some(sym.size);
+        }
+        self.defs
+            .get(&sym.name)
+            .map(|d| self.chosen[d.chosen].obj.symbols[d.symbol].size)
+            .or_else(|| {
+                let _ = ch;
+                None
+            })
+    }
+
+    /// Common symbols that nothing defined: zero-filled, the largest size and alignment any
+    /// object asked for (as ld allocates them).
+    fn commons(&mut self, commons: &[(usize, usize)]) -> Result<()> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut want: HashMap<&str, (u64, u64, usize)> = HashMap::new();
+        for &(c, i) in commons {
+            let s = &self.chosen[c].obj.symbols[i];
+            let SymDef::Common { align } = s.def else {
+                continue;
+            };
+            if self.defs.contains_key(&s.name) {
+                continue;
+            }
+            let e = want.entry(&s.name).or_insert_with(|| {
+                order.push(&s.name);
+                (0, 1, c)
+            });
+            e.0 = e.0.max(s.size);
+            e.1 = e.1.max(align);
+        }
+        for name in order {
+            let (size, align, c) = want[name];
+            if let Some(id) = self.session.lookup(name) {
+                if self.session.is_defined(id) {
+                    continue;
+                }
+            }
+            let id = self
+                .session
+                .declare(name, SymbolKind::Data, Binding::Global)?;
+            self.session.define_data(
+                self.units[self.chosen[c].file],
+                id,
+                DataObject {
+                    contents: Contents::Zeros(size),
+                    align: align.min(zerolink_image::layout::PAGE),
+                    writable: true,
+                    refs: &[],
+                    fingerprint: size,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The names a linker defines itself, where something refers to them.
+    fn linker_names(&mut self) -> Result<()> {
+        let Some(first) = self.chosen.first() else {
+            return Ok(());
+        };
+        let u = self.units[first.file];
+        for id in self.session.wanted() {
+            let name = self.session.symbols().name(id);
+            if name == GOT_SYMBOL {
+                self.session.define_got_base(u, id)?;
+            } else if name == DSO_HANDLE && self.session.import(&name).is_none() {
+                self.session.define_data(
+                    u,
+                    id,
+                    DataObject {
+                        contents: Contents::Bytes(&[0; 8]),
+                        align: 8,
+                        writable: false,
+                        refs: &[],
+                        fingerprint: 0,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A symbol's kind from its ELF type, or from the section it is in.
+fn symbol_kind(obj: &Object, s: &InSymbol) -> SymbolKind {
+    match s.typ {
+        E::STT_FUNC | E::STT_GNU_IFUNC => SymbolKind::Function,
+        E::STT_OBJECT | E::STT_COMMON | E::STT_TLS => SymbolKind::Data,
+        _ => match s.def {
+            SymDef::Section(sec) => obj
+                .section(sec)
+                .map_or(SymbolKind::Data, |x| class_kind(x.class)),
+            SymDef::Common { .. } => SymbolKind::Data,
+            _ => SymbolKind::Function,
+        },
+    }
+}
+
+fn target_name(obj: &Object, s: &InSymbol) -> String {
+    if !s.name.is_empty() {
+        return s.name.clone();
+    }
+    match s.def {
+        SymDef::Section(sec) => obj
+            .section_names
+            .get(sec)
+            .cloned()
+            .unwrap_or_else(|| format!("section {sec}")),
+        _ => "(unnamed)".into(),
+    }
+}
