@@ -132,6 +132,10 @@ pub fn link(
     let mut cmd = Command::new(linker);
     if link.freestanding {
         cmd.args(["-nostdlib", "-static", "-no-pie"]);
+    } else {
+        // zerolink writes a fixed-address executable: compare with the same kind (and take
+        // objects compiled without -fPIC, as zerolink does).
+        cmd.arg("-no-pie");
     }
     cmd.args(["-Wl,-z,noexecstack", "-o"])
         .arg(output)

@@ -202,6 +202,10 @@ impl Precompiled {
             chosen: &chosen,
             defs: &defs,
             kinds: HashMap::new(),
+            commons: commons
+                .iter()
+                .map(|&(c, i)| chosen[c].obj.symbols[i].name.clone())
+                .collect(),
             units,
         };
         for (c, ch) in chosen.iter().enumerate() {
@@ -394,6 +398,8 @@ struct Placer<'a> {
     chosen: &'a [Chosen],
     defs: &'a HashMap<String, Def>,
     kinds: HashMap<String, SymbolKind>,
+    /// Names some object declares as a common symbol (data).
+    commons: HashSet<String>,
     units: &'a [UnitId],
 }
 
@@ -432,7 +438,7 @@ impl Placer<'_> {
             let ch = &self.chosen[d.chosen];
             let s = &ch.obj.symbols[d.symbol];
             symbol_kind(&ch.obj, s)
-        } else if name == GOT_SYMBOL || name == DSO_HANDLE {
+        } else if name == GOT_SYMBOL || name == DSO_HANDLE || self.commons.contains(name) {
             SymbolKind::Data
         } else {
             match self.session.import(name) {

@@ -1,0 +1,472 @@
+//! Precompiled code in the image: C objects compiled by `cc -c` here, archives made by `ar`,
+//! the system's static zlib and the toolchain's own archives, each program run and compared
+//! with the same program linked by `cc`; updates that keep archive members byte for byte;
+//! archive semantics (order, weak, common, COMDAT, duplicates); malformed inputs.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use object::{Object, ObjectSegment, ObjectSymbol};
+use support::*;
+
+fn objects_dir() -> PathBuf {
+    programs().join("objects")
+}
+
+fn sh(cmd: &mut Command) {
+    let o = cmd.output().expect("the tool runs");
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `cc -c SRC -o OUT` with `flags`.
+fn cc(src: &Path, out: &Path, flags: &[&str]) {
+    sh(Command::new("cc")
+        .arg("-c")
+        .args(flags)
+        .arg(src)
+        .arg("-o")
+        .arg(out));
+}
+
+/// Write C source `text` to `dir/name.c` and compile it to `dir/name.o`.
+fn c_object(dir: &Path, name: &str, text: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, text).unwrap();
+    let obj = dir.join(format!("{name}.o"));
+    cc(&src, &obj, flags);
+    obj
+}
+
+fn archive(dir: &Path, name: &str, members: &[PathBuf]) -> PathBuf {
+    let a = dir.join(name);
+    let _ = std::fs::remove_file(&a);
+    sh(Command::new("ar").arg("rcs").arg(&a).args(members));
+    a
+}
+
+fn stdout_of(exe: &Path) -> String {
+    let o = Command::new(exe).output().expect("the program starts");
+    assert!(
+        o.status.success(),
+        "{} exited with {}",
+        exe.display(),
+        o.status
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn args<'a>(files: &'a [PathBuf], out: &'a Path, extra: &[&'a str]) -> Vec<&'a std::ffi::OsStr> {
+    let mut v: Vec<&std::ffi::OsStr> = vec!["build".as_ref(), "-q".as_ref(), "-o".as_ref()];
+    v.push(out.as_os_str());
+    v.extend(files.iter().map(|f| f.as_os_str()));
+    v.extend(extra.iter().map(|e| std::ffi::OsStr::new(*e)));
+    v
+}
+
+/// Build with zerolink; the process's output.
+fn zl(files: &[PathBuf], out: &Path, extra: &[&str]) -> std::process::Output {
+    zerolink().args(args(files, out, extra)).output().unwrap()
+}
+
+fn zl_ok(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
+    let o = zl(files, out, extra);
+    assert!(
+        o.status.success(),
+        "zerolink failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const I128: &str = "enable_llvm_abi_extensions=true";
+
+#[test]
+fn a_c_library_called_from_clif_and_back_runs_as_cc_links_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = objects_dir().join("main.clif");
+    for (i, flags) in [
+        &["-O2", "-fPIC"][..],
+        &["-O2", "-fno-pic"],
+        &["-O0", "-fPIC"],
+        &["-O2", "-fPIC", "-fno-plt"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let obj = dir.path().join(format!("clib{i}.o"));
+        cc(&objects_dir().join("clib.c"), &obj, flags);
+        let files = vec![main.clone(), obj];
+        let direct = dir.path().join(format!("direct{i}"));
+        let separate = dir.path().join(format!("separate{i}"));
+        zl_ok(&files, &direct, &["--set", I128]);
+        zl_ok(&files, &separate, &["--set", I128, "--separate"]);
+        let out = stdout_of(&direct);
+        assert_eq!(out, stdout_of(&separate), "cc {flags:?}");
+        // The callback, the static local, the atexit handler and libgcc's division ran.
+        assert!(out.contains("acc=1320"), "{out}");
+        assert!(out.contains("id=101 id=100"), "{out}");
+        assert!(out.contains("i128 quotient -20408163265"), "{out}");
+        assert!(out.ends_with("atexit handler ran\n"), "{out}");
+    }
+}
+
+#[test]
+fn the_system_zlib_archive_links_statically() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("z");
+    let files = vec![objects_dir().join("zlib.clif")];
+    zl_ok(&files, &exe, &["-l", "z", "--static-libs", "--set", I128]);
+    let out = stdout_of(&exe);
+    assert_eq!(
+        out,
+        "compressed 27 bytes\nround trip: hello hello hello hello zerolink zerolink zerolink\n\
+         i128: -142857142857\n"
+    );
+    let ldd = Command::new("ldd").arg(&exe).output().unwrap();
+    let ldd = String::from_utf8_lossy(&ldd.stdout);
+    assert!(!ldd.contains("libz"), "{ldd}");
+    assert!(ldd.contains("libc.so.6"), "{ldd}");
+    // The same through `-l :libz.a`, without --static-libs.
+    zl_ok(&files, &exe, &["-l", ":libz.a", "--set", I128]);
+    assert_eq!(stdout_of(&exe), out);
+}
+
+/// Every symbol of `exe` whose name passes `keep`: (name, address, bytes in the file).
+fn symbol_bytes(exe: &Path, keep: &dyn Fn(&str) -> bool) -> Vec<(String, u64, Vec<u8>)> {
+    let data = std::fs::read(exe).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let mut out = Vec::new();
+    for s in file.symbols() {
+        let name = s.name().unwrap_or("").to_string();
+        if !keep(&name) {
+            continue;
+        }
+        let (addr, size) = (s.address(), s.size());
+        let bytes = file
+            .segments()
+            .find_map(|seg| {
+                let (off, len) = seg.file_range();
+                let start = seg.address();
+                (addr >= start && addr + size <= start + len)
+                    .then(|| data[(off + addr - start) as usize..][..size as usize].to_vec())
+            })
+            .unwrap_or_default();
+        out.push((name, addr, bytes));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_update_after_a_clif_edit_leaves_every_archive_member_byte_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clif = dir.path().join("z.clif");
+    let text = std::fs::read_to_string(objects_dir().join("zlib.clif")).unwrap();
+    std::fs::write(&clif, &text).unwrap();
+    let exe = dir.path().join("z");
+    let flags = ["-l", "z", "--static-libs", "--set", I128, "--stats"];
+    zl_ok(std::slice::from_ref(&clif), &exe, &flags);
+    // Every zlib symbol: the functions and data that came from libz.a's members.
+    let zlib_names: Vec<String> = {
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let mut names: Vec<String> = file
+            .symbols()
+            .filter(|s| s.name().is_ok_and(|n| n.contains("libz.a(")))
+            .map(|s| s.name().unwrap().to_string())
+            .collect();
+        for f in [
+            "deflate",
+            "inflate",
+            "compress",
+            "uncompress",
+            "crc32",
+            "adler32",
+        ] {
+            names.push(f.to_string());
+        }
+        names
+    };
+    assert!(zlib_names.len() > 10, "{zlib_names:?}");
+    let keep = |n: &str| zlib_names.iter().any(|z| z == n);
+    let before = symbol_bytes(&exe, &keep);
+    support::settle_inputs();
+    std::fs::write(
+        &clif,
+        text.replace("round trip: %s", "round trip, again: %s"),
+    )
+    .unwrap();
+    let stderr = zl_ok(std::slice::from_ref(&clif), &exe, &flags);
+    assert!(stderr.contains("in-place update"), "{stderr}");
+    assert!(stdout_of(&exe).contains("round trip, again: hello"));
+    let after = symbol_bytes(&exe, &keep);
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b, a, "`{}` changed", b.0);
+    }
+    assert!(before
+        .iter()
+        .any(|(n, _, bytes)| n == "deflate" && bytes.len() > 1000));
+}
+
+#[test]
+fn a_new_version_of_an_archive_is_taken_by_the_next_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let clif = d.join("main.clif");
+    std::fs::write(
+        &clif,
+        "function %main() -> i32 system_v {\n    fn0 = %answer() -> i32 system_v\n\
+         block0:\n    v0 = call fn0()\n    return v0\n}\n",
+    )
+    .unwrap();
+    let obj = c_object(d, "answer", "int answer(void) { return 41; }\n", &["-O2"]);
+    let lib = archive(d, "libanswer.a", &[obj]);
+    let exe = d.join("prog");
+    let files = vec![clif.clone(), lib.clone()];
+    zl_ok(&files, &exe, &[]);
+    let status = |exe: &Path| Command::new(exe).status().unwrap().code();
+    assert_eq!(status(&exe), Some(41));
+    support::settle_inputs();
+    let obj = c_object(d, "answer", "int answer(void) { return 42; }\n", &["-O2"]);
+    archive(d, "libanswer.a", &[obj]);
+    let stderr = zl_ok(&files, &exe, &[]);
+    assert!(stderr.contains("libanswer.a changed"), "{stderr}");
+    assert_eq!(status(&exe), Some(42));
+    // And through -L/-l.
+    zl_ok(&[clif], &exe, &["-L", d.to_str().unwrap(), "-l", "answer"]);
+    assert_eq!(status(&exe), Some(42));
+}
+
+#[test]
+fn archive_semantics_order_weak_common_comdat_and_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let clif = d.join("main.clif");
+    std::fs::write(
+        &clif,
+        "function %main() -> i32 system_v {\n    fn0 = %a_entry() -> i32 system_v\n\
+         block0:\n    v0 = call fn0()\n    return v0\n}\n",
+    )
+    .unwrap();
+    // liba.a needs libb.a, which needs liba.a again: no --start-group, any order.
+    let a1 = c_object(
+        d,
+        "a1",
+        "int b_entry(void); int shared; int a_entry(void) { shared = 3; return b_entry() + dup(); }\n\
+         __attribute__((weak)) int pick(void) { return 1000; }\n\
+         int dup(void);\n",
+        &["-O2", "-fcommon"],
+    );
+    let a2 = c_object(d, "a2", "int a_helper(void) { return 20; }\n", &["-O2"]);
+    let b1 = c_object(
+        d,
+        "b1",
+        "int a_helper(void); int pick(void); int shared;\n\
+         int b_entry(void) { return a_helper() + pick() + shared; }\n",
+        &["-O2", "-fcommon"],
+    );
+    let strong = c_object(d, "strong", "int pick(void) { return 7; }\n", &["-O2"]);
+    // The same COMDAT group in two objects: kept once.
+    let comdat = |name: &str| {
+        let s = d.join(format!("{name}.s"));
+        std::fs::write(
+            &s,
+            ".section .text.dup,\"axG\",@progbits,dup,comdat\n.globl dup\n.type dup,@function\n\
+             dup:\n  mov $12, %eax\n  ret\n.section .note.GNU-stack,\"\",@progbits\n",
+        )
+        .unwrap();
+        let o = d.join(format!("{name}.o"));
+        sh(Command::new("cc").arg("-c").arg(&s).arg("-o").arg(&o));
+        o
+    };
+    let (c1, c2) = (comdat("c1"), comdat("c2"));
+    let liba = archive(d, "liba.a", &[a1, a2]);
+    let libb = archive(d, "libb.a", &[b1]);
+    let exe = d.join("prog");
+    let status = |exe: &Path| Command::new(exe).status().unwrap().code();
+    for order in [
+        vec![
+            clif.clone(),
+            liba.clone(),
+            libb.clone(),
+            strong.clone(),
+            c1.clone(),
+            c2.clone(),
+        ],
+        vec![
+            libb.clone(),
+            c2.clone(),
+            strong.clone(),
+            clif.clone(),
+            c1.clone(),
+            liba.clone(),
+        ],
+    ] {
+        zl_ok(&order, &exe, &["--full"]);
+        // 20 (a_helper) + 7 (the strong pick beats the weak one) + 3 (one common `shared`)
+        // + 12 (dup, once).
+        assert_eq!(status(&exe), Some(42), "{order:?}");
+    }
+    // Two strong definitions: an error naming both places, and the old executable stays.
+    // (a member is extracted only for what nothing defines yet, so this takes two objects)
+    let again = c_object(d, "again", "int pick(void) { return 1; }\n", &["-O2"]);
+    let before = std::fs::read(&exe).unwrap();
+    let o = zl(
+        &[
+            clif.clone(),
+            liba.clone(),
+            libb.clone(),
+            strong.clone(),
+            c1.clone(),
+            again,
+        ],
+        &exe,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`pick`") && err.contains("again.o") && err.contains("strong.o"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&exe).unwrap(), before);
+    // A name the program defines, defined strongly by an object too.
+    let clash = c_object(d, "clash", "int main(void) { return 0; }\n", &["-O2"]);
+    let o = zl(&[clif, clash], &exe, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("clash.o") && err.contains("`main`"),
+        "{err}"
+    );
+}
+
+/// Rewrite the first relocation of `.rela.text` in an object: `f(r_offset, r_info)`.
+fn patch_first_rela(obj: &Path, out: &Path, f: &dyn Fn(&mut [u8; 8], &mut [u8; 8])) {
+    let mut data = std::fs::read(obj).unwrap();
+    let (off, _) = {
+        let file = object::File::parse(&*data).unwrap();
+        let s = object::Object::section_by_name(&file, ".rela.text").expect(".rela.text");
+        object::ObjectSection::file_range(&s).unwrap()
+    };
+    let at = off as usize;
+    let mut r_offset: [u8; 8] = data[at..at + 8].try_into().unwrap();
+    let mut r_info: [u8; 8] = data[at + 8..at + 16].try_into().unwrap();
+    f(&mut r_offset, &mut r_info);
+    data[at..at + 8].copy_from_slice(&r_offset);
+    data[at + 8..at + 16].copy_from_slice(&r_info);
+    std::fs::write(out, data).unwrap();
+}
+
+#[test]
+fn malformed_or_unsupported_objects_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let clif = d.join("main.clif");
+    std::fs::write(
+        &clif,
+        "function %main() -> i32 system_v {\n    fn0 = %f() -> i32 system_v\n\
+         block0:\n    v0 = call fn0()\n    return v0\n}\n",
+    )
+    .unwrap();
+    let good = c_object(
+        d,
+        "good",
+        "int g(void); int f(void) { return g() + 1; }\nint g(void) { return 2; }\n",
+        &["-O0", "-fno-inline"],
+    );
+    let exe = d.join("prog");
+    zl_ok(&[clif.clone(), good.clone()], &exe, &[]);
+    assert_eq!(Command::new(&exe).status().unwrap().code(), Some(3));
+    let before = std::fs::read(&exe).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let mut cases: Vec<(PathBuf, &str)> = Vec::new();
+    let truncated = d.join("truncated.o");
+    std::fs::write(&truncated, &bytes[..100]).unwrap();
+    cases.push((truncated, "truncated.o: malformed"));
+    let bad_symbol = d.join("bad_symbol.o");
+    patch_first_rela(&good, &bad_symbol, &|_, info| {
+        info[4..8].copy_from_slice(&9999u32.to_le_bytes());
+    });
+    cases.push((bad_symbol, "bad_symbol.o: malformed"));
+    let outside = d.join("outside.o");
+    patch_first_rela(&good, &outside, &|off, _| {
+        off.copy_from_slice(&0x7fff_0000u64.to_le_bytes());
+    });
+    cases.push((
+        outside,
+        "outside.o: section `.text`: a relocation at offset 0x7fff0000",
+    ));
+    let as_object = |name: &str, asm: &str| {
+        let s = d.join(format!("{name}.s"));
+        std::fs::write(&s, asm).unwrap();
+        let o = d.join(format!("{name}.o"));
+        sh(Command::new("cc").arg("-c").arg(&s).arg("-o").arg(&o));
+        o
+    };
+    cases.push((
+        as_object(
+            "execstack",
+            ".text\n.globl f\nf: mov $1, %eax\n ret\n.section .note.GNU-stack,\"x\",@progbits\n",
+        ),
+        "execstack.o: asks for an executable stack",
+    ));
+    cases.push((
+        as_object(
+            "word",
+            ".text\n.globl f\nf: ret\n.data\n.word f\n.section .note.GNU-stack,\"\",@progbits\n",
+        ),
+        "word.o: section `.data` at offset 0x0: relocation R_X86_64_16 is not supported",
+    ));
+    cases.push((
+        c_object(
+            d,
+            "tls",
+            "__thread int t; int f(void) { return t; }\n",
+            &["-O2", "-fPIC"],
+        ),
+        "thread-local",
+    ));
+    cases.push((
+        c_object(
+            d,
+            "ctor",
+            "int hit; int f(void) { return hit; }\n\
+             __attribute__((constructor)) static void init(void) { hit = 1; }\n",
+            &["-O2"],
+        ),
+        "ctor.o: has constructors or destructors (`.init_array`)",
+    ));
+    // An archive whose member says it is larger than the archive.
+    let lib = archive(d, "liblying.a", std::slice::from_ref(&good));
+    let mut a = std::fs::read(&lib).unwrap();
+    let text = String::from_utf8_lossy(&a).into_owned();
+    let at = text.find("good.o/").expect("member header");
+    a[at + 48..at + 58].copy_from_slice(b"9999999   ");
+    let lying = d.join("liblying.a");
+    std::fs::write(&lying, &a).unwrap();
+    cases.push((lying, "liblying.a: malformed"));
+    let thin = d.join("libthin.a");
+    sh(Command::new("ar").arg("rcsT").arg(&thin).arg(&good));
+    cases.push((thin, "libthin.a: is a thin archive"));
+    // A malformed member is named inside its archive.
+    let bad_member_lib = archive(d, "libbadmember.a", &[d.join("bad_symbol.o")]);
+    cases.push((bad_member_lib, "libbadmember.a(bad_symbol.o): malformed"));
+    for (input, want) in cases {
+        let o = zl(&[clif.clone(), input.clone()], &exe, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{}: accepted", input.display());
+        assert!(err.contains(want), "{}: {err}", input.display());
+        assert!(
+            !err.contains("panicked") && !err.contains("internal error"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&exe).unwrap(), before, "{}", input.display());
+    }
+}
