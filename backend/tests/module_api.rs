@@ -445,3 +445,104 @@ fn a_function_cranelift_cannot_compile_is_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+/// A compiler's runtime shipped as a static library: the module calls into a C archive made
+/// here (which calls libc and back into the module's code) and links it through
+/// `add_precompiled`; an update of the module's code keeps the archive's member as it was.
+#[test]
+fn a_module_links_a_static_c_library_and_updates_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("rt.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nlong hook(long);\n\
+         long rt_report(long x) { printf(\"rt sees %ld\\n\", hook(x)); return 3; }\n",
+    )
+    .unwrap();
+    let obj = d.join("rt.o");
+    let ok = std::process::Command::new("cc")
+        .args(["-c", "-O2"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let lib = d.join("librt.a");
+    let ok = std::process::Command::new("ar")
+        .arg("rcs")
+        .arg(&lib)
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = d.join("prog");
+    let build = |k: i64| {
+        let mut m = ZerolinkModule::open(
+            TargetOptions::default().isa().unwrap(),
+            &out,
+            zerolink_backend::ModuleOptions::default(),
+        )
+        .unwrap();
+        m.add_precompiled(&lib);
+        let mut sig = m.make_signature();
+        sig.params.push(AbiParam::new(types::I64));
+        sig.returns.push(AbiParam::new(types::I64));
+        let hook = m.declare_function("hook", Linkage::Export, &sig).unwrap();
+        let report = m
+            .declare_function("rt_report", Linkage::Import, &sig)
+            .unwrap();
+        let mut ctx = m.make_context();
+        ctx.func.signature = sig.clone();
+        let mut fctx = FunctionBuilderContext::new();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let block = b.create_block();
+            b.append_block_params_for_function_params(block);
+            b.switch_to_block(block);
+            let x = b.block_params(block)[0];
+            let y = b.ins().imul_imm_s(x, k);
+            b.ins().return_(&[y]);
+            b.seal_all_blocks();
+            b.finalize(m.target_config());
+        }
+        m.define_function(hook, &mut ctx).unwrap();
+        let mut sig_main = m.make_signature();
+        sig_main.returns.push(AbiParam::new(types::I32));
+        let main = m
+            .declare_function("main", Linkage::Export, &sig_main)
+            .unwrap();
+        let mut ctx = m.make_context();
+        ctx.func.signature = sig_main;
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let block = b.create_block();
+            b.switch_to_block(block);
+            let f = m.declare_func_in_func(report, b.func);
+            let arg = b.ins().iconst(types::I64, 14);
+            let call = b.ins().call(f, &[arg]);
+            let r = b.inst_results(call)[0];
+            let r = b.ins().ireduce(types::I32, r);
+            b.ins().return_(&[r]);
+            b.seal_all_blocks();
+            b.finalize(m.target_config());
+        }
+        m.define_function(main, &mut ctx).unwrap();
+        m.finish().unwrap()
+    };
+    build(3);
+    assert_eq!(run(&out), (3, "rt sees 42\n".to_string()));
+    let member = |exe: &std::path::Path| {
+        let bytes = std::fs::read(exe).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        use object::{Object, ObjectSymbol};
+        let s = file.symbol_by_name("rt_report").expect("rt_report");
+        (s.address(), s.size())
+    };
+    let before = member(&out);
+    let report = build(2);
+    assert_eq!(report.mode, zerolink_backend::Mode::Update);
+    assert_eq!(run(&out), (3, "rt sees 28\n".to_string()));
+    assert_eq!(member(&out), before);
+}

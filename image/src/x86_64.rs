@@ -43,12 +43,10 @@ pub fn encode(kind: RefKind, s: u64, a: i64, p: u64, g: Option<u64>) -> Result<F
     }
 }
 
-/// A PLT stub at `at`: `jmp qword ptr [rip + GOT entry]` (`ff 25 disp32`), then `int3` padding.
-pub fn plt_stub(at: u64, got: u64) -> [u8; 8] {
-    let disp = (got as i64 - (at as i64 + 6)) as i32;
-    let d = disp.to_le_bytes();
-    [0xff, 0x25, d[0], d[1], d[2], d[3], 0xcc, 0xcc]
-}
+/// A PLT stub: `jmp qword ptr [rip + GOT entry]` (`ff 25 disp32`), then `int3` padding. The
+/// displacement is a `GotPcRel32` site at [`PLT_GOT_AT`] (never relaxed: not a `mov`).
+pub const PLT_STUB: [u8; 8] = [0xff, 0x25, 0, 0, 0, 0, 0xcc, 0xcc];
+pub const PLT_GOT_AT: u32 = 2;
 
 /// The address `_GLOBAL_OFFSET_TABLE_` stands for: the start of the GOT region. `GotOff64`
 /// sites count from it, and PC-relative references to the symbol reach it.

@@ -103,7 +103,6 @@ pub fn build(
         .collect();
     pre_inputs.extend(crate::libs::archives(link)?);
     let pre = Precompiled::new(pre_inputs);
-    let pre_paths: Vec<PathBuf> = pre.inputs().iter().map(|i| i.path.clone()).collect();
     let paths = &clif[..];
     let session_opts = SessionOptions {
         force_full: opts.force_full,
@@ -118,19 +117,13 @@ pub fn build(
     let mut session = Session::open(out, target.isa()?, &session_opts)?;
     // After the session started its clock: files stamped from now on are racily clean.
     let stats = inputs::stat_all(paths)?;
-    let pre_stats = inputs::stat_all(&pre_paths)?;
     let opened = t.elapsed();
     // Units whose files an update must read although they did not change: the callers of a
     // function whose signature changed.
     let mut also_read: HashSet<u32> = HashSet::new();
     loop {
         if !session.is_update() {
-            let pre = PreLink {
-                pre: &pre,
-                units: Vec::new(),
-                stats: &pre_stats,
-            };
-            return full_build(session, paths, &stats, pre, opts);
+            return full_build(session, paths, &stats, &pre, opts);
         }
         let t = Instant::now();
         let units: Vec<UnitId> = paths
@@ -151,26 +144,13 @@ pub fn build(
             kept.push(record);
         }
         // Precompiled inputs are kept whole, or the build is a full one.
-        let mut pre_units = Vec::with_capacity(pre_paths.len());
-        let mut changed = None;
-        for (i, p) in pre_paths.iter().enumerate() {
-            let u = session.unit(p.as_os_str().as_encoded_bytes());
-            pre_units.push(u);
-            let stat = pre_stats[i];
-            match session.previous_unit(u).copied() {
-                Some(r) if inputs::clean(&r, &stat, written) || pre.digest(i)? == r.digest => {
-                    session.keep_unit(u, stat)?
-                }
-                _ => {
-                    changed = Some(p.display().to_string());
-                    break;
-                }
+        let claimed = match pre.claim(&mut session)? {
+            Ok(c) => c,
+            Err(reason) => {
+                session = session.rebuild_in_full(reason)?;
+                continue;
             }
-        }
-        if let Some(p) = changed {
-            session = session.rebuild_in_full(FullReason::Precompiled(p))?;
-            continue;
-        }
+        };
         let numbers: Vec<u32> = units.iter().map(|&u| session.unit_number(u)).collect();
         let program = Program::read_some(paths, &stats, &numbers, &kept)?;
         let read = t.elapsed();
@@ -193,11 +173,7 @@ pub fn build(
         let diff_time = t.elapsed();
         // An update writes nothing before it commits, so one that cannot go on leaves OUT as
         // it was: for a full build, or for another try that reads more files.
-        let pre = PreLink {
-            pre: &pre,
-            units: pre_units,
-            stats: &pre_stats,
-        };
+        let pre = PreLink { pre: &pre, claimed };
         let updated = match update(&program, session, &units, pre, opts, d) {
             Err(BackendError::NeedsFullBuild(reason)) => {
                 // The session is gone (it failed while finishing): start over in full.
@@ -284,18 +260,17 @@ impl Env<'_> {
     }
 }
 
-/// The precompiled inputs of a build, with their units and stat data.
+/// The precompiled inputs of a build, claimed as units.
 pub(super) struct PreLink<'a> {
     pub(super) pre: &'a Precompiled,
-    pub(super) units: Vec<UnitId>,
-    pub(super) stats: &'a [inputs::FileStat],
+    pub(super) claimed: crate::objects::Claimed,
 }
 
 fn full_build(
     mut session: Session,
     paths: &[PathBuf],
     stats: &[inputs::FileStat],
-    mut pre: PreLink<'_>,
+    pre: &Precompiled,
     opts: &BuildOptions<'_>,
 ) -> Result<Report> {
     let t = Instant::now();
@@ -303,12 +278,10 @@ fn full_build(
         .iter()
         .map(|p| session.unit(p.as_os_str().as_encoded_bytes()))
         .collect();
-    pre.units = pre
-        .pre
-        .inputs()
-        .iter()
-        .map(|i| session.unit(i.path.as_os_str().as_encoded_bytes()))
-        .collect();
+    let Ok(claimed) = pre.claim(&mut session)? else {
+        unreachable!("a full build keeps nothing, so it has no reason to be one");
+    };
+    let pre = PreLink { pre, claimed };
     let numbers: Vec<u32> = units.iter().map(|&u| session.unit_number(u)).collect();
     let program = Program::read_some(paths, stats, &numbers, &vec![None; paths.len()])?;
     for (file, &u) in program.files.iter().zip(&units) {

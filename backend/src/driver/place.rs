@@ -338,31 +338,8 @@ impl<'a> Builder<'a> {
     /// "finish"; the caller adds its own before them.
     pub(super) fn finish(mut self) -> Result<Updated> {
         let t = Instant::now();
-        if self.session.is_update() {
-            // Precompiled code was kept whole: a reference that a member not yet placed
-            // would satisfy needs the full build that extracts it.
-            let wanted = self.session.wanted();
-            if !wanted.is_empty() && !self.pre.pre.is_empty() {
-                let names: Vec<String> = wanted
-                    .iter()
-                    .map(|&id| self.session.symbols().name(id))
-                    .collect();
-                let session = &self.session;
-                let found = self
-                    .pre
-                    .pre
-                    .offers_any(&names, &|n| session.import(n).is_some())?;
-                if let Some((name, member)) = found {
-                    return Ok(Updated::Full(
-                        FullReason::ArchiveMember { name, member },
-                        self.session,
-                    ));
-                }
-            }
-        } else if !self.pre.pre.is_empty() {
-            self.pre
-                .pre
-                .link(&mut self.session, &self.pre.units, self.pre.stats)?;
+        if let Some(reason) = self.pre.pre.finish(&mut self.session, &self.pre.claimed)? {
+            return Ok(Updated::Full(reason, self.session));
         }
         self.timings.write += t.elapsed();
         // The check reads the table: only a sound one may blame the program.

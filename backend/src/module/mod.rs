@@ -35,6 +35,7 @@ use zerolink_image::{Binding, Reference, SymbolId, SymbolKind};
 
 use crate::error::BackendError;
 use crate::libs::LinkOptions;
+use crate::objects::{Origin, Precompiled, PrecompiledInput};
 use crate::relocs::ref_kind;
 use crate::session::{
     Check, FunctionDebug, LibcallNames, Report, Session, SessionOptions, SourceId, UnitId,
@@ -91,6 +92,10 @@ pub struct ZerolinkModule {
     checked_functions: HashMap<FuncId, u64>,
     checked_data: HashMap<DataId, u64>,
     debug: DebugState,
+    /// How the program is linked: for the toolchain's archives at `finish`.
+    link: LinkOptions,
+    /// Objects and archives added with [`ZerolinkModule::add_precompiled`], in order.
+    precompiled: Vec<std::path::PathBuf>,
 }
 
 /// What debug information needs, gathered as functions are defined.
@@ -180,6 +185,7 @@ impl ZerolinkModule {
         opts: ModuleOptions,
     ) -> Result<Self, BackendError> {
         check_pic(&*isa, &opts.link)?;
+        let link = opts.link.clone();
         let session = Session::open(
             output,
             isa,
@@ -204,6 +210,8 @@ impl ZerolinkModule {
             checked_functions: HashMap::new(),
             checked_data: HashMap::new(),
             debug: DebugState::default(),
+            link,
+            precompiled: Vec::new(),
         })
     }
 
@@ -319,8 +327,18 @@ impl ZerolinkModule {
     pub fn link_libraries(&mut self, opts: &LinkOptions) -> Result<(), BackendError> {
         check_pic(&**self.session.isa(), opts)?;
         self.session.reconfigure(Some(opts), None)?;
+        self.link = opts.clone();
         self.unit = None;
         Ok(())
+    }
+
+    /// Add precompiled code: an ELF relocatable object (`cc -c` output) or an `ar` archive of
+    /// them (a static library). Objects are placed whole; archive members as the module's
+    /// references need them, at `finish`. An update keeps them as they are if they did not
+    /// change; if one did (or a new reference needs a member not yet placed), `finish`
+    /// returns [`BackendError::NeedsFullBuild`].
+    pub fn add_precompiled(&mut self, path: &Path) {
+        self.precompiled.push(path.to_path_buf());
     }
 
     /// The names libcalls (`memcpy`, `fmod`, ...) are called by.
@@ -358,6 +376,23 @@ impl ZerolinkModule {
                     },
                 );
             }
+        }
+        // Precompiled code after the module's own: what it refers to decides the members.
+        let mut inputs: Vec<PrecompiledInput> = self
+            .precompiled
+            .iter()
+            .map(|p| PrecompiledInput {
+                path: p.clone(),
+                origin: Origin::User,
+            })
+            .collect();
+        inputs.extend(crate::libs::archives(&self.link)?);
+        let pre = Precompiled::new(inputs);
+        let claimed = pre
+            .claim(&mut self.session)?
+            .map_err(BackendError::NeedsFullBuild)?;
+        if let Some(reason) = pre.finish(&mut self.session, &claimed)? {
+            return Err(BackendError::NeedsFullBuild(reason));
         }
         let declarations = &self.declarations;
         let files = &debug.files;

@@ -23,7 +23,9 @@ use super::relocs::{self, Action};
 use super::ObjectError;
 use crate::error::{BackendError, Result};
 use crate::inputs::FileStat;
-use crate::session::{Binding, DataObject, Section, Session, SymbolId, SymbolKind, UnitId};
+use crate::session::{
+    Binding, DataObject, FullReason, Section, Session, SymbolId, SymbolKind, UnitId,
+};
 
 /// Where a precompiled input comes from, which decides when it is searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +146,7 @@ impl Precompiled {
 
     /// Whether any archive offers one of `names`: a user archive, or a toolchain archive for
     /// a name no shared library exports (`importable`).
-    pub fn offers_any(
+    fn offers_any(
         &self,
         names: &[String],
         importable: &dyn Fn(&str) -> bool,
@@ -169,7 +171,7 @@ impl Precompiled {
 
     /// Place the objects given, and every archive member the program's references need,
     /// into `session` (a full build). `units[i]` is input `i`'s unit; `stats[i]` its stat data.
-    pub fn link(
+    fn link(
         &self,
         session: &mut Session,
         units: &[UnitId],
@@ -218,6 +220,65 @@ impl Precompiled {
         placer.commons(&commons)?;
         placer.linker_names()?;
         Ok(stats)
+    }
+}
+
+/// A build's precompiled inputs, claimed as units of its session (see [`Precompiled::claim`]).
+pub struct Claimed {
+    units: Vec<UnitId>,
+    stats: Vec<FileStat>,
+}
+
+impl Precompiled {
+    /// Name each input to `session` as a unit. In an update, each must be as the table
+    /// recorded it (by stat data, else by contents): then it is kept whole, without being
+    /// read; otherwise the reason for a full build is returned.
+    pub fn claim(&self, session: &mut Session) -> Result<std::result::Result<Claimed, FullReason>> {
+        let paths: Vec<PathBuf> = self.inputs.iter().map(|i| i.path.clone()).collect();
+        let stats = crate::inputs::stat_all(&paths)?;
+        // Without a time, no file is clean: all are read, none is wrongly kept.
+        let written = crate::inputs::written_ns(session.output()).unwrap_or(i64::MIN);
+        let mut units = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            let u = session.unit(p.as_os_str().as_encoded_bytes());
+            units.push(u);
+            if !session.is_update() {
+                continue;
+            }
+            match session.previous_unit(u).copied() {
+                Some(r)
+                    if crate::inputs::clean(&r, &stats[i], written)
+                        || self.digest(i)? == r.digest =>
+                {
+                    session.keep_unit(u, stats[i])?
+                }
+                _ => return Ok(Err(FullReason::Precompiled(p.display().to_string()))),
+            }
+        }
+        Ok(Ok(Claimed { units, stats }))
+    }
+
+    /// After the program's own code is placed: in a full build, place the objects and the
+    /// archive members its references need; in an update, the reason for a full build if a
+    /// new reference needs a member that is not placed yet.
+    pub fn finish(&self, session: &mut Session, claimed: &Claimed) -> Result<Option<FullReason>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        if !session.is_update() {
+            self.link(session, &claimed.units, &claimed.stats)?;
+            return Ok(None);
+        }
+        let wanted = session.wanted();
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let names: Vec<String> = wanted
+            .iter()
+            .map(|&id| session.symbols().name(id))
+            .collect();
+        let found = self.offers_any(&names, &|n| session.import(n).is_some())?;
+        Ok(found.map(|(name, member)| FullReason::ArchiveMember { name, member }))
     }
 }
 

@@ -29,7 +29,7 @@ pub mod elf;
 mod link;
 pub mod relocs;
 
-pub use link::{LinkStats, Origin, Precompiled, PrecompiledInput};
+pub use link::{Claimed, LinkStats, Origin, Precompiled, PrecompiledInput};
 
 /// What is wrong with an object or archive (the file is named beside it).
 #[derive(Debug, Error)]

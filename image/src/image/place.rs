@@ -314,24 +314,34 @@ impl Image {
     }
 
     /// The PLT stub of imported function `target`, made on first use: `jmp *GOT(target)` in
-    /// an 8-byte text slot. The stub stays where it is for the life of the file (it refers
-    /// only to the GOT entry, which never moves).
+    /// an 8-byte text slot of its own, a definition named `TARGET@plt` whose one site is that
+    /// GOT reference, so whatever happens to the GOT entry re-patches it. The stub never moves.
     pub(super) fn ensure_plt_stub(&mut self, target: SymbolId) -> Result<u64> {
         if let Some(stub) = self.symbols.get(target).plt() {
             return Ok(stub);
         }
-        self.ensure_got_entry(target)?;
-        let got = self.symbols.get(target).got().expect("just made");
-        let used_before = self.regions[RegionKind::Text.index()].used;
-        let slot = self.regions[RegionKind::Text.index()].alloc_exact(8, 16)?;
-        let code = x86_64::plt_stub(slot.addr, got);
-        let fill_from = slot.addr.min(RegionKind::Text.vaddr() + used_before);
-        self.write_slot(RegionKind::Text, fill_from, slot, Contents::Bytes(&code))?;
+        let name = format!("{}@plt", self.symbols.name(target));
+        let id = self.declare(&name, SymbolKind::Function, Binding::Local)?;
+        let refs = [Reference {
+            offset: x86_64::PLT_GOT_AT,
+            kind: RefKind::GotPcRel32,
+            target,
+            addend: -4,
+        }];
+        self.define_in(
+            id,
+            RegionKind::Text,
+            Contents::Bytes(&x86_64::PLT_STUB),
+            16,
+            &refs,
+            true,
+        )?;
+        let stub = self.symbols.get(id).addr().expect("just placed");
         let mut sym = self.symbols.get(target);
-        sym.set_plt(Some(slot.addr));
+        sym.set_plt(Some(stub));
         self.symbols.set(target, sym);
         self.touched.insert(target);
-        Ok(slot.addr)
+        Ok(stub)
     }
 
     pub(super) fn site_addr(&self, site: &Site) -> Option<u64> {
