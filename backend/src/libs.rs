@@ -154,9 +154,9 @@ fn find(name: &str, dirs: &[PathBuf], prefer_static: bool) -> Result<Found> {
         for f in &files {
             let p = d.join(f);
             if p.is_file() {
-                let archive = std::fs::read(&p)
-                    .ok()
-                    .is_some_and(|b| crate::objects::archive::is_archive(&b));
+                // The first bytes decide, not the whole file.
+                let archive = crate::objects::sniff_content(&p)
+                    .is_ok_and(|k| k == crate::objects::InputKind::Archive);
                 return Ok(if archive {
                     Found::Archive(p)
                 } else {

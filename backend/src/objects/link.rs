@@ -588,7 +588,7 @@ impl Placer<'_> {
                         refs.push(site(kind, got, r.addend));
                     }
                     Action::Size(w) => {
-                        let size = self.size_of(ch, sym).ok_or_else(|| {
+                        let size = self.size_of(sym).ok_or_else(|| {
                             err(ObjectError::UnknownSize {
                                 section: s.name.clone(),
                                 offset: r.offset,
@@ -691,17 +691,13 @@ impl Placer<'_> {
         Ok(placed)
     }
 
-    fn size_of(&self, ch: &Chosen, sym: &InSymbol) -> Option<u64> {
+    fn size_of(&self, sym: &InSymbol) -> Option<u64> {
         if !sym.is_global() || sym.def != SymDef::Undefined {
             return Some(sym.size);
         }
         self.defs
             .get(&sym.name)
             .map(|d| self.chosen[d.chosen].obj.symbols[d.symbol].size)
-            .or_else(|| {
-                let _ = ch;
-                None
-            })
     }
 
     /// Common symbols that nothing defined: zero-filled, the largest size and alignment any

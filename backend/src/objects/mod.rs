@@ -123,6 +123,11 @@ pub fn sniff(path: &Path) -> std::io::Result<InputKind> {
     if path.extension().is_some_and(|e| e == "clif") {
         return Ok(InputKind::Clif);
     }
+    sniff_content(path)
+}
+
+/// [`sniff`] by the first bytes alone, whatever the name.
+pub fn sniff_content(path: &Path) -> std::io::Result<InputKind> {
     use std::io::Read;
     let mut head = [0u8; 8];
     let mut f = std::fs::File::open(path)?;
