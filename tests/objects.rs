@@ -84,6 +84,20 @@ fn zl_ok(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `d/main.clif`: a `main` that returns what `callee()` returns.
+fn main_calling(d: &Path, callee: &str) -> PathBuf {
+    let clif = d.join("main.clif");
+    std::fs::write(
+        &clif,
+        format!(
+            "function %main() -> i32 system_v {{\n    fn0 = %{callee}() -> i32 system_v\n\
+             block0:\n    v0 = call fn0()\n    return v0\n}}\n"
+        ),
+    )
+    .unwrap();
+    clif
+}
+
 const I128: &str = "enable_llvm_abi_extensions=true";
 
 #[test]
@@ -219,13 +233,7 @@ fn an_update_after_a_clif_edit_leaves_every_archive_member_byte_alone() {
 fn a_new_version_of_an_archive_is_taken_by_the_next_build() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let clif = d.join("main.clif");
-    std::fs::write(
-        &clif,
-        "function %main() -> i32 system_v {\n    fn0 = %answer() -> i32 system_v\n\
-         block0:\n    v0 = call fn0()\n    return v0\n}\n",
-    )
-    .unwrap();
+    let clif = main_calling(d, "answer");
     let obj = c_object(d, "answer", "int answer(void) { return 41; }\n", &["-O2"]);
     let lib = archive(d, "libanswer.a", &[obj]);
     let exe = d.join("prog");
@@ -248,13 +256,7 @@ fn a_new_version_of_an_archive_is_taken_by_the_next_build() {
 fn archive_semantics_order_weak_common_comdat_and_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let clif = d.join("main.clif");
-    std::fs::write(
-        &clif,
-        "function %main() -> i32 system_v {\n    fn0 = %a_entry() -> i32 system_v\n\
-         block0:\n    v0 = call fn0()\n    return v0\n}\n",
-    )
-    .unwrap();
+    let clif = main_calling(d, "a_entry");
     // liba.a needs libb.a, which needs liba.a again: no --start-group, any order.
     let a1 = c_object(
         d,
@@ -347,6 +349,52 @@ fn archive_semantics_order_weak_common_comdat_and_duplicates() {
     );
 }
 
+#[test]
+fn constructors_and_destructors_run_in_priority_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let clif = main_calling(d, "get_hits");
+    // Priorities 101 and 200, then the default; two objects, so the arrays are merged.
+    let ctors = "int hits;\n\
+        __attribute__((constructor(200))) static void second(void) { hits = hits * 10 + 2; }\n\
+        __attribute__((constructor(101))) static void first(void) { hits = hits * 10 + 1; }\n\
+        int get_hits(void) { return hits; }\n";
+    let more = "extern int hits; extern long zl_write(int, const void *, long);\n\
+        __attribute__((constructor)) static void last(void) { hits = hits * 10 + 3; }\n\
+        __attribute__((destructor)) static void bye(void) { zl_write(1, \"dtor ran\\n\", 9); }\n";
+    let status = |exe: &Path| {
+        let o = Command::new(exe).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    for (libc, flags) in [
+        (true, &["-O2"][..]),
+        (false, &["-O2", "-ffreestanding"][..]),
+    ] {
+        let a = c_object(d, "ctors_a", ctors, flags);
+        let b = c_object(d, "ctors_b", more, flags);
+        let exe = d.join(format!("prog{libc}"));
+        let mut extra = vec!["--full"];
+        if !libc {
+            extra.push("--freestanding");
+        }
+        zl_ok(&[clif.clone(), b.clone(), a.clone()], &exe, &extra);
+        assert_eq!(
+            status(&exe),
+            (Some(123), "dtor ran\n".to_string()),
+            "libc: {libc}"
+        );
+        if libc {
+            let sep = d.join("prog.sep");
+            extra.push("--separate");
+            zl_ok(&[clif.clone(), b, a], &sep, &extra);
+            assert_eq!(status(&sep), status(&exe));
+        }
+    }
+}
+
 /// Rewrite the first relocation of `.rela.text` in an object: `f(r_offset, r_info)`.
 fn patch_first_rela(obj: &Path, out: &Path, f: &dyn Fn(&mut [u8; 8], &mut [u8; 8])) {
     let mut data = std::fs::read(obj).unwrap();
@@ -368,13 +416,7 @@ fn patch_first_rela(obj: &Path, out: &Path, f: &dyn Fn(&mut [u8; 8], &mut [u8; 8
 fn malformed_or_unsupported_objects_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let clif = d.join("main.clif");
-    std::fs::write(
-        &clif,
-        "function %main() -> i32 system_v {\n    fn0 = %f() -> i32 system_v\n\
-         block0:\n    v0 = call fn0()\n    return v0\n}\n",
-    )
-    .unwrap();
+    let clif = main_calling(d, "f");
     let good = c_object(
         d,
         "good",
@@ -434,14 +476,12 @@ fn malformed_or_unsupported_objects_are_errors_naming_the_file() {
         "thread-local",
     ));
     cases.push((
-        c_object(
-            d,
-            "ctor",
-            "int hit; int f(void) { return hit; }\n\
-             __attribute__((constructor)) static void init(void) { hit = 1; }\n",
-            &["-O2"],
+        as_object(
+            "ctors",
+            ".text\n.globl f\nf: ret\n.section .ctors,\"aw\"\n.quad f\n\
+             .section .note.GNU-stack,\"\",@progbits\n",
         ),
-        "ctor.o: has constructors or destructors (`.init_array`)",
+        "ctors.o: has old-style constructors or destructors (`.ctors`)",
     ));
     // An archive whose member says it is larger than the archive.
     let lib = archive(d, "liblying.a", std::slice::from_ref(&good));

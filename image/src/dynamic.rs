@@ -40,6 +40,16 @@ pub struct Tables {
     pub needed: Vec<u32>,
     /// Offset of the run-time search path (`DT_RUNPATH`) in `.dynstr`.
     pub runpath: Option<u32>,
+    pub arrays: Arrays,
+}
+
+/// The program's constructor and destructor arrays, (address, bytes): glibc's start-up code
+/// calls `DT_INIT_ARRAY` before `main` and the loader's `_dl_fini` calls `DT_FINI_ARRAY` at
+/// exit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arrays {
+    pub init: Option<(u64, u64)>,
+    pub fini: Option<(u64, u64)>,
 }
 
 fn pad8(v: &mut Vec<u8>) {
@@ -70,6 +80,7 @@ pub fn tables(
     data_relocs: &[DataReloc],
     needed: &[&str],
     runpath: Option<&str>,
+    arrays: Arrays,
 ) -> Tables {
     let mut b = Vec::new();
     let interp_at = (base, interp.len() as u64);
@@ -159,6 +170,7 @@ pub fn tables(
         rela: (rela_at, rela_len),
         needed: needed_offsets,
         runpath,
+        arrays,
     }
 }
 
@@ -186,6 +198,14 @@ pub fn dynamic_section(t: &Tables) -> Vec<u8> {
     entry(elf::DT_RELA, t.rela.0);
     entry(elf::DT_RELASZ, t.rela.1);
     entry(elf::DT_RELAENT, 24);
+    if let Some((at, len)) = t.arrays.init {
+        entry(elf::DT_INIT_ARRAY, at);
+        entry(elf::DT_INIT_ARRAYSZ, len);
+    }
+    if let Some((at, len)) = t.arrays.fini {
+        entry(elf::DT_FINI_ARRAY, at);
+        entry(elf::DT_FINI_ARRAYSZ, len);
+    }
     entry(elf::DT_FLAGS, u64::from(elf::DF_BIND_NOW));
     entry(elf::DT_FLAGS_1, u64::from(elf::DF_1_NOW));
     // For debuggers: the loader stores the address of its `r_debug` here.

@@ -130,6 +130,59 @@ pub const START: Stub = Stub {
     calls: &[(16, "main")],
 };
 
+/// The bounds of the constructor and destructor arrays that precompiled objects bring
+/// (`.init_array`, `.fini_array`), as ld names them.
+pub const INIT_ARRAY_START: &str = "__init_array_start";
+pub const INIT_ARRAY_END: &str = "__init_array_end";
+pub const FINI_ARRAY_START: &str = "__fini_array_start";
+pub const FINI_ARRAY_END: &str = "__fini_array_end";
+
+/// `_start` of a freestanding program with constructors: each `.init_array` entry is called
+/// with (argc, argv, envp), then `main`, then the `.fini_array` entries last to first, then
+/// `exit_group` with `main`'s result. argc, argv and the cursor live in callee-saved
+/// registers; `rsp` stays 16-byte aligned at every call.
+pub const START_CTORS: Stub = Stub {
+    name: "_start",
+    code: &[
+        0x31, 0xed, // xor ebp, ebp
+        0x4c, 0x8b, 0x24, 0x24, // mov r12, [rsp]          ; argc
+        0x4c, 0x8d, 0x6c, 0x24, 0x08, // lea r13, [rsp+8]  ; argv
+        0x48, 0x83, 0xe4, 0xf0, // and rsp, -16
+        0x48, 0x8d, 0x1d, 0, 0, 0, 0, // lea rbx, [rip+__init_array_start]
+        0x48, 0x8d, 0x05, 0, 0, 0, 0, // 1: lea rax, [rip+__init_array_end]
+        0x48, 0x39, 0xc3, // cmp rbx, rax
+        0x73, 0x13, // jae 2f
+        0x44, 0x89, 0xe7, // mov edi, r12d
+        0x4c, 0x89, 0xee, // mov rsi, r13
+        0x4b, 0x8d, 0x54, 0xe5, 0x08, // lea rdx, [r13+r12*8+8] ; envp
+        0xff, 0x13, // call [rbx]
+        0x48, 0x83, 0xc3, 0x08, // add rbx, 8
+        0xeb, 0xe1, // jmp 1b
+        0x44, 0x89, 0xe7, // 2: mov edi, r12d
+        0x4c, 0x89, 0xee, // mov rsi, r13
+        0xe8, 0, 0, 0, 0, // call main
+        0x41, 0x89, 0xc4, // mov r12d, eax
+        0x48, 0x8d, 0x1d, 0, 0, 0, 0, // lea rbx, [rip+__fini_array_end]
+        0x48, 0x8d, 0x05, 0, 0, 0, 0, // 3: lea rax, [rip+__fini_array_start]
+        0x48, 0x39, 0xc3, // cmp rbx, rax
+        0x76, 0x08, // jbe 4f
+        0x48, 0x83, 0xeb, 0x08, // sub rbx, 8
+        0xff, 0x13, // call [rbx]
+        0xeb, 0xec, // jmp 3b
+        0x44, 0x89, 0xe7, // 4: mov edi, r12d
+        0xb8, 0xe7, 0, 0, 0, // mov eax, 231  ; exit_group
+        0x0f, 0x05, // syscall
+        0xf4, // hlt
+    ],
+    calls: &[
+        (0x12, INIT_ARRAY_START),
+        (0x19, INIT_ARRAY_END),
+        (0x3c, "main"),
+        (0x46, FINI_ARRAY_END),
+        (0x4d, FINI_ARRAY_START),
+    ],
+};
+
 /// `_start` of a dynamically linked executable: hand `main` to glibc's `__libc_start_main`,
 /// which runs initialisers, calls `main(argc, argv, envp)` and passes its result to `exit`, so
 /// stdio buffers are flushed and `atexit` handlers run.

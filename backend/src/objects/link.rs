@@ -15,10 +15,11 @@ use std::path::PathBuf;
 
 use object::elf as E;
 use xxhash_rust::xxh3::xxh3_64;
+use zerolink_image::x86_64::{FINI_ARRAY_END, FINI_ARRAY_START, INIT_ARRAY_END, INIT_ARRAY_START};
 use zerolink_image::{Contents, RefKind, Reference, RegionKind};
 
 use super::archive::{Aligned, Archive};
-use super::elf::{self, Bind, Class, InSymbol, Object, SymDef};
+use super::elf::{self, Bind, Class, InSection, InSymbol, Object, SymDef};
 use super::relocs::{self, Action};
 use super::ObjectError;
 use crate::error::{BackendError, Result};
@@ -209,6 +210,7 @@ impl Precompiled {
                 .map(|&(c, i)| chosen[c].obj.symbols[i].name.clone())
                 .collect(),
             units,
+            arrays: [Vec::new(), Vec::new()],
         };
         for (c, ch) in chosen.iter().enumerate() {
             stats.sections += placer.place(c)?;
@@ -218,6 +220,7 @@ impl Precompiled {
             }
         }
         placer.commons(&commons)?;
+        placer.arrays()?;
         placer.linker_names()?;
         Ok(stats)
     }
@@ -372,15 +375,10 @@ impl Chooser<'_> {
                     kept_here.insert(g);
                 }
             }
-            let ctor = [
-                ".init_array",
-                ".fini_array",
-                ".preinit_array",
-                ".ctors",
-                ".dtors",
-            ]
-            .iter()
-            .any(|p| s.name == *p || s.name.starts_with(&format!("{p}.")));
+            // `.init_array`/`.fini_array` are run (see `Placer::arrays`); the older forms not.
+            let ctor = [".preinit_array", ".ctors", ".dtors"]
+                .iter()
+                .any(|p| s.name == *p || s.name.starts_with(&format!("{p}.")));
             if ctor && s.size > 0 {
                 return Err(object_error(
                     &display,
@@ -462,6 +460,31 @@ struct Placer<'a> {
     /// Names some object declares as a common symbol (data).
     commons: HashSet<String>,
     units: &'a [UnitId],
+    /// The parts of the constructor (0) and destructor (1) arrays, as objects bring them.
+    arrays: [Vec<ArrayPart>; 2],
+}
+
+/// One object's `.init_array*` or `.fini_array*` section, resolved.
+struct ArrayPart {
+    priority: u32,
+    bytes: Vec<u8>,
+    refs: Vec<Reference>,
+}
+
+/// Which array a section belongs to (0: constructors, 1: destructors) and its priority:
+/// `.init_array.N` sorts by N, plain `.init_array` after all of them (as ld's
+/// `SORT_BY_INIT_PRIORITY`).
+fn array_of(name: &str) -> Option<(usize, u32)> {
+    [".init_array", ".fini_array"]
+        .iter()
+        .enumerate()
+        .find_map(|(table, base)| {
+            let rest = name.strip_prefix(base)?;
+            if rest.is_empty() {
+                return Some((table, u32::MAX));
+            }
+            rest.strip_prefix('.')?.parse().ok().map(|p| (table, p))
+        })
 }
 
 /// `_GLOBAL_OFFSET_TABLE_`: GOT-relative code counts from it.
@@ -520,7 +543,7 @@ impl Placer<'_> {
         let mut atoms: HashMap<usize, SymbolId> = HashMap::new();
         let mut seen_names: HashMap<&str, usize> = HashMap::new();
         for s in &obj.sections {
-            if ch.discarded.contains(&s.index) {
+            if ch.discarded.contains(&s.index) || array_of(&s.name).is_some() {
                 continue;
             }
             let n = seen_names.entry(&s.name).or_insert(0);
@@ -535,106 +558,24 @@ impl Placer<'_> {
                 .declare(&name, class_kind(s.class), Binding::Local)?;
             atoms.insert(s.index, id);
         }
-        let err = |reason| object_error(&ch.display, reason);
         let mut placed = 0;
         for s in &obj.sections {
+            if let Some((table, priority)) = array_of(&s.name) {
+                if !ch.discarded.contains(&s.index) {
+                    let (bytes, refs) = self.convert(ch, &atoms, s)?;
+                    let bytes = bytes.unwrap_or_else(|| vec![0; s.size as usize]);
+                    self.arrays[table].push(ArrayPart {
+                        priority,
+                        bytes,
+                        refs,
+                    });
+                }
+                continue;
+            }
             let Some(&atom) = atoms.get(&s.index) else {
                 continue;
             };
-            let mut bytes = s.data.clone();
-            let mut refs = Vec::with_capacity(s.relocs.len());
-            for r in &s.relocs {
-                let action = relocs::action(r.rtype).ok_or_else(|| {
-                    let rtype = relocs::name(r.rtype);
-                    if relocs::is_tls(r.rtype) {
-                        err(ObjectError::ThreadLocal {
-                            section: s.name.clone(),
-                            offset: r.offset,
-                            rtype,
-                        })
-                    } else {
-                        err(ObjectError::UnsupportedRelocation {
-                            section: s.name.clone(),
-                            offset: r.offset,
-                            rtype,
-                        })
-                    }
-                })?;
-                let width = match action {
-                    Action::Skip => continue,
-                    Action::Site(k) | Action::GotBase(k) => u64::from(k.width()),
-                    Action::Size(w) => w as u64,
-                };
-                if r.offset.checked_add(width).is_none_or(|end| end > s.size) {
-                    return Err(err(ObjectError::RelocationOutside {
-                        section: s.name.clone(),
-                        offset: r.offset,
-                        size: s.size,
-                    }));
-                }
-                let sym = &obj.symbols[r.symbol];
-                let site = |kind: RefKind, target: SymbolId, addend: i64| Reference {
-                    offset: r.offset as u32,
-                    kind,
-                    target,
-                    addend,
-                };
-                match action {
-                    Action::Skip => {}
-                    Action::GotBase(kind) => {
-                        let got =
-                            self.session
-                                .declare(GOT_SYMBOL, SymbolKind::Data, Binding::Local)?;
-                        refs.push(site(kind, got, r.addend));
-                    }
-                    Action::Size(w) => {
-                        let size = self.size_of(sym).ok_or_else(|| {
-                            err(ObjectError::UnknownSize {
-                                section: s.name.clone(),
-                                offset: r.offset,
-                                target: sym.name.clone(),
-                            })
-                        })?;
-                        let v = (size as i64).wrapping_add(r.addend) as u64;
-                        let at = r.offset as usize;
-                        if let Some(b) = bytes.as_mut() {
-                            b[at..at + w].copy_from_slice(&v.to_le_bytes()[..w]);
-                        }
-                    }
-                    Action::Site(kind) => {
-                        let (target, addend) = if sym.is_global() {
-                            let k = self.kind_of(&sym.name);
-                            let binding = if sym.bind == Bind::Weak {
-                                Binding::Weak
-                            } else {
-                                Binding::Global
-                            };
-                            (self.session.declare(&sym.name, k, binding)?, r.addend)
-                        } else {
-                            match sym.def {
-                                SymDef::Section(sec) => match atoms.get(&sec) {
-                                    Some(&a) => (a, r.addend.wrapping_add(sym.value as i64)),
-                                    None => {
-                                        return Err(err(ObjectError::NotLoaded {
-                                            section: s.name.clone(),
-                                            offset: r.offset,
-                                            target: target_name(obj, sym),
-                                        }))
-                                    }
-                                },
-                                _ => {
-                                    return Err(err(ObjectError::AbsoluteTarget {
-                                        section: s.name.clone(),
-                                        offset: r.offset,
-                                        target: target_name(obj, sym),
-                                    }))
-                                }
-                            }
-                        };
-                        refs.push(site(kind, target, addend));
-                    }
-                }
-            }
+            let (bytes, refs) = self.convert(ch, &atoms, s)?;
             let contents = match &bytes {
                 Some(b) => Contents::Bytes(b),
                 None => Contents::Zeros(s.size),
@@ -691,6 +632,112 @@ impl Placer<'_> {
         Ok(placed)
     }
 
+    /// A section's bytes (`None`: zero-filled) and its relocations as reference sites.
+    fn convert(
+        &mut self,
+        ch: &Chosen,
+        atoms: &HashMap<usize, SymbolId>,
+        s: &InSection,
+    ) -> Result<(Option<Vec<u8>>, Vec<Reference>)> {
+        let obj = &ch.obj;
+        let err = |reason| object_error(&ch.display, reason);
+        let mut bytes = s.data.clone();
+        let mut refs = Vec::with_capacity(s.relocs.len());
+        for r in &s.relocs {
+            let action = relocs::action(r.rtype).ok_or_else(|| {
+                let rtype = relocs::name(r.rtype);
+                if relocs::is_tls(r.rtype) {
+                    err(ObjectError::ThreadLocal {
+                        section: s.name.clone(),
+                        offset: r.offset,
+                        rtype,
+                    })
+                } else {
+                    err(ObjectError::UnsupportedRelocation {
+                        section: s.name.clone(),
+                        offset: r.offset,
+                        rtype,
+                    })
+                }
+            })?;
+            let width = match action {
+                Action::Skip => continue,
+                Action::Site(k) | Action::GotBase(k) => u64::from(k.width()),
+                Action::Size(w) => w as u64,
+            };
+            if r.offset.checked_add(width).is_none_or(|end| end > s.size) {
+                return Err(err(ObjectError::RelocationOutside {
+                    section: s.name.clone(),
+                    offset: r.offset,
+                    size: s.size,
+                }));
+            }
+            let sym = &obj.symbols[r.symbol];
+            let site = |kind: RefKind, target: SymbolId, addend: i64| Reference {
+                offset: r.offset as u32,
+                kind,
+                target,
+                addend,
+            };
+            match action {
+                Action::Skip => {}
+                Action::GotBase(kind) => {
+                    let got = self
+                        .session
+                        .declare(GOT_SYMBOL, SymbolKind::Data, Binding::Local)?;
+                    refs.push(site(kind, got, r.addend));
+                }
+                Action::Size(w) => {
+                    let size = self.size_of(sym).ok_or_else(|| {
+                        err(ObjectError::UnknownSize {
+                            section: s.name.clone(),
+                            offset: r.offset,
+                            target: sym.name.clone(),
+                        })
+                    })?;
+                    let v = (size as i64).wrapping_add(r.addend) as u64;
+                    let at = r.offset as usize;
+                    if let Some(b) = bytes.as_mut() {
+                        b[at..at + w].copy_from_slice(&v.to_le_bytes()[..w]);
+                    }
+                }
+                Action::Site(kind) => {
+                    let (target, addend) = if sym.is_global() {
+                        let k = self.kind_of(&sym.name);
+                        let binding = if sym.bind == Bind::Weak {
+                            Binding::Weak
+                        } else {
+                            Binding::Global
+                        };
+                        (self.session.declare(&sym.name, k, binding)?, r.addend)
+                    } else {
+                        match sym.def {
+                            SymDef::Section(sec) => match atoms.get(&sec) {
+                                Some(&a) => (a, r.addend.wrapping_add(sym.value as i64)),
+                                None => {
+                                    return Err(err(ObjectError::NotLoaded {
+                                        section: s.name.clone(),
+                                        offset: r.offset,
+                                        target: target_name(obj, sym),
+                                    }))
+                                }
+                            },
+                            _ => {
+                                return Err(err(ObjectError::AbsoluteTarget {
+                                    section: s.name.clone(),
+                                    offset: r.offset,
+                                    target: target_name(obj, sym),
+                                }))
+                            }
+                        }
+                    };
+                    refs.push(site(kind, target, addend));
+                }
+            }
+        }
+        Ok((bytes, refs))
+    }
+
     fn size_of(&self, sym: &InSymbol) -> Option<u64> {
         if !sym.is_global() || sym.def != SymDef::Undefined {
             return Some(sym.size);
@@ -741,6 +788,58 @@ impl Placer<'_> {
                     fingerprint: size,
                 },
             )?;
+        }
+        Ok(())
+    }
+
+    /// The constructor and destructor arrays: every object's parts, by priority, as one
+    /// definition each, between `__init_array_start`/`_end` (and `__fini_array_*`). glibc
+    /// runs them through `DT_INIT_ARRAY`/`DT_FINI_ARRAY`; a freestanding `_start` itself.
+    fn arrays(&mut self) -> Result<()> {
+        if self.arrays.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        let u = self.units[self.chosen[0].file];
+        let names = [
+            (".init_array", INIT_ARRAY_START, INIT_ARRAY_END),
+            (".fini_array", FINI_ARRAY_START, FINI_ARRAY_END),
+        ];
+        for (table, (section, start, end)) in names.into_iter().enumerate() {
+            let mut parts = std::mem::take(&mut self.arrays[table]);
+            parts.sort_by_key(|p| p.priority);
+            let mut bytes = Vec::new();
+            let mut refs = Vec::new();
+            for p in parts {
+                bytes.resize(bytes.len().next_multiple_of(8), 0);
+                let at = bytes.len() as u32;
+                bytes.extend_from_slice(&p.bytes);
+                refs.extend(p.refs.into_iter().map(|r| Reference {
+                    offset: r.offset + at,
+                    ..r
+                }));
+            }
+            let atom = self
+                .session
+                .declare(section, SymbolKind::Data, Binding::Local)?;
+            self.session.define_section(
+                u,
+                atom,
+                Section {
+                    kind: SymbolKind::Data,
+                    region: RegionKind::Data,
+                    contents: Contents::Bytes(&bytes),
+                    align: 8,
+                    refs: &refs,
+                    fingerprint: xxh3_64(&bytes),
+                },
+            )?;
+            for (name, offset) in [(start, 0), (end, bytes.len() as u64)] {
+                let id = self
+                    .session
+                    .declare(name, SymbolKind::Data, Binding::Local)?;
+                self.session
+                    .define_alias(u, id, SymbolKind::Data, atom, offset, 0)?;
+            }
         }
         Ok(())
     }

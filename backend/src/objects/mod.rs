@@ -13,8 +13,10 @@
 //! `cc` links them.
 //!
 //! Not loaded: `.eh_frame` (unwinding does not yet cross into precompiled code), notes and
-//! anything without `SHF_ALLOC`. Refused with the object's name: constructors
-//! (`.init_array`, `.ctors`), thread-local storage, an executable stack.
+//! anything without `SHF_ALLOC`. Constructors and destructors (`.init_array`, `.fini_array`)
+//! are gathered into one array each and run at start-up and exit. Refused with the object's
+//! name: old-style `.ctors`/`.dtors` and `.preinit_array`, thread-local storage, an
+//! executable stack.
 //!
 //! Kept across updates: an update whose precompiled files have the stat data (or, when
 //! touched, the contents) the table recorded keeps every byte of them; any other change to
@@ -95,8 +97,9 @@ pub enum ObjectError {
         target: String,
     },
     #[error(
-        "has constructors or destructors (`{0}`), which are not supported yet: call the \
-         initialiser from the program instead"
+        "has old-style constructors or destructors (`{0}`), which are not supported: \
+         compile it with a compiler that emits `.init_array`/`.fini_array` (any GCC or \
+         Clang of the last decade)"
     )]
     Constructors(String),
     #[error(

@@ -40,6 +40,10 @@ impl Image {
                     &refs,
                 )?;
                 self.mark_builtin(start);
+            } else if self.is_defined(x86_64::INIT_ARRAY_START) {
+                // Precompiled objects brought constructors: `_start` runs them itself.
+                let ctors = x86_64::START_CTORS;
+                self.define_stub(start, ctors.code, ctors.calls)?;
             } else {
                 self.define_stub(start, x86_64::START.code, x86_64::START.calls)?;
             }
@@ -91,7 +95,11 @@ impl Image {
     ) -> Result<()> {
         let mut refs = Vec::new();
         for &(offset, target) in calls {
-            let target = self.declare(target, SymbolKind::Function, Binding::Global)?;
+            // A name already declared keeps its kind (the constructor arrays are data).
+            let target = match self.symbols.lookup(target) {
+                Some(id) => id,
+                None => self.declare(target, SymbolKind::Function, Binding::Global)?,
+            };
             refs.push(Reference {
                 offset,
                 kind: RefKind::PcRel32,
@@ -160,6 +168,23 @@ impl Image {
             }
         }
         out
+    }
+
+    pub(super) fn is_defined(&self, name: &str) -> bool {
+        self.symbols
+            .lookup(name)
+            .is_some_and(|id| self.symbols.get(id).placement().is_some())
+    }
+
+    /// `[start, end)` of the array between two defined symbols (the constructor arrays).
+    pub(super) fn array_between(&self, start: &str, end: &str) -> Option<(u64, u64)> {
+        let addr = |n: &str| {
+            self.symbols
+                .lookup(n)
+                .and_then(|id| self.symbols.get(id).addr())
+        };
+        let (s, e) = (addr(start)?, addr(end)?);
+        (e > s).then_some((s, e - s))
     }
 
     pub(super) fn addr_of(&self, name: &str) -> u64 {
@@ -359,6 +384,10 @@ impl Image {
                 &data_relocs,
                 &needed,
                 self.runpath.as_deref(),
+                crate::dynamic::Arrays {
+                    init: self.array_between(x86_64::INIT_ARRAY_START, x86_64::INIT_ARRAY_END),
+                    fini: self.array_between(x86_64::FINI_ARRAY_START, x86_64::FINI_ARRAY_END),
+                },
             )
         });
         let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
