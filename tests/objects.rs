@@ -395,6 +395,50 @@ fn constructors_and_destructors_run_in_priority_order() {
     }
 }
 
+/// With `-g`, an object's unwind entries join the image's: libgcc's `_Unwind_Backtrace`, called
+/// from CLIF code that a C function called, walks through the C frame into the CLIF frames
+/// below it and on to libc's; an in-place update of the CLIF code keeps the C entry.
+#[test]
+fn unwinding_crosses_a_c_frame_with_g() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mid = c_object(
+        d,
+        "mid",
+        "long level3(long);\nlong c_middle(long x) { long r = level3(x + 1); return r * 2 + x; }\n",
+        &["-O2"],
+    );
+    let o = Command::new("cc")
+        .arg("-print-file-name=libgcc_s.so")
+        .output()
+        .unwrap();
+    let libgcc = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let libdir = libgcc.parent().unwrap().to_str().unwrap().to_string();
+    let clif = d.join("unwind_c.clif");
+    let text = std::fs::read_to_string(objects_dir().join("unwind_c.clif")).unwrap();
+    std::fs::write(&clif, &text).unwrap();
+    let exe = d.join("prog");
+    let files = vec![clif.clone(), mid];
+    let flags = ["-g", "-L", &libdir, "-l", "gcc_s", "--stats"];
+    let frames = |exe: &Path| Command::new(exe).status().unwrap().code().unwrap();
+    zl_ok(&files, &exe, &flags);
+    // level3, c_middle, level2, level1, main, then libc's start-up frames and `_start`.
+    assert!(frames(&exe) >= 7, "only {} frames", frames(&exe));
+    support::settle_inputs();
+    std::fs::write(&clif, text.replace("v2 = iadd v1, v0", "v2 = isub v1, v0")).unwrap();
+    let stderr = zl_ok(&files, &exe, &flags);
+    assert!(stderr.contains("in-place update"), "{stderr}");
+    assert!(
+        frames(&exe) >= 7,
+        "after the update: only {} frames",
+        frames(&exe)
+    );
+    // Without -g there are no unwind tables: the walk stops at once.
+    let plain = d.join("plain");
+    zl_ok(&files, &plain, &flags[1..5]);
+    assert!(frames(&plain) < 3);
+}
+
 /// Rewrite the first relocation of `.rela.text` in an object: `f(r_offset, r_info)`.
 fn patch_first_rela(obj: &Path, out: &Path, f: &dyn Fn(&mut [u8; 8], &mut [u8; 8])) {
     let mut data = std::fs::read(obj).unwrap();

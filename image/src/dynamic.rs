@@ -287,21 +287,28 @@ pub fn merge_eh_frame(
         }
     }
     if let (Some(p), false) = (start, has_start) {
-        let cfa = crate::x86_64::START_CFA;
-        let len = (4 + 16 + cfa.len()).next_multiple_of(8);
-        let mut fde = (len as u32).to_le_bytes().to_vec();
-        fde.extend_from_slice(&[0; 4]);
-        fde.extend_from_slice(&p.slot.addr.to_le_bytes());
-        fde.extend_from_slice(&p.size.to_le_bytes());
-        fde.extend_from_slice(cfa);
-        fde.resize(4 + len, 0); // DW_CFA_nop
+        let fde = absolute_fde(p.slot.addr, p.size, crate::x86_64::START_CFA);
         append_fde(&mut out, &fde);
     }
     out
 }
 
+/// An FDE in the image's form: the function's address and size as absolute 8-byte values
+/// (the image's CIE says `DW_EH_PE_absptr` and has no augmentation), then its call-frame
+/// instructions, padded with `DW_CFA_nop`. The CIE pointer is set when it is appended.
+pub fn absolute_fde(pc: u64, size: u64, instructions: &[u8]) -> Vec<u8> {
+    let len = (4 + 16 + instructions.len()).next_multiple_of(8);
+    let mut fde = (len as u32).to_le_bytes().to_vec();
+    fde.extend_from_slice(&[0; 4]);
+    fde.extend_from_slice(&pc.to_le_bytes());
+    fde.extend_from_slice(&size.to_le_bytes());
+    fde.extend_from_slice(instructions);
+    fde.resize(4 + len, 0); // DW_CFA_nop
+    fde
+}
+
 /// Append an FDE, pointing it at the CIE at offset 0.
-fn append_fde(out: &mut Vec<u8>, fde: &[u8]) {
+pub fn append_fde(out: &mut Vec<u8>, fde: &[u8]) {
     let at = out.len();
     out.extend_from_slice(fde);
     out[at + 4..at + 8].copy_from_slice(&(at as u32 + 4).to_le_bytes());

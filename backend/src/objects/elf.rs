@@ -90,6 +90,9 @@ pub struct Object {
     pub section_names: Vec<String>,
     /// `.note.GNU-stack` asks for an executable stack.
     pub exec_stack: bool,
+    /// The unwind tables (`.eh_frame`), with their relocations: not placed as a section, but
+    /// turned into the image's own unwind entries (`objects/unwind.rs`).
+    pub eh_frame: Option<InSection>,
 }
 
 impl Object {
@@ -212,6 +215,23 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
         if name == ".note.GNU-stack" && flags & u64::from(elf::SHF_EXECINSTR) != 0 {
             obj.exec_stack = true;
         }
+        let unwind = name == ".eh_frame" || sh_type == elf::SHT_X86_64_UNWIND;
+        if unwind && sh_type != elf::SHT_NOBITS && obj.eh_frame.is_none() {
+            let data = section
+                .data(endian, bytes)
+                .map_err(|_| bad("section `.eh_frame` lies outside the file"))?;
+            obj.eh_frame = Some(InSection {
+                index,
+                name: name.clone(),
+                class: Class::Rodata,
+                align: 1,
+                size: data.len() as u64,
+                data: Some(data.to_vec()),
+                relocs: Vec::new(),
+                group: None,
+            });
+            continue;
+        }
         let Some(class) = classify(&name, sh_type, flags) else {
             continue;
         };
@@ -256,25 +276,29 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
             continue;
         };
         let target = section.sh_info(endian) as usize;
-        let Some(at) = obj.loaded.get(target).copied().flatten() else {
-            // Relocations of a section that is not loaded (debug information, unwind
-            // tables): nothing to do.
+        let unwind = obj.eh_frame.as_ref().is_some_and(|e| e.index == target);
+        let at = obj.loaded.get(target).copied().flatten();
+        if at.is_none() && !unwind {
+            // Relocations of a section that is not loaded (debug information): nothing to do.
             if target >= sections.len() {
                 return Err(bad(
                     "a relocation section applies to a section that does not exist",
                 ));
             }
             continue;
+        }
+        let n_symbols = obj.symbols.len();
+        let sec = match at {
+            Some(at) => &mut obj.sections[at],
+            None => obj.eh_frame.as_mut().expect("checked above"),
         };
-        let sec = &mut obj.sections[at];
         for r in relas {
             let offset = r.r_offset(endian);
             let symbol = r.r_sym(endian, false) as usize;
-            if symbol >= obj.symbols.len() {
+            if symbol >= n_symbols {
                 return Err(bad(format!(
-                    "a relocation in `{}` at offset {offset:#x} names symbol {symbol}, of {}",
+                    "a relocation in `{}` at offset {offset:#x} names symbol {symbol}, of {n_symbols}",
                     sec.name,
-                    obj.symbols.len()
                 )));
             }
             if sec.data.is_none() {

@@ -595,6 +595,24 @@ impl Placer<'_> {
             )?;
             placed += 1;
         }
+        // Unwind entries, now that the sections have addresses (only `-g` images have them).
+        if let (true, Some(eh)) = (self.session.debug_info(), &obj.eh_frame) {
+            let session = &*self.session;
+            let addr = |id: SymbolId| session.symbols().get(id).addr();
+            let mut resolve = |r: &elf::InReloc| {
+                let sym = &obj.symbols[r.symbol];
+                let base = match sym.def {
+                    SymDef::Section(sec) if !sym.is_global() => {
+                        addr(*atoms.get(&sec)?)? + sym.value
+                    }
+                    _ => addr(session.lookup(&sym.name)?)?,
+                };
+                Some(base.wrapping_add(r.addend as u64))
+            };
+            let fdes =
+                super::unwind::fdes(eh, &mut resolve).map_err(|e| object_error(&ch.display, e))?;
+            self.session.add_unwind_entries(fdes);
+        }
         // The symbols this object was chosen to define.
         for (i, sym) in obj.symbols.iter().enumerate() {
             let SymDef::Section(sec) = sym.def else {

@@ -12,7 +12,8 @@
 //! (`libc_nonshared.a` after libc, then libgcc) are searched after the shared libraries, as
 //! `cc` links them.
 //!
-//! Not loaded: `.eh_frame` (unwinding does not yet cross into precompiled code), notes and
+//! With `-g`, the FDEs of each object's `.eh_frame` join the image's unwind tables
+//! (`unwind.rs`), so unwinders cross between C and Cranelift frames. Not loaded: notes and
 //! anything without `SHF_ALLOC`. Constructors and destructors (`.init_array`, `.fini_array`)
 //! are gathered into one array each and run at start-up and exit. Refused with the object's
 //! name: old-style `.ctors`/`.dtors` and `.preinit_array`, thread-local storage, an
@@ -30,6 +31,7 @@ pub mod archive;
 pub mod elf;
 mod link;
 pub mod relocs;
+mod unwind;
 
 pub use link::{Claimed, LinkStats, Origin, Precompiled, PrecompiledInput};
 

@@ -55,6 +55,14 @@ impl Session {
         Ok(())
     }
 
+    /// Unwind entries of placed precompiled code (absolute FDEs, see `objects/unwind.rs`),
+    /// written with the image's own when the session has debug information.
+    pub fn add_unwind_entries(&mut self, fdes: Vec<Vec<u8>>) {
+        if self.debug_info {
+            self.debug.precompiled_frames.extend(fdes);
+        }
+    }
+
     /// What code refers to and nothing defines or imports yet, among the symbols this build
     /// touched: the names to look for in archives.
     pub fn wanted(&self) -> Vec<SymbolId> {
