@@ -23,7 +23,6 @@ use super::elf::{self, Bind, Class, InSection, InSymbol, Object, SymDef};
 use super::relocs::{self, Action};
 use super::ObjectError;
 use crate::error::{BackendError, Result};
-use crate::inputs::FileStat;
 use crate::session::{
     Binding, DataObject, FullReason, Section, Session, SymbolId, SymbolKind, UnitId,
 };
@@ -145,45 +144,19 @@ impl Precompiled {
         Ok(self.load()?[i].digest)
     }
 
-    /// Whether any archive offers one of `names`: a user archive, or a toolchain archive for
-    /// a name no shared library exports (`importable`).
-    fn offers_any(
-        &self,
-        names: &[String],
-        importable: &dyn Fn(&str) -> bool,
-    ) -> Result<Option<(String, String)>> {
-        for l in self.load()? {
-            let Content::Archive(a) = &l.content else {
-                continue;
-            };
-            for n in names {
-                if let Some(&m) = a.offers.get(n) {
-                    if l.input.origin == Origin::User || !importable(n) {
-                        return Ok(Some((
-                            n.clone(),
-                            format!("{}({})", l.input.path.display(), a.members[m].name),
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Place the objects given, and every archive member the program's references need,
-    /// into `session` (a full build). `units[i]` is input `i`'s unit; `stats[i]` its stat data.
+    /// Place the objects among `objects` (input indices) and the archive members that the
+    /// references nothing defines need, into `session`.
     fn link(
         &self,
         session: &mut Session,
         units: &[UnitId],
-        stats: &[FileStat],
+        objects: &HashSet<usize>,
     ) -> Result<LinkStats> {
         let loaded = self.load()?;
-        for (i, l) in loaded.iter().enumerate() {
-            session.set_unit_contents(units[i], Some(l.digest), stats[i])?;
-        }
         let mut chooser = Chooser {
             loaded,
+            objects,
+            units,
             session,
             chosen: Vec::new(),
             defs: HashMap::new(),
@@ -229,64 +202,89 @@ impl Precompiled {
 /// A build's precompiled inputs, claimed as units of its session (see [`Precompiled::claim`]).
 pub struct Claimed {
     units: Vec<UnitId>,
-    stats: Vec<FileStat>,
+    /// Inputs to ingest in this build: all in a full build; in an update, the new or changed.
+    changed: HashSet<usize>,
 }
 
 impl Precompiled {
-    /// Name each input to `session` as a unit. In an update, each must be as the table
-    /// recorded it (by stat data, else by contents): then it is kept whole, without being
-    /// read; otherwise the reason for a full build is returned.
+    /// Name each input to `session` as a unit. In an update, one whose stat data (or else
+    /// contents) is as the table recorded is kept whole without being read; any other is
+    /// ingested again by [`Precompiled::finish`], its old definitions gone with the sweep.
+    /// The reason for a full build instead: the image has constructor arrays, which are
+    /// one definition made of every object's parts.
     pub fn claim(&self, session: &mut Session) -> Result<std::result::Result<Claimed, FullReason>> {
         let paths: Vec<PathBuf> = self.inputs.iter().map(|i| i.path.clone()).collect();
         let stats = crate::inputs::stat_all(&paths)?;
         // Without a time, no file is clean: all are read, none is wrongly kept.
         let written = crate::inputs::written_ns(session.output()).unwrap_or(i64::MIN);
         let mut units = Vec::with_capacity(paths.len());
+        let mut changed = HashSet::new();
         for (i, p) in paths.iter().enumerate() {
             let u = session.unit(p.as_os_str().as_encoded_bytes());
             units.push(u);
-            if !session.is_update() {
-                continue;
-            }
-            match session.previous_unit(u).copied() {
-                Some(r)
-                    if crate::inputs::clean(&r, &stats[i], written)
-                        || self.digest(i)? == r.digest =>
-                {
-                    session.keep_unit(u, stats[i])?
+            if session.is_update() {
+                if let Some(r) = session.previous_unit(u).copied() {
+                    if crate::inputs::clean(&r, &stats[i], written) || self.digest(i)? == r.digest {
+                        session.keep_unit(u, stats[i])?;
+                        continue;
+                    }
                 }
-                _ => return Ok(Err(FullReason::Precompiled(p.display().to_string()))),
+                if session.lookup(INIT_ARRAY_START).is_some() {
+                    return Ok(Err(FullReason::Precompiled(format!(
+                        "precompiled input {} changed, and the constructor arrays are made of \
+                         every object's",
+                        p.display()
+                    ))));
+                }
             }
+            session.set_unit_contents(u, Some(self.digest(i)?), stats[i])?;
+            changed.insert(i);
         }
-        Ok(Ok(Claimed { units, stats }))
+        Ok(Ok(Claimed { units, changed }))
     }
 
-    /// After the program's own code is placed: in a full build, place the objects and the
-    /// archive members its references need; in an update, the reason for a full build if a
-    /// new reference needs a member that is not placed yet.
+    /// After the program's own code is placed: place the objects to ingest and the archive
+    /// members that references nothing defines need (in an update, those of new references
+    /// and of what the sweep took away with a changed input). In an update, the reason for
+    /// a full build if a reference is left that a full build might resolve differently, or
+    /// constructors arrived: a full build decides, or reports the name as undefined.
     pub fn finish(&self, session: &mut Session, claimed: &Claimed) -> Result<Option<FullReason>> {
         if self.is_empty() {
             return Ok(None);
         }
         if !session.is_update() {
-            self.link(session, &claimed.units, &claimed.stats)?;
+            self.link(session, &claimed.units, &claimed.changed)?;
             return Ok(None);
         }
-        let wanted = session.wanted();
-        if wanted.is_empty() {
+        if claimed.changed.is_empty() && session.wanted().is_empty() {
             return Ok(None);
         }
-        let names: Vec<String> = wanted
-            .iter()
-            .map(|&id| session.symbols().name(id))
-            .collect();
-        let found = self.offers_any(&names, &|n| session.import(n).is_some())?;
-        Ok(found.map(|(name, member)| FullReason::ArchiveMember { name, member }))
+        let had_arrays = session.lookup(INIT_ARRAY_START).is_some();
+        self.link(session, &claimed.units, &claimed.changed)?;
+        if !had_arrays && session.lookup(INIT_ARRAY_START).is_some() {
+            return Ok(Some(FullReason::Precompiled(
+                "precompiled code with constructors arrived".into(),
+            )));
+        }
+        let left = session.wanted().into_iter().find(|&id| {
+            let name = session.symbols().name(id);
+            session.import(&name).is_none() && !crate::clif::is_builtin(&name)
+        });
+        Ok(left.map(|id| {
+            FullReason::Precompiled(format!(
+                "`{}` is undefined after re-linking precompiled code in place",
+                session.symbols().name(id)
+            ))
+        }))
     }
 }
 
 struct Chooser<'a> {
     loaded: &'a [Loaded],
+    /// The plain objects to take (all in a full build; in an update, the changed ones).
+    objects: &'a HashSet<usize>,
+    /// Each input's unit.
+    units: &'a [UnitId],
     session: &'a mut Session,
     chosen: Vec<Chosen>,
     defs: HashMap<String, Def>,
@@ -305,6 +303,9 @@ impl Chooser<'_> {
             self.queue.push_back(self.session.symbols().name(id));
         }
         for (i, l) in self.loaded.iter().enumerate() {
+            if !self.objects.contains(&i) {
+                continue;
+            }
             if let Content::Object(bytes) = &l.content {
                 let display = l.input.path.display().to_string();
                 let obj = elf::parse(bytes.bytes()).map_err(|e| object_error(&display, e))?;
@@ -338,6 +339,23 @@ impl Chooser<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Who defines `name` in the image already: a precompiled input kept from the previous
+    /// build, or the program.
+    fn defined_where(&self, name: &str) -> String {
+        let unit = self
+            .session
+            .lookup(name)
+            .and_then(|id| self.session.symbols().get(id).unit_of());
+        unit.and_then(|n| {
+            let i = self
+                .units
+                .iter()
+                .position(|&u| self.session.unit_number(u) == n)?;
+            Some(self.loaded[i].input.path.display().to_string())
+        })
+        .unwrap_or_else(|| "the program".into())
     }
 
     fn program_defines(&self, name: &str) -> bool {
@@ -412,7 +430,7 @@ impl Chooser<'_> {
                             &display,
                             ObjectError::Duplicate {
                                 name: s.name.clone(),
-                                other: "the program".into(),
+                                other: self.defined_where(&s.name),
                             },
                         ));
                     }

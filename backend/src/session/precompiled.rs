@@ -82,9 +82,9 @@ impl Session {
                 return Err(self.duplicate(id));
             }
             self.units.seen.insert(id);
-        } else {
-            self.units.count(u);
         }
+        // Precompiled units are defined whole, in an update too: the count is theirs.
+        self.units.count(u);
         Ok(())
     }
 }

@@ -34,10 +34,8 @@ pub enum FullReason {
     /// Verifying OUT before the update (`--verify`) found damage: the first place, and how
     /// many there are.
     Unsound { first: String, places: usize },
-    /// A precompiled input (an object, an archive) changed, appeared or went away.
+    /// Precompiled code (objects, archives) cannot be re-linked in place: why.
     Precompiled(String),
-    /// The program now refers to a name that an archive member not yet in OUT defines.
-    ArchiveMember { name: String, member: String },
 }
 
 impl std::fmt::Display for FullReason {
@@ -68,10 +66,7 @@ impl std::fmt::Display for FullReason {
                 f,
                 "it does not match its checksums in {places} place(s), the first: {first}"
             ),
-            FullReason::Precompiled(path) => write!(f, "precompiled input {path} changed"),
-            FullReason::ArchiveMember { name, member } => {
-                write!(f, "`{name}` needs archive member {member}")
-            }
+            FullReason::Precompiled(why) => write!(f, "{why}"),
         }
     }
 }

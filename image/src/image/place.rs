@@ -336,6 +336,8 @@ impl Image {
             &refs,
             true,
         )?;
+        // The runtime's, like `_start`: no unit owns it, so no sweep removes it.
+        self.mark_builtin(id);
         let stub = self.symbols.get(id).addr().expect("just placed");
         let mut sym = self.symbols.get(target);
         sym.set_plt(Some(stub));
