@@ -540,6 +540,59 @@ fn precompiled_updates_match_fresh_builds() {
     );
 }
 
+/// An undefined weak reference is 0 when nothing defines it (and the C code can test for
+/// that), the program's definition when it gives one (a full build decides the switch), and
+/// 0 again when that goes; a hidden symbol is local in `.symtab`.
+#[test]
+fn weak_references_and_hidden_symbols() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let clif = main_calling(d, "call_maybe");
+    let weak = c_object(
+        d,
+        "weak",
+        "extern int maybe(void) __attribute__((weak));\n\
+         __attribute__((visibility(\"hidden\"))) int secret = 7;\n\
+         int call_maybe(void) { return maybe ? maybe() : 33 + secret; }\n",
+        &["-O2", "-fPIC"],
+    );
+    let maybe = d.join("maybe.clif");
+    std::fs::write(
+        &maybe,
+        "function %maybe() -> i32 system_v {\nblock0:\n    v0 = iconst.i32 2\n    return v0\n}\n",
+    )
+    .unwrap();
+    let exe = d.join("prog");
+    let status = |exe: &Path| Command::new(exe).status().unwrap().code();
+    zl_ok(&[clif.clone(), weak.clone()], &exe, &[]);
+    assert_eq!(status(&exe), Some(40));
+    let symtab = Command::new("readelf")
+        .arg("-sW")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let symtab = String::from_utf8_lossy(&symtab.stdout);
+    let line = |name: &str| {
+        symtab
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("no `{name}` in\n{symtab}"))
+            .to_string()
+    };
+    assert!(
+        line("maybe").contains("WEAK") && line("maybe").contains(" ABS "),
+        "{}",
+        line("maybe")
+    );
+    assert!(line("secret").contains("LOCAL"), "{}", line("secret"));
+    support::settle_inputs();
+    zl_ok(&[clif.clone(), maybe, weak.clone()], &exe, &[]);
+    assert_eq!(status(&exe), Some(2));
+    support::settle_inputs();
+    zl_ok(&[clif, weak], &exe, &[]);
+    assert_eq!(status(&exe), Some(40));
+}
+
 /// Rewrite the first relocation of `.rela.text` in an object: `f(r_offset, r_info)`.
 fn patch_first_rela(obj: &Path, out: &Path, f: &dyn Fn(&mut [u8; 8], &mut [u8; 8])) {
     let mut data = std::fs::read(obj).unwrap();

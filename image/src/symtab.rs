@@ -61,7 +61,14 @@ impl Symtab {
             st_info: (bind << 4) | typ,
             st_other: elf::STV_DEFAULT,
             // Sections are laid out in region order, after the null section.
-            st_shndx: U16::new(LE, p.region.index() as u16 + 1),
+            st_shndx: U16::new(
+                LE,
+                if s.alias() && p.slot.addr == 0 {
+                    elf::SHN_ABS
+                } else {
+                    p.region.index() as u16 + 1
+                },
+            ),
             st_value: U64::new(LE, p.slot.addr),
             st_size: U64::new(LE, if s.section_atom() { 0 } else { p.size }),
         }

@@ -28,7 +28,13 @@ pub(super) fn diff<'p>(
             continue;
         }
         let duplicate = |other: UnitId, name: &str, line: usize| {
-            let other = &program.files[other.index()];
+            // Defined by precompiled code (a weak definition the program now overrides, a weak
+            // reference that was 0): a full build decides which definition stands.
+            let Some(other) = program.files.get(other.index()) else {
+                return BackendError::NeedsFullBuild(FullReason::Precompiled(format!(
+                    "the program now defines `{name}`, which precompiled code defined"
+                )));
+            };
             BackendError::DuplicateDefinition {
                 name: name.to_string(),
                 first: SourcePos {

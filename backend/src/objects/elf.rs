@@ -71,6 +71,9 @@ pub struct InSymbol {
     pub size: u64,
     pub bind: Bind,
     pub typ: u8,
+    /// `STV_HIDDEN` or `STV_INTERNAL`: resolved between objects by name, local to the
+    /// executable (`.symtab` shows it as such, as ld does).
+    pub hidden: bool,
 }
 
 impl InSymbol {
@@ -176,6 +179,7 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
             size: sym.st_size(endian),
             bind,
             typ: sym.st_type(),
+            hidden: matches!(sym.st_visibility(), elf::STV_HIDDEN | elf::STV_INTERNAL),
         });
     }
     // COMDAT groups: member section → signature.

@@ -184,6 +184,12 @@ impl Precompiled {
                 .collect(),
             units,
             arrays: [Vec::new(), Vec::new()],
+            weak_refs: chosen
+                .iter()
+                .flat_map(|c| &c.obj.symbols)
+                .filter(|s| s.bind == Bind::Weak && s.def == SymDef::Undefined)
+                .map(|s| s.name.clone())
+                .collect(),
         };
         for (c, ch) in chosen.iter().enumerate() {
             stats.sections += placer.place(c)?;
@@ -480,6 +486,8 @@ struct Placer<'a> {
     units: &'a [UnitId],
     /// The parts of the constructor (0) and destructor (1) arrays, as objects bring them.
     arrays: [Vec<ArrayPart>; 2],
+    /// Names the chosen objects refer to only if something defines them (weak undefined).
+    weak_refs: HashSet<String>,
 }
 
 /// One object's `.init_array*` or `.fini_array*` section, resolved.
@@ -649,10 +657,10 @@ impl Placer<'_> {
                 continue;
             };
             let kind = self.kind_of(&sym.name);
-            let binding = if sym.bind == Bind::Weak {
-                Binding::Weak
-            } else {
-                Binding::Global
+            let binding = match sym.bind {
+                _ if sym.hidden => Binding::Local,
+                Bind::Weak => Binding::Weak,
+                _ => Binding::Global,
             };
             let id = self.session.declare(&sym.name, kind, binding)?;
             self.session.set_binding(id, binding);
@@ -890,6 +898,12 @@ impl Placer<'_> {
             let name = self.session.symbols().name(id);
             if name == GOT_SYMBOL {
                 self.session.define_got_base(u, id)?;
+            } else if self.weak_refs.contains(&name)
+                && self.session.import(&name).is_none()
+                && !crate::clif::is_builtin(&name)
+            {
+                // An undefined weak reference that nothing satisfies is 0, as ld makes it.
+                self.session.define_undefined_weak(u, id)?;
             } else if name == DSO_HANDLE && self.session.import(&name).is_none() {
                 self.session.define_data(
                     u,

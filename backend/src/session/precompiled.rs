@@ -63,6 +63,14 @@ impl Session {
         }
     }
 
+    /// Define `id`, which objects refer to weakly and nothing defines, as address 0.
+    pub fn define_undefined_weak(&mut self, u: UnitId, id: SymbolId) -> Result<()> {
+        self.claim_definition(u, id)?;
+        self.image.define_absolute_zero(id)?;
+        self.image.set_unit(id, Some(self.units.number(u)));
+        Ok(())
+    }
+
     /// What code refers to and nothing defines or imports yet, among the symbols this build
     /// touched: the names to look for in archives.
     pub fn wanted(&self) -> Vec<SymbolId> {

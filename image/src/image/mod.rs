@@ -609,6 +609,12 @@ impl Image {
         self.place_alias(id, RegionKind::Got, x86_64::GOT_BASE, 0)
     }
 
+    /// Define `id` at address 0, owning nothing: an undefined weak reference (`.symtab`
+    /// shows it as absolute).
+    pub fn define_absolute_zero(&mut self, id: SymbolId) -> Result<()> {
+        self.place_alias(id, RegionKind::Text, 0, 0)
+    }
+
     fn place_alias(
         &mut self,
         id: SymbolId,
