@@ -249,7 +249,33 @@ fn a_new_version_of_an_archive_is_taken_by_the_next_build() {
     assert!(stderr.contains("in-place update"), "{stderr}");
     assert_eq!(status(&exe), Some(42));
     // And through -L/-l.
-    zl_ok(&[clif], &exe, &["-L", d.to_str().unwrap(), "-l", "answer"]);
+    zl_ok(
+        std::slice::from_ref(&clif),
+        &exe,
+        &["-L", d.to_str().unwrap(), "-l", "answer"],
+    );
+    assert_eq!(status(&exe), Some(42));
+    // An archive stamped in the future is racily clean: recorded without stat data, so the
+    // next build reads it, finds it unchanged and keeps its member (by name) where it is.
+    let files = vec![clif.clone(), lib.clone()];
+    sh(Command::new("touch").args(["-d", "+1 hour"]).arg(&lib));
+    zl_ok(&files, &exe, &["--full"]);
+    let answer = |exe: &Path| symbol_bytes(exe, &|n| n == "answer");
+    let before = answer(&exe);
+    support::settle_inputs();
+    std::fs::write(
+        &clif,
+        std::fs::read_to_string(&clif)
+            .unwrap()
+            .replace("v0 = call fn0()", "v0 = call fn0()\n    v9 = iconst.i32 1"),
+    )
+    .unwrap();
+    let stderr = zl_ok(&files, &exe, &["--stats"]);
+    assert!(
+        stderr.contains("in-place update") && stderr.contains("compiled 1,"),
+        "{stderr}"
+    );
+    assert_eq!(answer(&exe), before);
     assert_eq!(status(&exe), Some(42));
 }
 

@@ -296,14 +296,14 @@ impl Default for CompareArgs {
 }
 
 /// A linker, as the compiler driver selects it.
-struct Linker {
-    name: &'static str,
-    flags: Vec<String>,
-    version: String,
+pub(crate) struct Linker {
+    pub(crate) name: &'static str,
+    pub(crate) flags: Vec<String>,
+    pub(crate) version: String,
 }
 
 /// The linkers this machine has; a missing one is skipped with a note.
-fn linkers() -> Vec<Linker> {
+pub(crate) fn linkers() -> Vec<Linker> {
     let lld = lld_flag().map(|b| {
         if b.starts_with("-B") {
             vec![b, "-fuse-ld=lld".to_string()]
@@ -399,12 +399,12 @@ fn generate_in_child(exe: &Path, opts: &GenOptions, dir: &Path) -> Result<Vec<Pa
 }
 
 /// Wall time and peak memory of a child process and its children (`wait4`).
-struct Measured {
-    wall: Duration,
-    peak_kib: u64,
+pub(crate) struct Measured {
+    pub(crate) wall: Duration,
+    pub(crate) peak_kib: u64,
 }
 
-fn measure(cmd: &mut std::process::Command) -> Result<Measured> {
+pub(crate) fn measure(cmd: &mut std::process::Command) -> Result<Measured> {
     let t = Instant::now();
     let child = cmd
         .stdout(std::process::Stdio::null())

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_archive;
 mod gen;
 mod inspect;
 
@@ -141,6 +142,13 @@ enum BenchCommand {
         /// Runs per measurement; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Precompiled code: a CLIF program pulling every member of a large static archive (a
+    /// chain of C functions), direct against each linker, and one member changed.
+    Archive {
+        /// Archive sizes, in members.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        members: Vec<usize>,
     },
     /// The edit loop: full build, then one-function edits updated in place, per program size.
     Edit {
@@ -376,6 +384,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             bench::edit_loop(&sizes, edits.max(1), debug_info, &target.target())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command: Some(BenchCommand::Archive { members }),
+        } => {
+            bench_archive::archive(&members)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

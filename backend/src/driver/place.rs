@@ -338,7 +338,11 @@ impl<'a> Builder<'a> {
     /// "finish"; the caller adds its own before them.
     pub(super) fn finish(mut self) -> Result<Updated> {
         let t = Instant::now();
-        if let Some(reason) = self.pre.pre.finish(&mut self.session, &self.pre.claimed)? {
+        if let Some(reason) = self
+            .pre
+            .pre
+            .finish(&mut self.session, &mut self.pre.claimed)?
+        {
             return Ok(Updated::Full(reason, self.session));
         }
         self.timings.write += t.elapsed();

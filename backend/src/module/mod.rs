@@ -388,10 +388,10 @@ impl ZerolinkModule {
             .collect();
         inputs.extend(crate::libs::archives(&self.link)?);
         let pre = Precompiled::new(inputs);
-        let claimed = pre
+        let mut claimed = pre
             .claim(&mut self.session)?
             .map_err(BackendError::NeedsFullBuild)?;
-        if let Some(reason) = pre.finish(&mut self.session, &claimed)? {
+        if let Some(reason) = pre.finish(&mut self.session, &mut claimed)? {
             return Err(BackendError::NeedsFullBuild(reason));
         }
         let declarations = &self.declarations;

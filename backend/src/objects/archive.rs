@@ -40,6 +40,8 @@ impl Aligned {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
+    /// How many members before it have the same name (`ar q` allows repeats).
+    pub occurrence: usize,
     pub start: usize,
     pub len: usize,
 }
@@ -75,8 +77,11 @@ impl Archive {
                 )));
             }
             by_start.insert(start as u64, members.len());
+            let name = String::from_utf8_lossy(m.name()).into_owned();
+            let occurrence = members.iter().filter(|o: &&Member| o.name == name).count();
             members.push(Member {
-                name: String::from_utf8_lossy(m.name()).into_owned(),
+                name,
+                occurrence,
                 start,
                 len,
             });

@@ -11,7 +11,7 @@
 //!    `__dso_handle`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use object::elf as E;
 use xxhash_rust::xxh3::xxh3_64;
@@ -23,6 +23,7 @@ use super::elf::{self, Bind, Class, InSection, InSymbol, Object, SymDef};
 use super::relocs::{self, Action};
 use super::ObjectError;
 use crate::error::{BackendError, Result};
+use crate::inputs::FileStat;
 use crate::session::{
     Binding, DataObject, FullReason, Section, Session, SymbolId, SymbolKind, UnitId,
 };
@@ -71,6 +72,8 @@ pub struct Precompiled {
 struct Chosen {
     /// Index into the inputs.
     file: usize,
+    /// Its unit: the object file's, or the archive member's own.
+    unit: UnitId,
     display: String,
     obj: Object,
     /// Sections dropped as a COMDAT group kept elsewhere (ELF indices).
@@ -146,17 +149,11 @@ impl Precompiled {
 
     /// Place the objects among `objects` (input indices) and the archive members that the
     /// references nothing defines need, into `session`.
-    fn link(
-        &self,
-        session: &mut Session,
-        units: &[UnitId],
-        objects: &HashSet<usize>,
-    ) -> Result<LinkStats> {
+    fn link(&self, session: &mut Session, claimed: &mut Claimed) -> Result<LinkStats> {
         let loaded = self.load()?;
         let mut chooser = Chooser {
             loaded,
-            objects,
-            units,
+            claimed,
             session,
             chosen: Vec::new(),
             defs: HashMap::new(),
@@ -182,7 +179,6 @@ impl Precompiled {
                 .iter()
                 .map(|&(c, i)| chosen[c].obj.symbols[i].name.clone())
                 .collect(),
-            units,
             arrays: [Vec::new(), Vec::new()],
             weak_refs: chosen
                 .iter()
@@ -207,33 +203,71 @@ impl Precompiled {
 
 /// A build's precompiled inputs, claimed as units of its session (see [`Precompiled::claim`]).
 pub struct Claimed {
+    /// Each input's own unit (an archive's holds no definitions: its members' units do).
     units: Vec<UnitId>,
-    /// Inputs to ingest in this build: all in a full build; in an update, the new or changed.
+    stats: Vec<FileStat>,
+    /// Plain objects to ingest in this build: all in a full build; in an update, the new or
+    /// changed ones.
     changed: HashSet<usize>,
+    /// Units of archive members claimed so far, by (input, member).
+    members: HashMap<(usize, usize), UnitId>,
+}
+
+/// The unit key of an archive member: the archive's path, the member's name and which of the
+/// members of that name it is.
+fn member_key(archive: &Path, m: &super::archive::Member) -> u64 {
+    let mut key = archive.as_os_str().as_encoded_bytes().to_vec();
+    key.extend_from_slice(format!("({})#{}", m.name, m.occurrence).as_bytes());
+    xxh3_64(&key)
 }
 
 impl Precompiled {
-    /// Name each input to `session` as a unit. In an update, one whose stat data (or else
-    /// contents) is as the table recorded is kept whole without being read; any other is
-    /// ingested again by [`Precompiled::finish`], its old definitions gone with the sweep.
-    /// The reason for a full build instead: the image has constructor arrays, which are
-    /// one definition made of every object's parts.
+    /// Name each input to `session` as a unit, and each archive member placed before as one
+    /// of its own. In an update, an input whose stat data (or else contents) is as the table
+    /// recorded is kept whole without being read, its members with it (found by the stat
+    /// data they were recorded with); a changed archive keeps every member whose contents
+    /// are as they were. Any other object or member is ingested again by
+    /// [`Precompiled::finish`], its old definitions gone with the sweep. The reason for a full
+    /// build instead: the image has constructor arrays, made of every object's parts.
     pub fn claim(&self, session: &mut Session) -> Result<std::result::Result<Claimed, FullReason>> {
         let paths: Vec<PathBuf> = self.inputs.iter().map(|i| i.path.clone()).collect();
         let stats = crate::inputs::stat_all(&paths)?;
         // Without a time, no file is clean: all are read, none is wrongly kept.
         let written = crate::inputs::written_ns(session.output()).unwrap_or(i64::MIN);
-        let mut units = Vec::with_capacity(paths.len());
-        let mut changed = HashSet::new();
+        let mut claimed = Claimed {
+            units: Vec::with_capacity(paths.len()),
+            stats: stats.clone(),
+            changed: HashSet::new(),
+            members: HashMap::new(),
+        };
         for (i, p) in paths.iter().enumerate() {
             let u = session.unit(p.as_os_str().as_encoded_bytes());
-            units.push(u);
-            if session.is_update() {
-                if let Some(r) = session.previous_unit(u).copied() {
-                    if crate::inputs::clean(&r, &stats[i], written) || self.digest(i)? == r.digest {
-                        session.keep_unit(u, stats[i])?;
-                        continue;
+            claimed.units.push(u);
+            let previous = session
+                .previous_unit(u)
+                .copied()
+                .filter(|_| session.is_update());
+            if let Some(r) = previous {
+                let clean = crate::inputs::clean(&r, &stats[i], written);
+                if clean || self.digest(i)? == r.digest {
+                    session.keep_unit(u, stats[i])?;
+                    // Its members: found by the stat data recorded with them when the archive
+                    // was not read, else by name (a racily clean record has no stat data).
+                    let own = xxh3_64(p.as_os_str().as_encoded_bytes());
+                    let keys: Vec<u64> = if clean {
+                        session.previous_units_with_stat(&r.stat)
+                    } else if let Content::Archive(a) = &self.load()?[i].content {
+                        a.members.iter().map(|m| member_key(p, m)).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    for key in keys {
+                        if key != own && session.previous_unit_by_key(key).is_some() {
+                            let m = session.unit_by_key(key);
+                            session.keep_unit(m, stats[i])?;
+                        }
                     }
+                    continue;
                 }
                 if session.lookup(INIT_ARRAY_START).is_some() {
                     return Ok(Err(FullReason::Precompiled(format!(
@@ -244,9 +278,31 @@ impl Precompiled {
                 }
             }
             session.set_unit_contents(u, Some(self.digest(i)?), stats[i])?;
-            changed.insert(i);
+            match &self.load()?[i].content {
+                Content::Object(_) => {
+                    claimed.changed.insert(i);
+                }
+                Content::Archive(a) if previous.is_some() => {
+                    // Members placed before: kept if unchanged, else ingested again.
+                    for (m, member) in a.members.iter().enumerate() {
+                        let key = member_key(p, member);
+                        let Some(old) = session.previous_unit_by_key(key).copied() else {
+                            continue;
+                        };
+                        let mu = session.unit_by_key(key);
+                        let digest = xxh3_64(a.member_bytes(m));
+                        if digest == old.digest {
+                            session.keep_unit(mu, stats[i])?;
+                        } else {
+                            session.set_unit_contents(mu, Some(digest), stats[i])?;
+                            claimed.members.insert((i, m), mu);
+                        }
+                    }
+                }
+                Content::Archive(_) => {}
+            }
         }
-        Ok(Ok(Claimed { units, changed }))
+        Ok(Ok(claimed))
     }
 
     /// After the program's own code is placed: place the objects to ingest and the archive
@@ -254,19 +310,26 @@ impl Precompiled {
     /// and of what the sweep took away with a changed input). In an update, the reason for
     /// a full build if a reference is left that a full build might resolve differently, or
     /// constructors arrived: a full build decides, or reports the name as undefined.
-    pub fn finish(&self, session: &mut Session, claimed: &Claimed) -> Result<Option<FullReason>> {
+    pub fn finish(
+        &self,
+        session: &mut Session,
+        claimed: &mut Claimed,
+    ) -> Result<Option<FullReason>> {
         if self.is_empty() {
             return Ok(None);
         }
         if !session.is_update() {
-            self.link(session, &claimed.units, &claimed.changed)?;
+            self.link(session, claimed)?;
             return Ok(None);
         }
-        if claimed.changed.is_empty() && session.wanted().is_empty() {
+        if claimed.changed.is_empty() && claimed.members.is_empty() && session.wanted().is_empty() {
             return Ok(None);
         }
+        // The old definitions of changed inputs go first (the CLI swept already; a module's
+        // definitions are all in by now): what referred to them is then wanted.
+        session.sweep();
         let had_arrays = session.lookup(INIT_ARRAY_START).is_some();
-        self.link(session, &claimed.units, &claimed.changed)?;
+        self.link(session, claimed)?;
         if !had_arrays && session.lookup(INIT_ARRAY_START).is_some() {
             return Ok(Some(FullReason::Precompiled(
                 "precompiled code with constructors arrived".into(),
@@ -287,10 +350,8 @@ impl Precompiled {
 
 struct Chooser<'a> {
     loaded: &'a [Loaded],
-    /// The plain objects to take (all in a full build; in an update, the changed ones).
-    objects: &'a HashSet<usize>,
-    /// Each input's unit.
-    units: &'a [UnitId],
+    /// Units of the inputs and members; `changed`: the plain objects to take.
+    claimed: &'a mut Claimed,
     session: &'a mut Session,
     chosen: Vec<Chosen>,
     defs: HashMap<String, Def>,
@@ -309,13 +370,13 @@ impl Chooser<'_> {
             self.queue.push_back(self.session.symbols().name(id));
         }
         for (i, l) in self.loaded.iter().enumerate() {
-            if !self.objects.contains(&i) {
+            if !self.claimed.changed.contains(&i) {
                 continue;
             }
             if let Content::Object(bytes) = &l.content {
                 let display = l.input.path.display().to_string();
                 let obj = elf::parse(bytes.bytes()).map_err(|e| object_error(&display, e))?;
-                self.add(i, display, obj)?;
+                self.add(i, self.claimed.units[i], display, obj)?;
             }
         }
         while let Some(name) = self.queue.pop_front() {
@@ -338,9 +399,23 @@ impl Chooser<'_> {
                         self.loaded[file].input.path.display(),
                         a.members[member].name
                     );
-                    let obj = elf::parse(Aligned::new(a.member_bytes(member)).bytes())
+                    let bytes = a.member_bytes(member);
+                    let obj = elf::parse(Aligned::new(bytes).bytes())
                         .map_err(|e| object_error(&display, e))?;
-                    self.add(file, display, obj)?;
+                    let unit = match self.claimed.members.get(&(file, member)) {
+                        Some(&u) => u,
+                        None => {
+                            // A member placed for the first time: a unit of its own.
+                            let key = member_key(&self.loaded[file].input.path, &a.members[member]);
+                            let u = self.session.unit_by_key(key);
+                            let stat = self.claimed.stats[file];
+                            self.session
+                                .set_unit_contents(u, Some(xxh3_64(bytes)), stat)?;
+                            self.claimed.members.insert((file, member), u);
+                            u
+                        }
+                    };
+                    self.add(file, unit, display, obj)?;
                 }
             }
         }
@@ -356,6 +431,7 @@ impl Chooser<'_> {
             .and_then(|id| self.session.symbols().get(id).unit_of());
         unit.and_then(|n| {
             let i = self
+                .claimed
                 .units
                 .iter()
                 .position(|&u| self.session.unit_number(u) == n)?;
@@ -384,7 +460,7 @@ impl Chooser<'_> {
     }
 
     /// Take an object into the link: its definitions, and its references to look for.
-    fn add(&mut self, file: usize, display: String, obj: Object) -> Result<()> {
+    fn add(&mut self, file: usize, unit: UnitId, display: String, obj: Object) -> Result<()> {
         if obj.exec_stack {
             return Err(object_error(&display, ObjectError::ExecStack));
         }
@@ -468,6 +544,7 @@ impl Chooser<'_> {
         }
         self.chosen.push(Chosen {
             file,
+            unit,
             display,
             obj,
             discarded,
@@ -483,7 +560,6 @@ struct Placer<'a> {
     kinds: HashMap<String, SymbolKind>,
     /// Names some object declares as a common symbol (data).
     commons: HashSet<String>,
-    units: &'a [UnitId],
     /// The parts of the constructor (0) and destructor (1) arrays, as objects bring them.
     arrays: [Vec<ArrayPart>; 2],
     /// Names the chosen objects refer to only if something defines them (weak undefined).
@@ -563,7 +639,7 @@ impl Placer<'_> {
     /// Place chosen object `c`; returns how many sections it placed.
     fn place(&mut self, c: usize) -> Result<usize> {
         let ch = &self.chosen[c];
-        let u = self.units[ch.file];
+        let u = ch.unit;
         let obj = &ch.obj;
         // Every section's handle first: relocations refer across sections.
         let mut atoms: HashMap<usize, SymbolId> = HashMap::new();
@@ -822,7 +898,7 @@ impl Placer<'_> {
                 .session
                 .declare(name, SymbolKind::Data, Binding::Global)?;
             self.session.define_data(
-                self.units[self.chosen[c].file],
+                self.chosen[c].unit,
                 id,
                 DataObject {
                     contents: Contents::Zeros(size),
@@ -843,7 +919,7 @@ impl Placer<'_> {
         if self.arrays.iter().all(Vec::is_empty) {
             return Ok(());
         }
-        let u = self.units[self.chosen[0].file];
+        let u = self.chosen[0].unit;
         let names = [
             (".init_array", INIT_ARRAY_START, INIT_ARRAY_END),
             (".fini_array", FINI_ARRAY_START, FINI_ARRAY_END),
@@ -893,7 +969,7 @@ impl Placer<'_> {
         let Some(first) = self.chosen.first() else {
             return Ok(());
         };
-        let u = self.units[first.file];
+        let u = first.unit;
         for id in self.session.wanted() {
             let name = self.session.symbols().name(id);
             if name == GOT_SYMBOL {

@@ -146,7 +146,8 @@ impl Session {
         self.unit_by_key(xxhash_rust::xxh3::xxh3_64(name))
     }
 
-    fn unit_by_key(&mut self, key: u64) -> UnitId {
+    /// The unit whose name hashes to `key` (see [`Session::unit`]).
+    pub fn unit_by_key(&mut self, key: u64) -> UnitId {
         let u = &mut self.units;
         let previous = if u.claimed.insert(key) {
             u.old.get(&key).copied()
@@ -176,6 +177,27 @@ impl Session {
             },
         });
         id
+    }
+
+    /// Keys of the previous build's units recorded with exactly this stat data (the members
+    /// of an archive carry the archive's; a file's device and inode make it unique). None
+    /// for the empty stat data of a racily clean record.
+    pub fn previous_units_with_stat(&self, stat: &FileStat) -> Vec<u64> {
+        if *stat == FileStat::default() {
+            return Vec::new();
+        }
+        self.units
+            .old_list
+            .iter()
+            .filter(|r| r.stat == *stat)
+            .map(|r| r.path_hash)
+            .collect()
+    }
+
+    /// What the previous build recorded for the unit whose name hashes to `key`, without
+    /// claiming it.
+    pub fn previous_unit_by_key(&self, key: u64) -> Option<&FileRecord> {
+        self.units.old.get(&key)
     }
 
     /// What the previous build recorded for `u` (none for a new unit).
