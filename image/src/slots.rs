@@ -10,6 +10,9 @@
 use crate::error::{ImageError, Result};
 use crate::layout::{align_up, RegionKind};
 
+/// The smallest alignment gap kept on the free list.
+const MIN_FREE: u64 = 16;
+
 /// A placed slot: its first address and how many bytes it may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -105,7 +108,10 @@ impl Region {
                 reserve,
             });
         }
-        if start > self.used {
+        // An alignment gap goes to the free list, unless it is too small to be worth a
+        // record: a list of thousands of slivers would make every first-fit search long
+        // (slots of exact size, precompiled sections, leave one after nearly every slot).
+        if start - self.used >= MIN_FREE {
             self.release_range(self.used, start - self.used);
         }
         self.used = end;

@@ -66,6 +66,7 @@ impl Archive {
         }
         let mut members = Vec::new();
         let mut by_start = HashMap::new();
+        let mut seen_names: HashMap<String, usize> = HashMap::new();
         for m in file.members() {
             let m = m.map_err(|e| ObjectError::Malformed(e.to_string()))?;
             let (start, len) = m.file_range();
@@ -78,7 +79,9 @@ impl Archive {
             }
             by_start.insert(start as u64, members.len());
             let name = String::from_utf8_lossy(m.name()).into_owned();
-            let occurrence = members.iter().filter(|o: &&Member| o.name == name).count();
+            let seen = seen_names.entry(name.clone()).or_insert(0usize);
+            let occurrence = *seen;
+            *seen += 1;
             members.push(Member {
                 name,
                 occurrence,
