@@ -1,5 +1,5 @@
-//! In-place updates. The differential property test applies random edits to random programs and
-//! requires, after every step, that the executable updated in place behaves exactly like a
+//! In-place updates. The differential property test applies random edits to random programs (CLIF
+//! files and a static archive of C functions they may call) and requires, after every step, that the executable updated in place behaves exactly like a
 //! fresh build of the same input and passes `readelf --wide -a` without a warning. The other
 //! tests cover safety: failed builds, running executables, interrupted updates, foreign files.
 //!
@@ -44,6 +44,8 @@ struct Func {
     depth: u32,
     /// A data object whose first word the function adds in.
     reads: Option<u32>,
+    /// A C function of the archive (`c{k}`) it calls last.
+    c_call: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -60,9 +62,13 @@ struct Model {
     funcs: BTreeMap<u32, Func>,
     data: BTreeMap<u32, Data>,
     next_id: u32,
+    /// The constant of each C function in the program's static archive, one member each.
+    c_consts: Vec<i64>,
 }
 
 const FILES: usize = 3;
+/// C functions in the archive: `c1` calls `c0`, so members need members.
+const C_FUNCS: u64 = 3;
 
 impl Model {
     fn fresh_id(&mut self) -> u32 {
@@ -95,6 +101,11 @@ impl Model {
         } else {
             None
         };
+        let c_call = if rng.chance(25) {
+            Some(rng.below(C_FUNCS) as usize)
+        } else {
+            None
+        };
         Func {
             file: rng.below(FILES as u64) as usize,
             constant: rng.below(1000) as i64 - 500,
@@ -102,6 +113,7 @@ impl Model {
             callees,
             depth,
             reads,
+            c_call,
         }
     }
 
@@ -123,7 +135,10 @@ impl Model {
     }
 
     fn generate(rng: &mut Rng) -> Model {
-        let mut m = Model::default();
+        let mut m = Model {
+            c_consts: (0..C_FUNCS).map(|_| rng.below(100) as i64).collect(),
+            ..Model::default()
+        };
         for _ in 0..3 {
             let id = m.fresh_id();
             let d = m.random_data(rng);
@@ -161,11 +176,26 @@ impl Model {
         let fkeys: Vec<u32> = self.funcs.keys().copied().collect();
         let dkeys: Vec<u32> = self.data.keys().copied().collect();
         let pick = |rng: &mut Rng, keys: &[u32]| keys[rng.below(keys.len() as u64) as usize];
-        match rng.below(10) {
+        match rng.below(12) {
             0 => {
                 let id = pick(rng, &fkeys);
                 self.funcs.get_mut(&id).unwrap().constant = rng.below(1000) as i64;
                 format!("change the body of f{id}")
+            }
+            10 => {
+                // A new version of one archive member.
+                let k = rng.below(C_FUNCS) as usize;
+                self.c_consts[k] = rng.below(100) as i64;
+                format!("change archive member c{k}")
+            }
+            11 => {
+                let id = pick(rng, &fkeys);
+                let f = self.funcs.get_mut(&id).unwrap();
+                f.c_call = match f.c_call {
+                    Some(_) => None,
+                    None => Some(rng.below(C_FUNCS) as usize),
+                };
+                format!("f{id} calls C: {:?}", f.c_call)
             }
             1 => {
                 let id = pick(rng, &fkeys);
@@ -259,6 +289,9 @@ impl Model {
         if let Some(d) = f.reads {
             s += &format!("    gv0 = symbol %d{d}\n");
         }
+        if let Some(k) = f.c_call {
+            s += &format!("    fn{} = %c{k}(i64) -> i64 system_v\n", f.callees.len());
+        }
         s += &format!(
             "block0(v0: i64):\n    v1 = iconst.i64 {}\n    v2 = iadd v0, v1\n",
             f.constant
@@ -296,8 +329,24 @@ impl Model {
             );
             v += 3;
         }
+        if f.c_call.is_some() {
+            s += &format!("    v{} = call fn{}(v{v})\n", v + 1, f.callees.len());
+            v += 1;
+        }
         s += &format!("    return v{v}\n}}\n\n");
         s
+    }
+
+    /// The C source of each archive member.
+    fn c_sources(&self) -> Vec<String> {
+        self.c_consts
+            .iter()
+            .enumerate()
+            .map(|(k, c)| match k {
+                1 => format!("long c0(long);\nlong c1(long x) {{ return c0(x) ^ {c}; }}\n"),
+                _ => format!("long c{k}(long x) {{ return x * 3 + {c}; }}\n"),
+            })
+            .collect()
     }
 
     fn data_text(&self, id: u32, d: &Data) -> String {
@@ -459,6 +508,46 @@ impl Disk {
     }
 }
 
+impl Disk {
+    /// Bring the archive `libmodel.a` (a member per C function) to `sources`: a changed
+    /// source is compiled again and the archive rebuilt. Returns its path.
+    fn write_archive(&self, sources: &[String], log: &mut Vec<String>) -> PathBuf {
+        let lib = self.dir.join("libmodel.a");
+        let mut changed = !lib.exists();
+        for (k, text) in sources.iter().enumerate() {
+            let src = self.dir.join(format!("c{k}.c"));
+            if std::fs::read_to_string(&src).ok().as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            std::fs::write(&src, text).unwrap();
+            let ok = Command::new("cc")
+                .args(["-c", "-O2", "-fPIC"])
+                .arg(&src)
+                .arg("-o")
+                .arg(self.dir.join(format!("c{k}.o")))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            changed = true;
+        }
+        if changed {
+            let _ = std::fs::remove_file(&lib);
+            let members: Vec<PathBuf> = (0..sources.len())
+                .map(|k| self.dir.join(format!("c{k}.o")))
+                .collect();
+            let ok = Command::new("ar")
+                .arg("rcs")
+                .arg(&lib)
+                .args(&members)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            log.push("archive rebuilt".into());
+        }
+        lib
+    }
+}
+
 fn stats_build(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["--stats"];
     args.extend_from_slice(extra);
@@ -502,7 +591,8 @@ enum Via {
 /// Build `files` into `out` through `ZerolinkModule::open`: the description of the build.
 fn library_build(files: &[PathBuf], out: &Path, debug: bool) -> String {
     use zerolink_backend::{clif::Program, ModuleOptions, TargetOptions, ZerolinkModule};
-    let program = Program::read(files).unwrap();
+    let (clif, precompiled) = zerolink_backend::objects::classify(files).unwrap();
+    let program = Program::read(&clif).unwrap();
     let opts = ModuleOptions {
         debug_info: debug,
         language: gimli::DW_LANG_Mips_Assembler,
@@ -512,6 +602,9 @@ fn library_build(files: &[PathBuf], out: &Path, debug: bool) -> String {
     };
     let mut module = ZerolinkModule::open(TargetOptions::default().isa().unwrap(), out, opts)
         .unwrap_or_else(|e| panic!("open {}: {e}", out.display()));
+    for p in &precompiled {
+        module.add_precompiled(p);
+    }
     let through = program.define_through(&mut module).unwrap();
     let report = module.finish().unwrap_or_else(|e| panic!("finish: {e}"));
     format!(
@@ -534,7 +627,8 @@ fn differential_via(seed: u64, steps: usize, flags: &[&str], via: Via) {
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let mut disk = Disk::new(&src);
-    let files = disk.write(&model.texts(), &mut rng, &mut Vec::new());
+    let mut files = disk.write(&model.texts(), &mut rng, &mut Vec::new());
+    files.push(disk.write_archive(&model.c_sources(), &mut Vec::new()));
     let debug = flags.contains(&"-g");
     let update = |files: &[PathBuf]| match via {
         Via::Cli => stats_build(files, &out, flags),
@@ -547,7 +641,8 @@ fn differential_via(seed: u64, steps: usize, flags: &[&str], via: Via) {
     for step in 0..steps {
         history.push(model.edit(&mut rng));
         let mut log = Vec::new();
-        let files = disk.write(&model.texts(), &mut rng, &mut log);
+        let mut files = disk.write(&model.texts(), &mut rng, &mut log);
+        files.push(disk.write_archive(&model.c_sources(), &mut log));
         if !log.is_empty() {
             history.push(log.join(", "));
         }

@@ -253,7 +253,11 @@ pub(super) fn defined(
         None => {
             let table = table?;
             let s = table.get(table.lookup(name)?);
-            (s.placement().is_some() && !s.builtin() && s.unit_of().is_some()).then(|| s.kind())
+            // Precompiled code's symbols are externals to the program, in an update as in the
+            // full build that placed them after the program was compiled: the same code.
+            let precompiled = s.alias() || s.section_atom();
+            (s.placement().is_some() && !s.builtin() && !precompiled && s.unit_of().is_some())
+                .then(|| s.kind())
         }
     }
 }

@@ -209,8 +209,11 @@ pub struct Claimed {
     /// Plain objects to ingest in this build: all in a full build; in an update, the new or
     /// changed ones.
     changed: HashSet<usize>,
-    /// Units of archive members claimed so far, by (input, member).
-    members: HashMap<(usize, usize), UnitId>,
+    /// Units of archive members claimed so far (kept, changed or new), by unit key: a
+    /// member is one unit however often it is kept, dropped and placed again.
+    members: HashMap<u64, UnitId>,
+    /// Members whose bytes changed: ingested again if anything still refers to them.
+    changed_members: usize,
 }
 
 /// The unit key of an archive member: the archive's path, the member's name and which of the
@@ -239,6 +242,7 @@ impl Precompiled {
             stats: stats.clone(),
             changed: HashSet::new(),
             members: HashMap::new(),
+            changed_members: 0,
         };
         for (i, p) in paths.iter().enumerate() {
             let u = session.unit(p.as_os_str().as_encoded_bytes());
@@ -262,9 +266,13 @@ impl Precompiled {
                         Vec::new()
                     };
                     for key in keys {
-                        if key != own && session.previous_unit_by_key(key).is_some() {
+                        if key != own
+                            && session.previous_unit_by_key(key).is_some()
+                            && !claimed.members.contains_key(&key)
+                        {
                             let m = session.unit_by_key(key);
                             session.keep_unit(m, stats[i])?;
+                            claimed.members.insert(key, m);
                         }
                     }
                     continue;
@@ -289,14 +297,18 @@ impl Precompiled {
                         let Some(old) = session.previous_unit_by_key(key).copied() else {
                             continue;
                         };
+                        if claimed.members.contains_key(&key) {
+                            continue;
+                        }
                         let mu = session.unit_by_key(key);
                         let digest = xxh3_64(a.member_bytes(m));
                         if digest == old.digest {
                             session.keep_unit(mu, stats[i])?;
                         } else {
                             session.set_unit_contents(mu, Some(digest), stats[i])?;
-                            claimed.members.insert((i, m), mu);
+                            claimed.changed_members += 1;
                         }
+                        claimed.members.insert(key, mu);
                     }
                 }
                 Content::Archive(_) => {}
@@ -322,7 +334,8 @@ impl Precompiled {
             self.link(session, claimed)?;
             return Ok(None);
         }
-        if claimed.changed.is_empty() && claimed.members.is_empty() && session.wanted().is_empty() {
+        if claimed.changed.is_empty() && claimed.changed_members == 0 && session.wanted().is_empty()
+        {
             return Ok(None);
         }
         // The old definitions of changed inputs go first (the CLI swept already; a module's
@@ -402,16 +415,17 @@ impl Chooser<'_> {
                     let bytes = a.member_bytes(member);
                     let obj = elf::parse(Aligned::new(bytes).bytes())
                         .map_err(|e| object_error(&display, e))?;
-                    let unit = match self.claimed.members.get(&(file, member)) {
+                    let key = member_key(&self.loaded[file].input.path, &a.members[member]);
+                    let unit = match self.claimed.members.get(&key) {
+                        // Claimed already: changed, or kept with nothing placed of it.
                         Some(&u) => u,
                         None => {
                             // A member placed for the first time: a unit of its own.
-                            let key = member_key(&self.loaded[file].input.path, &a.members[member]);
                             let u = self.session.unit_by_key(key);
                             let stat = self.claimed.stats[file];
                             self.session
                                 .set_unit_contents(u, Some(xxh3_64(bytes)), stat)?;
-                            self.claimed.members.insert((file, member), u);
+                            self.claimed.members.insert(key, u);
                             u
                         }
                     };
