@@ -40,6 +40,8 @@ impl Aligned {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
+    /// xxh3 of its bytes: what says a member changed.
+    pub digest: u64,
     /// How many members before it have the same name (`ar q` allows repeats).
     pub occurrence: usize,
     pub start: usize,
@@ -83,6 +85,7 @@ impl Archive {
             let occurrence = *seen;
             *seen += 1;
             members.push(Member {
+                digest: xxhash_rust::xxh3::xxh3_64(&bytes[start..start + len]),
                 name,
                 occurrence,
                 start,
@@ -95,11 +98,16 @@ impl Archive {
             .map_err(|e| ObjectError::Malformed(e.to_string()))?;
         match index {
             Some(symbols) => {
+                // Symbols of one member share its header offset: each header is read once.
+                let mut by_header: HashMap<u64, Option<usize>> = HashMap::new();
                 for s in symbols {
                     let s = s.map_err(|e| ObjectError::Malformed(e.to_string()))?;
                     // The index points at a member's header: find whose data follows it.
-                    let start = file.member(s.offset()).ok().map(|m| m.file_range().0);
-                    let Some(&member) = start.and_then(|st| by_start.get(&st)) else {
+                    let member = *by_header.entry(s.offset().0).or_insert_with(|| {
+                        let start = file.member(s.offset()).ok().map(|m| m.file_range().0);
+                        start.and_then(|st| by_start.get(&st).copied())
+                    });
+                    let Some(member) = member else {
                         return Err(ObjectError::Malformed(format!(
                             "the symbol index puts `{}` in a member that does not exist",
                             String::from_utf8_lossy(s.name())
@@ -133,6 +141,16 @@ impl Archive {
             members,
             offers,
         })
+    }
+
+    /// A digest of the whole archive, from its members' (each byte is hashed once).
+    pub fn digest(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for m in &self.members {
+            h.update(m.name.as_bytes());
+            h.update(&m.digest.to_le_bytes());
+        }
+        h.digest()
     }
 
     pub fn member_bytes(&self, i: usize) -> &[u8] {

@@ -65,7 +65,8 @@ struct Loaded {
 /// The precompiled inputs of a build, read when a build needs them.
 pub struct Precompiled {
     inputs: Vec<PrecompiledInput>,
-    loaded: std::cell::OnceCell<std::result::Result<Vec<Loaded>, String>>,
+    /// Each input, read on first need (an update reads only what changed).
+    loaded: Vec<std::cell::OnceCell<std::result::Result<Loaded, String>>>,
 }
 
 /// An object chosen for the link: a file given, or an extracted member.
@@ -98,8 +99,8 @@ fn object_error(file: &str, reason: ObjectError) -> BackendError {
 impl Precompiled {
     pub fn new(inputs: Vec<PrecompiledInput>) -> Precompiled {
         Precompiled {
+            loaded: inputs.iter().map(|_| std::cell::OnceCell::new()).collect(),
             inputs,
-            loaded: std::cell::OnceCell::new(),
         }
     }
 
@@ -111,40 +112,38 @@ impl Precompiled {
         self.inputs.is_empty()
     }
 
-    /// Read every input (once): objects whole, archives with their symbol index.
-    fn load(&self) -> Result<&[Loaded]> {
-        let loaded = self.loaded.get_or_init(|| {
-            self.inputs
-                .iter()
-                .map(|input| {
-                    let file = input.path.display().to_string();
-                    let bytes = std::fs::read(&input.path)
-                        .map_err(|e| object_error(&file, ObjectError::Io(e)).to_string())?;
-                    let digest = xxh3_64(&bytes);
-                    let content = if super::archive::is_archive(&bytes) {
-                        Content::Archive(
-                            Archive::parse(bytes)
-                                .map_err(|e| object_error(&file, e).to_string())?,
-                        )
-                    } else {
-                        Content::Object(Aligned::new(&bytes))
-                    };
-                    Ok(Loaded {
-                        input: input.clone(),
-                        digest,
-                        content,
-                    })
-                })
-                .collect()
+    /// Input `i`, read once: an object whole, an archive with its symbol index.
+    fn one(&self, i: usize) -> Result<&Loaded> {
+        let loaded = self.loaded[i].get_or_init(|| {
+            let input = &self.inputs[i];
+            let file = input.path.display().to_string();
+            let bytes = std::fs::read(&input.path)
+                .map_err(|e| object_error(&file, ObjectError::Io(e)).to_string())?;
+            let (digest, content) = if super::archive::is_archive(&bytes) {
+                let a = Archive::parse(bytes).map_err(|e| object_error(&file, e).to_string())?;
+                (a.digest(), Content::Archive(a))
+            } else {
+                (xxh3_64(&bytes), Content::Object(Aligned::new(&bytes)))
+            };
+            Ok(Loaded {
+                input: input.clone(),
+                digest,
+                content,
+            })
         });
         loaded
-            .as_deref()
+            .as_ref()
             .map_err(|e| BackendError::Library(e.clone()))
+    }
+
+    /// Every input, read.
+    fn load(&self) -> Result<Vec<&Loaded>> {
+        (0..self.inputs.len()).map(|i| self.one(i)).collect()
     }
 
     /// The digest of input `i`'s contents (for the unit record).
     pub fn digest(&self, i: usize) -> Result<u64> {
-        Ok(self.load()?[i].digest)
+        Ok(self.one(i)?.digest)
     }
 
     /// Place the objects among `objects` (input indices) and the archive members that the
@@ -152,7 +151,7 @@ impl Precompiled {
     fn link(&self, session: &mut Session, claimed: &mut Claimed) -> Result<LinkStats> {
         let loaded = self.load()?;
         let mut chooser = Chooser {
-            loaded,
+            loaded: &loaded,
             claimed,
             session,
             chosen: Vec::new(),
@@ -260,7 +259,7 @@ impl Precompiled {
                     let own = xxh3_64(p.as_os_str().as_encoded_bytes());
                     let keys: Vec<u64> = if clean {
                         session.previous_units_with_stat(&r.stat)
-                    } else if let Content::Archive(a) = &self.load()?[i].content {
+                    } else if let Content::Archive(a) = &self.one(i)?.content {
                         a.members.iter().map(|m| member_key(p, m)).collect()
                     } else {
                         Vec::new()
@@ -286,13 +285,13 @@ impl Precompiled {
                 }
             }
             session.set_unit_contents(u, Some(self.digest(i)?), stats[i])?;
-            match &self.load()?[i].content {
+            match &self.one(i)?.content {
                 Content::Object(_) => {
                     claimed.changed.insert(i);
                 }
                 Content::Archive(a) if previous.is_some() => {
                     // Members placed before: kept if unchanged, else ingested again.
-                    for (m, member) in a.members.iter().enumerate() {
+                    for member in &a.members {
                         let key = member_key(p, member);
                         let Some(old) = session.previous_unit_by_key(key).copied() else {
                             continue;
@@ -301,7 +300,7 @@ impl Precompiled {
                             continue;
                         }
                         let mu = session.unit_by_key(key);
-                        let digest = xxh3_64(a.member_bytes(m));
+                        let digest = member.digest;
                         if digest == old.digest {
                             session.keep_unit(mu, stats[i])?;
                         } else {
@@ -362,7 +361,7 @@ impl Precompiled {
 }
 
 struct Chooser<'a> {
-    loaded: &'a [Loaded],
+    loaded: &'a [&'a Loaded],
     /// Units of the inputs and members; `changed`: the plain objects to take.
     claimed: &'a mut Claimed,
     session: &'a mut Session,
@@ -423,8 +422,8 @@ impl Chooser<'_> {
                             // A member placed for the first time: a unit of its own.
                             let u = self.session.unit_by_key(key);
                             let stat = self.claimed.stats[file];
-                            self.session
-                                .set_unit_contents(u, Some(xxh3_64(bytes)), stat)?;
+                            let digest = a.members[member].digest;
+                            self.session.set_unit_contents(u, Some(digest), stat)?;
                             self.claimed.members.insert(key, u);
                             u
                         }
