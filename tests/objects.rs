@@ -669,6 +669,19 @@ fn malformed_or_unsupported_objects_are_errors_naming_the_file() {
         outside,
         "outside.o: section `.text`: a relocation at offset 0x7fff0000",
     ));
+    // Found by fuzzing: a symbol far outside its section (it made an alias address overflow).
+    let outside_symbol = d.join("outside_symbol.o");
+    {
+        let mut data = bytes.clone();
+        let file = object::File::parse(&*bytes).unwrap();
+        let symtab = object::Object::section_by_name(&file, ".symtab").unwrap();
+        let (at, _) = object::ObjectSection::file_range(&symtab).unwrap();
+        let f = object::Object::symbol_by_name(&file, "f").unwrap();
+        let value_at = at as usize + f.index().0 * 24 + 8;
+        data[value_at..value_at + 8].copy_from_slice(&0xffff_ffff_0000u64.to_le_bytes());
+        std::fs::write(&outside_symbol, data).unwrap();
+    }
+    cases.push((outside_symbol, "outside_symbol.o: malformed: symbol `f`"));
     let as_object = |name: &str, asm: &str| {
         let s = d.join(format!("{name}.s"));
         std::fs::write(&s, asm).unwrap();

@@ -51,6 +51,13 @@ pub enum ImageError {
         target: String,
         addend: i64,
     },
+    #[error("`{name}` ({size} bytes at offset {offset:#x}) lies outside `{base}`")]
+    AliasOutside {
+        name: String,
+        base: String,
+        offset: u64,
+        size: u64,
+    },
     #[error("relocation in `{function}` at offset {offset:#x} lies outside its {size} bytes")]
     SiteOutOfBounds {
         function: String,

@@ -240,6 +240,10 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
             continue;
         };
         let size = section.sh_size(endian);
+        // Every region window is below 4 GiB: a larger section is malformed, not placed.
+        if size >= 1 << 32 {
+            return Err(bad(format!("section `{name}` claims {size} bytes")));
+        }
         let data = if sh_type == elf::SHT_NOBITS {
             None
         } else {
@@ -265,6 +269,29 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
             relocs: Vec::new(),
             group: group_of[index].take(),
         });
+    }
+    // Symbols lie inside their sections (the end counts, for end labels); commons are
+    // placed, so they are below 4 GiB too.
+    for sym in &obj.symbols {
+        if matches!(sym.def, SymDef::Common { .. }) && (sym.size >= 1 << 32 || sym.value >= 1 << 32)
+        {
+            return Err(bad(format!(
+                "common symbol `{}` claims {} bytes",
+                sym.name, sym.size
+            )));
+        }
+        let SymDef::Section(sec) = sym.def else {
+            continue;
+        };
+        if let Some(section) = obj.section(sec) {
+            let end = sym.value.checked_add(sym.size);
+            if end.is_none_or(|e| e > section.size) {
+                return Err(bad(format!(
+                    "symbol `{}` ({} bytes at {:#x}) lies outside section `{}` ({} bytes)",
+                    sym.name, sym.size, sym.value, section.name, section.size
+                )));
+            }
+        }
     }
     // Relocations, each checked against its section and the symbol table.
     for section in sections.iter() {

@@ -601,6 +601,14 @@ impl Image {
                 referenced_by: vec![self.symbols.name(id)],
             }]));
         };
+        if offset.checked_add(size).is_none_or(|end| end > p.size) {
+            return Err(ImageError::AliasOutside {
+                name: self.symbols.name(id),
+                base: self.symbols.name(base),
+                offset,
+                size,
+            });
+        }
         self.place_alias(id, p.region, p.slot.addr + offset, size)
     }
 
