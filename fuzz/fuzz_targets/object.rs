@@ -1,8 +1,9 @@
 //! Malformed precompiled code: the input is an ELF relocatable object or an `ar` archive
 //! (by its first bytes) given beside a CLIF `main` that calls `f` from it. The build must end
 //! in an executable or an error, never a panic; an executable it writes must be runnable
-//! without the build having crashed. Seeds: `fuzz/corpus/object/` (objects and archives of
-//! `cc -c` output).
+//! without the build having crashed. Seed it with a few objects and an archive of `cc -c`
+//! output in `fuzz/corpus/object/` (`cc -c -O2 f.c`, `cc -c -O0 -fno-pic f.c`, `ar rcs libf.a
+//! f.o`, where f.c defines `int f(void)` and some data with pointers).
 #![no_main]
 
 use std::sync::OnceLock;
