@@ -17,6 +17,9 @@ pub fn ref_kind(kind: Reloc, function: &str, offset: u32) -> Result<RefKind, Bac
         Reloc::X86GOTPCRel4 => RefKind::GotPcRel32,
         Reloc::Abs4 => RefKind::Abs32,
         Reloc::Abs8 => RefKind::Abs64,
+        // The general-dynamic sequence, made local-exec by the image (the executable's own
+        // thread-locals); its `__tls_get_addr` call goes with it (see `is_tls_get_addr`).
+        Reloc::ElfX86_64TlsGd => RefKind::TlsGdToLe,
         other => {
             return Err(BackendError::UnsupportedReloc {
                 function: function.to_string(),
@@ -25,4 +28,16 @@ pub fn ref_kind(kind: Reloc, function: &str, offset: u32) -> Result<RefKind, Bac
             })
         }
     })
+}
+
+/// Whether a relocation is the `__tls_get_addr` call of a general-dynamic sequence: no site of
+/// its own, since the sequence's `TlsGdToLe` site rewrites it.
+pub fn is_tls_get_addr(kind: Reloc, target: &cranelift_codegen::ir::ExternalName) -> bool {
+    kind == Reloc::X86CallPLTRel4
+        && matches!(
+            target,
+            cranelift_codegen::ir::ExternalName::LibCall(
+                cranelift_codegen::ir::LibCall::ElfTlsGetAddr
+            )
+        )
 }

@@ -46,6 +46,9 @@ impl TargetOptions {
         // stay direct (`colocated`), so PIC costs nothing for them.
         set(&mut shared, "is_pic", "true")?;
         set(&mut shared, "enable_verifier", "true")?;
+        // Thread-locals by the general-dynamic sequence, the one every linker knows; the image
+        // relaxes it to local-exec for the executable's own (`--set tls_model=...` overrides).
+        set(&mut shared, "tls_model", "elf_gd")?;
         let mut isa = cranelift_native::builder_with_options(self.native_features)
             .map_err(|e| BackendError::Host(e.to_string()))?;
         for s in &self.settings {

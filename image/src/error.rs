@@ -51,6 +51,13 @@ pub enum ImageError {
         target: String,
         addend: i64,
     },
+    #[error("thread-local reference in `{function}` at offset {offset:#x} to `{target}` {why}")]
+    ThreadLocal {
+        function: String,
+        offset: u32,
+        target: String,
+        why: &'static str,
+    },
     #[error("`{name}` ({size} bytes at offset {offset:#x}) lies outside `{base}`")]
     AliasOutside {
         name: String,

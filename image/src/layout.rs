@@ -36,10 +36,19 @@ pub enum RegionKind {
     /// What the dynamic loader reads: `.interp`, `.dynsym`, `.dynstr`, `.hash`, `.rela.dyn`.
     /// Rebuilt whole by every build that has imports (it grows with imports, not with code).
     Dynamic,
+    /// Thread-local data: the initial image of every thread's block (`.tdata`, `PT_TLS`).
+    /// Code reaches it only through offsets from the thread pointer, never by address, so
+    /// its window may lie past the others' 2 GiB.
+    Tls,
 }
 
 /// Number of regions.
-pub const REGIONS: usize = 6;
+pub const REGIONS: usize = 7;
+
+/// The alignment of the thread-local block (`PT_TLS`'s `p_align`): every slot in the TLS
+/// region is aligned to at most this, so offsets from the thread pointer never depend on
+/// what is placed.
+pub const TLS_ALIGN: u64 = 64;
 
 impl RegionKind {
     pub const ALL: [RegionKind; REGIONS] = [
@@ -49,6 +58,7 @@ impl RegionKind {
         RegionKind::Data,
         RegionKind::Bss,
         RegionKind::Dynamic,
+        RegionKind::Tls,
     ];
 
     pub const fn index(self) -> usize {
@@ -80,6 +90,7 @@ impl RegionKind {
             RegionKind::Data => "data",
             RegionKind::Bss => "bss",
             RegionKind::Dynamic => "dynamic",
+            RegionKind::Tls => "tls",
         }
     }
 
@@ -91,6 +102,16 @@ impl RegionKind {
             RegionKind::Data => ".data",
             RegionKind::Bss => ".bss",
             RegionKind::Dynamic => ".zerolink.dynamic",
+            RegionKind::Tls => ".tdata",
+        }
+    }
+
+    /// The index of the region's section header (`st_shndx` of its symbols): regions in
+    /// order after the null section, the dynamic region having none of its own.
+    pub fn shndx(self) -> u16 {
+        match self {
+            RegionKind::Tls => RegionKind::Dynamic.index() as u16 + 1,
+            _ => self.index() as u16 + 1,
         }
     }
 
@@ -99,7 +120,9 @@ impl RegionKind {
         match self {
             RegionKind::Text => elf::PF_R | elf::PF_X,
             // The GOT is filled at build time in a static executable: nothing writes it at run time.
-            RegionKind::Rodata | RegionKind::Got | RegionKind::Dynamic => elf::PF_R,
+            RegionKind::Rodata | RegionKind::Got | RegionKind::Dynamic | RegionKind::Tls => {
+                elf::PF_R
+            }
             RegionKind::Data | RegionKind::Bss => elf::PF_R | elf::PF_W,
         }
     }
@@ -109,6 +132,7 @@ impl RegionKind {
             RegionKind::Text => elf::SHF_ALLOC | elf::SHF_EXECINSTR,
             RegionKind::Rodata | RegionKind::Got | RegionKind::Dynamic => elf::SHF_ALLOC,
             RegionKind::Data | RegionKind::Bss => elf::SHF_ALLOC | elf::SHF_WRITE,
+            RegionKind::Tls => elf::SHF_ALLOC | elf::SHF_WRITE | elf::SHF_TLS,
         })
     }
 
@@ -160,12 +184,15 @@ mod tests {
 
     #[test]
     fn windows_do_not_overlap_and_stay_within_rel32_reach() {
+        // The TLS window is reached through thread-pointer offsets only: it is past the rest.
+        assert!(RegionKind::Tls.vaddr() + RegionKind::Tls.reserve() <= 1 << 32);
         let lo = RegionKind::Text.vaddr();
         let hi = RegionKind::Dynamic.vaddr() + RegionKind::Dynamic.reserve();
         // The farthest two bytes are `hi - 1 - lo` apart: within a signed 32-bit offset.
         assert!(hi - 1 - lo < 1 << 31);
         assert!(hi < 1 << 32);
         for pair in RegionKind::ALL.windows(2) {
+            // (in address order: the TLS window follows the dynamic one)
             assert!(pair[0].vaddr() + pair[0].reserve() <= pair[1].vaddr());
         }
         assert!(HEADERS_VADDR + PAGE <= lo);

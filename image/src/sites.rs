@@ -37,6 +37,11 @@ pub enum RefKind {
     /// `S + A - GOT` in 8 bytes, from the GOT's base (`_GLOBAL_OFFSET_TABLE_`,
     /// `R_X86_64_GOTOFF64`).
     GotOff64,
+    /// A thread-local's address by the general-dynamic sequence (`lea rdi, [rip + x@tlsgd]`
+    /// then `call __tls_get_addr`, 16 bytes; the site is the `lea`'s displacement), rewritten
+    /// to local-exec as ld does for the executable's own thread-locals: `mov rax, fs:0;
+    /// lea rax, [rax + tpoff(x)]`.
+    TlsGdToLe,
 }
 
 impl RefKind {
@@ -49,12 +54,16 @@ impl RefKind {
             RefKind::Abs32S => "Abs32S",
             RefKind::PcRel64 => "PcRel64",
             RefKind::GotOff64 => "GotOff64",
+            RefKind::TlsGdToLe => "TlsGdToLe",
         }
     }
 
     pub fn width(self) -> u32 {
         match self {
             RefKind::Abs64 | RefKind::PcRel64 | RefKind::GotOff64 => 8,
+            // The displacement and the call after it (the four bytes before are the site's
+            // offset minus 4: checked when patching).
+            RefKind::TlsGdToLe => 12,
             _ => 4,
         }
     }
@@ -68,6 +77,7 @@ impl RefKind {
             RefKind::Abs32S => 4,
             RefKind::PcRel64 => 5,
             RefKind::GotOff64 => 6,
+            RefKind::TlsGdToLe => 7,
         }
     }
 
@@ -79,6 +89,7 @@ impl RefKind {
             4 => RefKind::Abs32S,
             5 => RefKind::PcRel64,
             6 => RefKind::GotOff64,
+            7 => RefKind::TlsGdToLe,
             _ => RefKind::PcRel32,
         }
     }

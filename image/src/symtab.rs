@@ -9,6 +9,7 @@
 use object::elf;
 use object::endian::{LittleEndian as LE, U16, U32, U64};
 
+use crate::layout::RegionKind;
 use crate::symbols::{Binding, SymbolId, SymbolKind, SymbolTable};
 use crate::table::Records;
 
@@ -51,8 +52,10 @@ impl Symtab {
             Binding::Global => elf::STB_GLOBAL,
             Binding::Weak => elf::STB_WEAK,
         };
+        let tls = p.region == RegionKind::Tls;
         let typ = match s.kind() {
             _ if s.section_atom() => elf::STT_SECTION,
+            _ if tls => elf::STT_TLS,
             SymbolKind::Function => elf::STT_FUNC,
             SymbolKind::Data => elf::STT_OBJECT,
         };
@@ -66,10 +69,18 @@ impl Symtab {
                 if s.alias() && p.slot.addr == 0 {
                     elf::SHN_ABS
                 } else {
-                    p.region.index() as u16 + 1
+                    p.region.shndx()
                 },
             ),
-            st_value: U64::new(LE, p.slot.addr),
+            // A thread-local's value is its offset in the TLS template (as ld writes it).
+            st_value: U64::new(
+                LE,
+                if tls {
+                    p.slot.addr - RegionKind::Tls.vaddr()
+                } else {
+                    p.slot.addr
+                },
+            ),
             st_size: U64::new(LE, if s.section_atom() { 0 } else { p.size }),
         }
     }

@@ -39,6 +39,8 @@ pub fn encode(kind: RefKind, s: u64, a: i64, p: u64, g: Option<u64>) -> Result<F
                 .map_err(|_| v)
         }
         RefKind::PcRel64 => rel64(s + a - p),
+        // Sixteen bytes, not a field: see `tls_local_exec`.
+        RefKind::TlsGdToLe => Err(s),
         RefKind::GotOff64 => rel64(s + a - i128::from(GOT_BASE)),
     }
 }
@@ -47,6 +49,53 @@ pub fn encode(kind: RefKind, s: u64, a: i64, p: u64, g: Option<u64>) -> Result<F
 /// displacement is a `GotPcRel32` site at [`PLT_GOT_AT`] (never relaxed: not a `mov`).
 pub const PLT_STUB: [u8; 8] = [0xff, 0x25, 0, 0, 0, 0, 0xcc, 0xcc];
 pub const PLT_GOT_AT: u32 = 2;
+
+/// The general-dynamic TLS sequence as compilers emit it (and ld requires), 16 bytes from four
+/// before the `lea`'s displacement: `data16 lea rdi, [rip + x@tlsgd]; data16 data16 rex.W
+/// call __tls_get_addr`. `None` bytes are the two displacements.
+const TLS_GD: [Option<u8>; 16] = {
+    let x = None;
+    [
+        Some(0x66),
+        Some(0x48),
+        Some(0x8d),
+        Some(0x3d),
+        x,
+        x,
+        x,
+        x,
+        Some(0x66),
+        Some(0x66),
+        Some(0x48),
+        Some(0xe8),
+        x,
+        x,
+        x,
+        x,
+    ]
+};
+
+/// `mov rax, fs:0; lea rax, [rax + disp32]`: the local-exec form, as long as `TLS_GD`.
+const TLS_LE: [u8; 12] = [0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0, 0x48, 0x8d, 0x80];
+
+/// The local-exec replacement for the 16 bytes `before` (the general-dynamic sequence, or
+/// its replacement from an earlier build), giving `rax = fs:0 + tpoff`; `None` if `before`
+/// is neither.
+pub fn tls_local_exec(before: &[u8], tpoff: i32) -> Option<[u8; 16]> {
+    let gd = before.len() == 16
+        && before
+            .iter()
+            .zip(TLS_GD)
+            .all(|(&b, want)| want.is_none_or(|w| w == b));
+    let le = before.starts_with(&TLS_LE);
+    if !(gd || le) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    out[..12].copy_from_slice(&TLS_LE);
+    out[12..].copy_from_slice(&tpoff.to_le_bytes());
+    Some(out)
+}
 
 /// The address `_GLOBAL_OFFSET_TABLE_` stands for: the start of the GOT region. `GotOff64`
 /// sites count from it, and PC-relative references to the symbol reach it.

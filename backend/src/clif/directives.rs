@@ -29,6 +29,8 @@ pub struct DataDirective {
     pub name: String,
     pub line: usize,
     pub writable: bool,
+    /// Thread-local: each thread has its own copy, starting as these contents.
+    pub tls: bool,
     pub export: bool,
     pub align: u64,
     pub init: DataInit,
@@ -210,11 +212,12 @@ fn parse(body: &str, line: usize) -> Result<DataDirective, String> {
         Some(Tok::Name(n)) => n,
         _ => return Err("expected `%NAME` after `data:`".into()),
     };
-    let (mut writable, mut export, mut align) = (false, false, 8u64);
+    let (mut writable, mut export, mut align, mut tls) = (false, false, 8u64, false);
     loop {
         match t.next() {
             Some(Tok::Eq) => break,
             Some(Tok::Word(w)) if w == "writable" => writable = true,
+            Some(Tok::Word(w)) if w == "tls" => tls = true,
             Some(Tok::Word(w)) if w == "export" => export = true,
             Some(Tok::Word(w)) if w == "align" => {
                 let Some(Tok::Word(n)) = t.next() else {
@@ -228,7 +231,7 @@ fn parse(body: &str, line: usize) -> Result<DataDirective, String> {
             }
             Some(other) => {
                 return Err(format!(
-                    "unexpected {} before `=` (expected writable, export, align N or =)",
+                    "unexpected {} before `=` (expected writable, tls, export, align N or =)",
                     describe(&other)
                 ))
             }
@@ -252,6 +255,7 @@ fn parse(body: &str, line: usize) -> Result<DataDirective, String> {
                 name,
                 line,
                 writable,
+                tls,
                 export,
                 align,
                 init: DataInit::Zeroed(n as u64),
@@ -350,6 +354,7 @@ fn parse(body: &str, line: usize) -> Result<DataDirective, String> {
         name,
         line,
         writable,
+        tls,
         export,
         align,
         init: DataInit::Bytes { bytes, addrs },

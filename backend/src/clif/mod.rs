@@ -509,7 +509,7 @@ impl Program {
         } else {
             Linkage::Hidden
         };
-        let id = module.declare_data(&dir.name, linkage, dir.writable, false)?;
+        let id = module.declare_data(&dir.name, linkage, dir.writable, dir.tls)?;
         Ok(FuncOrDataId::Data(id))
     }
 
@@ -752,7 +752,7 @@ pub fn signature_hash(sig: &ir::Signature) -> u64 {
 fn directive_hash(d: &DataDirective) -> u64 {
     let mut h = Xxh3::new();
     h.update(d.name.as_bytes());
-    h.update(&[u8::from(d.writable), u8::from(d.export)]);
+    h.update(&[u8::from(d.writable), u8::from(d.export), u8::from(d.tls)]);
     h.update(&d.align.to_le_bytes());
     match &d.init {
         DataInit::Zeroed(n) => {

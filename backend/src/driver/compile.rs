@@ -198,6 +198,11 @@ fn generate(program: &Program, env: &Env<'_>, p: Prepared, ctx: &mut Context) ->
     let compiled = ctx.compiled_code().expect("compiled just above");
     let mut relocs = Vec::with_capacity(compiled.buffer.relocs().len());
     for r in compiled.buffer.relocs() {
+        if let FinalizedRelocTarget::ExternalName(name) = &r.target {
+            if crate::relocs::is_tls_get_addr(r.kind, name) {
+                continue;
+            }
+        }
         let target = match &r.target {
             FinalizedRelocTarget::ExternalName(ExternalName::User(u)) => {
                 Target::Name(ctx.func.params.user_named_funcs()[*u].index as usize)

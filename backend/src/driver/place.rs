@@ -447,6 +447,7 @@ impl<'a> Builder<'a> {
                     contents,
                     align: dir.align,
                     writable: dir.writable,
+                    tls: dir.tls,
                     refs: &refs,
                     fingerprint: d.hash,
                 },

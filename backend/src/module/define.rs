@@ -193,11 +193,6 @@ impl Module for ZerolinkModule {
         writable: bool,
         tls: bool,
     ) -> ModuleResult<DataId> {
-        if tls {
-            return Err(backend(BackendError::Module(format!(
-                "thread-local data `{name}` is not supported yet"
-            ))));
-        }
         let (id, linkage) = self
             .declarations
             .declare_data(name, linkage, writable, tls)?;
@@ -207,11 +202,6 @@ impl Module for ZerolinkModule {
     }
 
     fn declare_anonymous_data(&mut self, writable: bool, tls: bool) -> ModuleResult<DataId> {
-        if tls {
-            return Err(backend(BackendError::Module(
-                "thread-local data is not supported yet".into(),
-            )));
-        }
         let id = self.declarations.declare_anonymous_data(writable, tls)?;
         self.data_symbol(id)?;
         Ok(id)
@@ -281,7 +271,7 @@ impl Module for ZerolinkModule {
         if !decl.linkage.is_definable() {
             return Err(ModuleError::InvalidImportDefinition(name));
         }
-        let (writable, linkage) = (decl.writable, decl.linkage);
+        let (writable, linkage, tls) = (decl.writable, decl.linkage, decl.tls);
         let contents = match &desc.init {
             Init::Uninitialized => {
                 return Err(backend(BackendError::Module(format!(
@@ -298,6 +288,7 @@ impl Module for ZerolinkModule {
         let mut tag = b"data".to_vec();
         tag.extend_from_slice(&align.to_le_bytes());
         tag.push(u8::from(writable));
+        tag.push(u8::from(tls));
         let sym = self.data_symbol(data)?;
         let fingerprint = match self.checked_data.remove(&data) {
             Some(fingerprint) => fingerprint,
@@ -325,6 +316,7 @@ impl Module for ZerolinkModule {
                     contents,
                     align,
                     writable,
+                    tls,
                     refs: &refs,
                     fingerprint,
                 },

@@ -467,6 +467,16 @@ impl ZerolinkModule {
     ) -> ModuleResult<Vec<Reference>> {
         relocs
             .iter()
+            // The `__tls_get_addr` call of a general-dynamic sequence goes with its site.
+            .filter(|r| {
+                !(r.kind == cranelift_codegen::binemit::Reloc::X86CallPLTRel4
+                    && matches!(
+                        r.name,
+                        cranelift_module::ModuleRelocTarget::LibCall(
+                            cranelift_codegen::ir::LibCall::ElfTlsGetAddr
+                        )
+                    ))
+            })
             .map(|r| {
                 Ok(Reference {
                     offset: r.offset,

@@ -426,6 +426,12 @@ impl Session {
         if let Some(reason) = self.damage() {
             return Err(reason.into());
         }
+        if let Some((before, now)) = self.image.tls_layout_change() {
+            return Err(BackendError::NeedsFullBuild(FullReason::ThreadLocals {
+                before,
+                now,
+            }));
+        }
         let total = self.units.definitions();
         if self.nothing_changed() {
             return Ok(Report {

@@ -50,6 +50,8 @@ pub struct DataObject<'a> {
     pub contents: Contents<'a>,
     pub align: u64,
     pub writable: bool,
+    /// Thread-local (`PT_TLS`): the contents are each thread's initial copy.
+    pub tls: bool,
     pub refs: &'a [Reference],
     pub fingerprint: u64,
 }
@@ -117,8 +119,16 @@ impl Session {
                 return Err(self.duplicate(id));
             }
             self.units.seen.insert(id);
+            if d.tls {
+                self.image
+                    .define_tls_data(id, d.contents, d.align, d.refs)?;
+            } else {
+                self.image
+                    .redefine_data(id, d.contents, d.align, d.writable, d.refs)?;
+            }
+        } else if d.tls {
             self.image
-                .redefine_data(id, d.contents, d.align, d.writable, d.refs)?;
+                .define_tls_data(id, d.contents, d.align, d.refs)?;
         } else {
             self.image
                 .define_data(id, d.contents, d.align, d.writable, d.refs)?;

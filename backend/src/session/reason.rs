@@ -36,6 +36,9 @@ pub enum FullReason {
     Unsound { first: String, places: usize },
     /// Precompiled code (objects, archives) cannot be re-linked in place: why.
     Precompiled(String),
+    /// The thread-local block changed size (a thread-local added or grown), and with it every
+    /// thread-local's offset from the thread pointer.
+    ThreadLocals { before: u64, now: u64 },
 }
 
 impl std::fmt::Display for FullReason {
@@ -67,6 +70,10 @@ impl std::fmt::Display for FullReason {
                 "it does not match its checksums in {places} place(s), the first: {first}"
             ),
             FullReason::Precompiled(why) => write!(f, "{why}"),
+            FullReason::ThreadLocals { before, now } => write!(
+                f,
+                "the thread-local block changed from {before} to {now} bytes"
+            ),
         }
     }
 }

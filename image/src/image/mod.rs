@@ -110,8 +110,8 @@ pub enum OpenError {
 }
 
 /// Fixed section layout, so `.symtab` entries never need their section index rewritten.
-const SECTIONS: usize = 14;
-const SHSTRTAB_INDEX: u16 = 13;
+const SECTIONS: usize = 15;
+const SHSTRTAB_INDEX: u16 = 14;
 
 pub struct Image {
     store: Store,
@@ -171,6 +171,8 @@ pub struct Image {
     /// Where `.eh_frame_hdr` and `.eh_frame` went: (hdr addr, hdr len, frame addr, frame len).
     eh_layout: Option<(u64, u64, u64, u64)>,
     stats: Summary,
+    /// The thread-local block's size when an existing file was opened (`None`: a fresh one).
+    tls_at_open: Option<u64>,
 }
 
 /// The symbols a build changed something about (see invariant 9).
@@ -205,6 +207,7 @@ impl Image {
         let headers = out.allocate(PAGE, PAGE)?;
         debug_assert_eq!(headers, 0);
         Ok(Image {
+            tls_at_open: None,
             store: Store::Fresh(out),
             regions: RegionKind::ALL.map(Region::new),
             extents: [None; REGIONS],
@@ -216,7 +219,7 @@ impl Image {
             symtab: Symtab::default(),
             touched: Touched::All,
             lazy_patching: true,
-            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
+            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE, PAGE],
             settings: String::new(),
             generation: 0,
             old_table: None,
@@ -295,6 +298,7 @@ impl Image {
             .try_into()
             .map_err(|_| OpenError::Incompatible("bad region count".into()))?;
         Ok(Image {
+            tls_at_open: Some(regions[RegionKind::Tls.index()].used),
             store: Store::Overlay(overlay),
             regions,
             extents: body.extents,
@@ -306,7 +310,7 @@ impl Image {
             symtab,
             touched: Touched::Some(BTreeSet::new()),
             lazy_patching: false,
-            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE],
+            initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE, PAGE],
             settings: body.settings,
             generation: header.generation,
             old_table: Some(offset),
@@ -545,6 +549,39 @@ impl Image {
         self.check_definable(id, SymbolKind::Data)?;
         let region = data_region(contents, writable, refs);
         self.redefine(id, region, contents, align, refs)
+    }
+
+    /// Define a thread-local data object: its initial contents in the TLS region (every
+    /// thread's block starts as a copy of it). Alignment at most `layout::TLS_ALIGN`.
+    pub fn define_tls_data(
+        &mut self,
+        id: SymbolId,
+        contents: Contents<'_>,
+        align: u64,
+        refs: &[Reference],
+    ) -> Result<()> {
+        self.check_definable(id, SymbolKind::Data)?;
+        if align > crate::layout::TLS_ALIGN {
+            return Err(ImageError::BadAlignment {
+                name: self.symbols.name(id),
+                align,
+            });
+        }
+        self.redefine(id, RegionKind::Tls, contents, align, refs)
+    }
+
+    /// Bytes of the thread-local block (the TLS region in use): an update that changes it
+    /// changes every thread-local's offset.
+    pub fn tls_size(&self) -> u64 {
+        self.regions[RegionKind::Tls.index()].used
+    }
+
+    /// In an update, the thread-local block's size before and now, if it changed: every
+    /// thread-local's offset from the thread pointer changed with it.
+    pub fn tls_layout_change(&self) -> Option<(u64, u64)> {
+        self.tls_at_open
+            .filter(|&before| before != self.tls_size())
+            .map(|before| (before, self.tls_size()))
     }
 
     /// Place one section of a precompiled object (a C compiler's `.text.f`, `.rodata`, `.data`,

@@ -313,6 +313,46 @@ impl Image {
         self.patch(site)
     }
 
+    /// A thread-local reached by the general-dynamic sequence: rewritten to local-exec with
+    /// the variable's offset from the thread pointer (x86-64 variant II: the executable's
+    /// block ends at the thread pointer, so offsets are negative).
+    pub(super) fn patch_tls(&mut self, site: &Site, p: u64, s: u64) -> Result<()> {
+        let Place::In { owner, offset } = site.place else {
+            return Err(self.tls_error(site, "is not in code"));
+        };
+        let target = self.symbols.get(site.target).placement();
+        if offset < 4 || target.is_none_or(|t| t.region != RegionKind::Tls) {
+            return Err(self.tls_error(site, "does not name a thread-local data object"));
+        }
+        let block = align_up(
+            self.regions[RegionKind::Tls.index()].used,
+            crate::layout::TLS_ALIGN,
+        );
+        let tpoff = (s - RegionKind::Tls.vaddr()) as i64 - block as i64;
+        let at = self.file_offset(region_of(p), p - 4);
+        let before = self.store.read(at, 16);
+        let Some(bytes) = x86_64::tls_local_exec(&before, tpoff as i32) else {
+            let _ = owner;
+            return Err(self.tls_error(site, "is not the general-dynamic sequence"));
+        };
+        self.store.write(at, &bytes);
+        self.stats.sites_patched += 1;
+        Ok(())
+    }
+
+    fn tls_error(&self, site: &Site, why: &'static str) -> ImageError {
+        let (function, offset) = match site.place {
+            Place::In { owner, offset } => (self.symbols.name(owner), offset),
+            Place::GotEntry { addr } => ("<GOT>".to_string(), (addr & 0xffff_ffff) as u32),
+        };
+        ImageError::ThreadLocal {
+            function,
+            offset,
+            target: self.symbols.name(site.target),
+            why,
+        }
+    }
+
     /// The PLT stub of imported function `target`, made on first use: `jmp *GOT(target)` in
     /// an 8-byte text slot of its own, a definition named `TARGET@plt` whose one site is that
     /// GOT reference, so whatever happens to the GOT entry re-patches it. The stub never moves.
@@ -370,6 +410,9 @@ impl Image {
             (None, Some(_)) => return self.patch_import_site(&site, p),
             (None, None) => return Ok(()),
         };
+        if site.kind == RefKind::TlsGdToLe {
+            return self.patch_tls(&site, p, s);
+        }
         let mut kind = site.kind;
         if kind == RefKind::GotPcRel32 {
             // The target has an address in the image (checked above), so a GOT load can

@@ -145,6 +145,19 @@ impl Image {
                 entsize: if kind == RegionKind::Got { 8 } else { 0 },
             });
         }
+        let tls = self.regions[RegionKind::Tls.index()].used;
+        if tls > 0 {
+            // Each thread's block is a copy of the TLS region (its initial contents).
+            segments.push(Segment {
+                p_type: elf::PT_TLS,
+                flags: elf::PF_R,
+                offset: self.extents[RegionKind::Tls.index()].map_or(0, |e| e.offset),
+                vaddr: RegionKind::Tls.vaddr(),
+                filesz: tls,
+                memsz: tls,
+                align: crate::layout::TLS_ALIGN,
+            });
+        }
         segments.push(Segment {
             p_type: elf::PT_GNU_STACK,
             flags: elf::PF_R | elf::PF_W,
@@ -189,6 +202,8 @@ impl Image {
 
         let array = |a: Array| self.arrays[a.index()].clone();
         let symtab = array(Array::Symtab);
+        // `.strtab` follows `.symtab` (after the null section and those so far).
+        let strtab_index = sections.len() as u32 + 2;
         sections.push(Section {
             name: ".symtab".into(),
             sh_type: elf::SHT_SYMTAB,
@@ -196,7 +211,7 @@ impl Image {
             addr: 0,
             offset: symtab.extent.map_or(0, |e| e.offset),
             size: symtab.len,
-            link: 7,
+            link: strtab_index,
             info: self.symtab.first_global,
             align: 8,
             entsize: crate::elf::SYM_SIZE,
