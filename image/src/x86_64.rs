@@ -197,6 +197,7 @@ pub const START_CTORS: Stub = Stub {
         0x4c, 0x8b, 0x24, 0x24, // mov r12, [rsp]          ; argc
         0x4c, 0x8d, 0x6c, 0x24, 0x08, // lea r13, [rsp+8]  ; argv
         0x48, 0x83, 0xe4, 0xf0, // and rsp, -16
+        0xe8, 0, 0, 0, 0, // call __zerolink_start_init  ; the thread pointer, if TLS
         0x48, 0x8d, 0x1d, 0, 0, 0, 0, // lea rbx, [rip+__init_array_start]
         0x48, 0x8d, 0x05, 0, 0, 0, 0, // 1: lea rax, [rip+__init_array_end]
         0x48, 0x39, 0xc3, // cmp rbx, rax
@@ -224,13 +225,45 @@ pub const START_CTORS: Stub = Stub {
         0xf4, // hlt
     ],
     calls: &[
-        (0x12, INIT_ARRAY_START),
-        (0x19, INIT_ARRAY_END),
-        (0x3c, "main"),
-        (0x46, FINI_ARRAY_END),
-        (0x4d, FINI_ARRAY_START),
+        (0x10, START_INIT),
+        (0x17, INIT_ARRAY_START),
+        (0x1e, INIT_ARRAY_END),
+        (0x41, "main"),
+        (0x4b, FINI_ARRAY_END),
+        (0x52, FINI_ARRAY_START),
     ],
 };
+
+/// What a freestanding `_start` with constructors or thread-locals calls first.
+pub const START_INIT: &str = "__zerolink_start_init";
+/// The main thread's TLS block in a freestanding program (zero-filled data).
+pub const TLS_BLOCK: &str = "__zerolink_tls_block";
+/// Bytes of the thread control block after the TLS block: its first word is the thread
+/// pointer itself (what `mov rax, fs:0` reads).
+pub const TCB_BYTES: u64 = 64;
+
+/// `__zerolink_start_init` for a freestanding program with thread-locals: copy the TLS
+/// template (`template`, `size` bytes) into the block, put the thread pointer after it
+/// (`aligned`: the block size rounded to `TLS_ALIGN`), store it in its own first word, and
+/// `arch_prctl(ARCH_SET_FS, tp)`. Returns the code and the offsets of its two `rel32`s to
+/// the block (`TLS_BLOCK`, addend -4).
+pub fn tls_init(template: u32, size: u32, aligned: u32) -> (Vec<u8>, [u32; 2]) {
+    let mut c = vec![0x48, 0x8d, 0x3d, 0, 0, 0, 0]; // lea rdi, [rip+block]
+    c.push(0xbe); // mov esi, template
+    c.extend_from_slice(&template.to_le_bytes());
+    c.push(0xb9); // mov ecx, size
+    c.extend_from_slice(&size.to_le_bytes());
+    c.extend_from_slice(&[0xf3, 0xa4]); // rep movsb
+    c.extend_from_slice(&[0x48, 0x8d, 0x3d, 0, 0, 0, 0]); // lea rdi, [rip+block]
+    c.extend_from_slice(&[0x48, 0x81, 0xc7]); // add rdi, aligned
+    c.extend_from_slice(&aligned.to_le_bytes());
+    c.extend_from_slice(&[0x48, 0x89, 0x3f]); // mov [rdi], rdi
+    c.extend_from_slice(&[0x48, 0x89, 0xfe]); // mov rsi, rdi
+    c.extend_from_slice(&[0xbf, 0x02, 0x10, 0, 0]); // mov edi, ARCH_SET_FS
+    c.extend_from_slice(&[0xb8, 0x9e, 0, 0, 0]); // mov eax, 158 (arch_prctl)
+    c.extend_from_slice(&[0x0f, 0x05, 0xc3]); // syscall; ret
+    (c, [3, 0x16])
+}
 
 /// `_start` of a dynamically linked executable: hand `main` to glibc's `__libc_start_main`,
 /// which runs initialisers, calls `main(argc, argv, envp)` and passes its result to `exit`, so

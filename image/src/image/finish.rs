@@ -40,8 +40,22 @@ impl Image {
                     &refs,
                 )?;
                 self.mark_builtin(start);
-            } else if self.is_defined(x86_64::INIT_ARRAY_START) {
-                // Precompiled objects brought constructors: `_start` runs them itself.
+            } else if self.is_defined(x86_64::INIT_ARRAY_START) || self.tls_size() > 0 {
+                // Constructors (from precompiled objects) or thread-locals: `_start` sets up
+                // the thread pointer and runs the constructors itself.
+                self.define_start_init()?;
+                for name in [
+                    x86_64::INIT_ARRAY_START,
+                    x86_64::INIT_ARRAY_END,
+                    x86_64::FINI_ARRAY_START,
+                    x86_64::FINI_ARRAY_END,
+                ] {
+                    if !self.is_defined(name) {
+                        // No constructors: empty arrays.
+                        let id = self.declare(name, SymbolKind::Data, Binding::Local)?;
+                        self.define_absolute_zero(id)?;
+                    }
+                }
                 let ctors = x86_64::START_CTORS;
                 self.define_stub(start, ctors.code, ctors.calls)?;
             } else {
@@ -78,6 +92,42 @@ impl Image {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `__zerolink_start_init` of a freestanding program: the main thread's TLS block and
+    /// thread pointer (see `x86_64::tls_init`), or nothing.
+    fn define_start_init(&mut self) -> Result<()> {
+        let init = self.declare(x86_64::START_INIT, SymbolKind::Function, Binding::Local)?;
+        let size = self.tls_size();
+        let (code, refs) = if size == 0 {
+            (vec![0xc3], Vec::new()) // ret
+        } else {
+            let aligned = align_up(size, crate::layout::TLS_ALIGN);
+            let block = self.declare(x86_64::TLS_BLOCK, SymbolKind::Data, Binding::Local)?;
+            self.define(
+                block,
+                RegionKind::Bss,
+                Contents::Zeros(aligned + x86_64::TCB_BYTES),
+                crate::layout::TLS_ALIGN,
+                &[],
+            )?;
+            self.mark_builtin(block);
+            let template = RegionKind::Tls.vaddr() as u32;
+            let (code, at) = x86_64::tls_init(template, size as u32, aligned as u32);
+            let refs = at
+                .iter()
+                .map(|&offset| Reference {
+                    offset,
+                    kind: RefKind::PcRel32,
+                    target: block,
+                    addend: -4,
+                })
+                .collect();
+            (code, refs)
+        };
+        self.define(init, RegionKind::Text, Contents::Bytes(&code), 16, &refs)?;
+        self.mark_builtin(init);
         Ok(())
     }
 

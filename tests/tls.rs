@@ -1,0 +1,118 @@
+//! Thread-local storage: `tls` data objects and `tls_value`, built both ways and run; the
+//! general-dynamic sequence relaxed to local-exec; freestanding programs setting up their own
+//! thread pointer; updates that keep thread-locals right or rebuild when the block changes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn tls_program(name: &str) -> PathBuf {
+    programs().join("tls").join(format!("{name}.clif"))
+}
+
+fn output(exe: &Path) -> (Option<i32>, String) {
+    let o = Command::new(exe).output().expect("the program starts");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+fn stats(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["--stats"];
+    args.extend_from_slice(extra);
+    let o = build(files, out, &args);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "build failed: {stderr}");
+    stderr
+}
+
+#[test]
+fn four_threads_count_in_their_own_thread_locals() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = vec![tls_program("threads")];
+    let direct = dir.path().join("direct");
+    let separate = dir.path().join("separate");
+    build_ok(&files, &direct, &[]);
+    build_ok(&files, &separate, &["--separate"]);
+    let (status, out) = output(&direct);
+    let want: String = (0..4)
+        .map(|t| format!("thread {t} counted 1001000 (base 1000)\n"))
+        .collect();
+    assert_eq!((status, out.as_str()), (Some(0), want.as_str()));
+    assert_eq!(output(&separate), (status, out));
+    // The executable's own thread-locals need no `__tls_get_addr`: local-exec, and a PT_TLS.
+    let dis = Command::new("objdump")
+        .arg("-d")
+        .arg(&direct)
+        .output()
+        .unwrap();
+    let dis = String::from_utf8_lossy(&dis.stdout);
+    assert!(dis.contains("%fs:0x0"), "no local-exec sequence");
+    assert!(!dis.contains("__tls_get_addr"));
+    let headers = Command::new("readelf")
+        .args(["-lW"])
+        .arg(&direct)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&headers.stdout).contains("TLS"));
+    let syms = Command::new("readelf")
+        .args(["-sW"])
+        .arg(&direct)
+        .output()
+        .unwrap();
+    let syms = String::from_utf8_lossy(&syms.stdout);
+    assert!(
+        syms.lines()
+            .any(|l| l.contains(" TLS ") && l.ends_with(" counter")),
+        "{syms}"
+    );
+}
+
+#[test]
+fn a_freestanding_program_sets_up_its_own_thread_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("prog");
+    build_ok(&[tls_program("freestanding")], &exe, &["--freestanding"]);
+    assert_eq!(output(&exe).0, Some(43));
+    let ldd = Command::new("readelf")
+        .args(["-lW"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ldd.stdout).contains("INTERP"));
+}
+
+#[test]
+fn updates_keep_thread_locals_and_a_new_block_layout_is_a_full_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let clif = dir.path().join("threads.clif");
+    let text = std::fs::read_to_string(tls_program("threads")).unwrap();
+    std::fs::write(&clif, &text).unwrap();
+    let exe = dir.path().join("prog");
+    let files = vec![clif.clone()];
+    stats(&files, &exe, &[]);
+    // A new initial value: the same block, updated in place.
+    settle_inputs();
+    let text = text.replace(
+        "%base tls writable = i64 1000",
+        "%base tls writable = i64 2000",
+    );
+    std::fs::write(&clif, &text).unwrap();
+    let s = stats(&files, &exe, &[]);
+    assert!(s.contains("in-place update"), "{s}");
+    assert!(output(&exe).1.starts_with("thread 0 counted 1002000"));
+    // A new thread-local: the block grows, every offset changes: a full build, said why.
+    settle_inputs();
+    let text = text.replace(
+        "; data: %fmt",
+        "; data: %extra tls writable = zeroed 256\n; data: %fmt",
+    );
+    std::fs::write(&clif, &text).unwrap();
+    let s = stats(&files, &exe, &[]);
+    assert!(s.contains("the thread-local block changed from"), "{s}");
+    assert!(output(&exe).1.starts_with("thread 0 counted 1002000"));
+}
