@@ -708,7 +708,7 @@ fn malformed_or_unsupported_objects_are_errors_naming_the_file() {
             d,
             "tls",
             "__thread int t; int f(void) { return t; }\n",
-            &["-O2", "-fPIC"],
+            &["-O2", "-fPIC", "-mtls-dialect=gnu2"],
         ),
         "thread-local",
     ));

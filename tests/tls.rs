@@ -116,3 +116,53 @@ fn updates_keep_thread_locals_and_a_new_block_layout_is_a_full_build() {
     assert!(s.contains("the thread-local block changed from"), "{s}");
     assert!(output(&exe).1.starts_with("thread 0 counted 1002000"));
 }
+
+/// A C object's thread-locals, compiled for each TLS model gcc picks (local-exec and
+/// initial-exec without `-fPIC`; general- and local-dynamic with it, with and without the
+/// PLT), all made local-exec, against the same program linked by `cc`.
+#[test]
+fn c_thread_locals_of_every_model_become_local_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (i, flags) in [
+        &["-O2", "-fno-pic"][..],
+        &["-O2", "-fPIC"],
+        &["-O0", "-fPIC"],
+        &["-O2", "-fPIC", "-fno-plt"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut files = vec![tls_program("ctls")];
+        for c in ["ctls", "ctls2"] {
+            let o = d.join(format!("{c}{i}.o"));
+            let ok = Command::new("cc")
+                .arg("-c")
+                .args(*flags)
+                .arg(programs().join("tls").join(format!("{c}.c")))
+                .arg("-o")
+                .arg(&o)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            files.push(o);
+        }
+        let direct = d.join(format!("direct{i}"));
+        let separate = d.join(format!("separate{i}"));
+        build_ok(&files, &direct, &[]);
+        build_ok(&files, &separate, &["--separate"]);
+        let out = output(&direct);
+        assert_eq!(
+            out,
+            (Some(0), "main 236 threads 10904\n".to_string()),
+            "{flags:?}"
+        );
+        assert_eq!(output(&separate), out, "{flags:?}");
+        let dis = Command::new("objdump")
+            .arg("-d")
+            .arg(&direct)
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&dis.stdout).contains("tls_get_addr"));
+    }
+}

@@ -42,6 +42,16 @@ pub enum RefKind {
     /// to local-exec as ld does for the executable's own thread-locals: `mov rax, fs:0;
     /// lea rax, [rax + tpoff(x)]`.
     TlsGdToLe,
+    /// `tpoff(S) + A` in 4 bytes: the thread-local's offset from the thread pointer
+    /// (`R_X86_64_TPOFF32`, and `DTPOFF32` after a local-dynamic sequence became local-exec).
+    TpOff32,
+    /// `mov reg, [rip + x@gottpoff]` (or `add`) rewritten to `mov reg, tpoff(x)` (or `add`),
+    /// as ld relaxes initial-exec to local-exec (`R_X86_64_GOTTPOFF`; the site is the
+    /// displacement, the three bytes before it the instruction).
+    GotTpOffToLe,
+    /// The local-dynamic sequence `lea rdi, [rip + x@tlsld]; call __tls_get_addr` (12 bytes
+    /// from three before the site) rewritten to `mov rax, fs:0` (`R_X86_64_TLSLD`).
+    TlsLdToLe,
 }
 
 impl RefKind {
@@ -55,6 +65,9 @@ impl RefKind {
             RefKind::PcRel64 => "PcRel64",
             RefKind::GotOff64 => "GotOff64",
             RefKind::TlsGdToLe => "TlsGdToLe",
+            RefKind::TpOff32 => "TpOff32",
+            RefKind::GotTpOffToLe => "GotTpOffToLe",
+            RefKind::TlsLdToLe => "TlsLdToLe",
         }
     }
 
@@ -64,6 +77,8 @@ impl RefKind {
             // The displacement and the call after it (the four bytes before are the site's
             // offset minus 4: checked when patching).
             RefKind::TlsGdToLe => 12,
+            // The displacement and the call after it (three bytes before: checked).
+            RefKind::TlsLdToLe => 9,
             _ => 4,
         }
     }
@@ -78,6 +93,9 @@ impl RefKind {
             RefKind::PcRel64 => 5,
             RefKind::GotOff64 => 6,
             RefKind::TlsGdToLe => 7,
+            RefKind::TpOff32 => 8,
+            RefKind::GotTpOffToLe => 9,
+            RefKind::TlsLdToLe => 10,
         }
     }
 
@@ -90,6 +108,9 @@ impl RefKind {
             5 => RefKind::PcRel64,
             6 => RefKind::GotOff64,
             7 => RefKind::TlsGdToLe,
+            8 => RefKind::TpOff32,
+            9 => RefKind::GotTpOffToLe,
+            10 => RefKind::TlsLdToLe,
             _ => RefKind::PcRel32,
         }
     }
@@ -125,11 +146,11 @@ pub struct Site {
 // Place codes; 0 marks a dead record.
 const IN: u32 = 1;
 const GOT: u32 = 2;
-/// `offset_kind` holds the offset in its low 27 bits (a site lies in the first 128 MiB of its
-/// owner: checked when a definition is placed), then the kind (3 bits) and the place (2 bits).
-const OFFSET_BITS: u32 = 27;
+/// `offset_kind` holds the offset in its low 26 bits (a site lies in the first 64 MiB of its
+/// owner: checked when a definition is placed), then the kind (4 bits) and the place (2 bits).
+const OFFSET_BITS: u32 = 26;
 const OFFSET_MASK: u32 = (1 << OFFSET_BITS) - 1;
-const KIND_BITS: u32 = 3;
+const KIND_BITS: u32 = 4;
 /// The highest offset a site may have inside its owner.
 pub const MAX_SITE_OFFSET: u32 = OFFSET_MASK;
 

@@ -40,7 +40,9 @@ pub fn encode(kind: RefKind, s: u64, a: i64, p: u64, g: Option<u64>) -> Result<F
         }
         RefKind::PcRel64 => rel64(s + a - p),
         // Sixteen bytes, not a field: see `tls_local_exec`.
-        RefKind::TlsGdToLe => Err(s),
+        RefKind::TlsGdToLe | RefKind::TpOff32 | RefKind::GotTpOffToLe | RefKind::TlsLdToLe => {
+            Err(s)
+        }
         RefKind::GotOff64 => rel64(s + a - i128::from(GOT_BASE)),
     }
 }
@@ -82,11 +84,15 @@ const TLS_LE: [u8; 12] = [0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0, 0x48, 0x8d, 
 /// its replacement from an earlier build), giving `rax = fs:0 + tpoff`; `None` if `before`
 /// is neither.
 pub fn tls_local_exec(before: &[u8], tpoff: i32) -> Option<[u8; 16]> {
+    // The call is `data16 data16 rex.W call rel32`, or with `-fno-plt` `data16 rex.W call
+    // [rip + GOT(__tls_get_addr)]`: the same length.
+    let no_plt = before.get(8..12) == Some(&[0x66, 0x48, 0xff, 0x15][..]);
     let gd = before.len() == 16
         && before
             .iter()
             .zip(TLS_GD)
-            .all(|(&b, want)| want.is_none_or(|w| w == b));
+            .enumerate()
+            .all(|(i, (&b, want))| (no_plt && (8..12).contains(&i)) || want.is_none_or(|w| w == b));
     let le = before.starts_with(&TLS_LE);
     if !(gd || le) {
         return None;
@@ -94,6 +100,51 @@ pub fn tls_local_exec(before: &[u8], tpoff: i32) -> Option<[u8; 16]> {
     let mut out = [0u8; 16];
     out[..12].copy_from_slice(&TLS_LE);
     out[12..].copy_from_slice(&tpoff.to_le_bytes());
+    Some(out)
+}
+
+/// The initial-exec load or add of a thread pointer offset from the GOT (`before`: REX, opcode,
+/// ModRM of `mov/add reg, [rip + x@gottpoff]`) as local-exec: the same with an immediate
+/// (`mov reg, imm32` is `c7 /0`, `add reg, imm32` is `81 /0`; the register moves from ModRM's
+/// reg field to its r/m field, and REX.R to REX.B). Also recognises its own result.
+pub fn gottpoff_local_exec(before: [u8; 3]) -> Option<[u8; 3]> {
+    let [rex, opcode, modrm] = before;
+    if rex & 0xf8 != 0x48 {
+        return None;
+    }
+    match opcode {
+        0x8b | 0x03 if modrm & 0xc7 == 0x05 => {
+            let reg = (modrm >> 3) & 7;
+            let rex = 0x48 | u8::from(rex & 4 != 0);
+            let opcode = if opcode == 0x8b { 0xc7 } else { 0x81 };
+            Some([rex, opcode, 0xc0 | reg])
+        }
+        0xc7 | 0x81 if modrm & 0xf8 == 0xc0 => Some(before),
+        _ => None,
+    }
+}
+
+/// The local-dynamic sequence (`lea rdi, [rip + x@tlsld]; call __tls_get_addr`, 12 bytes from
+/// three before the `lea`'s displacement) as local-exec: `rax = fs:0`, padded with prefixes as
+/// ld does. Also recognises its own result.
+/// `before` is 13 bytes: the sequence is 12 with `call rel32`, 13 with `-fno-plt`'s `call
+/// [rip + GOT]`; the result has the sequence's length.
+pub fn tlsld_local_exec(before: &[u8]) -> Option<Vec<u8>> {
+    const LE: [u8; 9] = [0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0];
+    let len = match before.get(..9)? {
+        [0x48, 0x8d, 0x3d, _, _, _, _, 0xe8, _] => 12,
+        [0x48, 0x8d, 0x3d, _, _, _, _, 0xff, 0x15] => 13,
+        _ => {
+            // Our own result: prefixes, then the local-exec load.
+            let p = before.iter().take_while(|&&b| b == 0x66).count();
+            if before.get(p..p + 9)? != LE || !(3..=4).contains(&p) {
+                return None;
+            }
+            p + 9
+        }
+    };
+    let mut out = vec![0x66; len - LE.len()];
+    out.extend_from_slice(&LE);
     Some(out)
 }
 

@@ -18,6 +18,8 @@ pub enum Class {
     /// to write there.
     Data,
     Bss,
+    /// Thread-local (`SHF_TLS`): `.tdata` and `.tbss`, in the TLS region.
+    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +356,9 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
 fn classify(name: &str, sh_type: u32, flags: u64) -> Option<Class> {
     if flags & u64::from(elf::SHF_ALLOC) == 0 {
         return None;
+    }
+    if flags & u64::from(elf::SHF_TLS) != 0 {
+        return matches!(sh_type, elf::SHT_PROGBITS | elf::SHT_NOBITS).then_some(Class::Tls);
     }
     match sh_type {
         elf::SHT_PROGBITS | elf::SHT_INIT_ARRAY | elf::SHT_FINI_ARRAY | elf::SHT_PREINIT_ARRAY => {}

@@ -621,6 +621,7 @@ fn class_region(class: Class) -> RegionKind {
         Class::Rodata => RegionKind::Rodata,
         Class::Data => RegionKind::Data,
         Class::Bss => RegionKind::Bss,
+        Class::Tls => RegionKind::Tls,
     }
 }
 
@@ -776,7 +777,15 @@ impl Placer<'_> {
         let err = |reason| object_error(&ch.display, reason);
         let mut bytes = s.data.clone();
         let mut refs = Vec::with_capacity(s.relocs.len());
+        // A general- or local-dynamic sequence's `__tls_get_addr` call goes with its site.
+        let tls_calls = s
+            .relocs
+            .iter()
+            .any(|r| matches!(r.rtype, E::R_X86_64_TLSGD | E::R_X86_64_TLSLD));
         for r in &s.relocs {
+            if tls_calls && obj.symbols[r.symbol].name == "__tls_get_addr" {
+                continue;
+            }
             let action = relocs::action(r.rtype).ok_or_else(|| {
                 let rtype = relocs::name(r.rtype);
                 if relocs::is_tls(r.rtype) {

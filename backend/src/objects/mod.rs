@@ -15,8 +15,9 @@
 //! With `-g`, the FDEs of each object's `.eh_frame` join the image's unwind tables
 //! (`unwind.rs`), so unwinders cross between C and Cranelift frames. Not loaded: notes and
 //! anything without `SHF_ALLOC`. Constructors and destructors (`.init_array`, `.fini_array`)
-//! are gathered into one array each and run at start-up and exit. Refused with the object's
-//! name: old-style `.ctors`/`.dtors` and `.preinit_array`, thread-local storage, an
+//! are gathered into one array each and run at start-up and exit. Thread-locals (`.tdata`,
+//! `.tbss`) join the TLS region, and every TLS sequence becomes local-exec. Refused with the
+//! object's name: old-style `.ctors`/`.dtors` and `.preinit_array`, TLS descriptors, an
 //! executable stack.
 //!
 //! Kept across updates: an update whose precompiled files have the stat data (or, when
@@ -62,7 +63,8 @@ pub enum ObjectError {
     },
     #[error(
         "section `{section}` at offset {offset:#x}: {rtype} is a thread-local storage \
-         relocation; thread-locals are not supported yet"
+         relocation zerolink does not place (TLS descriptors, 64-bit offsets): compile with \
+         the default `-mtls-dialect=gnu`"
     )]
     ThreadLocal {
         section: String,

@@ -34,24 +34,25 @@ pub fn action(rtype: u32) -> Option<Action> {
         elf::R_X86_64_GOTOFF64 => Action::Site(RefKind::GotOff64),
         elf::R_X86_64_GOTPC32 => Action::GotBase(RefKind::PcRel32),
         elf::R_X86_64_GOTPC64 => Action::GotBase(RefKind::PcRel64),
+        // Thread-locals of the executable: every sequence becomes local-exec, as ld makes it.
+        elf::R_X86_64_TLSGD => Action::Site(RefKind::TlsGdToLe),
+        elf::R_X86_64_TLSLD => Action::Site(RefKind::TlsLdToLe),
+        elf::R_X86_64_GOTTPOFF => Action::Site(RefKind::GotTpOffToLe),
+        elf::R_X86_64_TPOFF32 | elf::R_X86_64_DTPOFF32 => Action::Site(RefKind::TpOff32),
         elf::R_X86_64_SIZE32 => Action::Size(4),
         elf::R_X86_64_SIZE64 => Action::Size(8),
         _ => return None,
     })
 }
 
-/// Whether `rtype` is one of the thread-local storage relocations.
+/// Whether `rtype` is one of the thread-local storage relocations zerolink cannot place
+/// (those of dynamic TLS models across shared objects).
 pub fn is_tls(rtype: u32) -> bool {
     matches!(
         rtype,
         elf::R_X86_64_DTPMOD64
             | elf::R_X86_64_DTPOFF64
             | elf::R_X86_64_TPOFF64
-            | elf::R_X86_64_TLSGD
-            | elf::R_X86_64_TLSLD
-            | elf::R_X86_64_DTPOFF32
-            | elf::R_X86_64_GOTTPOFF
-            | elf::R_X86_64_TPOFF32
             | elf::R_X86_64_GOTPC32_TLSDESC
             | elf::R_X86_64_TLSDESC_CALL
             | elf::R_X86_64_TLSDESC

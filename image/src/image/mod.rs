@@ -598,6 +598,12 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_definable(id, kind)?;
+        if region == RegionKind::Tls && align > crate::layout::TLS_ALIGN {
+            return Err(ImageError::BadAlignment {
+                name: self.symbols.name(id),
+                align,
+            });
+        }
         self.define_in(id, region, contents, align, refs, true)?;
         let mut sym = self.symbols.get(id);
         sym.set_section_atom(true);

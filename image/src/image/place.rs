@@ -317,24 +317,47 @@ impl Image {
     /// the variable's offset from the thread pointer (x86-64 variant II: the executable's
     /// block ends at the thread pointer, so offsets are negative).
     pub(super) fn patch_tls(&mut self, site: &Site, p: u64, s: u64) -> Result<()> {
-        let Place::In { owner, offset } = site.place else {
+        let Place::In { offset, .. } = site.place else {
             return Err(self.tls_error(site, "is not in code"));
         };
         let target = self.symbols.get(site.target).placement();
-        if offset < 4 || target.is_none_or(|t| t.region != RegionKind::Tls) {
+        if target.is_none_or(|t| t.region != RegionKind::Tls) {
             return Err(self.tls_error(site, "does not name a thread-local data object"));
         }
-        let block = align_up(
-            self.regions[RegionKind::Tls.index()].used,
-            crate::layout::TLS_ALIGN,
-        );
+        let block = align_up(self.tls_size(), crate::layout::TLS_ALIGN);
         let tpoff = (s - RegionKind::Tls.vaddr()) as i64 - block as i64;
-        let at = self.file_offset(region_of(p), p - 4);
-        let before = self.store.read(at, 16);
-        let Some(bytes) = x86_64::tls_local_exec(&before, tpoff as i32) else {
-            let _ = owner;
-            return Err(self.tls_error(site, "is not the general-dynamic sequence"));
+        // Where the rewritten bytes start, relative to the site, and what they become.
+        let (back, bytes): (u64, Vec<u8>) = match site.kind {
+            RefKind::TlsGdToLe if offset >= 4 => {
+                let before = self.store.read(self.file_offset(region_of(p), p - 4), 16);
+                let le = x86_64::tls_local_exec(&before, tpoff as i32);
+                (4, le.map(|b| b.to_vec()).unwrap_or_default())
+            }
+            RefKind::TlsLdToLe if offset >= 3 => {
+                let before = self.store.read(self.file_offset(region_of(p), p - 3), 13);
+                (3, x86_64::tlsld_local_exec(&before).unwrap_or_default())
+            }
+            RefKind::GotTpOffToLe if offset >= 3 => {
+                let before = self.store.read(self.file_offset(region_of(p), p - 3), 3);
+                let before: [u8; 3] = before.try_into().unwrap_or([0; 3]);
+                let insn = x86_64::gottpoff_local_exec(before);
+                let mut b = insn.map(|i| i.to_vec()).unwrap_or_default();
+                if !b.is_empty() {
+                    b.extend_from_slice(&(tpoff as i32).to_le_bytes());
+                }
+                (3, b)
+            }
+            RefKind::TpOff32 => {
+                let v = tpoff + site.addend;
+                let v = i32::try_from(v).map_err(|_| self.overflow(site, i128::from(v)))?;
+                (0, v.to_le_bytes().to_vec())
+            }
+            _ => (0, Vec::new()),
         };
+        if bytes.is_empty() {
+            return Err(self.tls_error(site, "is not a sequence zerolink can make local-exec"));
+        }
+        let at = self.file_offset(region_of(p), p - back);
         self.store.write(at, &bytes);
         self.stats.sites_patched += 1;
         Ok(())
@@ -410,7 +433,10 @@ impl Image {
             (None, Some(_)) => return self.patch_import_site(&site, p),
             (None, None) => return Ok(()),
         };
-        if site.kind == RefKind::TlsGdToLe {
+        if matches!(
+            site.kind,
+            RefKind::TlsGdToLe | RefKind::TpOff32 | RefKind::GotTpOffToLe | RefKind::TlsLdToLe
+        ) {
             return self.patch_tls(&site, p, s);
         }
         let mut kind = site.kind;
