@@ -166,3 +166,39 @@ fn c_thread_locals_of_every_model_become_local_exec() {
         assert!(!String::from_utf8_lossy(&dis.stdout).contains("tls_get_addr"));
     }
 }
+
+/// `zerolink inspect` says what checksec would: fixed-address (no PIE yet), full RELRO for a
+/// libc program (none is needed in a static one, whose GOT is read-only from the start), a
+/// non-executable stack, no writable-and-executable segment, no text relocations.
+#[test]
+fn inspect_reports_hardening() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra, relro) in [
+        ("threads", &[][..], "RELRO full"),
+        ("freestanding", &["--freestanding"][..], "RELRO not needed"),
+    ] {
+        let exe = dir.path().join(name);
+        build_ok(&[tls_program(name)], &exe, extra);
+        let o = zerolink().arg("inspect").arg(&exe).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("hardening:"))
+            .unwrap_or_else(|| panic!("no hardening line:\n{text}"));
+        assert_eq!(
+            line,
+            format!(
+                "hardening:  PIE no, {relro}, NX stack yes, writable-and-executable segments 0, \
+                 text relocations 0"
+            ),
+            "{name}"
+        );
+        let j = zerolink()
+            .args(["inspect", "--json"])
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+        assert_eq!(v["hardening"]["nx_stack"], true);
+    }
+}

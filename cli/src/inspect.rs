@@ -13,10 +13,19 @@ pub fn run(path: &Path, as_json: bool) -> Result<()> {
         Err(OpenError::Missing) => anyhow::bail!("{}: no such file", path.display()),
         Err(OpenError::Incompatible(reason)) => anyhow::bail!("{}: {reason}", path.display()),
     };
+    let hardening = crate::hardening::of(path)?;
     let mut text = if as_json {
-        serde_json::to_string_pretty(&to_json(&table))?
+        let mut v = to_json(&table);
+        v["hardening"] = json!({
+            "pie": hardening.pie,
+            "relro": hardening.relro,
+            "nx_stack": hardening.nx_stack,
+            "writable_and_executable_segments": hardening.wx_segments,
+            "text_relocations": hardening.text_relocations,
+        });
+        serde_json::to_string_pretty(&v)?
     } else {
-        render_text(&table)
+        render_text(&table, &hardening)
     };
     text.push('\n');
     use std::io::Write;
@@ -75,11 +84,12 @@ fn regions(table: &Image) -> Vec<RegionInfo> {
         .collect()
 }
 
-fn render_text(table: &Image) -> String {
+fn render_text(table: &Image, hardening: &crate::hardening::Hardening) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "settings:   {}", table.settings());
     let _ = writeln!(out, "generation: {}", table.generation());
+    let _ = writeln!(out, "hardening:  {hardening}");
     let _ = writeln!(out);
     let _ = writeln!(
         out,

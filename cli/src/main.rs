@@ -4,6 +4,7 @@ mod bench;
 mod bench_api;
 mod bench_archive;
 mod gen;
+mod hardening;
 mod inspect;
 
 use std::path::{Path, PathBuf};
