@@ -546,3 +546,54 @@ fn a_module_links_a_static_c_library_and_updates_around_it() {
     assert_eq!(run(&out), (3, "rt sees 28\n".to_string()));
     assert_eq!(member(&out), before);
 }
+
+/// Thread-local data through the library: `declare_data(.., tls: true)` and `tls_value`, in a
+/// libc program and a freestanding one.
+#[test]
+fn a_module_defines_and_reads_thread_locals() {
+    let dir = tempfile::tempdir().unwrap();
+    for freestanding in [false, true] {
+        let out = dir.path().join(format!("tls{freestanding}"));
+        let opts = zerolink_backend::ModuleOptions {
+            link: zerolink_backend::LinkOptions {
+                freestanding,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut m =
+            ZerolinkModule::open(TargetOptions::default().isa().unwrap(), &out, opts).unwrap();
+        let t = m.declare_data("slot", Linkage::Local, true, true).unwrap();
+        let mut d = DataDescription::new();
+        d.define(40i64.to_le_bytes().to_vec().into_boxed_slice());
+        d.set_align(8);
+        m.define_data(t, &d).unwrap();
+        let mut sig_main = m.make_signature();
+        sig_main.returns.push(AbiParam::new(types::I32));
+        let main = m
+            .declare_function("main", Linkage::Export, &sig_main)
+            .unwrap();
+        let mut ctx = m.make_context();
+        ctx.func.signature = sig_main;
+        let mut fctx = FunctionBuilderContext::new();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let block = b.create_block();
+            b.switch_to_block(block);
+            let gv = m.declare_data_in_func(t, b.func);
+            let p = b.ins().tls_value(types::I64, gv);
+            let v = b.ins().load(types::I64, MemFlagsData::new(), p, 0);
+            let v = b.ins().iadd_imm_s(v, 2);
+            b.ins().store(MemFlagsData::new(), v, p, 0);
+            let again = b.ins().tls_value(types::I64, gv);
+            let w = b.ins().load(types::I64, MemFlagsData::new(), again, 0);
+            let w = b.ins().ireduce(types::I32, w);
+            b.ins().return_(&[w]);
+            b.seal_all_blocks();
+            b.finalize(m.target_config());
+        }
+        m.define_function(main, &mut ctx).unwrap();
+        m.finish().unwrap();
+        assert_eq!(run(&out).0, 42, "freestanding: {freestanding}");
+    }
+}
