@@ -684,7 +684,8 @@ fn differential_via(seed: u64, steps: usize, flags: &[&str], via: Via) {
         // A thread-local added or grown re-lays the TLS block: the one full build allowed.
         assert!(
             stats.starts_with("in-place update") || stats.contains("thread-local block changed"),
-            "seed {seed} step {step}: not updated in place:\n{stats}"
+            "seed {seed} step {step}: not updated in place:\n{stats}\nedits: {:?}",
+            &history[history.len().saturating_sub(6)..]
         );
         build_ok(&files, &fresh, &full);
         let (a, b) = (run(&out), run(&fresh));
@@ -748,6 +749,13 @@ fn updated_executables_behave_like_fresh_builds_after_every_random_edit() {
             s.spawn(move || differential(seed, per_seed, &[]));
         }
     });
+}
+
+/// The same as position-independent executables (`--pie`): pointers in data and GOT entries
+/// of the image's own symbols become `R_X86_64_RELATIVE` relocations, kept current by updates.
+#[test]
+fn pie_updates_behave_like_fresh_builds_after_every_random_edit() {
+    differential(0x091e_0001, steps().div_ceil(4), &["--pie"]);
 }
 
 /// The same through the library: each edit handed to `ZerolinkModule::open` as a compiler

@@ -1,6 +1,7 @@
 //! Thread-local storage: `tls` data objects and `tls_value`, built both ways and run; the
 //! general-dynamic sequence relaxed to local-exec; freestanding programs setting up their own
 //! thread pointer; updates that keep thread-locals right or rebuild when the block changes.
+//! Position-independent executables (`--pie`) and the hardening report.
 
 mod support;
 
@@ -115,6 +116,22 @@ fn updates_keep_thread_locals_and_a_new_block_layout_is_a_full_build() {
     let s = stats(&files, &exe, &[]);
     assert!(s.contains("the thread-local block changed from"), "{s}");
     assert!(output(&exe).1.starts_with("thread 0 counted 1002000"));
+    // Removed again: gone from the executable (the full build counted it in its file's unit,
+    // so the next update's sweep finds it missing).
+    settle_inputs();
+    let text = text.replace("; data: %extra tls writable = zeroed 256\n", "");
+    std::fs::write(&clif, &text).unwrap();
+    let s = stats(&files, &exe, &[]);
+    assert!(
+        s.contains("in-place update") && s.contains("removed 1"),
+        "{s}"
+    );
+    let syms = Command::new("readelf")
+        .args(["-sW"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&syms.stdout).contains(" extra"));
 }
 
 /// A C object's thread-locals, compiled for each TLS model gcc picks (local-exec and
@@ -201,4 +218,83 @@ fn inspect_reports_hardening() {
         let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
         assert_eq!(v["hardening"]["nx_stack"], true);
     }
+}
+
+/// `--pie`: an `ET_DYN` executable loaded at another address each run, whose pointers in data
+/// are relocated by the loader, updated in place by a later build; thread-locals work in it.
+#[test]
+fn a_pie_moves_with_each_run_and_updates_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let clif = dir.path().join("pie.clif");
+    let text = std::fs::read_to_string(tls_program("pie")).unwrap();
+    std::fs::write(&clif, &text).unwrap();
+    let exe = dir.path().join("prog");
+    let files = vec![clif.clone()];
+    stats(&files, &exe, &["--pie"]);
+    let (a, b) = (output(&exe), output(&exe));
+    assert_eq!(a.0, Some(0));
+    assert!(a.1.ends_with("table says 15\n"), "{}", a.1);
+    assert_ne!(a.1, b.1, "a PIE should load at another address each run");
+    let o = zerolink().arg("inspect").arg(&exe).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hardening:  PIE yes, RELRO full"));
+    settle_inputs();
+    std::fs::write(
+        &clif,
+        text.replace("v1 = iconst.i64 3", "v1 = iconst.i64 4"),
+    )
+    .unwrap();
+    let s = stats(&files, &exe, &["--pie"]);
+    assert!(s.contains("in-place update"), "{s}");
+    assert!(output(&exe).1.ends_with("table says 20\n"));
+    // Thread-locals in a PIE: local-exec does not depend on where the program is.
+    let threads = dir.path().join("threads");
+    build_ok(&[tls_program("threads")], &threads, &["--pie"]);
+    assert!(output(&threads).1.starts_with("thread 0 counted 1001000"));
+}
+
+/// What cannot be relocated at load time is an error in a PIE, naming the place: a 32-bit
+/// absolute address from a C object compiled without `-fPIC`, an absolute address in code.
+#[test]
+fn addresses_a_pie_cannot_relocate_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("abs.c");
+    std::fs::write(
+        &src,
+        "int table[4] = {1, 2, 3, 4};\nint f(int i) { return table[i & 3]; }\n",
+    )
+    .unwrap();
+    let obj = d.join("abs.o");
+    let ok = Command::new("cc")
+        .args(["-c", "-O2", "-fno-pic", "-mcmodel=small"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let clif = d.join("main.clif");
+    std::fs::write(
+        &clif,
+        "function %main() -> i32 system_v {\n    fn0 = %f(i32) -> i32 system_v\nblock0:\n    \
+         v0 = iconst.i32 2\n    v1 = call fn0(v0)\n    return v1\n}\n",
+    )
+    .unwrap();
+    let exe = d.join("prog");
+    let o = build(&[clif.clone(), obj], &exe, &["--pie"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("abs.o:.text") && err.contains("32-bit absolute"),
+        "{err}"
+    );
+    // Code compiled without is_pic holds absolute addresses (`movabs`): refused, asking for it.
+    let o = build(
+        &[tls_program("pie")],
+        &exe,
+        &["--pie", "--set", "is_pic=false"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("is_pic"), "{err}");
 }

@@ -32,6 +32,8 @@ pub struct LinkOptions {
     pub rpath: Vec<PathBuf>,
     /// `-l NAME` takes `libNAME.a` even where `libNAME.so` exists (as `ld -Bstatic`).
     pub prefer_static: bool,
+    /// A position-independent executable (`ET_DYN`, loaded at a random address).
+    pub pie: bool,
 }
 
 /// System library directories, after `-L` ones (Debian/Ubuntu multiarch first).
@@ -68,6 +70,8 @@ pub struct Libraries {
     pub objects: Vec<SharedObject>,
     /// The run-time search path, colon-separated (none if empty).
     pub runpath: Option<String>,
+    /// Position-independent (see [`LinkOptions::pie`]).
+    pub pie: bool,
 }
 
 impl Libraries {
@@ -77,6 +81,7 @@ impl Libraries {
         if opts.freestanding {
             return Ok(libs);
         }
+        libs.pie = opts.pie;
         let rpath: Vec<String> = opts.rpath.iter().map(|p| p.display().to_string()).collect();
         libs.runpath = (!rpath.is_empty()).then(|| rpath.join(":"));
         let mut names = opts.libraries.clone();
@@ -120,9 +125,10 @@ impl Libraries {
             .iter()
             .map(|o| o.path.display().to_string())
             .collect();
+        let pie = if self.pie { "; pie" } else { "" };
         match &self.runpath {
-            Some(r) => format!("{}; runpath {r}", paths.join(" ")),
-            None => paths.join(" "),
+            Some(r) => format!("{}; runpath {r}{pie}", paths.join(" ")),
+            None => format!("{}{pie}", paths.join(" ")),
         }
     }
 }

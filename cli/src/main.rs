@@ -229,6 +229,10 @@ struct InputArgs {
     /// `-l NAME` takes libNAME.a even where libNAME.so exists (as `ld -Bstatic`).
     #[arg(long = "static-libs")]
     static_libs: bool,
+    /// A position-independent executable (`ET_DYN`): loaded at a random address each run
+    /// (ASLR), as Debian's `cc` makes by default. Needs libc; not yet with -g.
+    #[arg(long)]
+    pie: bool,
     /// Threads compiling functions (default: $ZEROLINK_JOBS, else every core). The executable
     /// is the same, byte for byte, whatever the number.
     #[arg(short = 'j', long = "jobs", value_name = "N")]
@@ -278,6 +282,7 @@ impl InputArgs {
             search_dirs: self.search_dirs.clone(),
             rpath: self.rpath.clone(),
             prefer_static: self.static_libs,
+            pie: self.pie,
         }
     }
 }

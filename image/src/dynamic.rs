@@ -41,6 +41,17 @@ pub struct Tables {
     /// Offset of the run-time search path (`DT_RUNPATH`) in `.dynstr`.
     pub runpath: Option<u32>,
     pub arrays: Arrays,
+    /// A position-independent executable (`DF_1_PIE`).
+    pub pie: bool,
+    /// How many `R_X86_64_RELATIVE` relocations lead `.rela.dyn` (`DT_RELACOUNT`).
+    pub relative: usize,
+}
+
+/// An absolute address in a PIE: the loader writes its base plus `value` at `at`.
+#[derive(Debug, Clone, Copy)]
+pub struct Relative {
+    pub at: u64,
+    pub value: u64,
 }
 
 /// The program's constructor and destructor arrays, (address, bytes): glibc's start-up code
@@ -72,16 +83,32 @@ fn sysv_hash(name: &[u8]) -> u32 {
     h
 }
 
-/// Lay out the tables at `base`. `needed` are the sonames of the libraries actually used.
-pub fn tables(
-    base: u64,
-    interp: &[u8],
-    imports: &[Import<'_>],
-    data_relocs: &[DataReloc],
-    needed: &[&str],
-    runpath: Option<&str>,
-    arrays: Arrays,
-) -> Tables {
+/// What the loader's tables say.
+pub struct Wanted<'a> {
+    pub interp: &'a [u8],
+    pub imports: &'a [Import<'a>],
+    pub data_relocs: &'a [DataReloc],
+    /// The sonames of the libraries actually used.
+    pub needed: &'a [&'a str],
+    pub runpath: Option<&'a str>,
+    pub arrays: Arrays,
+    /// A PIE's absolute addresses.
+    pub relative: &'a [Relative],
+    pub pie: bool,
+}
+
+/// Lay out the tables at `base`.
+pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
+    let Wanted {
+        interp,
+        imports,
+        data_relocs,
+        needed,
+        runpath,
+        arrays,
+        relative,
+        pie,
+    } = w;
     let mut b = Vec::new();
     let interp_at = (base, interp.len() as u64);
     b.extend_from_slice(interp);
@@ -144,6 +171,15 @@ pub fn tables(
     pad8(&mut b);
 
     let rela_at = base + b.len() as u64;
+    // A PIE's absolute addresses first (the loader adds its base), then the imports.
+    for r in relative {
+        let e = elf::Rela64::<LE> {
+            r_offset: U64::new(LE, r.at),
+            r_info: U64::new(LE, u64::from(elf::R_X86_64_RELATIVE)),
+            r_addend: object::endian::I64::new(LE, r.value as i64),
+        };
+        b.extend_from_slice(bytes_of(&e));
+    }
     let mut rela = |offset: u64, sym: usize, typ: u32, addend: i64| {
         let r = elf::Rela64::<LE> {
             r_offset: U64::new(LE, offset),
@@ -171,6 +207,8 @@ pub fn tables(
         needed: needed_offsets,
         runpath,
         arrays,
+        pie,
+        relative: relative.len(),
     }
 }
 
@@ -206,8 +244,12 @@ pub fn dynamic_section(t: &Tables) -> Vec<u8> {
         entry(elf::DT_FINI_ARRAY, at);
         entry(elf::DT_FINI_ARRAYSZ, len);
     }
+    if t.relative > 0 {
+        entry(elf::DT_RELACOUNT, t.relative as u64);
+    }
     entry(elf::DT_FLAGS, u64::from(elf::DF_BIND_NOW));
-    entry(elf::DT_FLAGS_1, u64::from(elf::DF_1_NOW));
+    let pie = if t.pie { elf::DF_1_PIE } else { 0 };
+    entry(elf::DT_FLAGS_1, u64::from(elf::DF_1_NOW | pie));
     // For debuggers: the loader stores the address of its `r_debug` here.
     entry(elf::DT_DEBUG, 0);
     entry(elf::DT_NULL, 0);

@@ -70,6 +70,7 @@ pub struct Section {
 
 /// The ELF header, naming the program header table at `phoff`.
 pub fn file_header(
+    e_type: u16,
     machine: u16,
     entry: u64,
     phoff: u64,
@@ -87,7 +88,7 @@ pub fn file_header(
             abi_version: 0,
             padding: [0; 7],
         },
-        e_type: U16::new(LE, elf::ET_EXEC),
+        e_type: U16::new(LE, e_type),
         e_machine: U16::new(LE, machine),
         e_version: U32::new(LE, u32::from(elf::EV_CURRENT)),
         e_entry: U64::new(LE, entry),

@@ -51,6 +51,16 @@ pub enum ImageError {
         target: String,
         addend: i64,
     },
+    #[error(
+        "`{function}` at offset {offset:#x} holds {kind}, which a position-independent \
+         executable cannot have: compile it position-independent (`is_pic`, `-fPIC`), or build \
+         without --pie"
+    )]
+    NotInPie {
+        function: String,
+        offset: u32,
+        kind: &'static str,
+    },
     #[error("thread-local reference in `{function}` at offset {offset:#x} to `{target}` {why}")]
     ThreadLocal {
         function: String,

@@ -199,6 +199,13 @@ impl Session {
         let lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
         // Before any input is examined: files stamped from now on are racily clean next time.
         let started_ns = inputs::coarse_now_ns();
+        if opts.link.pie && (opts.link.freestanding || opts.debug_info) {
+            return Err(BackendError::Module(
+                "--pie is not supported yet for freestanding programs (they would relocate \
+                 themselves in `_start`) or with -g (unwind tables hold absolute addresses)"
+                    .into(),
+            ));
+        }
         let libs = if opts.link.freestanding {
             None
         } else {
@@ -320,6 +327,7 @@ impl Session {
                 Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
             );
             self.image.set_runpath(libs.runpath.clone());
+            self.image.set_pie(libs.pie);
         }
     }
 

@@ -114,24 +114,27 @@ impl Session {
 
     /// Place data object `id` of unit `u`.
     pub fn define_data(&mut self, u: UnitId, id: SymbolId, d: DataObject<'_>) -> Result<()> {
-        if self.is_update() {
+        let update = self.is_update();
+        if update {
             if !self.placed.defined.insert(id) {
                 return Err(self.duplicate(id));
             }
             self.units.seen.insert(id);
-            if d.tls {
-                self.image
-                    .define_tls_data(id, d.contents, d.align, d.refs)?;
-            } else {
-                self.image
-                    .redefine_data(id, d.contents, d.align, d.writable, d.refs)?;
-            }
-        } else if d.tls {
-            self.image
-                .define_tls_data(id, d.contents, d.align, d.refs)?;
-        } else {
-            self.image
-                .define_data(id, d.contents, d.align, d.writable, d.refs)?;
+        }
+        match (d.tls, update) {
+            // In its slot if it fits, else in a new one (the TLS region is always "re"-defined).
+            (true, _) => self
+                .image
+                .define_tls_data(id, d.contents, d.align, d.refs)?,
+            (false, true) => self
+                .image
+                .redefine_data(id, d.contents, d.align, d.writable, d.refs)?,
+            (false, false) => self
+                .image
+                .define_data(id, d.contents, d.align, d.writable, d.refs)?,
+        }
+        // Full builds count definitions as they define them (updates, as they check them).
+        if !update {
             self.units.count(u);
         }
         self.image.set_hashes(id, d.fingerprint, 0);

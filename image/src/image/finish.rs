@@ -220,6 +220,66 @@ impl Image {
         out
     }
 
+    /// A PIE's `R_X86_64_RELATIVE` relocations: every field that holds an address in the image
+    /// (pointers in data, GOT entries of the image's own symbols), found from the sites (all
+    /// of them, in every build: the list is rebuilt whole, like the rest of `.rela.dyn`). A
+    /// 32-bit absolute field cannot hold a relocated address, and code must not be written at
+    /// load time: both are errors naming the place.
+    pub(super) fn relative_relocations(&self) -> Result<Vec<crate::dynamic::Relative>> {
+        let mut out = Vec::new();
+        if !self.pie {
+            return Ok(out);
+        }
+        for i in 0..self.sites.records().len() as u32 {
+            let id = SiteId(i);
+            if !self.sites.is_live(id) {
+                continue;
+            }
+            let site = self.sites.get(id);
+            let target = self.symbols.get(site.target);
+            let Some(s) = target.addr() else {
+                continue; // an import: the loader's symbol relocations cover it
+            };
+            // An undefined weak reference is 0 wherever the program is loaded.
+            if s == 0 && target.alias() {
+                continue;
+            }
+            let Some(at) = self.site_addr(&site) else {
+                continue;
+            };
+            match (site.kind, site.place) {
+                (_, Place::GotEntry { .. }) => out.push(crate::dynamic::Relative { at, value: s }),
+                (RefKind::Abs64, Place::In { owner, offset }) => {
+                    let region = self.symbols.get(owner).placement().map(|p| p.region);
+                    // The TLS template is relocated before glibc copies it into a thread's
+                    // block, as ld's `.tdata` in its writable segment is.
+                    let writable = matches!(
+                        region,
+                        Some(RegionKind::Data | RegionKind::Got | RegionKind::Tls)
+                    );
+                    if !writable {
+                        return Err(ImageError::NotInPie {
+                            function: self.symbols.name(owner),
+                            offset,
+                            kind: "an absolute address in memory the loader may not write",
+                        });
+                    }
+                    let value = (s as i64 + site.addend) as u64;
+                    out.push(crate::dynamic::Relative { at, value });
+                }
+                (RefKind::Abs32 | RefKind::Abs32S, Place::In { owner, offset }) => {
+                    return Err(ImageError::NotInPie {
+                        function: self.symbols.name(owner),
+                        offset,
+                        kind: "a 32-bit absolute address (Abs4, R_X86_64_32/32S)",
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn is_defined(&self, name: &str) -> bool {
         self.symbols
             .lookup(name)
@@ -425,18 +485,23 @@ impl Image {
             .iter()
             .filter_map(|&l| self.libraries.get(l as usize).map(String::as_str))
             .collect();
+        let relative = self.relative_relocations()?;
         let base = RegionKind::Dynamic.vaddr();
         let tables = self.dynamic().then(|| {
             crate::dynamic::tables(
                 base,
-                x86_64::INTERPRETER,
-                &imports,
-                &data_relocs,
-                &needed,
-                self.runpath.as_deref(),
-                crate::dynamic::Arrays {
-                    init: self.array_between(x86_64::INIT_ARRAY_START, x86_64::INIT_ARRAY_END),
-                    fini: self.array_between(x86_64::FINI_ARRAY_START, x86_64::FINI_ARRAY_END),
+                crate::dynamic::Wanted {
+                    interp: x86_64::INTERPRETER,
+                    imports: &imports,
+                    data_relocs: &data_relocs,
+                    needed: &needed,
+                    runpath: self.runpath.as_deref(),
+                    arrays: crate::dynamic::Arrays {
+                        init: self.array_between(x86_64::INIT_ARRAY_START, x86_64::INIT_ARRAY_END),
+                        fini: self.array_between(x86_64::FINI_ARRAY_START, x86_64::FINI_ARRAY_END),
+                    },
+                    relative: &relative,
+                    pie: self.pie,
                 },
             )
         });

@@ -173,6 +173,8 @@ pub struct Image {
     stats: Summary,
     /// The thread-local block's size when an existing file was opened (`None`: a fresh one).
     tls_at_open: Option<u64>,
+    /// A position-independent executable: absolute addresses get `R_X86_64_RELATIVE`.
+    pie: bool,
 }
 
 /// The symbols a build changed something about (see invariant 9).
@@ -207,6 +209,7 @@ impl Image {
         let headers = out.allocate(PAGE, PAGE)?;
         debug_assert_eq!(headers, 0);
         Ok(Image {
+            pie: false,
             tls_at_open: None,
             store: Store::Fresh(out),
             regions: RegionKind::ALL.map(Region::new),
@@ -298,6 +301,7 @@ impl Image {
             .try_into()
             .map_err(|_| OpenError::Incompatible("bad region count".into()))?;
         Ok(Image {
+            pie: false,
             tls_at_open: Some(regions[RegionKind::Tls.index()].used),
             store: Store::Overlay(overlay),
             regions,
@@ -345,6 +349,11 @@ impl Image {
     pub fn link_dynamically(&mut self, libraries: Vec<String>, resolver: Resolver) {
         self.libraries = libraries;
         self.resolver = Some(resolver);
+    }
+
+    /// Make a position-independent executable (given by every build, like the libraries).
+    pub fn set_pie(&mut self, pie: bool) {
+        self.pie = pie;
     }
 
     /// Directories the dynamic loader searches first for the libraries (`DT_RUNPATH`, as
@@ -521,7 +530,7 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_definable(id, SymbolKind::Data)?;
-        let region = data_region(contents, writable, refs);
+        let region = data_region(contents, writable || self.pie_needs_writing(refs), refs);
         self.define(id, region, contents, align, refs)
     }
 
@@ -547,7 +556,7 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_definable(id, SymbolKind::Data)?;
-        let region = data_region(contents, writable, refs);
+        let region = data_region(contents, writable || self.pie_needs_writing(refs), refs);
         self.redefine(id, region, contents, align, refs)
     }
 
@@ -598,6 +607,12 @@ impl Image {
         refs: &[Reference],
     ) -> Result<()> {
         self.check_definable(id, kind)?;
+        // Addresses in read-only data are written by the loader in a PIE: writable data.
+        let region = if region == RegionKind::Rodata && self.pie_needs_writing(refs) {
+            RegionKind::Data
+        } else {
+            region
+        };
         if region == RegionKind::Tls && align > crate::layout::TLS_ALIGN {
             return Err(ImageError::BadAlignment {
                 name: self.symbols.name(id),
@@ -609,6 +624,12 @@ impl Image {
         sym.set_section_atom(true);
         self.symbols.set(id, sym);
         Ok(())
+    }
+
+    /// Whether data holding these references must be writable at load time: in a PIE, every
+    /// absolute address is relocated by the loader.
+    fn pie_needs_writing(&self, refs: &[Reference]) -> bool {
+        self.pie && refs.iter().any(|r| r.kind == RefKind::Abs64)
     }
 
     /// Symbols this build touched that something refers to and nothing defines or imports

@@ -116,7 +116,8 @@ impl Image {
             if used > 0 {
                 segments.push(Segment {
                     p_type: elf::PT_LOAD,
-                    flags: if got_rw {
+                    // The loader relocates a PIE's pointers in the TLS template too.
+                    flags: if got_rw || (self.pie && kind == RegionKind::Tls) {
                         elf::PF_R | elf::PF_W
                     } else {
                         kind.segment_flags()
@@ -321,6 +322,7 @@ impl Image {
         // new one once it is complete (see `elf::PHDR_SLOTS`).
         let in_force = self.phdrs_in_force();
         let header = crate::elf::file_header(
+            if self.pie { elf::ET_DYN } else { elf::ET_EXEC },
             x86_64::E_MACHINE,
             entry,
             in_force.unwrap_or(self.phdrs_at),
