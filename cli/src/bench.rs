@@ -18,7 +18,7 @@ use zerolink_backend::TargetOptions;
 
 use crate::gen::{edit_function, generate, GenOptions};
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -27,7 +27,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn run_exe(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn run_exe(path: &Path) -> Result<Vec<u8>> {
     let o = std::process::Command::new(path)
         .output()
         .with_context(|| format!("cannot run {}", path.display()))?;

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_api;
 mod bench_archive;
+mod bench_pie;
 mod gen;
 mod hardening;
 mod inspect;
@@ -150,6 +151,18 @@ enum BenchCommand {
         /// Archive sizes, in members.
         #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
         members: Vec<usize>,
+    },
+    /// Position-independent against fixed-address executables: full build, updates and
+    /// start-up time, per program size.
+    Pie {
+        /// Program sizes, in functions.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+        /// Edits (updates) per size; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        edits: usize,
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// The edit loop: full build, then one-function edits updated in place, per program size.
     Edit {
@@ -390,6 +403,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             bench::edit_loop(&sizes, edits.max(1), debug_info, &target.target())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command:
+                Some(BenchCommand::Pie {
+                    sizes,
+                    edits,
+                    target,
+                }),
+        } => {
+            bench_pie::pie(&sizes, edits.max(1), &target.target())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

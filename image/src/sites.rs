@@ -363,6 +363,26 @@ impl Sites {
         self.live == 0
     }
 
+    /// Every live site that holds an absolute address (a GOT entry, an `Abs*` field): what a
+    /// PIE's loader relocates. Decodes each record's kind only, so the common PC-relative
+    /// sites cost a load and a compare.
+    pub fn absolute(&self) -> Vec<(SiteId, Site)> {
+        let mut out = Vec::new();
+        for i in 0..self.records.len() as u32 {
+            let r = self.records.get(i);
+            let place = r.offset_kind >> (OFFSET_BITS + KIND_BITS);
+            let kind =
+                RefKind::from_code(((r.offset_kind >> OFFSET_BITS) & ((1 << KIND_BITS) - 1)) as u8);
+            let absolute = matches!(kind, RefKind::Abs64 | RefKind::Abs32 | RefKind::Abs32S);
+            if place == GOT || (place == IN && absolute) {
+                if let Some(site) = r.site() {
+                    out.push((SiteId(i), site));
+                }
+            }
+        }
+        out
+    }
+
     pub fn records(&self) -> &Records<SiteRecord> {
         &self.records
     }

@@ -230,12 +230,7 @@ impl Image {
         if !self.pie {
             return Ok(out);
         }
-        for i in 0..self.sites.records().len() as u32 {
-            let id = SiteId(i);
-            if !self.sites.is_live(id) {
-                continue;
-            }
-            let site = self.sites.get(id);
+        for (_, site) in self.sites.absolute() {
             let target = self.symbols.get(site.target);
             let Some(s) = target.addr() else {
                 continue; // an import: the loader's symbol relocations cover it
