@@ -18,6 +18,20 @@ use zerolink_backend::TargetOptions;
 
 use crate::gen::{edit_function, generate, GenOptions};
 
+/// The benchmarks' generated program of `n` functions, in files of 1,000, in a new directory:
+/// (its options, for edits; the directory; the files).
+pub(crate) fn generated(n: usize) -> Result<(GenOptions, tempfile::TempDir, Vec<PathBuf>)> {
+    let opts = GenOptions {
+        functions: n,
+        files: (n / 1000).max(1),
+        seed: 1,
+        libc: false,
+    };
+    let dir = tempfile::tempdir()?;
+    let paths = generate(&opts).write(dir.path())?;
+    Ok((opts, dir, paths))
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -111,14 +125,7 @@ pub fn edit_loop(
     };
     let mut rows = Vec::new();
     for &n in sizes {
-        let opts = GenOptions {
-            functions: n,
-            files: (n / 1000).max(1),
-            seed: 1,
-            libc: false,
-        };
-        let dir = tempfile::tempdir()?;
-        let paths = generate(&opts).write(dir.path())?;
+        let (opts, dir, paths) = generated(n)?;
         let out = dir.path().join("prog");
         let fresh = dir.path().join("fresh");
 

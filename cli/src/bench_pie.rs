@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 use zerolink_backend::driver::{self, Mode};
 use zerolink_backend::TargetOptions;
 
-use crate::bench::{ms, run_exe};
-use crate::gen::{edit_function, generate, GenOptions};
+use crate::bench::{generated, ms, run_exe};
+use crate::gen::edit_function;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -20,14 +20,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 pub fn pie(sizes: &[usize], edits: usize, target: &TargetOptions) -> Result<()> {
     let mut rows = Vec::new();
     for &n in sizes {
-        let opts = GenOptions {
-            functions: n,
-            files: (n / 1000).max(1),
-            seed: 1,
-            libc: false,
-        };
-        let dir = tempfile::tempdir()?;
-        let paths = generate(&opts).write(dir.path())?;
+        let (opts, dir, paths) = generated(n)?;
         let mut row = Vec::new();
         let mut outputs = Vec::new();
         for pie in [false, true] {
