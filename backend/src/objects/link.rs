@@ -539,7 +539,11 @@ impl Chooser<'_> {
                                 &display,
                                 ObjectError::Duplicate {
                                     name: s.name.clone(),
-                                    other: self.chosen[d.chosen].display.clone(),
+                                    // (the object being added is not in `chosen` yet)
+                                    other: self.chosen.get(d.chosen).map_or_else(
+                                        || "the same object".into(),
+                                        |c| c.display.clone(),
+                                    ),
                                 },
                             ));
                         }
