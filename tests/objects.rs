@@ -735,7 +735,10 @@ fn malformed_or_unsupported_objects_are_errors_naming_the_file() {
     // Found by fuzzing (kept as a file): a member defining one global twice.
     let twice = d.join("libtwice.a");
     std::fs::copy(objects_dir().join("malformed/libtwice.a"), &twice).unwrap();
-    cases.push((twice, "libtwice.a(f.o): defines `data`, which the same object defines too"));
+    cases.push((
+        twice,
+        "libtwice.a(f.o): defines `data`, which the same object defines too",
+    ));
     // A malformed member is named inside its archive.
     let bad_member_lib = archive(d, "libbadmember.a", &[d.join("bad_symbol.o")]);
     cases.push((bad_member_lib, "libbadmember.a(bad_symbol.o): malformed"));
