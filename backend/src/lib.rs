@@ -18,6 +18,7 @@ pub mod clif;
 pub mod debug;
 pub mod driver;
 pub mod error;
+pub mod hot;
 pub mod inputs;
 pub mod libs;
 pub mod module;

@@ -6,6 +6,7 @@ mod bench_archive;
 mod bench_pie;
 mod gen;
 mod hardening;
+mod hot;
 mod inspect;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,10 @@ enum Command {
         /// Parse and compile every function, write nothing (the floor, for `zerolink bench`).
         #[arg(long, hide = true)]
         codegen_only: bool,
+        /// After updating OUT, apply the same change to process PID, which runs OUT: it is
+        /// stopped, patched and resumed, keeping its state (see `zerolink run --watch`).
+        #[arg(long, value_name = "PID")]
+        hot: Option<i32>,
     },
     /// Write one object file per input file through cranelift-object (for `zerolink bench`).
     #[command(hide = true)]
@@ -121,6 +126,10 @@ enum Command {
         /// Leave out debug information and unwind tables, which `run` includes by default.
         #[arg(long)]
         no_debug_info: bool,
+        /// Keep running: on every change of an input file, rebuild and patch the running
+        /// program in place (it keeps its state and does not restart).
+        #[arg(long)]
+        watch: bool,
         /// Arguments for the program, after `--`.
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
@@ -327,7 +336,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             full,
             timings,
             codegen_only,
+            hot,
         } => {
+            if let Some(pid) = hot {
+                hot::build_hot(&input, &output, pid, stats)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if codegen_only {
                 let program = Program::read(&input.files)?;
                 driver::codegen_only(&program, &input.target(), &input.link(), input.jobs())?;
@@ -474,11 +488,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             mut input,
             no_debug_info,
+            watch,
             args,
         } => {
             // Unwind tables let the program unwind through its own frames (libgcc backtraces,
             // exceptions thrown across it); they cost about 2% of a build.
             input.debug_info = !no_debug_info;
+            if watch {
+                return hot::watch(&input, &args);
+            }
             let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
             let exe = dir.path().join(
                 input.files[0]
@@ -502,13 +520,26 @@ fn build(
     full: bool,
     timings: Option<&Path>,
 ) -> Result<()> {
+    build_live(input, output, stats, full, timings, None).map(|_| ())
+}
+
+/// A build; with `live`, an update that a running process will take too (see `hot.rs`).
+/// `None` for the separate path, which reports nothing.
+fn build_live(
+    input: &InputArgs,
+    output: &Path,
+    stats: bool,
+    full: bool,
+    timings: Option<&Path>,
+    live: Option<&zerolink_image::live::LiveOptions>,
+) -> Result<Option<driver::Report>> {
     let t0 = Instant::now();
     let target = input.target();
     if input.separate {
         let (clif, objects) = zerolink_backend::objects::classify(&input.files)?;
         let program = Program::read(&clif)?;
         zerolink_backend::reference::build(&program, &objects, &target, &input.link(), output)?;
-        return Ok(());
+        return Ok(None);
     }
     let progress = Progress::new(input.quiet);
     let report_progress = |done: usize, total: usize| progress.update(done, total);
@@ -530,6 +561,7 @@ fn build(
         },
         waiting: Some(&waiting),
         verify: input.verify,
+        live,
     };
     let result = driver::build(&input.files, &target, &input.link(), output, &opts);
     progress.finish();
@@ -559,7 +591,7 @@ fn build(
         let read = report.phase("read and hash inputs");
         write_timings(path, read + t.parse, t.codegen, t.write, t0.elapsed())?;
     }
-    Ok(())
+    Ok(Some(report))
 }
 
 /// A progress bar on stderr for builds that take more than a second, on a terminal only.

@@ -47,8 +47,9 @@ impl Segment {
             flags: elf::PF_R,
             offset: 0,
             vaddr: HEADERS_VADDR,
-            filesz: HEADERS_SIZE,
-            memsz: HEADERS_SIZE,
+            // The stamp follows the program headers (see `live::STAMP_OFFSET`).
+            filesz: HEADERS_SIZE + crate::live::STAMP_SIZE,
+            memsz: HEADERS_SIZE + crate::live::STAMP_SIZE,
             align: crate::layout::PAGE,
         }
     }

@@ -12,6 +12,7 @@ pub mod elf;
 pub mod error;
 mod image;
 pub mod layout;
+pub mod live;
 pub mod lock;
 pub mod output;
 pub mod persist;

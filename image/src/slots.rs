@@ -39,6 +39,9 @@ pub struct Region {
     pub used: u64,
     /// Free ranges below `used`, sorted by address, as (offset, length).
     free: Vec<(u64, u64)>,
+    /// Take new slots from the end only (a live update: a freed slot may still hold code a
+    /// running process executes). Not persisted.
+    pub tail_only: bool,
 }
 
 impl Region {
@@ -47,12 +50,18 @@ impl Region {
             kind,
             used: 0,
             free: Vec::new(),
+            tail_only: false,
         }
     }
 
     /// A region as persisted: its high-water mark and free ranges (offset, length).
     pub fn restore(kind: RegionKind, used: u64, free: Vec<(u64, u64)>) -> Self {
-        Region { kind, used, free }
+        Region {
+            kind,
+            used,
+            free,
+            tail_only: false,
+        }
     }
 
     pub fn base(&self) -> u64 {
@@ -78,7 +87,8 @@ impl Region {
     fn alloc_capacity(&mut self, capacity: u64, align: u64) -> Result<Slot> {
         let align = align.max(self.kind.min_slot_align());
         // First fit in the free list.
-        for i in 0..self.free.len() {
+        let searched = if self.tail_only { 0 } else { self.free.len() };
+        for i in 0..searched {
             let (off, len) = self.free[i];
             let start = align_up(off, align);
             if start + capacity <= off + len {

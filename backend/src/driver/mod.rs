@@ -66,6 +66,8 @@ pub struct BuildOptions<'a> {
     pub waiting: Option<&'a dyn Fn()>,
     /// Check all of OUT against its checksums before updating it (`--verify`).
     pub verify: bool,
+    /// A running process will be patched after the update (see `crate::hot`).
+    pub live: Option<&'a zerolink_image::live::LiveOptions>,
 }
 
 impl Default for BuildOptions<'_> {
@@ -78,6 +80,7 @@ impl Default for BuildOptions<'_> {
             lock: LockWait::Wait,
             waiting: None,
             verify: false,
+            live: None,
         }
     }
 }
@@ -112,6 +115,7 @@ pub fn build(
         waiting: opts.waiting,
         jobs: opts.jobs,
         verify: opts.verify,
+        live: opts.live,
         ..SessionOptions::default()
     };
     let mut session = Session::open(out, target.isa()?, &session_opts)?;

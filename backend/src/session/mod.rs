@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use cranelift_codegen::ir;
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use zerolink_image::live::LiveOptions;
 use zerolink_image::lock::BuildLock;
 use zerolink_image::symbols::SymbolTable;
 pub use zerolink_image::{Binding, SymbolId, SymbolKind};
@@ -112,6 +113,9 @@ pub struct SessionOptions<'a> {
     /// Before updating, check all of OUT against the checksums in its table (as `zerolink
     /// verify`): any damage, even in code no build would read, means a full build.
     pub verify: bool,
+    /// A running process is to be patched after the update (`backend/src/hot/`): what it
+    /// is executing, so the update never writes over that code (see `zerolink_image::live`).
+    pub live: Option<&'a LiveOptions>,
 }
 
 impl Default for SessionOptions<'_> {
@@ -125,6 +129,7 @@ impl Default for SessionOptions<'_> {
             language: gimli::DW_LANG_Mips_Assembler,
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             verify: false,
+            live: None,
         }
     }
 }
@@ -185,6 +190,8 @@ pub struct Session {
     units: units::Units,
     placed: place::Placed,
     debug: debug::DebugState,
+    /// What a running process executes, for a live update (see `go_live`).
+    live: Option<LiveOptions>,
     /// Held from `open` until the session is finished or dropped: one build per OUT.
     _lock: BuildLock,
 }
@@ -215,7 +222,13 @@ impl Session {
         let (image, mode, units) = if opts.force_full {
             fresh(out, &settings, Some(FullReason::Requested))?
         } else {
-            reopen(out, &settings, opts.debug_info, opts.verify)?
+            reopen(
+                out,
+                &settings,
+                opts.debug_info,
+                opts.verify,
+                opts.live.is_some(),
+            )?
         };
         let mut session = Session {
             out: out.to_path_buf(),
@@ -232,8 +245,10 @@ impl Session {
             units,
             placed: place::Placed::default(),
             debug: debug::DebugState::default(),
+            live: opts.live.cloned(),
             _lock: lock,
         };
+        session.go_live();
         session.link();
         Ok(session)
     }
@@ -258,7 +273,13 @@ impl Session {
     /// Open OUT again, as `open` would, keeping the lock: for a front end that found it needs
     /// more of its inputs than it looked at. Nothing of this session's work is kept.
     pub fn reopen(mut self) -> Result<Session> {
-        let (image, mode, units) = reopen(&self.out, &self.settings, self.debug_info, self.verify)?;
+        let (image, mode, units) = reopen(
+            &self.out,
+            &self.settings,
+            self.debug_info,
+            self.verify,
+            self.live.is_some(),
+        )?;
         self.restart(image, mode, units);
         Ok(self)
     }
@@ -277,7 +298,16 @@ impl Session {
         self.units = units;
         self.placed = place::Placed::default();
         self.debug = debug::DebugState::default();
+        self.go_live();
         self.link();
+    }
+
+    /// An update for a running process: the image in live mode (a full build cannot be
+    /// applied to a process at all; the patcher refuses it).
+    fn go_live(&mut self) {
+        if let (Some(live), Mode::Update) = (&self.live, &self.mode) {
+            self.image.set_live(live.clone());
+        }
     }
 
     /// Change how names are resolved and whether debug information is written, before
@@ -311,7 +341,13 @@ impl Session {
         );
         let (image, mode, units) = match &self.mode {
             Mode::Full { reason } => fresh(&self.out, &self.settings, reason.clone())?,
-            Mode::Update => reopen(&self.out, &self.settings, self.debug_info, self.verify)?,
+            Mode::Update => reopen(
+                &self.out,
+                &self.settings,
+                self.debug_info,
+                self.verify,
+                self.live.is_some(),
+            )?,
         };
         // The new image replaces the old one, whose temporary file goes with it.
         self.restart(image, mode, units);
@@ -521,6 +557,7 @@ fn reopen(
     settings: &str,
     debug_info: bool,
     verify: bool,
+    live: bool,
 ) -> Result<(Image, Mode, units::Units)> {
     let image = match Image::open(out, None) {
         Ok(image) => image,
@@ -531,7 +568,8 @@ fn reopen(
     };
     let reason = if image.settings() != settings {
         Some(FullReason::OtherSettings)
-    } else if let Some(r) = fragmented(&image) {
+    } else if let Some(r) = fragmented(&image).filter(|_| !live) {
+        // (A live update never packs: a full build cannot be applied to the process.)
         Some(r)
     } else if let Some(Err(why)) = debug_info.then(|| previous_debug(&image).map(|_| ())) {
         Some(FullReason::DebugInfo(why))

@@ -364,6 +364,7 @@ impl Image {
         for id in self.touched_ids() {
             self.symtab.update(&mut self.symbols, id);
         }
+        self.live_conclude();
         self.generation += 1;
         let updating = matches!(self.store, Store::Overlay(_));
         let entry = self.addr_of(x86_64::START.name);
@@ -380,6 +381,7 @@ impl Image {
         self.summarise(&mut summary);
         summary.bytes_written = self.store.planned_bytes();
         summary.file_size = self.store.len();
+        summary.live = self.live_log.take();
         match self.store {
             Store::Fresh(out) => out.commit()?,
             Store::Overlay(overlay) => overlay.commit(&CommitPlan {

@@ -38,6 +38,7 @@ use crate::table::{Base, Blob, NameIndex, Records, PAGE_BYTES};
 use crate::x86_64;
 
 mod finish;
+mod live;
 mod place;
 mod tables;
 mod verify;
@@ -95,6 +96,8 @@ pub struct Summary {
     /// The entry point (`_start`, the ELF header's `e_entry`) and the address of `main`.
     pub entry: u64,
     pub main: u64,
+    /// A live update's log (see `crate::live`): `None` unless the update was live.
+    pub live: Option<Box<crate::live::LiveLog>>,
 }
 
 /// Name of the program's entry function, called by `_start`.
@@ -175,6 +178,10 @@ pub struct Image {
     tls_at_open: Option<u64>,
     /// A position-independent executable: absolute addresses get `R_X86_64_RELATIVE`.
     pie: bool,
+    /// An update of a running process's executable too (see `crate::live`).
+    live: Option<Box<live::Live>>,
+    /// What the live update found, for `finish` to hand over.
+    live_log: Option<Box<crate::live::LiveLog>>,
 }
 
 /// The symbols a build changed something about (see invariant 9).
@@ -244,6 +251,8 @@ impl Image {
             eh_frame: None,
             eh_layout: None,
             stats: Summary::default(),
+            live: None,
+            live_log: None,
         })
     }
 
@@ -339,6 +348,8 @@ impl Image {
             eh_frame: None,
             eh_layout: None,
             stats: Summary::default(),
+            live: None,
+            live_log: None,
         })
     }
 
@@ -694,6 +705,7 @@ impl Image {
         addr: u64,
         size: u64,
     ) -> Result<()> {
+        self.live_before(id);
         let sym = self.symbols.get(id);
         if sym.placement().is_some() {
             if !sym.alias() {

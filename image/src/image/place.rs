@@ -2,10 +2,12 @@
 //! in an update; in `finish`, once, in a fresh build). GOT entries and file extents grow here.
 
 use super::*;
+use crate::live::WriteRule;
 
 impl Image {
     /// Free a symbol's slot and drop its own sites; true if it was placed.
     pub(super) fn unplace(&mut self, id: SymbolId) -> bool {
+        self.live_before(id);
         self.replace_sites(id, &[]);
         let mut sym = self.symbols.get(id);
         let placement = sym.placement();
@@ -112,6 +114,7 @@ impl Image {
         if self.symbols.get(id).placement().is_some() {
             return Err(ImageError::DuplicateDefinition(self.symbols.name(id)));
         }
+        self.live_before(id);
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
         let used_before = self.regions[region.index()].used;
@@ -139,6 +142,7 @@ impl Image {
             // Fill the alignment gap before a slot at the top, and the slot itself.
             let fill_from = slot.addr.min(region.vaddr() + used_before);
             self.write_slot(region, fill_from, slot, contents)?;
+            self.live_slot(id, region, slot.addr, contents, false);
         }
         let mut sym = self.symbols.get(id);
         sym.set_placement(Some(Placement { region, slot, size }));
@@ -166,6 +170,7 @@ impl Image {
         let Some(old) = self.symbols.get(id).placement() else {
             return self.define(id, region, contents, align, refs);
         };
+        self.live_before(id);
         if self.symbols.get(id).alias() {
             // It lay in another definition's bytes: it gets a slot of its own now.
             self.unplace(id);
@@ -178,9 +183,13 @@ impl Image {
             self.replaced_code.insert(old.slot.addr);
         }
         let align = align.max(region.min_slot_align());
-        if old.region == region && size <= old.slot.capacity && old.slot.addr % align == 0 {
+        // Code a running process is in, or will return into, is never written over.
+        let busy = region == RegionKind::Text && self.live_busy(old.slot);
+        if old.region == region && size <= old.slot.capacity && old.slot.addr % align == 0 && !busy
+        {
             if region.in_file() {
                 self.write_slot(region, old.slot.addr, old.slot, contents)?;
+                self.live_slot(id, region, old.slot.addr, contents, true);
             }
             let mut sym = self.symbols.get(id);
             sym.set_placement(Some(Placement {
@@ -301,6 +310,7 @@ impl Image {
             return Ok(());
         }
         let slot: Slot = self.regions[RegionKind::Got.index()].alloc(8, 8)?;
+        self.live_new_got(slot.addr);
         self.ensure_extent(RegionKind::Got, slot.end() - RegionKind::Got.vaddr())?;
         let at = self.file_offset(RegionKind::Got, slot.addr);
         self.store.fill(at, 8, 0);
@@ -359,6 +369,7 @@ impl Image {
         }
         let at = self.file_offset(region_of(p), p - back);
         self.store.write(at, &bytes);
+        self.live_write(region_of(p), p - back, &bytes, WriteRule::Always);
         self.stats.sites_patched += 1;
         Ok(())
     }
@@ -454,6 +465,7 @@ impl Image {
             .map_err(|value| self.overflow(&site, value))?;
         let at = self.file_offset(region_of(p), p);
         self.store.write(at, field.bytes());
+        self.live_site(&site, p, field.bytes());
         self.stats.sites_patched += 1;
         Ok(())
     }
@@ -466,6 +478,7 @@ impl Image {
         match (site.kind, site.place) {
             (_, Place::GotEntry { .. }) => {
                 self.store.write(at, &[0; 8]);
+                self.live_import_site(site, p);
                 Ok(())
             }
             (RefKind::GotPcRel32, _) => {
@@ -475,6 +488,7 @@ impl Image {
                 let field = x86_64::encode(RefKind::GotPcRel32, 0, site.addend, p, got)
                     .map_err(|value| self.overflow(site, value))?;
                 self.store.write(at, field.bytes());
+                self.live_write(region_of(p), p, field.bytes(), WriteRule::Always);
                 self.stats.sites_patched += 1;
                 Ok(())
             }
@@ -491,6 +505,7 @@ impl Image {
                 let field = x86_64::encode(RefKind::PcRel32, stub, site.addend, p, None)
                     .map_err(|value| self.overflow(site, value))?;
                 self.store.write(at, field.bytes());
+                self.live_write(region_of(p), p, field.bytes(), WriteRule::Always);
                 self.stats.sites_patched += 1;
                 Ok(())
             }
@@ -502,6 +517,7 @@ impl Image {
                     .is_some_and(|pl| pl.region == RegionKind::Data) =>
             {
                 self.store.write(at, &[0; 8]);
+                self.live_import_site(site, p);
                 Ok(())
             }
             (kind, place) => {
@@ -553,6 +569,7 @@ impl Image {
             Some(opcode) => {
                 if opcode != before[1] {
                     self.store.write(at + 1, &[opcode]);
+                    self.live_write(RegionKind::Text, p - 2, &[opcode], WriteRule::Always);
                 }
                 true
             }

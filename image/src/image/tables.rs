@@ -331,6 +331,11 @@ impl Image {
             SHSTRTAB_INDEX,
         );
         self.store.write(0, &header);
+        let stamp = self.stamp();
+        self.store.write(crate::live::STAMP_OFFSET, &stamp);
+        if let Some(log) = &mut self.live_log {
+            log.stamp = stamp;
+        }
         self.store
             .write(self.phdrs_at, &crate::elf::program_headers(&segments));
         Ok(table.offset)

@@ -1,0 +1,329 @@
+//! Hot patching: apply an in-place update to a running process as well as to its file.
+//!
+//! The patcher is a front of the build, not a second linker: the update decides everything
+//! (which functions move, which sites change) as it does for the file, in *live mode*
+//! (`zerolink_image::live`), and the patcher replays the update's log into the process. The
+//! steps, in order:
+//!
+//! 1. [`Attached::stop`]: stop every thread (`process.rs`) and check that the process runs OUT
+//!    exactly as it is now: the stamp every build writes in the headers page must be the
+//!    file's (a process started from an older build, or one a refused patch left behind, is
+//!    refused: the log would describe another program);
+//! 2. collect what the process is busy with: every thread's instruction pointer and
+//!    registers, and every word on its stack that points into the text window (conservative:
+//!    a stale word only makes a function move instead of being rewritten in place);
+//! 3. the caller runs the update with [`Attached::live`] (the process stays stopped);
+//! 4. [`Attached::apply`]: refuse, before writing anything, what cannot be applied (a full
+//!    build, a refusal in the log, an import that cannot be resolved); map memory where the
+//!    regions grew past what the process has; write the log's bytes (data objects keep the
+//!    process's values); leave a jump at the old entry of every function that moved, so
+//!    function pointers kept anywhere reach the new code while old frames finish on old
+//!    code; write the new stamp; release the threads.
+//!
+//! A refusal leaves the process exactly as it was (the file is updated regardless).
+
+use std::path::{Path, PathBuf};
+
+use zerolink_image::layout::{align_up, RegionKind, HEADERS_VADDR, PAGE};
+use zerolink_image::live::{
+    LiveLog, LiveOptions, WriteRule, STAMP_MAGIC, STAMP_OFFSET, STAMP_SIZE,
+};
+
+use crate::session::{Mode, Report};
+
+mod imports;
+mod process;
+
+pub use process::Stopped;
+
+/// Why a process could not be patched.
+#[derive(Debug, thiserror::Error)]
+pub enum HotError {
+    #[error("there is no process {pid}")]
+    NoProcess { pid: i32 },
+    #[error("not allowed to trace process {pid}: {why}")]
+    Denied { pid: i32, why: String },
+    #[error("process {pid}: cannot {what}: {error}")]
+    Ptrace {
+        pid: i32,
+        what: &'static str,
+        error: std::io::Error,
+    },
+    #[error("process {pid} exited")]
+    Exited { pid: i32 },
+    #[error("cannot read {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("process {pid} does not run {} as it is now ({why}): restart it", out.display())]
+    NotCurrent { pid: i32, out: PathBuf, why: String },
+    #[error("hot patching a position-independent executable is not supported yet: build {} without --pie", out.display())]
+    Pie { out: PathBuf },
+    #[error("process {pid} cannot take this change and runs on unchanged (restart it to run the new build):{}", list(refusals))]
+    Refused { pid: i32, refusals: Vec<String> },
+}
+
+fn list(items: &[String]) -> String {
+    items.iter().map(|r| format!("\n  - {r}")).collect()
+}
+
+/// A process stopped for patching, checked to run OUT as it is now.
+pub struct Attached {
+    stopped: Stopped,
+    live: LiveOptions,
+}
+
+/// What [`Attached::apply`] did to the process.
+#[derive(Debug, Clone, Default)]
+pub struct Patched {
+    /// Functions rewritten in their old place, and placed anew (new or moved).
+    pub in_place: Vec<String>,
+    pub placed: Vec<String>,
+    /// Old entries that now jump to the new code.
+    pub redirected: usize,
+    /// Old entries left as they were, because a thread was inside the bytes the jump needs.
+    pub not_redirected: Vec<String>,
+    /// Bytes written, and data fields left alone because the program had changed them.
+    pub bytes: u64,
+    pub kept_fields: usize,
+    /// Bytes of memory mapped for regions that grew.
+    pub mapped: u64,
+    /// Library functions resolved for the first time.
+    pub imports: usize,
+    /// Threads the process has.
+    pub threads: usize,
+}
+
+impl Attached {
+    /// Stop `pid` and check it runs `out` as it is now.
+    pub fn stop(pid: i32, out: &Path) -> Result<Attached, HotError> {
+        let io = |error| HotError::Io {
+            path: out.to_path_buf(),
+            error,
+        };
+        let file_stamp = read_stamp(out).map_err(io)?;
+        if file_stamp.e_type == object::elf::ET_DYN {
+            return Err(HotError::Pie {
+                out: out.to_path_buf(),
+            });
+        }
+        let stopped = Stopped::stop(pid)?;
+        let not_current = |why: &str| HotError::NotCurrent {
+            pid,
+            out: out.to_path_buf(),
+            why: why.into(),
+        };
+        let theirs = stopped
+            .read(HEADERS_VADDR + STAMP_OFFSET, STAMP_SIZE as usize)
+            .map_err(|_| not_current("it is not a program zerolink built"))?;
+        if theirs[..8] != STAMP_MAGIC {
+            return Err(not_current("it is not a program zerolink built"));
+        }
+        if theirs != file_stamp.stamp {
+            let generation = |s: &[u8]| u64::from_le_bytes(s[8..16].try_into().unwrap_or([0; 8]));
+            return Err(not_current(&format!(
+                "it runs build {} of it, the file is at build {}",
+                generation(&theirs),
+                generation(&file_stamp.stamp)
+            )));
+        }
+        let busy = busy_addresses(&stopped)?;
+        Ok(Attached {
+            stopped,
+            live: LiveOptions { busy },
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.stopped.pid
+    }
+
+    /// What the update must know about the process.
+    pub fn live(&self) -> &LiveOptions {
+        &self.live
+    }
+
+    /// Apply the update `report` describes to the process, then release it.
+    pub fn apply(self, report: &Report) -> Result<Patched, HotError> {
+        let pid = self.stopped.pid;
+        if let Mode::Full { reason } = &report.mode {
+            let why = reason.as_ref().map_or_else(
+                || "a full build".to_string(),
+                |r| format!("a full build ({r})"),
+            );
+            return Err(HotError::Refused {
+                pid,
+                refusals: vec![format!(
+                    "the build was {why}: every address may have changed"
+                )],
+            });
+        }
+        let mut patched = Patched {
+            threads: self.stopped.tids().count(),
+            ..Patched::default()
+        };
+        let Some(log) = &report.summary.live else {
+            return Ok(patched); // nothing changed
+        };
+        if !log.refusals.is_empty() {
+            return Err(HotError::Refused {
+                pid,
+                refusals: log.refusals.iter().map(|r| r.to_string()).collect(),
+            });
+        }
+        // Everything that can refuse happens before the first write.
+        let maps = self.stopped.maps()?;
+        let mut writes: Vec<(u64, Vec<u8>)> = Vec::with_capacity(log.writes.len());
+        let mut refusals = Vec::new();
+        for imp in &log.new_imports {
+            match imports::resolve(&maps, imp) {
+                Ok(addr) => writes.push((imp.got, addr.to_le_bytes().to_vec())),
+                Err(why) => refusals.push(format!(
+                    "the new call to `{}` cannot be resolved in the process: {why}",
+                    imp.name
+                )),
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(HotError::Refused { pid, refusals });
+        }
+        patched.imports = log.new_imports.len();
+        for w in &log.writes {
+            match &w.rule {
+                WriteRule::Always => writes.push((w.addr, w.bytes.clone())),
+                WriteRule::IfUnchanged(old) => {
+                    if self.stopped.read(w.addr, old.len())? == *old {
+                        writes.push((w.addr, w.bytes.clone()));
+                    } else {
+                        patched.kept_fields += 1;
+                    }
+                }
+            }
+        }
+        for m in &log.moved {
+            // The jump's five bytes must not cut an instruction a thread is about to run.
+            if self.live.busy_in(m.from + 1, m.from + 5) {
+                patched.not_redirected.push(m.name.clone());
+                continue;
+            }
+            let rel = m.to as i64 - (m.from as i64 + 5);
+            let Ok(rel) = i32::try_from(rel) else {
+                patched.not_redirected.push(m.name.clone());
+                continue;
+            };
+            let mut jump = vec![0xe9];
+            jump.extend_from_slice(&rel.to_le_bytes());
+            writes.push((m.from, jump));
+            patched.redirected += 1;
+        }
+        // Memory for what grew, then the bytes, then the stamp that says it is done.
+        patched.mapped = self.map_growth(&maps, log, &writes)?;
+        for (addr, bytes) in &writes {
+            self.stopped.write(*addr, bytes)?;
+            patched.bytes += bytes.len() as u64;
+        }
+        self.stopped
+            .write(HEADERS_VADDR + STAMP_OFFSET, &log.stamp)?;
+        patched.in_place = log.in_place.clone();
+        patched.placed = log
+            .placed
+            .iter()
+            .filter(|n| !n.ends_with("@plt"))
+            .cloned()
+            .collect();
+        Ok(patched)
+    }
+
+    /// Map anonymous memory past the end of each region the process has, up to what the
+    /// update uses and writes (rounded up to 1 MiB, so an edit loop maps rarely).
+    fn map_growth(
+        &self,
+        maps: &[process::Mapping],
+        log: &LiveLog,
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<u64, HotError> {
+        let mut mapped = 0;
+        for kind in [
+            RegionKind::Text,
+            RegionKind::Rodata,
+            RegionKind::Got,
+            RegionKind::Data,
+            RegionKind::Bss,
+        ] {
+            let window = kind.vaddr()..kind.vaddr() + kind.reserve();
+            let mut need = log.region_end.get(kind.index()).copied().unwrap_or(0);
+            for (addr, bytes) in writes {
+                if window.contains(addr) {
+                    need = need.max(addr + bytes.len() as u64);
+                }
+            }
+            // What the process has of the window: mappings contiguous from its start.
+            let mut have = kind.vaddr();
+            while let Some(m) = maps.iter().find(|m| m.start <= have && have < m.end) {
+                have = m.end;
+            }
+            if need <= have {
+                continue;
+            }
+            let end = align_up(need, 1 << 20).min(window.end);
+            let start = align_up(have, PAGE);
+            let prot = match kind {
+                RegionKind::Text => libc::PROT_READ | libc::PROT_EXEC,
+                RegionKind::Data | RegionKind::Bss => libc::PROT_READ | libc::PROT_WRITE,
+                _ => libc::PROT_READ,
+            };
+            self.stopped.map_anonymous(start, end - start, prot)?;
+            mapped += end - start;
+        }
+        Ok(mapped)
+    }
+}
+
+/// The stamp and ELF type of the file at `out`.
+struct FileStamp {
+    stamp: Vec<u8>,
+    e_type: u16,
+}
+
+fn read_stamp(out: &Path) -> std::io::Result<FileStamp> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(out)?;
+    let mut stamp = vec![0; STAMP_SIZE as usize];
+    f.read_exact_at(&mut stamp, STAMP_OFFSET)?;
+    let mut e_type = [0; 2];
+    f.read_exact_at(&mut e_type, 16)?;
+    Ok(FileStamp {
+        stamp,
+        e_type: u16::from_le_bytes(e_type),
+    })
+}
+
+/// Every address in the text window a thread may execute next or return into: instruction
+/// pointers, registers, and every word of every thread's stack above its stack pointer.
+fn busy_addresses(stopped: &Stopped) -> Result<Vec<u64>, HotError> {
+    let text = RegionKind::Text.vaddr()..RegionKind::Text.vaddr() + RegionKind::Text.reserve();
+    let maps = stopped.maps()?;
+    let mut busy = Vec::new();
+    for tid in stopped.tids() {
+        let r = stopped.regs(tid)?;
+        let regs = [
+            r.rip, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ];
+        busy.extend(regs.into_iter().filter(|v| text.contains(v)));
+        let sp = r.rsp & !7;
+        if let Some(m) = maps.iter().find(|m| m.start <= sp && sp < m.end) {
+            let stack = stopped.read(sp, (m.end - sp) as usize)?;
+            busy.extend(
+                stack
+                    .chunks_exact(8)
+                    .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+                    .filter(|v| text.contains(v)),
+            );
+        }
+    }
+    busy.sort_unstable();
+    busy.dedup();
+    Ok(busy)
+}

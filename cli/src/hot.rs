@@ -1,0 +1,168 @@
+//! `zerolink build --hot PID` and `zerolink run --watch`: an update applied to the running
+//! program too (the work is `zerolink_backend::hot`'s; this is the command-line face).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use zerolink_backend::hot::{Attached, HotError, Patched};
+
+use crate::InputArgs;
+
+/// Update OUT, then apply the same change to process `pid`, which must run OUT as it was.
+pub fn build_hot(input: &InputArgs, output: &Path, pid: i32, stats: bool) -> Result<()> {
+    let t = Instant::now();
+    let attached = Attached::stop(pid, output)?;
+    let report = crate::build_live(input, output, stats, false, None, Some(attached.live()))?
+        .context("--hot needs the direct path, not --separate")?;
+    let patched = attached.apply(&report)?;
+    eprintln!("{}", describe(pid, &patched, t.elapsed()));
+    Ok(())
+}
+
+/// Build into a temporary file, run it, and on every change of an input rebuild and patch
+/// the running program; exit with the program's status when it exits.
+pub fn watch(input: &InputArgs, args: &[String]) -> Result<ExitCode> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let exe = dir.path().join(
+        input.files[0]
+            .file_stem()
+            .unwrap_or(std::ffi::OsStr::new("a.out")),
+    );
+    crate::build(input, &exe, false, true, None)?;
+    let child = std::process::Command::new(&exe)
+        .args(args)
+        .spawn()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let pid = child.id() as i32;
+    eprintln!(
+        "zerolink: running {} as process {pid}; watching {} file(s) for changes",
+        exe.display(),
+        input.files.len()
+    );
+    let mut seen = stamps(&input.files);
+    loop {
+        if let Some(status) = exited(pid) {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let now = stamps(&input.files);
+        if now == seen {
+            continue;
+        }
+        // An editor may write in several steps: wait until the files hold still.
+        let mut settled = now;
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let again = stamps(&input.files);
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        seen = settled;
+        let t = Instant::now();
+        match Attached::stop(pid, &exe) {
+            Ok(attached) => {
+                match crate::build_live(input, &exe, false, false, None, Some(attached.live())) {
+                    Ok(Some(report)) => match attached.apply(&report) {
+                        Ok(p) => eprintln!("{}", describe(pid, &p, t.elapsed())),
+                        Err(e) => eprintln!("zerolink: {e}"),
+                    },
+                    Ok(None) => {}
+                    // The process runs on as it was; the next change tries again.
+                    Err(e) => eprintln!("error: {e:#}"),
+                }
+            }
+            Err(HotError::Exited { .. } | HotError::NoProcess { .. }) => continue,
+            Err(e) => {
+                // Still keep the file current, so a restart runs the new code.
+                eprintln!("zerolink: {e}");
+                if let Err(e) = crate::build(input, &exe, false, false, None) {
+                    eprintln!("error: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+/// The exit status of child `pid` if it has exited (reaped here).
+fn exited(pid: i32) -> Option<ExitCode> {
+    let mut status = 0;
+    // SAFETY: polls our own child without blocking.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r != pid {
+        return None;
+    }
+    if libc::WIFEXITED(status) {
+        Some(ExitCode::from(libc::WEXITSTATUS(status) as u8))
+    } else if libc::WIFSIGNALED(status) {
+        Some(ExitCode::from(
+            128u8.wrapping_add(libc::WTERMSIG(status) as u8),
+        ))
+    } else {
+        None
+    }
+}
+
+/// What tells a changed input: size, modification time and inode.
+fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<(u64, i64, i64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            Some((m.size(), m.mtime(), m.mtime_nsec(), m.ino()))
+        })
+        .collect()
+}
+
+fn describe(pid: i32, p: &Patched, took: Duration) -> String {
+    let ms = took.as_secs_f64() * 1e3;
+    if p.bytes == 0 {
+        return format!("zerolink: process {pid}: nothing changed ({ms:.1} ms)");
+    }
+    let names = |v: &[String]| {
+        let mut s: Vec<String> = v.iter().take(5).map(|n| format!("`{n}`")).collect();
+        if v.len() > 5 {
+            s.push(format!("and {} more", v.len() - 5));
+        }
+        s.join(", ")
+    };
+    let mut parts = Vec::new();
+    if !p.in_place.is_empty() {
+        parts.push(format!("{} in place", names(&p.in_place)));
+    }
+    if !p.placed.is_empty() {
+        parts.push(format!("{} in new slots", names(&p.placed)));
+    }
+    if p.redirected > 0 {
+        parts.push(format!(
+            "{} old entries now jump to the new code",
+            p.redirected
+        ));
+    }
+    if p.imports > 0 {
+        parts.push(format!("{} library functions resolved", p.imports));
+    }
+    if p.kept_fields > 0 {
+        parts.push(format!(
+            "{} data fields kept as the program set them",
+            p.kept_fields
+        ));
+    }
+    let mut line = format!(
+        "zerolink: patched process {pid} in {ms:.1} ms ({} bytes): {}",
+        p.bytes,
+        parts.join("; ")
+    );
+    if !p.not_redirected.is_empty() {
+        line.push_str(&format!(
+            "\nzerolink: the old entries of {} were left as they were (a thread was inside \
+             them): calls through pointers taken before the patch run the old code",
+            names(&p.not_redirected)
+        ));
+    }
+    line
+}

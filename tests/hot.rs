@@ -1,0 +1,780 @@
+//! Hot patching (`zerolink build --hot PID`, `zerolink run --watch`): programs that run while
+//! they are edited. Each test starts a real process, changes its source, patches it and
+//! reads what it prints: the new code runs, its state (a counter in data) goes on where it
+//! was, and a change that cannot be applied leaves the process exactly as it was.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A process whose stdout goes to a file the test reads; killed when dropped.
+struct Running {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Running {
+    fn start(exe: &Path, out: PathBuf) -> Running {
+        let file = std::fs::File::create(&out).unwrap();
+        let child = Command::new(exe)
+            .stdout(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+        Running { child, out }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.out).unwrap_or_default()).into_owned()
+    }
+
+    /// Bytes written so far: lines after this mark were written later.
+    fn mark(&self) -> usize {
+        std::fs::metadata(&self.out).map_or(0, |m| m.len() as usize)
+    }
+
+    /// The first complete line after `mark` that satisfies `want`, waiting up to 2 s.
+    fn wait_line(&self, mark: usize, want: impl Fn(&str) -> bool) -> Option<String> {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            let text = self.text();
+            let after = text.get(mark..).unwrap_or("");
+            let complete = &after[..after.rfind('\n').map_or(0, |i| i + 1)];
+            if let Some(line) = complete.lines().find(|l| want(l)) {
+                return Some(line.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `count N f F p P`: the fields as numbers.
+fn fields(line: &str) -> Vec<i64> {
+    line.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// Every line's count is one more than the line before's: the counter was never reset.
+fn assert_counts_consecutive(text: &str) {
+    let counts: Vec<i64> = text
+        .lines()
+        .filter(|l| l.starts_with("count "))
+        .map(|l| fields(l)[0])
+        .collect();
+    assert!(counts.len() > 2, "too little output: {text}");
+    for w in counts.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the count restarted or skipped:\n{text}");
+    }
+}
+
+/// The counter program: every 10 ms it counts (in a data object) and prints the count,
+/// `f(count)` called directly, and `f(count)` called through a pointer taken at start-up.
+/// `f(x)` is `x + add` after `grow` calls of `g` (each adds one): more calls, more code.
+fn counter(add: i64, grow: usize) -> String {
+    let mut f =
+        String::from("function %f(i64) -> i64 {\n    fn0 = %g(i64) -> i64\nblock0(v0: i64):\n");
+    let mut last = 0;
+    for i in 0..grow {
+        f.push_str(&format!("    v{} = call fn0(v{})\n", 100 + i, last));
+        last = 100 + i;
+    }
+    f.push_str(&format!(
+        "    v1 = iconst.i64 {}\n    v2 = iadd v{last}, v1\n    return v2\n}}\n",
+        add - grow as i64
+    ));
+    format!(
+        r#"; data: %count writable = i64 0
+; data: %fp writable = i64 0
+; data: %fmt = "count %ld f %ld p %ld\n\0"
+
+function %g(i64) -> i64 {{
+block0(v0: i64):
+    v1 = iconst.i64 1
+    v2 = iadd v0, v1
+    return v2
+}}
+
+{f}
+function %main() -> i32 {{
+    gv0 = symbol %count
+    gv1 = symbol %fmt
+    gv2 = symbol %fp
+    sig0 = (i64) -> i64
+    fn0 = %f sig0
+    fn1 = %dprintf(i32, i64, i64, i64, i64) -> i32
+    fn2 = %usleep(i32) -> i32
+block0:
+    v0 = symbol_value.i64 gv0
+    v1 = symbol_value.i64 gv1
+    v2 = symbol_value.i64 gv2
+    v3 = func_addr.i64 fn0
+    store v3, v2
+    jump block1
+block1:
+    v10 = load.i64 v0
+    v11 = iconst.i64 1
+    v12 = iadd v10, v11
+    store v12, v0
+    v13 = call fn0(v12)
+    v14 = load.i64 v2
+    v15 = call_indirect sig0, v14(v12)
+    v16 = iconst.i32 1
+    v17 = call fn1(v16, v1, v12, v13, v15)
+    v18 = iconst.i32 10000
+    v19 = call fn2(v18)
+    jump block1
+}}
+"#
+    )
+}
+
+fn hot(src: &Path, exe: &Path, pid: &str) -> std::process::Output {
+    zerolink()
+        .arg("build")
+        .arg(src)
+        .arg("-o")
+        .arg(exe)
+        .args(["--hot", pid])
+        .output()
+        .expect("zerolink starts")
+}
+
+fn hot_ok(src: &Path, exe: &Path, pid: &str) -> String {
+    let o = hot(src, exe, pid);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "zerolink build --hot failed:\n{stderr}");
+    stderr
+}
+
+/// Start the counter program with `f(x) = x + 1000`; returns once it has printed.
+fn start_counter(dir: &Path) -> (PathBuf, PathBuf, Running) {
+    let src = dir.join("counter.clif");
+    let exe = dir.join("counter");
+    std::fs::write(&src, counter(1000, 0)).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, &[]);
+    let run = Running::start(&exe, dir.join("out.txt"));
+    run.wait_line(0, |l| l.starts_with("count 3 "))
+        .expect("the program prints");
+    (src, exe, run)
+}
+
+#[test]
+fn an_edited_function_runs_at_once_and_the_count_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, mut run) = start_counter(dir.path());
+    // A new f, and a new initial value for the count: the running count is state and
+    // stays as the program made it.
+    let text = counter(2000, 0).replace("%count writable = i64 0", "%count writable = i64 500");
+    std::fs::write(&src, text).unwrap();
+    let mark = run.mark();
+    let t = Instant::now();
+    let stderr = hot_ok(&src, &exe, &run.pid());
+    assert!(stderr.contains("`f` in place"), "{stderr}");
+    let line = run
+        .wait_line(mark, |l| {
+            let v = fields(l);
+            v.len() == 3 && v[1] == v[0] + 2000 && v[2] == v[0] + 2000
+        })
+        .unwrap_or_else(|| panic!("the new f never ran:\n{}", run.text()));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(fields(&line)[0] > 3, "the count started again: {line}");
+    assert_counts_consecutive(&run.text());
+    assert!(run.alive());
+    // The file is the patched program: started anew, it runs the new f from the new count.
+    let o = Command::new("timeout")
+        .args(["0.05"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let fresh = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(fresh.starts_with("count 501 f 2501 p 2501\n"), "{fresh}");
+}
+
+#[test]
+fn a_function_that_outgrows_its_slot_moves_and_every_caller_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, mut run) = start_counter(dir.path());
+    // Forty calls do not fit the slot of `x + 1000`: f moves. main's direct call is
+    // patched; the pointer main stored at start-up reaches it through the old entry.
+    std::fs::write(&src, counter(5000, 40)).unwrap();
+    let mark = run.mark();
+    let stderr = hot_ok(&src, &exe, &run.pid());
+    assert!(stderr.contains("`f` in new slots"), "{stderr}");
+    assert!(stderr.contains("1 old entries now jump"), "{stderr}");
+    run.wait_line(mark, |l| {
+        let v = fields(l);
+        v.len() == 3 && v[1] == v[0] + 5000 && v[2] == v[0] + 5000
+    })
+    .unwrap_or_else(|| panic!("the moved f is not reached:\n{}", run.text()));
+    // And back to a small f: in the new slot, in place.
+    std::fs::write(&src, counter(7, 0)).unwrap();
+    let mark = run.mark();
+    hot_ok(&src, &exe, &run.pid());
+    run.wait_line(mark, |l| {
+        let v = fields(l);
+        v.len() == 3 && v[1] == v[0] + 7 && v[2] == v[0] + 7
+    })
+    .unwrap_or_else(|| panic!("the second edit never ran:\n{}", run.text()));
+    assert_counts_consecutive(&run.text());
+    assert!(run.alive());
+}
+
+#[test]
+fn the_function_a_thread_is_inside_moves_and_its_old_frame_finishes_on_old_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, mut run) = start_counter(dir.path());
+    // main never returns: it is always busy. Its new version (which prints f + 1) goes to
+    // a new slot, while the running loop goes on in the old one, calling the new f.
+    let text = counter(2000, 0).replace(
+        "    v17 = call fn1(v16, v1, v12, v13, v15)",
+        "    v30 = iconst.i64 1\n    v31 = iadd v13, v30\n    v17 = call fn1(v16, v1, v12, v31, v15)",
+    );
+    std::fs::write(&src, text).unwrap();
+    let mark = run.mark();
+    let stderr = hot_ok(&src, &exe, &run.pid());
+    assert!(stderr.contains("`main` in new slots"), "{stderr}");
+    assert!(stderr.contains("`f` in place"), "{stderr}");
+    run.wait_line(mark, |l| {
+        let v = fields(l);
+        v.len() == 3 && v[1] == v[0] + 2000 && v[2] == v[0] + 2000
+    })
+    .unwrap_or_else(|| panic!("the old main does not call the new f:\n{}", run.text()));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(run.alive(), "the process died:\n{}", run.text());
+    let text = run.text();
+    for l in text.lines() {
+        let v = fields(l);
+        assert!(
+            v[1] == v[2],
+            "the running main changed under its frame: {l}"
+        );
+    }
+    assert_counts_consecutive(&run.text());
+}
+
+/// The bytes of the process's text, as mapped.
+fn process_text(pid: &str) -> Vec<u8> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.starts_with("10000000-"))
+        .expect("text is mapped at 0x1000_0000");
+    let end = u64::from_str_radix(&line[9..line.find(' ').unwrap()], 16).unwrap();
+    let mut bytes = vec![0; (end - 0x1000_0000) as usize];
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    mem.read_exact_at(&mut bytes, 0x1000_0000).unwrap();
+    bytes
+}
+
+/// Apply `edit` to the running counter program: it must be refused with `message`, and
+/// the process must run on exactly as it was (its code unchanged, the old f printing).
+fn assert_refused(dir: &Path, src_text: String, message: &str) {
+    let (src, exe, mut run) = start_counter(dir);
+    let before = process_text(&run.pid());
+    std::fs::write(&src, src_text).unwrap();
+    let o = hot(&src, &exe, &run.pid());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the change was applied:\n{stderr}");
+    assert!(stderr.contains("runs on unchanged"), "{stderr}");
+    assert!(stderr.contains(message), "expected {message:?}:\n{stderr}");
+    assert_eq!(
+        process_text(&run.pid()),
+        before,
+        "the refused patch changed the code"
+    );
+    let mark = run.mark();
+    run.wait_line(mark, |l| fields(l).len() == 3)
+        .expect("the process goes on");
+    let text = run.text();
+    for l in text.lines().filter(|l| l.starts_with("count ")) {
+        let v = fields(l);
+        assert_eq!(v[1], v[0] + 1000, "not the old f: {l}");
+    }
+    assert_counts_consecutive(&text);
+    assert!(run.alive());
+    // The file was updated all the same, and the process is now behind it: a later patch
+    // says so instead of applying a log written for another program.
+    let o = hot(&src, &exe, &run.pid());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("does not run"), "{stderr}");
+}
+
+#[test]
+fn a_data_object_that_changes_size_is_refused_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = counter(2000, 0).replace("%count writable = i64 0", "%count writable = i32 0");
+    assert_refused(
+        dir.path(),
+        text,
+        "data object `count` changed size (8 to 4 bytes)",
+    );
+}
+
+#[test]
+fn a_new_signature_with_its_caller_on_the_stack_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // f takes a second argument, and main (which never returns) passes it.
+    let text = counter(1000, 0)
+        .replace(
+            "function %f(i64) -> i64 {",
+            "function %f(i64, i64) -> i64 {",
+        )
+        .replace(
+            "block0(v0: i64):\n    v1 = iconst.i64 1000",
+            "block0(v0: i64, v9: i64):\n    v1 = iconst.i64 1000",
+        )
+        .replace("sig0 = (i64) -> i64", "sig0 = (i64, i64) -> i64")
+        .replace("call fn0(v12)", "call fn0(v12, v12)")
+        .replace("v14(v12)", "v14(v12, v12)");
+    assert_refused(
+        dir.path(),
+        text,
+        "the signature of `f` changed, but its caller `main` is on a thread's stack",
+    );
+}
+
+#[test]
+fn a_removed_function_that_a_thread_returns_into_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // main's loop moves into `spin`, which main calls; then `spin` is removed while the
+    // process is inside it.
+    let spin = counter(1000, 0)
+        .replace("function %main() -> i32 {", "function %spin() -> i32 {")
+        + "\nfunction %main() -> i32 {\n    fn0 = %spin() -> i32\nblock0:\n    v0 = call fn0()\n    return v0\n}\n";
+    let src = dir.path().join("counter.clif");
+    let exe = dir.path().join("counter");
+    std::fs::write(&src, &spin).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, &[]);
+    let run = Running::start(&exe, dir.path().join("out.txt"));
+    run.wait_line(0, |l| l.starts_with("count 3 ")).unwrap();
+    let before = process_text(&run.pid());
+    let without = counter(1000, 0)
+        .split("function %main")
+        .next()
+        .unwrap()
+        .to_string()
+        + "function %main() -> i32 {\nblock0:\n    v0 = iconst.i32 0\n    return v0\n}\n";
+    std::fs::write(&src, without).unwrap();
+    let o = hot(&src, &exe, &run.pid());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("function `spin` was removed, but a thread is running it"),
+        "{stderr}"
+    );
+    assert_eq!(process_text(&run.pid()), before);
+    let mark = run.mark();
+    run.wait_line(mark, |l| fields(l).len() == 3)
+        .expect("the process goes on");
+}
+
+#[test]
+fn processes_that_do_not_run_the_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, run) = start_counter(dir.path());
+    // Not a zerolink executable at all.
+    let mut sleep = Command::new("sleep").arg("10").spawn().unwrap();
+    let o = hot(&src, &exe, &sleep.id().to_string());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("is not a program zerolink built"),
+        "{stderr}"
+    );
+    assert!(sleep.try_wait().unwrap().is_none(), "sleep was harmed");
+    sleep.kill().unwrap();
+    let _ = sleep.wait();
+    // No such process.
+    let o = hot(&src, &exe, "999999999");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("there is no process 999999999"));
+    // The file moved on without the process: its log would describe another program.
+    std::fs::write(&src, counter(3000, 0)).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, &[]);
+    std::fs::write(&src, counter(4000, 0)).unwrap();
+    let o = hot(&src, &exe, &run.pid());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("does not run")
+            && stderr.contains("it runs build 1 of it, the file is at build 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_watch_patches_its_child_on_every_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter.clif");
+    std::fs::write(&src, counter(1000, 0)).unwrap();
+    let out = dir.path().join("out.txt");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_zerolink"))
+        .args(["run", "--watch"])
+        .arg(&src)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let pid: i32 = line
+        .split("as process ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    let running = Running {
+        child: Command::new("true").spawn().unwrap(),
+        out: out.clone(),
+    };
+    running.wait_line(0, |l| l.starts_with("count 3 ")).unwrap();
+    for add in [2000, 3000] {
+        let mark = running.mark();
+        std::fs::write(&src, counter(add, 0)).unwrap();
+        running
+            .wait_line(mark, |l| {
+                let v = fields(l);
+                v.len() == 3 && v[1] == v[0] + add
+            })
+            .unwrap_or_else(|| panic!("run --watch did not patch f to + {add}"));
+        let mut patched = String::new();
+        stderr.read_line(&mut patched).unwrap();
+        assert!(patched.contains("`f` in place"), "{patched}");
+    }
+    assert_counts_consecutive(&running.text());
+    // The child's end is run --watch's end, with its status.
+    // SAFETY: signals the child the watcher started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = watch.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+}
+
+/// The freestanding counter: writes (count, f(count)) as two raw 8-byte words every 10 ms.
+fn freestanding_counter(add: i64) -> String {
+    format!(
+        r#"; data: %count writable = i64 0
+
+function %f(i64) -> i64 {{
+block0(v0: i64):
+    v1 = iconst.i64 {add}
+    v2 = iadd v0, v1
+    return v2
+}}
+
+function %emit2(i64, i64) {{
+    ss0 = explicit_slot 16
+    sig0 = (i32, i64, i64) -> i64
+    fn0 = %zl_write sig0
+block0(v0: i64, v1: i64):
+    v2 = stack_addr.i64 ss0
+    store v0, v2
+    store v1, v2+8
+    v3 = iconst.i32 1
+    v4 = iconst.i64 16
+    v5 = call fn0(v3, v2, v4)
+    return
+}}
+
+function %nap() {{
+    ss0 = explicit_slot 16
+    sig0 = (i64, i64, i64, i64, i64, i64, i64) -> i64
+    fn0 = %zl_syscall sig0
+block0:
+    v0 = stack_addr.i64 ss0
+    v1 = iconst.i64 0
+    store v1, v0
+    v2 = iconst.i64 10000000
+    store v2, v0+8
+    v3 = iconst.i64 35
+    v4 = call fn0(v3, v0, v1, v1, v1, v1, v1)
+    return
+}}
+
+function %main() -> i32 {{
+    gv0 = symbol %count
+    fn0 = %f(i64) -> i64
+    fn1 = %emit2(i64, i64)
+    fn2 = %nap()
+block0:
+    v0 = symbol_value.i64 gv0
+    jump block1
+block1:
+    v1 = load.i64 v0
+    v2 = iconst.i64 1
+    v3 = iadd v1, v2
+    store v3, v0
+    v4 = call fn0(v3)
+    call fn1(v3, v4)
+    call fn2()
+    jump block1
+}}
+"#
+    )
+}
+
+#[test]
+fn freestanding_programs_are_patched_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter.clif");
+    let exe = dir.path().join("counter");
+    std::fs::write(&src, freestanding_counter(1000)).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, &["--freestanding"]);
+    let out = dir.path().join("out.bin");
+    let run = Running::start(&exe, out.clone());
+    let records = || -> Vec<(i64, i64)> {
+        std::fs::read(&out)
+            .unwrap_or_default()
+            .chunks_exact(16)
+            .map(|c| {
+                (
+                    i64::from_le_bytes(c[..8].try_into().unwrap()),
+                    i64::from_le_bytes(c[8..].try_into().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let t = Instant::now();
+    while records().len() < 3 && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(&src, freestanding_counter(-5)).unwrap();
+    let o = zerolink()
+        .arg("build")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .args(["--freestanding", "--hot", &run.pid()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = Instant::now();
+    while !records().iter().any(|&(c, f)| f == c - 5) && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = records();
+    assert!(
+        r.iter().any(|&(c, f)| f == c - 5),
+        "the new f never ran: {r:?}"
+    );
+    for w in r.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + 1, "the count restarted: {r:?}");
+    }
+}
+
+/// The differential program: three threads, each printing `wID r R` every 5 ms, where R is
+/// the sum of `h_i(i + 1)` over eight functions; `h_i(x) = ((x * a) ^ b) + c`, after `k`
+/// calls of `g` (each adds one) for the larger versions.
+#[derive(Clone, Copy)]
+struct H {
+    a: i64,
+    b: i64,
+    c: i64,
+    k: usize,
+}
+
+impl H {
+    fn eval(&self, x: i64) -> i64 {
+        let x = x + self.k as i64;
+        (x.wrapping_mul(self.a) ^ self.b).wrapping_add(self.c)
+    }
+
+    fn clif(&self, i: usize) -> String {
+        let mut s =
+            format!("function %h{i}(i64) -> i64 {{\n    fn0 = %g(i64) -> i64\nblock0(v0: i64):\n");
+        let mut last = 0;
+        for j in 0..self.k {
+            s.push_str(&format!("    v{} = call fn0(v{last})\n", 100 + j));
+            last = 100 + j;
+        }
+        s.push_str(&format!(
+            "    v1 = iconst.i64 {}\n    v2 = imul v{last}, v1\n    v3 = iconst.i64 {}\n    v4 = bxor v2, v3\n    v5 = iconst.i64 {}\n    v6 = iadd v4, v5\n    return v6\n}}\n\n",
+            self.a, self.b, self.c
+        ));
+        s
+    }
+}
+
+fn differential_program(hs: &[H]) -> String {
+    let mut s = String::from(
+        "; data: %fmt = \"w%ld r %ld\\n\\0\"\n; data: %tids writable = zeroed 32\n\n\
+         function %g(i64) -> i64 {\nblock0(v0: i64):\n    v1 = iconst.i64 1\n    v2 = iadd v0, v1\n    return v2\n}\n\n",
+    );
+    for (i, h) in hs.iter().enumerate() {
+        s.push_str(&h.clif(i));
+    }
+    s.push_str("function %sum() -> i64 {\n");
+    for i in 0..hs.len() {
+        s.push_str(&format!("    fn{i} = %h{i}(i64) -> i64\n"));
+    }
+    s.push_str("block0:\n    v0 = iconst.i64 0\n");
+    let mut acc = 0;
+    for i in 0..hs.len() {
+        s.push_str(&format!(
+            "    v{} = iconst.i64 {}\n    v{} = call fn{i}(v{})\n    v{} = iadd v{acc}, v{}\n",
+            10 + 3 * i,
+            i + 1,
+            11 + 3 * i,
+            10 + 3 * i,
+            12 + 3 * i,
+            11 + 3 * i
+        ));
+        acc = 12 + 3 * i;
+    }
+    s.push_str(&format!("    return v{acc}\n}}\n\n"));
+    s.push_str(
+        r#"function %worker(i64) -> i64 system_v {
+    gv0 = symbol %fmt
+    fn0 = %sum() -> i64
+    fn1 = %dprintf(i32, i64, i64, i64) -> i32
+    fn2 = %usleep(i32) -> i32
+block0(v0: i64):
+    v1 = symbol_value.i64 gv0
+    jump block1
+block1:
+    v2 = call fn0()
+    v3 = iconst.i32 1
+    v4 = call fn1(v3, v1, v0, v2)
+    v5 = iconst.i32 5000
+    v6 = call fn2(v5)
+    jump block1
+}
+
+function %main() -> i32 system_v {
+    gv0 = symbol %tids
+    fn0 = %pthread_create(i64, i64, i64, i64) -> i32 system_v
+    fn1 = %worker(i64) -> i64 system_v
+block0:
+    v0 = symbol_value.i64 gv0
+    v1 = func_addr.i64 fn1
+    v2 = iconst.i64 0
+    v3 = iconst.i64 1
+    v4 = call fn0(v0, v2, v1, v3)
+    v5 = iconst.i64 8
+    v6 = iadd v0, v5
+    v7 = iconst.i64 2
+    v8 = call fn0(v6, v2, v1, v7)
+    v9 = call fn1(v2)
+    v10 = ireduce.i32 v9
+    return v10
+}
+"#,
+    );
+    s
+}
+
+/// A small deterministic generator (xorshift), so a failure can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn h(&mut self) -> H {
+        H {
+            a: (self.next() % 1000) as i64 + 1,
+            b: (self.next() % 100_000) as i64,
+            c: (self.next() % 1_000_000) as i64 - 500_000,
+            // Mostly small; sometimes forty calls, which moves the function.
+            k: if self.next().is_multiple_of(4) {
+                40
+            } else {
+                (self.next() % 3) as usize
+            },
+        }
+    }
+}
+
+fn expected(hs: &[H]) -> i64 {
+    hs.iter()
+        .enumerate()
+        .fold(0i64, |acc, (i, h)| acc.wrapping_add(h.eval(i as i64 + 1)))
+}
+
+fn r_of(line: &str, worker: i64) -> Option<i64> {
+    let v = fields(line.strip_prefix('w')?);
+    (v.len() == 2 && v[0] == worker).then_some(v[1])
+}
+
+#[test]
+fn a_hundred_random_swaps_into_one_running_process_equal_a_fresh_build() {
+    let seed = std::env::var("ZEROLINK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_u64);
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("diff.clif");
+    let exe = dir.path().join("diff");
+    let mut hs: Vec<H> = (0..8).map(|_| rng.h()).collect();
+    std::fs::write(&src, differential_program(&hs)).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, &[]);
+    let mut run = Running::start(&exe, dir.path().join("out.txt"));
+    let want = expected(&hs);
+    run.wait_line(0, |l| r_of(l, 0) == Some(want))
+        .unwrap_or_else(|| {
+            panic!(
+                "seed {seed}: the first build prints {want}:\n{}",
+                run.text()
+            )
+        });
+    for step in 0..100 {
+        let i = (rng.next() % hs.len() as u64) as usize;
+        hs[i] = rng.h();
+        std::fs::write(&src, differential_program(&hs)).unwrap();
+        let mark = run.mark();
+        hot_ok(&src, &exe, &run.pid());
+        let want = expected(&hs);
+        // Every thread runs the new code (the workers and main, which is a worker too).
+        let workers: &[i64] = if step % 10 == 9 { &[0, 1, 2] } else { &[0] };
+        for &w in workers {
+            run.wait_line(mark, |l| r_of(l, w) == Some(want))
+                .unwrap_or_else(|| {
+                    panic!("seed {seed}, step {step}: worker {w} never printed {want}")
+                });
+        }
+    }
+    assert!(run.alive());
+    // A fresh build of the same source computes the same.
+    let fresh = dir.path().join("fresh");
+    build_ok(std::slice::from_ref(&src), &fresh, &[]);
+    let fresh_run = Running::start(&fresh, dir.path().join("fresh.txt"));
+    let line = fresh_run
+        .wait_line(0, |l| r_of(l, 0).is_some())
+        .expect("the fresh build prints");
+    assert_eq!(r_of(&line, 0), Some(expected(&hs)), "seed {seed}");
+    let patched = run.text();
+    let last = patched
+        .lines()
+        .rev()
+        .find_map(|l| r_of(l, 0))
+        .expect("the patched process prints");
+    assert_eq!(last, expected(&hs), "seed {seed}");
+}
