@@ -778,3 +778,103 @@ fn a_hundred_random_swaps_into_one_running_process_equal_a_fresh_build() {
         .expect("the patched process prints");
     assert_eq!(last, expected(&hs), "seed {seed}");
 }
+
+/// With -g, `f` asks glibc's `backtrace` how deep it is, every 10 ms: `f`, `main`,
+/// `__libc_start_call_main`, `__libc_start_main`, `_start`.
+fn backtracing(grow: usize) -> String {
+    let mut calls = String::new();
+    for i in 0..grow {
+        calls.push_str(&format!("    v{} = call fn1(v0)\n", 100 + i));
+    }
+    format!(
+        r#"; data: %count writable = i64 0
+; data: %buf writable = zeroed 256
+; data: %fmt = "count %ld frames %ld\n\0"
+
+function %g(i64) -> i64 {{
+block0(v0: i64):
+    v1 = iconst.i64 1
+    v2 = iadd v0, v1
+    return v2
+}}
+
+function %f(i64) -> i64 {{
+    gv0 = symbol %buf
+    fn0 = %backtrace(i64, i32) -> i32
+    fn1 = %g(i64) -> i64
+block0(v0: i64):
+{calls}    v1 = symbol_value.i64 gv0
+    v2 = iconst.i32 32
+    v3 = call fn0(v1, v2)
+    v4 = sextend.i64 v3
+    return v4
+}}
+
+function %main() -> i32 {{
+    gv0 = symbol %count
+    gv1 = symbol %fmt
+    fn0 = %f(i64) -> i64
+    fn1 = %dprintf(i32, i64, i64, i64) -> i32
+    fn2 = %usleep(i32) -> i32
+block0:
+    v0 = symbol_value.i64 gv0
+    v1 = symbol_value.i64 gv1
+    jump block1
+block1:
+    v2 = load.i64 v0
+    v3 = iconst.i64 1
+    v4 = iadd v2, v3
+    store v4, v0
+    v5 = call fn0(v4)
+    v6 = iconst.i32 1
+    v7 = call fn1(v6, v1, v4, v5)
+    v8 = iconst.i32 10000
+    v9 = call fn2(v8)
+    jump block1
+}}
+"#
+    )
+}
+
+#[test]
+fn with_debug_info_the_process_unwinds_through_moved_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("bt.clif");
+    let exe = dir.path().join("bt");
+    std::fs::write(&src, backtracing(0)).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, &["-g"]);
+    let mut run = Running::start(&exe, dir.path().join("out.txt"));
+    let first = run
+        .wait_line(0, |l| l.starts_with("count 2 "))
+        .expect("the program prints");
+    let depth = fields(&first)[1];
+    assert_eq!(depth, 5, "f, main and libc's three frames: {first}");
+    // f moves past the text the process started with: its new unwind entry must be found
+    // by the process's own unwinder.
+    std::fs::write(&src, backtracing(40)).unwrap();
+    let mark = run.mark();
+    let o = zerolink()
+        .arg("build")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .args(["-g", "--hot", &run.pid()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("`f` in new slots"), "{stderr}");
+    assert!(!stderr.contains("unwind tables moved"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(50));
+    let text = run.text();
+    let after: Vec<&str> = text[mark..].lines().collect();
+    assert!(after.len() > 2, "{text}");
+    for l in &after[1..] {
+        assert_eq!(
+            fields(l).get(1),
+            Some(&depth),
+            "a backtrace stopped at new code: {l}"
+        );
+    }
+    assert!(run.alive());
+}

@@ -16,7 +16,7 @@ pub fn build_hot(input: &InputArgs, output: &Path, pid: i32, stats: bool) -> Res
     let attached = Attached::stop(pid, output)?;
     let report = crate::build_live(input, output, stats, false, None, Some(attached.live()))?
         .context("--hot needs the direct path, not --separate")?;
-    let patched = attached.apply(&report)?;
+    let patched = attached.apply(&report, output)?;
     eprintln!("{}", describe(pid, &patched, t.elapsed()));
     Ok(())
 }
@@ -66,7 +66,7 @@ pub fn watch(input: &InputArgs, args: &[String]) -> Result<ExitCode> {
         match Attached::stop(pid, &exe) {
             Ok(attached) => {
                 match crate::build_live(input, &exe, false, false, None, Some(attached.live())) {
-                    Ok(Some(report)) => match attached.apply(&report) {
+                    Ok(Some(report)) => match attached.apply(&report, &exe) {
                         Ok(p) => eprintln!("{}", describe(pid, &p, t.elapsed())),
                         Err(e) => eprintln!("zerolink: {e}"),
                     },
@@ -157,6 +157,12 @@ fn describe(pid: i32, p: &Patched, took: Duration) -> String {
         p.bytes,
         parts.join("; ")
     );
+    if p.unwind_stale {
+        line.push_str(
+            "\nzerolink: the new code's unwind tables moved where the running program does \
+             not look: backtraces inside it stop at the new code until it restarts",
+        );
+    }
     if !p.not_redirected.is_empty() {
         line.push_str(&format!(
             "\nzerolink: the old entries of {} were left as they were (a thread was inside \

@@ -116,6 +116,9 @@ pub struct LiveLog {
     /// The end of each region in use after the update (`RegionKind::ALL` order): the
     /// process must have memory up to there.
     pub region_end: Vec<u64>,
+    /// Where the update's `.eh_frame_hdr` is (with `-g`): its writes (region `Dynamic`) are
+    /// for a process whose loader found the header there at start-up.
+    pub eh_frame_hdr: Option<u64>,
     /// Changed functions written over their old slot, and functions placed in new slots.
     pub in_place: Vec<String>,
     pub placed: Vec<String>,

@@ -93,6 +93,9 @@ pub struct Patched {
     pub imports: usize,
     /// Threads the process has.
     pub threads: usize,
+    /// With -g: the new code's unwind tables are not where the process's unwinder looks
+    /// (their header moved), so in-process backtraces stop at new code.
+    pub unwind_stale: bool,
 }
 
 impl Attached {
@@ -145,7 +148,7 @@ impl Attached {
     }
 
     /// Apply the update `report` describes to the process, then release it.
-    pub fn apply(self, report: &Report) -> Result<Patched, HotError> {
+    pub fn apply(self, report: &Report, out: &Path) -> Result<Patched, HotError> {
         let pid = self.stopped.pid;
         if let Mode::Full { reason } = &report.mode {
             let why = reason.as_ref().map_or_else(
@@ -189,7 +192,17 @@ impl Attached {
             return Err(HotError::Refused { pid, refusals });
         }
         patched.imports = log.new_imports.len();
+        // Unwind tables (with -g) are where the process's loader found them at start-up,
+        // or nowhere the process looks.
+        let eh_visible = match log.eh_frame_hdr {
+            Some(hdr) => self.eh_frame_hdr()? == Some(hdr),
+            None => false,
+        };
+        patched.unwind_stale = log.eh_frame_hdr.is_some() && !eh_visible;
         for w in &log.writes {
+            if w.region == RegionKind::Dynamic && !eh_visible {
+                continue;
+            }
             match &w.rule {
                 WriteRule::Always => writes.push((w.addr, w.bytes.clone())),
                 WriteRule::IfUnchanged(old) => {
@@ -223,6 +236,10 @@ impl Attached {
             self.stopped.write(*addr, bytes)?;
             patched.bytes += bytes.len() as u64;
         }
+        if eh_visible {
+            self.write_program_headers(out)?;
+            patched.unwind_stale |= !self.widen_find_object(&maps, eh_hdr_of(log))?;
+        }
         self.stopped
             .write(HEADERS_VADDR + STAMP_OFFSET, &log.stamp)?;
         patched.in_place = log.in_place.clone();
@@ -233,6 +250,79 @@ impl Attached {
             .cloned()
             .collect();
         Ok(patched)
+    }
+
+    /// The new file's program headers, over the ones the process was started with: an
+    /// unwinder that walks the loaded segments (`dl_iterate_phdr`) must find the text that
+    /// grew in them.
+    fn write_program_headers(&self, out: &Path) -> Result<(), HotError> {
+        use std::os::unix::fs::FileExt;
+        let io = |error| HotError::Io {
+            path: out.to_path_buf(),
+            error,
+        };
+        let f = std::fs::File::open(out).map_err(io)?;
+        let mut ehdr = [0u8; 64];
+        f.read_exact_at(&mut ehdr, 0).map_err(io)?;
+        let phoff = u64::from_le_bytes(ehdr[32..40].try_into().unwrap_or([0; 8]));
+        let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]) as usize;
+        let mut phdrs = vec![0; phnum * 56];
+        f.read_exact_at(&mut phdrs, phoff).map_err(io)?;
+        let theirs = self.stopped.read(HEADERS_VADDR, 64)?;
+        let their_phoff = u64::from_le_bytes(theirs[32..40].try_into().unwrap_or([0; 8]));
+        self.stopped.write(HEADERS_VADDR + their_phoff, &phdrs)
+    }
+
+    /// glibc's `_dl_find_object`, which libgcc's unwinder asks first, answers for the main
+    /// program from a record ld.so made at start-up (text start, text end, link map,
+    /// `.eh_frame_hdr`: `struct dl_find_object_internal`, kept in memory ld.so allocated),
+    /// so code placed past the text's end at start-up would have no unwind information. The
+    /// record is found by its contents in ld.so's and anonymous memory (never the program's
+    /// own regions or stacks) and its end moved to the text window's end. False if there is
+    /// none (another libc: then only unwinders that walk the program headers see new code).
+    fn widen_find_object(&self, maps: &[process::Mapping], hdr: u64) -> Result<bool, HotError> {
+        let text = RegionKind::Text.vaddr();
+        let window_end = text + RegionKind::Text.reserve();
+        let image = HEADERS_VADDR..RegionKind::Tls.vaddr() + RegionKind::Tls.reserve();
+        let mut found = false;
+        for m in maps.iter().filter(|m| {
+            (m.path.is_empty() || m.path.contains("/ld-linux")) && !image.contains(&m.start)
+        }) {
+            let Ok(bytes) = self.stopped.read(m.start, (m.end - m.start) as usize) else {
+                continue;
+            };
+            let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+            for i in (0..bytes.len().saturating_sub(31)).step_by(8) {
+                let end = word(i + 8);
+                if word(i) == text
+                    && word(i + 24) == hdr
+                    && word(i + 16) != 0
+                    && end > text
+                    && end <= window_end
+                {
+                    if end != window_end {
+                        self.stopped
+                            .write(m.start + i as u64 + 8, &window_end.to_le_bytes())?;
+                    }
+                    found = true;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The address of `.eh_frame_hdr` in the program headers the process was started with
+    /// (the ones the loader read, in its headers page).
+    fn eh_frame_hdr(&self) -> Result<Option<u64>, HotError> {
+        let ehdr = self.stopped.read(HEADERS_VADDR, 64)?;
+        let phoff = u64::from_le_bytes(ehdr[32..40].try_into().unwrap_or([0; 8]));
+        let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]) as usize;
+        let phdrs = self.stopped.read(HEADERS_VADDR + phoff, phnum * 56)?;
+        Ok(phdrs.chunks_exact(56).find_map(|ph| {
+            let p_type = u32::from_le_bytes(ph[..4].try_into().unwrap_or([0; 4]));
+            (p_type == object::elf::PT_GNU_EH_FRAME)
+                .then(|| u64::from_le_bytes(ph[16..24].try_into().unwrap_or([0; 8])))
+        }))
     }
 
     /// Map anonymous memory past the end of each region the process has, up to what the
@@ -250,9 +340,14 @@ impl Attached {
             RegionKind::Got,
             RegionKind::Data,
             RegionKind::Bss,
+            RegionKind::Dynamic,
         ] {
             let window = kind.vaddr()..kind.vaddr() + kind.reserve();
-            let mut need = log.region_end.get(kind.index()).copied().unwrap_or(0);
+            // (The dynamic region only where unwind tables are written into it.)
+            let mut need = match kind {
+                RegionKind::Dynamic => 0,
+                _ => log.region_end.get(kind.index()).copied().unwrap_or(0),
+            };
             for (addr, bytes) in writes {
                 if window.contains(addr) {
                     need = need.max(addr + bytes.len() as u64);
@@ -278,6 +373,10 @@ impl Attached {
         }
         Ok(mapped)
     }
+}
+
+fn eh_hdr_of(log: &LiveLog) -> u64 {
+    log.eh_frame_hdr.unwrap_or(0)
 }
 
 /// The stamp and ELF type of the file at `out`.

@@ -503,9 +503,8 @@ impl Image {
             )
         });
         let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
+        let mut eh_from = None;
         if let Some(fresh) = self.eh_frame.take() {
-            // `.eh_frame` first, so that in an update its records stay where they were (only
-            // what changed is written), then `.eh_frame_hdr`, which grows with the FDEs.
             let start = self
                 .symbols
                 .lookup(x86_64::START.name)
@@ -514,20 +513,29 @@ impl Image {
             let frames = crate::dynamic::merge_eh_frame(&fresh, old, start, |pc| {
                 !self.replaced_code.contains(&pc)
             });
-            blob.resize(blob.len().next_multiple_of(8), 0);
-            let frame_addr = base + blob.len() as u64;
-            blob.extend_from_slice(&frames);
-            blob.extend_from_slice(&[0; 4]); // the terminator
-            let hdr_addr = base + blob.len() as u64;
             let fdes = crate::dynamic::fde_locations(&frames);
+            let (hdr_addr, frame_addr) =
+                eh_place(base + blob.len() as u64, fdes.len(), self.old_eh_layout);
+            blob.resize((hdr_addr - base) as usize, 0);
             blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &fdes));
             let hdr_len = base + blob.len() as u64 - hdr_addr;
+            blob.resize((frame_addr - base) as usize, 0);
+            blob.extend_from_slice(&frames);
+            blob.extend_from_slice(&[0; 4]); // the terminator
             self.eh_layout = Some((hdr_addr, hdr_len, frame_addr, frames.len() as u64 + 4));
+            eh_from = Some(hdr_addr - base);
         }
         let len = blob.len() as u64;
+        let old_used = self.regions[RegionKind::Dynamic.index()].used;
         self.ensure_extent(RegionKind::Dynamic, len)?;
         self.regions[RegionKind::Dynamic.index()].used = len;
         let at = self.file_offset(RegionKind::Dynamic, base);
+        if let (Some(from), true) = (eh_from, self.is_live()) {
+            // A running process's unwinder reads its unwind tables where the loader found
+            // them: what changed there goes to the process too (see `Image::live_eh`).
+            let old = self.store.read(at, old_used.min(len));
+            self.live_eh(base, from, &old, &blob);
+        }
         self.store.write_changed(at, &blob);
         let Some(tables) = tables else {
             return Ok(());
@@ -605,5 +613,24 @@ impl Image {
                 Extent { offset, capacity }
             }
         })
+    }
+}
+
+/// Where `.eh_frame_hdr` and `.eh_frame` go in the dynamic region, after the loader's tables
+/// (ending at `tables_end`): the header first, then the frames, each where it was in the
+/// previous build while it fits (`old`: hdr, hdr len, frames, frames len), so an update
+/// rewrites only the records that changed, and a running process, whose loader noted the
+/// header's address when it started, keeps finding it. Fresh positions leave room: a
+/// quarter of the tables for new imports, a third more FDEs for new functions.
+fn eh_place(tables_end: u64, fdes: usize, old: Option<(u64, u64, u64, u64)>) -> (u64, u64) {
+    let hdr_len = 12 + 8 * fdes as u64;
+    match old {
+        Some((hdr, _, frames, _)) if hdr >= tables_end && hdr + hdr_len <= frames => (hdr, frames),
+        _ => {
+            let base = RegionKind::Dynamic.vaddr();
+            let hdr = align_up(tables_end + (tables_end - base) / 4, 64);
+            let capacity = 12 + 8 * (fdes + fdes / 3 + 16) as u64;
+            (hdr, align_up(hdr + capacity, 64))
+        }
     }
 }

@@ -194,6 +194,28 @@ impl Image {
         (Some(old) != self.symbols.get(id).addr()).then_some(old)
     }
 
+    /// The dynamic region's unwind tables were rebuilt (`new`, from `from` on; `old` is what
+    /// the region held): the runs of bytes that changed go to the log, in 64-byte pieces.
+    pub(super) fn live_eh(&mut self, base: u64, from: u64, old: &[u8], new: &[u8]) {
+        let Some(live) = &mut self.live else { return };
+        let from = from as usize;
+        live.log.eh_frame_hdr = Some(base + from as u64);
+        let mut i = from - from % 64;
+        while i < new.len() {
+            let end = (i + 64).min(new.len());
+            if old.get(i..end) != Some(&new[i..end]) {
+                let start = i.max(from);
+                live.log.writes.push(LiveWrite {
+                    addr: base + start as u64,
+                    bytes: new[start..end].to_vec(),
+                    rule: WriteRule::Always,
+                    region: RegionKind::Dynamic,
+                });
+            }
+            i = end;
+        }
+    }
+
     /// At the end of the update: moves, refusals and the regions' ends, into the log.
     pub(super) fn live_conclude(&mut self) {
         let Some(live) = self.live.take() else { return };

@@ -166,6 +166,8 @@ pub struct Image {
     old_extras_intact: std::cell::OnceCell<Vec<bool>>,
     /// The previous build's `.eh_frame` (file offset, length without the terminator).
     old_eh_frame: Option<(u64, u64)>,
+    /// The previous build's `eh_layout`: an update keeps the header where it was.
+    old_eh_layout: Option<(u64, u64, u64, u64)>,
     /// Where code was that this build replaced or removed: the previous build's unwind
     /// entries for these addresses are stale.
     replaced_code: BTreeSet<u64>,
@@ -247,6 +249,7 @@ impl Image {
             extras_index: Vec::new(),
             old_extras_intact: std::cell::OnceCell::new(),
             old_eh_frame: None,
+            old_eh_layout: None,
             replaced_code: BTreeSet::new(),
             eh_frame: None,
             eh_layout: None,
@@ -341,6 +344,10 @@ impl Image {
             dynamic_layout: None,
             extra_sections: None,
             old_eh_frame: old_eh_frame(&body.extents, body.eh_layout, map.len() as u64),
+            old_eh_layout: (body.eh_layout != [0; 4]).then(|| {
+                let [a, b, c, d] = body.eh_layout;
+                (a, b, c, d)
+            }),
             extras: body.extras,
             extras_index: body.extras_index,
             old_extras_intact: std::cell::OnceCell::new(),
