@@ -878,3 +878,37 @@ fn with_debug_info_the_process_unwinds_through_moved_code() {
     }
     assert!(run.alive());
 }
+
+#[test]
+fn a_new_library_call_is_resolved_in_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, mut run) = start_counter(dir.path());
+    // f now calls strlen (an indirect function: glibc picks its implementation through a
+    // resolver) and labs, neither of which the program imported when it started.
+    let text = counter(1000, 0)
+        .replace(
+            "; data: %fmt",
+            "; data: %word = \"hello\\0\"\n; data: %fmt",
+        )
+        .replace(
+            "function %f(i64) -> i64 {\n    fn0 = %g(i64) -> i64\nblock0(v0: i64):\n",
+            "function %f(i64) -> i64 {\n    gv0 = symbol %word\n    fn0 = %g(i64) -> i64\n    fn1 = %strlen(i64) -> i64\n    fn2 = %labs(i64) -> i64\nblock0(v0: i64):\n    v50 = symbol_value.i64 gv0\n    v51 = call fn1(v50)\n    v52 = iconst.i64 -3\n    v53 = call fn2(v52)\n    v54 = iadd v51, v53\n    v55 = iadd v0, v54\n",
+        )
+        .replace(
+            "    v1 = iconst.i64 1000\n    v2 = iadd v0, v1",
+            "    v1 = iconst.i64 1000\n    v2 = iadd v55, v1",
+        );
+    assert!(text.contains("v2 = iadd v55, v1"), "{text}");
+    std::fs::write(&src, text).unwrap();
+    let mark = run.mark();
+    let stderr = hot_ok(&src, &exe, &run.pid());
+    assert!(stderr.contains("2 library functions resolved"), "{stderr}");
+    run.wait_line(mark, |l| {
+        let v = fields(l);
+        v.len() == 3 && v[1] == v[0] + 1008 && v[2] == v[0] + 1008
+    })
+    .unwrap_or_else(|| panic!("the new calls did not run:\n{}", run.text()));
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(run.alive());
+    assert_counts_consecutive(&run.text());
+}

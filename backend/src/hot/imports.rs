@@ -1,17 +1,19 @@
 //! Library functions an update calls for the first time: in a new process the dynamic loader
 //! fills their GOT entries at start-up; in the running one the patcher does, from the
 //! libraries the process has loaded (found in `/proc/PID/maps`, their `.dynsym` read from
-//! the file each was mapped from), in the executable's library order, as the loader would.
+//! the file each was mapped from), in the executable's library order, as the loader would;
+//! an indirect function (IFUNC, such as glibc's `memcpy`) by calling its resolver in the
+//! process.
 
 use object::elf;
 use object::read::elf::ElfFile64;
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use super::process::Mapping;
+use super::process::{Mapping, Stopped};
 use zerolink_image::live::NewImport;
 
 /// The address of `imp` in the process, or why it has none.
-pub fn resolve(maps: &[Mapping], imp: &NewImport) -> Result<u64, String> {
+pub fn resolve(stopped: &Stopped, maps: &[Mapping], imp: &NewImport) -> Result<u64, String> {
     for soname in &imp.libraries {
         // The library's first mapping (file offset 0) is where its addresses start.
         let Some(m) = maps.iter().find(|m| {
@@ -30,7 +32,8 @@ pub fn resolve(maps: &[Mapping], imp: &NewImport) -> Result<u64, String> {
             .and_then(|s| s.data().ok())
             .unwrap_or(&[]);
         for sym in file.dynamic_symbols() {
-            if sym.name() != Ok(imp.name.as_str()) || !sym.is_definition() {
+            // (By section index: `is_definition` does not count indirect functions.)
+            if sym.name() != Ok(imp.name.as_str()) || sym.is_undefined() {
                 continue;
             }
             // Of several versions, the default one (not marked hidden) is what a new link
@@ -42,13 +45,16 @@ pub fn resolve(maps: &[Mapping], imp: &NewImport) -> Result<u64, String> {
             if versym & 0x8000 != 0 {
                 continue;
             }
+            let addr = m.start + sym.address();
             if sym.elf_symbol().st_type() == elf::STT_GNU_IFUNC {
-                return Err(format!(
-                    "it is an indirect function of {soname}, whose implementation is chosen \
-                     when the program starts"
-                ));
+                // What the loader does for an indirect function: ask its resolver.
+                return match stopped.call(addr) {
+                    Ok(0) => Err(format!("the resolver of this function of {soname} chose none")),
+                    Ok(chosen) => Ok(chosen),
+                    Err(e) => Err(format!("its resolver in {soname} failed: {e}")),
+                };
             }
-            return Ok(m.start + sym.address());
+            return Ok(addr);
         }
     }
     Err(format!(

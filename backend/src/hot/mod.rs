@@ -180,7 +180,7 @@ impl Attached {
         let mut writes: Vec<(u64, Vec<u8>)> = Vec::with_capacity(log.writes.len());
         let mut refusals = Vec::new();
         for imp in &log.new_imports {
-            match imports::resolve(&maps, imp) {
+            match imports::resolve(&self.stopped, &maps, imp) {
                 Ok(addr) => writes.push((imp.got, addr.to_le_bytes().to_vec())),
                 Err(why) => refusals.push(format!(
                     "the new call to `{}` cannot be resolved in the process: {why}",

@@ -194,6 +194,67 @@ impl Stopped {
         Ok(())
     }
 
+    /// Call the function at `addr` (no arguments) in the process, on its first thread, and
+    /// return what it returns: for an IFUNC resolver, which picks a library function's
+    /// implementation. The call returns to an `int3` borrowed at the thread's instruction,
+    /// below the thread's stack (past the red zone); everything is given back.
+    pub fn call(&self, addr: u64) -> Result<u64, HotError> {
+        let tid = self.pid;
+        let saved = self.regs(tid)?;
+        let pc = saved.rip;
+        let code = self.read(pc, 1)?;
+        self.write(pc, &[0xcc])?;
+        let mut regs = saved;
+        // 16-byte aligned before the call, as the ABI wants; the return address below it.
+        let sp = ((saved.rsp - 512) & !15) - 8;
+        let result = self.write(sp, &pc.to_le_bytes()).and_then(|()| {
+            regs.rsp = sp;
+            regs.rip = addr;
+            regs.rax = 0;
+            regs.orig_rax = u64::MAX;
+            self.set_regs(tid, &regs)?;
+            self.run_to_trap(tid)?;
+            self.regs(tid)
+        });
+        self.write(pc, &code)?;
+        self.set_regs(tid, &saved)?;
+        let regs = result?;
+        if regs.rip != pc + 1 {
+            return Err(HotError::Ptrace {
+                pid: self.pid,
+                what: "call a resolver (it stopped elsewhere)",
+                error: std::io::Error::other(format!("stopped at {:#x}", regs.rip)),
+            });
+        }
+        Ok(regs.rax)
+    }
+
+    /// Let the thread run until it stops with `SIGTRAP` (held-back signals stay held).
+    fn run_to_trap(&self, tid: i32) -> Result<(), HotError> {
+        loop {
+            // SAFETY: resumes a thread we hold; it stops again at the trap.
+            if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } == -1 {
+                return Err(self.error("resume it"));
+            }
+            let mut status = 0;
+            // SAFETY: waits for that thread.
+            let w = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+            if w == -1 || !libc::WIFSTOPPED(status) {
+                return Err(HotError::Exited { pid: self.pid });
+            }
+            match libc::WSTOPSIG(status) {
+                libc::SIGTRAP => return Ok(()),
+                sig => {
+                    return Err(HotError::Ptrace {
+                        pid: self.pid,
+                        what: "call a resolver",
+                        error: std::io::Error::other(format!("it stopped with signal {sig}")),
+                    })
+                }
+            }
+        }
+    }
+
     fn single_step(&self, tid: i32) -> Result<(), HotError> {
         // SAFETY: plain ptrace request on a thread we hold stopped.
         let r = unsafe { libc::ptrace(libc::PTRACE_SINGLESTEP, tid, 0usize, 0usize) };
