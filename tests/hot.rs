@@ -912,3 +912,42 @@ fn a_new_library_call_is_resolved_in_the_process() {
     assert!(run.alive());
     assert_counts_consecutive(&run.text());
 }
+
+#[test]
+fn a_compiler_patches_a_running_process_through_the_library() {
+    use zerolink_backend::hot::Attached;
+    use zerolink_backend::{clif::Program, ModuleOptions, TargetOptions, ZerolinkModule};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, mut run) = start_counter(dir.path());
+    std::fs::write(&src, counter(3000, 0)).unwrap();
+    let mark = run.mark();
+    // As a compiler would: stop the process, hand the module what it is busy with, build,
+    // and give the report to the patcher.
+    let pid: i32 = run.pid().parse().unwrap();
+    let attached = Attached::stop(pid, &exe).unwrap();
+    let opts = ModuleOptions {
+        language: gimli::DW_LANG_Mips_Assembler,
+        lock: zerolink_image::lock::LockWait::Wait,
+        live: Some(attached.live().clone()),
+        ..ModuleOptions::default()
+    };
+    let mut module =
+        ZerolinkModule::open(TargetOptions::default().isa().unwrap(), &exe, opts).unwrap();
+    let program = Program::read(std::slice::from_ref(&src)).unwrap();
+    program.define_through(&mut module).unwrap();
+    let report = module.finish().unwrap();
+    let patched = attached.apply(&report, &exe).unwrap();
+    assert_eq!(patched.in_place, vec!["f".to_string()]);
+    run.wait_line(mark, |l| {
+        let v = fields(l);
+        v.len() == 3 && v[1] == v[0] + 3000
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the module's update did not reach the process:\n{}",
+            run.text()
+        )
+    });
+    assert_counts_consecutive(&run.text());
+    assert!(run.alive());
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_api;
 mod bench_archive;
+mod bench_hot;
 mod bench_pie;
 mod gen;
 mod hardening;
@@ -172,6 +173,16 @@ enum BenchCommand {
         edits: usize,
         #[command(flatten)]
         target: TargetArgs,
+    },
+    /// Hot patching: from saving an edit to the running program executing the new code,
+    /// patched in place (`build --hot`) against rebuilt and restarted, per program size.
+    Hot {
+        /// Program sizes, in functions.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        sizes: Vec<usize>,
+        /// Edits per size; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        edits: usize,
     },
     /// The edit loop: full build, then one-function edits updated in place, per program size.
     Edit {
@@ -417,6 +428,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             bench::edit_loop(&sizes, edits.max(1), debug_info, &target.target())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            command: Some(BenchCommand::Hot { sizes, edits }),
+        } => {
+            bench_hot::hot(&sizes, edits.max(1))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -49,7 +49,9 @@ pub fn resolve(stopped: &Stopped, maps: &[Mapping], imp: &NewImport) -> Result<u
             if sym.elf_symbol().st_type() == elf::STT_GNU_IFUNC {
                 // What the loader does for an indirect function: ask its resolver.
                 return match stopped.call(addr) {
-                    Ok(0) => Err(format!("the resolver of this function of {soname} chose none")),
+                    Ok(0) => Err(format!(
+                        "the resolver of this function of {soname} chose none"
+                    )),
                     Ok(chosen) => Ok(chosen),
                     Err(e) => Err(format!("its resolver in {soname} failed: {e}")),
                 };

@@ -229,29 +229,25 @@ impl Stopped {
         Ok(regs.rax)
     }
 
-    /// Let the thread run until it stops with `SIGTRAP` (held-back signals stay held).
+    /// Let the thread run until it stops; it must be the `SIGTRAP` of the borrowed `int3`.
     fn run_to_trap(&self, tid: i32) -> Result<(), HotError> {
-        loop {
-            // SAFETY: resumes a thread we hold; it stops again at the trap.
-            if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } == -1 {
-                return Err(self.error("resume it"));
-            }
-            let mut status = 0;
-            // SAFETY: waits for that thread.
-            let w = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
-            if w == -1 || !libc::WIFSTOPPED(status) {
-                return Err(HotError::Exited { pid: self.pid });
-            }
-            match libc::WSTOPSIG(status) {
-                libc::SIGTRAP => return Ok(()),
-                sig => {
-                    return Err(HotError::Ptrace {
-                        pid: self.pid,
-                        what: "call a resolver",
-                        error: std::io::Error::other(format!("it stopped with signal {sig}")),
-                    })
-                }
-            }
+        // SAFETY: resumes a thread we hold; it stops again at the trap.
+        if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } == -1 {
+            return Err(self.error("resume it"));
+        }
+        let mut status = 0;
+        // SAFETY: waits for that thread.
+        let w = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        if w == -1 || !libc::WIFSTOPPED(status) {
+            return Err(HotError::Exited { pid: self.pid });
+        }
+        match libc::WSTOPSIG(status) {
+            libc::SIGTRAP => Ok(()),
+            sig => Err(HotError::Ptrace {
+                pid: self.pid,
+                what: "call a resolver",
+                error: std::io::Error::other(format!("it stopped with signal {sig}")),
+            }),
         }
     }
 

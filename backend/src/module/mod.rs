@@ -65,6 +65,9 @@ pub struct ModuleOptions {
     /// When another build of the same output is running: fail at once (the default: waiting
     /// for a module of one's own would never end), or wait.
     pub lock: LockWait,
+    /// The update is for a running process too (`crate::hot::Attached::live`): hand
+    /// `finish`'s report to `Attached::apply` afterwards.
+    pub live: Option<zerolink_image::live::LiveOptions>,
 }
 
 impl Default for ModuleOptions {
@@ -76,6 +79,7 @@ impl Default for ModuleOptions {
             force_full: false,
             libcall_names: None,
             lock: LockWait::Fail,
+            live: None,
         }
     }
 }
@@ -195,6 +199,7 @@ impl ZerolinkModule {
                 link: opts.link,
                 lock: opts.lock,
                 language: opts.language,
+                live: opts.live.as_ref(),
                 ..SessionOptions::default()
             },
         )?;
