@@ -87,6 +87,22 @@ fn check(exe: &Path, call_line: usize) {
 
 #[test]
 fn gdb_breaks_on_functions_and_clif_lines_steps_and_shows_the_call_chain() {
+    gdb_checks(&[]);
+}
+
+/// The same checks on a position-independent executable, updated in place as above: gdb
+/// relocates the DWARF by the load address; the unwind tables hold PC-relative addresses.
+#[test]
+fn a_pie_with_debug_info_passes_the_same_gdb_checks_and_updates() {
+    gdb_checks(&["--pie"]);
+}
+
+fn gdb_checks(extra: &[&str]) {
+    let with = |flags: &[&'static str]| -> Vec<&str> {
+        let mut v: Vec<&str> = flags.to_vec();
+        v.extend_from_slice(extra);
+        v
+    };
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("fib.clif");
     let original = std::fs::read_to_string(programs().join("fib/fib.clif")).unwrap();
@@ -97,7 +113,7 @@ fn gdb_breaks_on_functions_and_clif_lines_steps_and_shows_the_call_chain() {
     std::fs::write(&src, &original).unwrap();
     let files = vec![programs().join("common/print.clif"), src.clone()];
     let exe = dir.path().join("fib");
-    build_ok(&files, &exe, &["-g"]);
+    build_ok(&files, &exe, &with(&["-g"]));
     check(&exe, FIB_CALL_LINE);
 
     // Update in place after growing a function of the other file far beyond its slot, so it
@@ -121,7 +137,7 @@ fn gdb_breaks_on_functions_and_clif_lines_steps_and_shows_the_call_chain() {
     std::fs::write(&print_path, print).unwrap();
     let files = vec![print_path, src.clone()];
     let before = std::fs::read(&exe).unwrap();
-    let o = build(&files, &exe, &["-g", "--stats"]);
+    let o = build(&files, &exe, &with(&["-g", "--stats"]));
     let stats = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stats}");
     assert!(
@@ -135,7 +151,7 @@ fn gdb_breaks_on_functions_and_clif_lines_steps_and_shows_the_call_chain() {
     // after it in the file move down in lines without being compiled again.
     let fib = original.replacen("block0(v0: i64):\n", &grown, 1);
     std::fs::write(&src, fib).unwrap();
-    let o = build(&files, &exe, &["-g", "--stats"]);
+    let o = build(&files, &exe, &with(&["-g", "--stats"]));
     let stats = String::from_utf8_lossy(&o.stderr);
     assert!(
         stats.starts_with("in-place update")
@@ -176,6 +192,27 @@ fn unwind_backtrace_walks_zerolink_frames_with_g() {
     assert!(
         frames >= 6,
         "_Unwind_Backtrace saw only {frames} frames with -g"
+    );
+    // A PIE: the same walk, from wherever the loader put it.
+    let pie = dir.path().join("pie");
+    let mut pie_args = args.clone();
+    pie_args.push("--pie");
+    build_ok(&files, &pie, &pie_args);
+    assert_eq!(run(&pie).status, frames, "the PIE's walk differs");
+    // Its FDEs are PC-relative (`DW_EH_PE_pcrel | sdata4`, as GCC writes them): an absolute
+    // address would be wrong wherever the loader put it (libgcc reads the address from
+    // `.eh_frame_hdr` and would not notice; LLVM's libunwind and gdb would).
+    let o = Command::new("readelf")
+        .args(["--debug-dump=frames"])
+        .arg(&pie)
+        .output()
+        .unwrap();
+    let frames_text = String::from_utf8_lossy(&o.stdout);
+    assert!(String::from_utf8_lossy(&o.stderr).trim().is_empty());
+    assert!(
+        frames_text.contains("Augmentation:          \"zR\"")
+            && frames_text.contains("Augmentation data:     1b"),
+        "{frames_text}"
     );
     let without = dir.path().join("without");
     build_ok(&files, &without, &libs);

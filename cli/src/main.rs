@@ -263,7 +263,7 @@ struct InputArgs {
     #[arg(long = "static-libs")]
     static_libs: bool,
     /// A position-independent executable (`ET_DYN`): loaded at a random address each run
-    /// (ASLR), as Debian's `cc` makes by default. Needs libc; not yet with -g.
+    /// (ASLR), as Debian's `cc` makes by default. Needs libc (not yet --freestanding).
     #[arg(long)]
     pie: bool,
     /// Threads compiling functions (default: $ZEROLINK_JOBS, else every core). The executable

@@ -376,6 +376,128 @@ fn padding_cie(len: usize) -> Vec<u8> {
     cie
 }
 
+/// `.eh_frame` of a position-independent executable from the image's form (absolute FDE
+/// addresses, which the loader would have to relocate in a read-only segment): the same
+/// records, each of the same length and at the same place after the first CIE, whose FDE
+/// addresses are PC-relative 4-byte values (`DW_EH_PE_pcrel | sdata4`, augmentation "zR",
+/// as GCC writes them) for frames at `frame_addr`. Returns the bytes and how much longer the
+/// first CIE became (every other record's offset grows by that much). The image's own form
+/// stays the one everything else reads; `absolute_frames` turns the file's back into it.
+pub fn pcrel_frames(abs: &[u8], frame_addr: u64) -> (Vec<u8>, usize) {
+    let mut list = records(abs);
+    let Some((_, cie_len, None)) = list.next() else {
+        return (abs.to_vec(), 0);
+    };
+    let Some(cie) = convert_cie(&abs[..cie_len], true) else {
+        return (abs.to_vec(), 0);
+    };
+    let delta = cie.len() - cie_len;
+    let mut out = cie;
+    for (at, len, pc) in list {
+        let record = &abs[at..at + len];
+        let Some(pc) = pc else {
+            out.extend_from_slice(record);
+            continue;
+        };
+        let here = out.len();
+        let range = u64::from_le_bytes(record[16..24].try_into().expect("8 bytes"));
+        let field = frame_addr + here as u64 + 8;
+        out.extend_from_slice(&record[..4]);
+        out.extend_from_slice(&(here as u32 + 4).to_le_bytes());
+        out.extend_from_slice(&(pc.wrapping_sub(field) as i32).to_le_bytes());
+        out.extend_from_slice(&(range as u32).to_le_bytes());
+        out.push(0); // augmentation data: none
+        out.extend_from_slice(&record[24..]);
+        out.resize(here + len, 0); // DW_CFA_nop
+    }
+    let end = records(abs)
+        .map(|(at, len, _)| at + len)
+        .last()
+        .unwrap_or(0);
+    out.extend_from_slice(&abs[end..]);
+    (out, delta)
+}
+
+/// The image's form of `.eh_frame` bytes that `pcrel_frames` wrote at `frame_addr`.
+pub fn absolute_frames(pcrel: &[u8], frame_addr: u64) -> Vec<u8> {
+    let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    let mut out = Vec::with_capacity(pcrel.len());
+    let mut at = 0;
+    let mut first = true;
+    while at + 8 <= pcrel.len() {
+        let len = word(pcrel, at) as usize;
+        if len < 4 || at + 4 + len > pcrel.len() {
+            break;
+        }
+        let record = &pcrel[at..at + 4 + len];
+        if first {
+            first = false;
+            match convert_cie(record, false) {
+                Some(cie) => out.extend_from_slice(&cie),
+                None => return pcrel.to_vec(),
+            }
+        } else if word(record, 4) == 0 || len < 13 {
+            out.extend_from_slice(record);
+        } else {
+            let here = out.len();
+            let field = frame_addr + at as u64 + 8;
+            let pc = field.wrapping_add(word(record, 8) as i32 as i64 as u64);
+            let range = u64::from(word(record, 12));
+            let aug = record[16] as usize;
+            let instructions = record.get(17 + aug..).unwrap_or(&[]);
+            // The record keeps its length: the nops the conversion added go first.
+            let keep = instructions.len().saturating_sub(7);
+            out.extend_from_slice(&record[..4]);
+            out.extend_from_slice(&(here as u32 + 4).to_le_bytes());
+            out.extend_from_slice(&pc.to_le_bytes());
+            out.extend_from_slice(&range.to_le_bytes());
+            out.extend_from_slice(&instructions[..keep]);
+            out.resize(here + record.len(), 0);
+        }
+        at += 4 + len;
+    }
+    out.extend_from_slice(&pcrel[at..]);
+    out
+}
+
+/// The image's CIE (version 1, no augmentation) with augmentation "zR" and PC-relative FDE
+/// addresses (`to_pcrel`), or back. Lengths are kept a multiple of 8.
+fn convert_cie(cie: &[u8], to_pcrel: bool) -> Option<Vec<u8>> {
+    const PCREL_SDATA4: u8 = 0x1b;
+    let version = *cie.get(8)?;
+    let aug_end = 9 + cie.get(9..)?.iter().position(|&b| b == 0)?;
+    let aug = &cie[9..aug_end];
+    // code alignment (uleb), data alignment (sleb), return address register (a byte in
+    // version 1, else uleb): each ends at a byte without the high bit.
+    let mut i = aug_end + 1;
+    for _ in 0..3 {
+        i += cie.get(i..)?.iter().position(|&b| b & 0x80 == 0)? + 1;
+    }
+    let mut rest = &cie[i..];
+    let mut out = vec![0; 8];
+    out.push(version);
+    match (to_pcrel, aug) {
+        (true, b"") => {
+            out.extend_from_slice(b"zR\0");
+            out.extend_from_slice(&cie[aug_end + 1..i]);
+            out.extend_from_slice(&[1, PCREL_SDATA4]);
+        }
+        (false, b"zR") => {
+            out.push(0);
+            out.extend_from_slice(&cie[aug_end + 1..i]);
+            rest = rest.get(2..)?; // augmentation length 1, the encoding
+        }
+        _ => return None,
+    }
+    // Instructions without the trailing nops, then padding to a multiple of 8.
+    let used = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    out.extend_from_slice(&rest[..used]);
+    out.resize(out.len().next_multiple_of(8), 0);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    Some(out)
+}
+
 /// `.eh_frame_hdr` at `hdr` for `.eh_frame` at `frames`: the unwinder's binary-search table.
 pub fn eh_frame_hdr(hdr: u64, frames: u64, fdes: &[(u64, u32)]) -> Vec<u8> {
     const PCREL_SDATA4: u8 = 0x1b;
@@ -398,6 +520,43 @@ pub const DYNAMIC_CAPACITY: u64 = 64 * 16;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pie_frames_keep_every_record_in_place_and_convert_back() {
+        // The image's CIE (as gimli writes it for x86-64), two FDEs, a padding CIE.
+        let mut abs = vec![0x14, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0x78, 0x10];
+        abs.extend_from_slice(&[0x0c, 0x07, 0x08, 0x90, 0x01]);
+        abs.resize(0x18, 0);
+        append_fde(
+            &mut abs,
+            &absolute_fde(0x1000_0000, 0x40, &[0x41, 0x0e, 0x10]),
+        );
+        abs.extend_from_slice(&padding_cie(32));
+        append_fde(&mut abs, &absolute_fde(0x1000_0100, 0x20, &[]));
+        let at = 0x8000_0200;
+        let (pcrel, delta) = pcrel_frames(&abs, at);
+        let starts = |b: &[u8]| records(b).map(|(o, l, _)| (o, l)).collect::<Vec<_>>();
+        let shifted: Vec<(usize, usize)> = starts(&abs)
+            .iter()
+            .skip(1)
+            .map(|&(o, l)| (o + delta, l))
+            .collect();
+        assert_eq!(starts(&pcrel)[1..], shifted[..]);
+        // An FDE's address is relative to its own field.
+        let fde = shifted[0].0;
+        let rel = i32::from_le_bytes(pcrel[fde + 8..fde + 12].try_into().unwrap());
+        assert_eq!(
+            (at + fde as u64 + 8).wrapping_add(rel as i64 as u64),
+            0x1000_0000
+        );
+        let back = absolute_frames(&pcrel, at);
+        assert_eq!(fde_locations(&back), fde_locations(&abs));
+        assert_eq!(
+            pcrel_frames(&back, at).0,
+            pcrel,
+            "a round trip changes nothing"
+        );
+    }
 
     #[test]
     fn sysv_hash_matches_the_reference_values() {

@@ -206,10 +206,10 @@ impl Session {
         let lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
         // Before any input is examined: files stamped from now on are racily clean next time.
         let started_ns = inputs::coarse_now_ns();
-        if opts.link.pie && (opts.link.freestanding || opts.debug_info) {
+        if opts.link.pie && opts.link.freestanding {
             return Err(BackendError::Module(
                 "--pie is not supported yet for freestanding programs (they would relocate \
-                 themselves in `_start`) or with -g (unwind tables hold absolute addresses)"
+                 themselves in `_start`)"
                     .into(),
             ));
         }

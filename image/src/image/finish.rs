@@ -510,12 +510,30 @@ impl Image {
                 .lookup(x86_64::START.name)
                 .and_then(|id| self.symbols.get(id).placement());
             let old = self.old_eh_frame().map_or(&[][..], |(_, b)| b);
+            // A PIE's file holds PC-relative FDE addresses; the merge works on absolute ones.
+            let old_abs;
+            let old = match (self.pie, self.old_eh_layout) {
+                (true, Some((_, _, at, _))) if !old.is_empty() => {
+                    old_abs = crate::dynamic::absolute_frames(old, at);
+                    &old_abs[..]
+                }
+                _ => old,
+            };
             let frames = crate::dynamic::merge_eh_frame(&fresh, old, start, |pc| {
                 !self.replaced_code.contains(&pc)
             });
-            let fdes = crate::dynamic::fde_locations(&frames);
+            let mut fdes = crate::dynamic::fde_locations(&frames);
             let (hdr_addr, frame_addr) =
                 eh_place(base + blob.len() as u64, fdes.len(), self.old_eh_layout);
+            let frames = if self.pie {
+                let (pcrel, delta) = crate::dynamic::pcrel_frames(&frames, frame_addr);
+                for f in &mut fdes {
+                    f.1 += delta as u32;
+                }
+                pcrel
+            } else {
+                frames
+            };
             blob.resize((hdr_addr - base) as usize, 0);
             blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &fdes));
             let hdr_len = base + blob.len() as u64 - hdr_addr;
