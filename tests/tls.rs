@@ -298,3 +298,109 @@ fn addresses_a_pie_cannot_relocate_are_errors() {
     assert!(!o.status.success());
     assert!(err.contains("is_pic"), "{err}");
 }
+
+/// A freestanding `--pie` (static-pie, as `file` says): no loader, so `_start` relocates the
+/// program itself (its pointers in data and GOT entries) from the table the image writes,
+/// then makes the GOT read-only. It loads at another address each run and updates in place.
+#[test]
+fn a_freestanding_pie_relocates_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let files = program_files("data_pointers");
+    let expected = std::fs::read(programs().join("data_pointers/expected.stdout")).unwrap();
+    let exe = d.join("dp");
+    build_ok(&files, &exe, &["--freestanding", "--pie"]);
+    assert_eq!(
+        run(&exe).stdout,
+        expected,
+        "pointers in data were not relocated"
+    );
+    let h = check_readelf(&exe);
+    assert!(
+        h.contains("DYN (Position-Independent Executable file)"),
+        "{h}"
+    );
+    let o = Command::new("readelf")
+        .arg("-r")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let relocs = String::from_utf8_lossy(&o.stdout);
+    assert!(relocs.contains("R_X86_64_RELATIVE"), "{relocs}");
+    let o = zerolink().arg("inspect").arg(&exe).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(
+            "hardening:  PIE yes, RELRO not needed, NX stack yes, writable-and-executable \
+             segments 0, text relocations 0"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Where it runs: the address of main, written as 8 bytes, differs from run to run.
+    let whereami = d.join("where.clif");
+    std::fs::write(
+        &whereami,
+        format!(
+            "{EMIT}\nfunction %main() -> i32 {{\n    fn0 = %emit(i64)\n    fn1 = %main() -> i32\n\
+             block0:\n    v0 = func_addr.i64 fn1\n    call fn0(v0)\n    v1 = iconst.i32 0\n    \
+             return v1\n}}\n"
+        ),
+    )
+    .unwrap();
+    let w = d.join("where");
+    build_ok(&[whereami], &w, &["--freestanding", "--pie"]);
+    let (a, b) = (run(&w).stdout, run(&w).stdout);
+    assert_eq!(a.len(), 8);
+    assert_ne!(a, b, "a static PIE should load at another address each run");
+    // A GOT entry the code cannot do without (`add x@GOTPCREL(%rip)`), relocated before
+    // the GOT is made read-only: RELRO full.
+    let c = d.join("got.c");
+    std::fs::write(
+        &c,
+        "long x = 5;\nlong get(void) { long r = 0;\n  __asm__(\"addq x@GOTPCREL(%%rip), %0\" : \"+r\"(r));\n  return *(long *)r + 37; }\n",
+    )
+    .unwrap();
+    let obj = d.join("got.o");
+    assert!(Command::new("cc")
+        .args(["-c", "-O2", "-fPIC", "-fno-asynchronous-unwind-tables"])
+        .arg(&c)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap()
+        .success());
+    let m = d.join("m.clif");
+    std::fs::write(
+        &m,
+        "function %main() -> i32 {\n    fn0 = %get() -> i64\nblock0:\n    v0 = call fn0()\n    \
+         v1 = ireduce.i32 v0\n    return v1\n}\n",
+    )
+    .unwrap();
+    let g = d.join("g");
+    build_ok(&[m, obj], &g, &["--freestanding", "--pie"]);
+    assert_eq!(run(&g).status, 42, "the GOT entry was not relocated");
+    let o = zerolink().arg("inspect").arg(&g).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("PIE yes, RELRO full"));
+    // An edit is an update in place, and the program still relocates itself.
+    settle_inputs();
+    let mut edited = files.clone();
+    let main = d.join("main.clif");
+    let text = std::fs::read_to_string(files.last().unwrap()).unwrap();
+    std::fs::write(&main, text + "\n; an edit\nfunction %unused() -> i32 {\nblock0:\n    v0 = iconst.i32 1\n    return v0\n}\n").unwrap();
+    *edited.last_mut().unwrap() = main;
+    let s = stats(&edited, &exe, &["--freestanding", "--pie"]);
+    assert!(s.contains("in-place update"), "{s}");
+    assert_eq!(run(&exe).stdout, expected);
+    // Not yet: thread-locals in a freestanding PIE, refused with the reason.
+    let o = build(
+        &[tls_program("freestanding")],
+        &d.join("t"),
+        &["--freestanding", "--pie"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("cannot have thread-locals yet (`counter` is one"),
+        "{err}"
+    );
+}

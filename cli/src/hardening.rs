@@ -33,12 +33,14 @@ pub fn of(path: &Path) -> Result<Hardening> {
     let mut wx_segments = 0;
     let mut exec_ranges = Vec::new();
     let mut dynamic = None;
+    let mut interp = false;
     for p in segments {
         let flags = p.p_flags(endian);
         match p.p_type(endian) {
             elf::PT_GNU_STACK => nx_stack = flags & elf::PF_X == 0,
             elf::PT_GNU_RELRO => relro_segment = true,
             elf::PT_DYNAMIC => dynamic = Some(p),
+            elf::PT_INTERP => interp = true,
             elf::PT_LOAD => {
                 if flags & elf::PF_W != 0 && flags & elf::PF_X != 0 {
                     wx_segments += 1;
@@ -91,6 +93,9 @@ pub fn of(path: &Path) -> Result<Hardening> {
     }
     let relro = match (dynamic.is_some(), relro_segment, bind_now) {
         (false, _, _) => "not needed",
+        // A static PIE (no loader) with nothing to make read-only after relocating: its
+        // relocations all go to writable data.
+        (true, false, _) if pie && !interp => "not needed",
         (true, true, true) => "full",
         (true, true, false) => "partial",
         (true, false, _) => "none",

@@ -263,7 +263,8 @@ struct InputArgs {
     #[arg(long = "static-libs")]
     static_libs: bool,
     /// A position-independent executable (`ET_DYN`): loaded at a random address each run
-    /// (ASLR), as Debian's `cc` makes by default. Needs libc (not yet --freestanding).
+    /// (ASLR), as Debian's `cc` makes by default. With --freestanding: a static-pie, which
+    /// relocates itself at start-up.
     #[arg(long)]
     pie: bool,
     /// Threads compiling functions (default: $ZEROLINK_JOBS, else every core). The executable

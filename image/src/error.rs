@@ -61,6 +61,12 @@ pub enum ImageError {
         offset: u32,
         kind: &'static str,
     },
+    #[error(
+        "a freestanding position-independent executable cannot have thread-locals yet (`{0}` \
+         is one; its start-up code would reach their template by a 32-bit address): build \
+         without --pie, or with libc"
+    )]
+    FreestandingPieTls(String),
     #[error("thread-local reference in `{function}` at offset {offset:#x} to `{target}` {why}")]
     ThreadLocal {
         function: String,

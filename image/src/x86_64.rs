@@ -285,6 +285,49 @@ pub const START_CTORS: Stub = Stub {
     ],
 };
 
+/// The table a freestanding position-independent executable relocates itself from, at the
+/// start of the dynamic region: four words (the table's own link-time address, the number of
+/// entries, the start and length of what to make read-only afterwards), then `Elf64_Rela`
+/// entries of type `R_X86_64_RELATIVE`.
+pub const RELOCS: &str = "__zerolink_relocs";
+/// Bytes of `RELOCS`'s header.
+pub const RELOCS_HEADER: u64 = 32;
+
+/// The start of a freestanding PIE's `_start`, before the usual one: find the load bias (the
+/// table's address now less the link-time address it records), add it to every relative
+/// relocation's place, then `mprotect` the GOT read-only (RELRO), as glibc's static-pie start
+/// does. Touches neither `rsp` nor the kernel's stack. Returns the code and the offset of
+/// its `rel32` to `RELOCS` (addend -4).
+pub fn self_relocation() -> (Vec<u8>, u32) {
+    let mut c: Vec<u8> = vec![0x4c, 0x8d, 0x05, 0, 0, 0, 0]; // lea r8, [rip+RELOCS]
+    c.extend_from_slice(&[0x4c, 0x89, 0xc2]); // mov rdx, r8
+    c.extend_from_slice(&[0x49, 0x2b, 0x10]); // sub rdx, [r8]      ; the bias
+    c.extend_from_slice(&[0x49, 0x8b, 0x48, 0x08]); // mov rcx, [r8+8] ; entries
+    c.extend_from_slice(&[0x49, 0x8d, 0x70, 0x20]); // lea rsi, [r8+32]
+    c.extend_from_slice(&[0x48, 0x85, 0xc9, 0x74, 0]); // test rcx, rcx; jz done
+    let jz = c.len() - 1;
+    let top = c.len();
+    c.extend_from_slice(&[0x48, 0x8b, 0x06]); // mov rax, [rsi]      ; r_offset
+    c.extend_from_slice(&[0x48, 0x8b, 0x7e, 0x10]); // mov rdi, [rsi+16] ; r_addend
+    c.extend_from_slice(&[0x48, 0x01, 0xd7]); // add rdi, rdx
+    c.extend_from_slice(&[0x48, 0x89, 0x3c, 0x10]); // mov [rax+rdx], rdi
+    c.extend_from_slice(&[0x48, 0x83, 0xc6, 0x18]); // add rsi, 24
+    c.extend_from_slice(&[0x48, 0xff, 0xc9, 0x75, 0]); // dec rcx; jnz top
+    let back = c.len();
+    c[back - 1] = (top as i64 - back as i64) as i8 as u8;
+    c[jz] = (c.len() - (jz + 1)) as u8;
+    c.extend_from_slice(&[0x49, 0x8b, 0x70, 0x18]); // mov rsi, [r8+24] ; RELRO length
+    c.extend_from_slice(&[0x48, 0x85, 0xf6, 0x74, 0]); // test rsi, rsi; jz skip
+    let jz = c.len() - 1;
+    c.extend_from_slice(&[0x49, 0x8b, 0x78, 0x10]); // mov rdi, [r8+16] ; RELRO start
+    c.extend_from_slice(&[0x48, 0x01, 0xd7]); // add rdi, rdx
+    c.extend_from_slice(&[0xba, 1, 0, 0, 0]); // mov edx, PROT_READ
+    c.extend_from_slice(&[0xb8, 10, 0, 0, 0]); // mov eax, 10 (mprotect)
+    c.extend_from_slice(&[0x0f, 0x05]); // syscall
+    c[jz] = (c.len() - (jz + 1)) as u8;
+    (c, 3)
+}
+
 /// What a freestanding `_start` with constructors or thread-locals calls first.
 pub const START_INIT: &str = "__zerolink_start_init";
 /// The main thread's TLS block in a freestanding program (zero-filled data).
@@ -355,7 +398,7 @@ pub const INTERRUPTED_STATUS: u8 = 126;
 
 /// Names the runtime defines and a program may not: the entry point and the stub of an
 /// interrupted update. (The built-ins may be replaced by the program's own definitions.)
-pub const RESERVED: &[&str] = &["_start", INTERRUPTED_NAME];
+pub const RESERVED: &[&str] = &["_start", INTERRUPTED_NAME, RELOCS];
 
 /// The "interrupted update" stub: write the message to stderr, exit 126. Position-independent,
 /// message included, so it can sit anywhere in text.

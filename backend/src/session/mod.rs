@@ -155,6 +155,7 @@ pub fn settings_of(isa: &dyn TargetIsa) -> String {
 fn settings(
     isa: &dyn TargetIsa,
     libs: Option<&Libraries>,
+    pie: bool,
     debug_info: bool,
     language: gimli::DwLang,
 ) -> String {
@@ -162,6 +163,7 @@ fn settings(
         "{}; {}{}",
         settings_of(isa),
         match libs {
+            None if pie => "freestanding, pie".to_string(),
             None => "freestanding".to_string(),
             Some(l) => format!("libraries: {}", l.describe()),
         },
@@ -192,6 +194,8 @@ pub struct Session {
     debug: debug::DebugState,
     /// What a running process executes, for a live update (see `go_live`).
     live: Option<LiveOptions>,
+    /// A position-independent executable (`LinkOptions::pie`).
+    pie: bool,
     /// Held from `open` until the session is finished or dropped: one build per OUT.
     _lock: BuildLock,
 }
@@ -206,19 +210,18 @@ impl Session {
         let lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
         // Before any input is examined: files stamped from now on are racily clean next time.
         let started_ns = inputs::coarse_now_ns();
-        if opts.link.pie && opts.link.freestanding {
-            return Err(BackendError::Module(
-                "--pie is not supported yet for freestanding programs (they would relocate \
-                 themselves in `_start`)"
-                    .into(),
-            ));
-        }
         let libs = if opts.link.freestanding {
             None
         } else {
             Some(Arc::new(Libraries::load(&opts.link)?))
         };
-        let settings = settings(&*isa, libs.as_deref(), opts.debug_info, opts.language);
+        let settings = settings(
+            &*isa,
+            libs.as_deref(),
+            opts.link.pie,
+            opts.debug_info,
+            opts.language,
+        );
         let (image, mode, units) = if opts.force_full {
             fresh(out, &settings, Some(FullReason::Requested))?
         } else {
@@ -246,6 +249,7 @@ impl Session {
             placed: place::Placed::default(),
             debug: debug::DebugState::default(),
             live: opts.live.cloned(),
+            pie: opts.link.pie,
             _lock: lock,
         };
         session.go_live();
@@ -324,6 +328,7 @@ impl Session {
             ));
         }
         if let Some(link) = link {
+            self.pie = link.pie;
             self.libs = if link.freestanding {
                 None
             } else {
@@ -336,6 +341,7 @@ impl Session {
         self.settings = settings(
             &*self.isa,
             self.libs.as_deref(),
+            self.pie,
             self.debug_info,
             self.language,
         );
@@ -364,6 +370,9 @@ impl Session {
             );
             self.image.set_runpath(libs.runpath.clone());
             self.image.set_pie(libs.pie);
+        } else {
+            // A freestanding PIE relocates itself in `_start`.
+            self.image.set_pie(self.pie);
         }
     }
 

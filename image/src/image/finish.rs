@@ -40,6 +40,8 @@ impl Image {
                     &refs,
                 )?;
                 self.mark_builtin(start);
+            } else if self.self_relocating() {
+                self.define_self_relocating_start(start)?;
             } else if self.is_defined(x86_64::INIT_ARRAY_START) || self.tls_size() > 0 {
                 // Constructors (from precompiled objects) or thread-locals: `_start` sets up
                 // the thread pointer and runs the constructors itself.
@@ -135,6 +137,39 @@ impl Image {
         let mut sym = self.symbols.get(id);
         sym.set_builtin(true);
         self.symbols.set(id, sym);
+    }
+
+    /// `_start` of a freestanding PIE: the self-relocation (`x86_64::self_relocation`), then
+    /// the `_start` a fixed-address program has, constructors included.
+    fn define_self_relocating_start(&mut self, start: SymbolId) -> Result<()> {
+        if self.tls_size() > 0 {
+            // The thread-local set-up reaches the TLS template by its 32-bit address.
+            let name = (0..self.symbols.len() as u32)
+                .map(SymbolId)
+                .find(|&id| {
+                    let s = self.symbols.get(id);
+                    s.placement().is_some_and(|p| p.region == RegionKind::Tls) && !s.alias()
+                })
+                .map_or_else(String::new, |id| self.symbols.name(id));
+            return Err(ImageError::FreestandingPieTls(name));
+        }
+        let relocs = self.declare(x86_64::RELOCS, SymbolKind::Data, Binding::Local)?;
+        self.place_alias(relocs, RegionKind::Dynamic, RegionKind::Dynamic.vaddr(), 0)?;
+        let (mut code, at) = x86_64::self_relocation();
+        let shift = code.len() as u32;
+        let ctors = self.is_defined(x86_64::INIT_ARRAY_START);
+        let rest = if ctors {
+            x86_64::START_CTORS
+        } else {
+            x86_64::START
+        };
+        if ctors {
+            self.define_start_init()?;
+        }
+        code.extend_from_slice(rest.code);
+        let mut calls: Vec<(u32, &str)> = vec![(at, x86_64::RELOCS)];
+        calls.extend(rest.calls.iter().map(|&(o, name)| (o + shift, name)));
+        self.define_stub(start, &code, &calls)
     }
 
     pub(super) fn define_stub(
@@ -357,7 +392,7 @@ impl Image {
         // Before anything else is allocated: the last extent (text, in a fresh build) gives
         // back what it grew by doubling, so the GOT and the tables follow right after it.
         self.trim_last_extent();
-        if self.dynamic() || self.eh_frame.is_some() {
+        if self.dynamic() || self.eh_frame.is_some() || self.self_relocating() {
             self.write_dynamic()?;
         }
         // At this point every address is fixed and every site is patched.
@@ -503,6 +538,40 @@ impl Image {
             )
         });
         let mut blob = tables.as_ref().map_or_else(Vec::new, |t| t.bytes.clone());
+        if self.self_relocating() {
+            // The table `_start` relocates itself from (see `x86_64::RELOCS`).
+            let got = self.regions[RegionKind::Got.index()].used;
+            let relro = if got > 0 {
+                (RegionKind::Got.vaddr(), align_up(got, PAGE))
+            } else {
+                (0, 0)
+            };
+            for word in [base, relative.len() as u64, relro.0, relro.1] {
+                blob.extend_from_slice(&word.to_le_bytes());
+            }
+            for r in &relative {
+                blob.extend_from_slice(&r.at.to_le_bytes());
+                blob.extend_from_slice(&u64::from(elf::R_X86_64_RELATIVE).to_le_bytes());
+                blob.extend_from_slice(&r.value.to_le_bytes());
+            }
+            self.self_relocs = relative.len() as u64;
+            // A `.dynamic` that only describes (no loader reads it): what makes `file` say
+            // "static-pie" and checksec see the relocations, BIND_NOW and RELRO.
+            let rela = base + x86_64::RELOCS_HEADER;
+            let n = relative.len() as u64;
+            for (tag, value) in [
+                (elf::DT_RELA, rela),
+                (elf::DT_RELASZ, n * 24),
+                (elf::DT_RELAENT, 24),
+                (elf::DT_RELACOUNT, n),
+                (elf::DT_FLAGS, u64::from(elf::DF_BIND_NOW)),
+                (elf::DT_FLAGS_1, u64::from(elf::DF_1_NOW | elf::DF_1_PIE)),
+                (elf::DT_NULL, 0),
+            ] {
+                blob.extend_from_slice(&(tag as u64).to_le_bytes());
+                blob.extend_from_slice(&value.to_le_bytes());
+            }
+        }
         let mut eh_from = None;
         if let Some(fresh) = self.eh_frame.take() {
             let start = self

@@ -180,6 +180,8 @@ pub struct Image {
     tls_at_open: Option<u64>,
     /// A position-independent executable: absolute addresses get `R_X86_64_RELATIVE`.
     pie: bool,
+    /// Relative relocations in a freestanding PIE's own table (`x86_64::RELOCS`).
+    self_relocs: u64,
     /// An update of a running process's executable too (see `crate::live`).
     live: Option<Box<live::Live>>,
     /// What the live update found, for `finish` to hand over.
@@ -254,6 +256,7 @@ impl Image {
             eh_frame: None,
             eh_layout: None,
             stats: Summary::default(),
+            self_relocs: 0,
             live: None,
             live_log: None,
         })
@@ -355,6 +358,7 @@ impl Image {
             eh_frame: None,
             eh_layout: None,
             stats: Summary::default(),
+            self_relocs: 0,
             live: None,
             live_log: None,
         })
@@ -382,6 +386,11 @@ impl Image {
 
     fn dynamic(&self) -> bool {
         self.resolver.is_some()
+    }
+
+    /// A freestanding PIE: no loader relocates it, its `_start` does.
+    fn self_relocating(&self) -> bool {
+        self.pie && !self.dynamic()
     }
 
     /// Non-loaded sections to write as they are, such as `.debug_info` and `.debug_line`, and

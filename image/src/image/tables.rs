@@ -112,7 +112,8 @@ impl Image {
             let used = self.regions[kind.index()].used;
             let offset = self.extents[kind.index()].map_or(0, |e| e.offset);
             // The dynamic loader writes the GOT, then makes it read-only (`PT_GNU_RELRO`).
-            let got_rw = dynamic && kind == RegionKind::Got;
+            // (A freestanding PIE's `_start` does both itself.)
+            let got_rw = (dynamic || self.self_relocating()) && kind == RegionKind::Got;
             if used > 0 {
                 segments.push(Segment {
                     p_type: elf::PT_LOAD,
@@ -170,6 +171,20 @@ impl Image {
         });
         if dynamic {
             self.dynamic_segments(&mut segments);
+        } else if self.self_relocating() {
+            let at = self.self_dynamic();
+            segments.push(Segment {
+                p_type: elf::PT_DYNAMIC,
+                flags: elf::PF_R,
+                offset: self.file_offset(RegionKind::Dynamic, at),
+                vaddr: at,
+                filesz: SELF_DYNAMIC_BYTES,
+                memsz: SELF_DYNAMIC_BYTES,
+                align: 8,
+            });
+            if self.regions[RegionKind::Got.index()].used > 0 {
+                segments.push(self.relro_segment());
+            }
         }
         if let Some((hdr, hdr_len, _, _)) = self.eh_layout {
             segments.push(Segment {
@@ -188,9 +203,10 @@ impl Image {
         if let Some(new) = self.extra_sections.take() {
             self.extras = self.place_extras(new)?;
         }
-        // Fixed sections, six dynamic ones, two for unwinding, and the extras.
+        // Fixed sections, six dynamic ones (or a freestanding PIE's two), two for unwinding,
+        // and the extras.
         let meta_bytes_needed =
-            SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * (self.extras.len() as u64 + 2);
+            SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * (self.extras.len() as u64 + 4);
         let meta = self.reserve(self.meta, meta_bytes_needed)?;
         self.meta = Some(meta);
         let table_len = self.encode_table(entry, in_progress).len() as u64;
@@ -272,6 +288,35 @@ impl Image {
         debug_assert_eq!(sections.len() + 1, SECTIONS);
         if dynamic {
             self.dynamic_sections(&mut sections);
+        } else if self.self_relocating() {
+            // A freestanding PIE's own relocations, so `readelf -r` shows them.
+            let at = RegionKind::Dynamic.vaddr() + x86_64::RELOCS_HEADER;
+            sections.push(Section {
+                name: ".rela.dyn".into(),
+                sh_type: elf::SHT_RELA,
+                flags: u64::from(elf::SHF_ALLOC),
+                addr: at,
+                offset: self.file_offset(RegionKind::Dynamic, at),
+                size: self.self_relocs * 24,
+                link: 0,
+                info: 0,
+                align: 8,
+                entsize: 24,
+            });
+            let at = self.self_dynamic();
+            sections.push(Section {
+                name: ".dynamic".into(),
+                sh_type: elf::SHT_DYNAMIC,
+                flags: u64::from(elf::SHF_ALLOC),
+                addr: at,
+                offset: self.file_offset(RegionKind::Dynamic, at),
+                size: SELF_DYNAMIC_BYTES,
+                // (It names no strings; the link of a `.dynamic` must still be a string table.)
+                link: strtab_index,
+                info: 0,
+                align: 8,
+                entsize: 16,
+            });
         }
         if let Some((hdr, hdr_len, frames, frames_len)) = self.eh_layout {
             for (name, addr, len) in [
@@ -421,16 +466,26 @@ impl Image {
             memsz: slot.capacity,
             align: 8,
         });
-        let used = align_up(self.regions[got.index()].used, PAGE);
-        segments.push(Segment {
+        segments.push(self.relro_segment());
+    }
+
+    /// Where a freestanding PIE's descriptive `.dynamic` is: after its relocations.
+    fn self_dynamic(&self) -> u64 {
+        RegionKind::Dynamic.vaddr() + x86_64::RELOCS_HEADER + 24 * self.self_relocs
+    }
+
+    /// `PT_GNU_RELRO` over the GOT: read-only once relocated.
+    fn relro_segment(&self) -> Segment {
+        let got = RegionKind::Got;
+        Segment {
             p_type: elf::PT_GNU_RELRO,
             flags: elf::PF_R,
-            offset: offset(got, got.vaddr()),
+            offset: self.file_offset(got, got.vaddr()),
             vaddr: got.vaddr(),
             filesz: self.regions[got.index()].used,
-            memsz: used,
+            memsz: align_up(self.regions[got.index()].used, PAGE),
             align: 1,
-        });
+        }
     }
 
     /// Sections for the dynamic loader's tables, so `readelf -d`, `ldd` and debuggers see them.
@@ -574,6 +629,9 @@ impl Image {
 
 /// Bytes reserved for the section headers (the fixed ones and six dynamic ones) and
 /// `.shstrtab`.
+/// Bytes of a freestanding PIE's `.dynamic`: seven entries.
+const SELF_DYNAMIC_BYTES: u64 = 7 * 16;
+
 pub(super) const SHDR_BYTES: u64 = crate::elf::SHDR_SIZE * (SECTIONS as u64 + 6) + 512;
 
 /// (records, has a base, [(record index, bytes)]) of the records that changed.
