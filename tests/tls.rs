@@ -404,3 +404,104 @@ fn a_freestanding_pie_relocates_itself() {
         "{err}"
     );
 }
+
+/// A shared library's thread-local, read from CLIF (`tls_value`, general-dynamic) and from C
+/// objects (general-dynamic with `-fPIC`, initial-exec `GOTTPOFF` without): each becomes
+/// initial-exec, its offset from the thread pointer in a GOT entry the loader fills
+/// (`R_X86_64_TPOFF64`, `STT_TLS` in `.dynsym`). The library's own writes are seen, and
+/// another thread has its own copy. Also as a PIE.
+#[test]
+fn a_shared_librarys_thread_locals_are_reached_through_the_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cc = |args: &[&str]| {
+        assert!(Command::new("cc")
+            .current_dir(d)
+            .args(args)
+            .status()
+            .unwrap()
+            .success())
+    };
+    std::fs::write(
+        d.join("lib.c"),
+        "__thread long shared_tls = 42;\nlong bump_shared(void) { return ++shared_tls; }\n",
+    )
+    .unwrap();
+    cc(&["-shared", "-fPIC", "-O2", "lib.c", "-o", "libstls.so"]);
+    std::fs::write(
+        d.join("gd.c"),
+        "#include <pthread.h>\nextern __thread long shared_tls;\n\
+         long read_gd(void) { return shared_tls; }\n\
+         static void *rd(void *p) { *(long *)p = shared_tls; return 0; }\n\
+         long other_thread(void) { pthread_t t; long v = 0;\n\
+           pthread_create(&t, 0, rd, &v); pthread_join(t, 0); return v; }\n",
+    )
+    .unwrap();
+    cc(&["-c", "-O2", "-fPIC", "gd.c", "-o", "gd.o"]);
+    std::fs::write(
+        d.join("ie.c"),
+        "extern __thread long shared_tls;\nlong read_ie(void) { return shared_tls * 10; }\n",
+    )
+    .unwrap();
+    cc(&["-c", "-O2", "-fno-pic", "ie.c", "-o", "ie.o"]);
+    std::fs::write(
+        d.join("main.clif"),
+        r#"; data: %fmt = "clif %ld gd %ld ie %ld bumped %ld now %ld thread %ld\n\0"
+function %main() -> i32 {
+    gv0 = symbol tls %shared_tls
+    gv1 = symbol %fmt
+    fn0 = %printf(i64, i64, i64, i64, i64, i64, i64) -> i32
+    fn1 = %read_gd() -> i64
+    fn2 = %read_ie() -> i64
+    fn3 = %bump_shared() -> i64
+    fn4 = %other_thread() -> i64
+block0:
+    v0 = tls_value.i64 gv0
+    v1 = load.i64 v0
+    v2 = call fn1()
+    v3 = call fn2()
+    v4 = call fn3()
+    v5 = load.i64 v0
+    v9 = call fn4()
+    v6 = symbol_value.i64 gv1
+    v7 = call fn0(v6, v1, v2, v3, v4, v5, v9)
+    v8 = iconst.i32 0
+    return v8
+}
+"#,
+    )
+    .unwrap();
+    let files = vec![d.join("main.clif"), d.join("gd.o"), d.join("ie.o")];
+    let dir_arg = d.to_str().unwrap();
+    for extra in [&[][..], &["--pie"][..]] {
+        let exe = d.join("m");
+        let mut args = vec!["-L", dir_arg, "-l", "stls", "--rpath", dir_arg, "--full"];
+        args.extend_from_slice(extra);
+        build_ok(&files, &exe, &args);
+        let (status, out) = output(&exe);
+        assert_eq!(status, Some(0), "{extra:?}");
+        assert_eq!(
+            out, "clif 42 gd 42 ie 420 bumped 43 now 43 thread 42\n",
+            "{extra:?}"
+        );
+        let o = Command::new("readelf")
+            .args(["-rW", "--dyn-syms"])
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("R_X86_64_TPOFF64"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("shared_tls") && l.contains(" TLS ")),
+            "{text}"
+        );
+        // No call of `__tls_get_addr` is left: every sequence is initial-exec.
+        let o = Command::new("objdump")
+            .arg("-d")
+            .arg(&exe)
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("__tls_get_addr"));
+    }
+}

@@ -299,8 +299,9 @@ fn read(path: &Path) -> Result<SharedObject> {
         }
         let data = match sym.kind() {
             ObjKind::Text => false,
-            ObjKind::Data | ObjKind::Unknown => true,
-            // Thread-local and other kinds cannot be imported yet.
+            // Thread-locals too: code reaches them through a GOT entry of their offset from
+            // the thread pointer (initial-exec, see the image's `patch_import_site`).
+            ObjKind::Data | ObjKind::Unknown | ObjKind::Tls => true,
             _ => continue,
         };
         if let Ok(name) = sym.name() {

@@ -19,6 +19,9 @@ pub struct Import<'a> {
     pub kind: SymbolKind,
     /// Address of its GOT entry, if code refers to it through the GOT.
     pub got: Option<u64>,
+    /// A thread-local: its GOT entry holds its offset from the thread pointer
+    /// (`R_X86_64_TPOFF64`), and its `.dynsym` entry is `STT_TLS`.
+    pub tls: bool,
 }
 
 /// An address of an import stored in data: (where, index into the imports, addend).
@@ -134,6 +137,7 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         dynstr.extend_from_slice(imp.name.as_bytes());
         dynstr.push(0);
         let typ = match imp.kind {
+            _ if imp.tls => elf::STT_TLS,
             SymbolKind::Function => elf::STT_FUNC,
             SymbolKind::Data => elf::STT_OBJECT,
         };
@@ -189,8 +193,10 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         b.extend_from_slice(bytes_of(&r));
     };
     for (i, imp) in imports.iter().enumerate() {
-        if let Some(got) = imp.got {
-            rela(got, i, elf::R_X86_64_GLOB_DAT, 0);
+        match (imp.got, imp.tls) {
+            (Some(got), true) => rela(got, i, elf::R_X86_64_TPOFF64, 0),
+            (Some(got), false) => rela(got, i, elf::R_X86_64_GLOB_DAT, 0),
+            (None, _) => {}
         }
     }
     for r in data_relocs {

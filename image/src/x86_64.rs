@@ -80,10 +80,14 @@ const TLS_GD: [Option<u8>; 16] = {
 /// `mov rax, fs:0; lea rax, [rax + disp32]`: the local-exec form, as long as `TLS_GD`.
 const TLS_LE: [u8; 12] = [0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0, 0x48, 0x8d, 0x80];
 
-/// The local-exec replacement for the 16 bytes `before` (the general-dynamic sequence, or
-/// its replacement from an earlier build), giving `rax = fs:0 + tpoff`; `None` if `before`
-/// is neither.
-pub fn tls_local_exec(before: &[u8], tpoff: i32) -> Option<[u8; 16]> {
+/// `mov rax, fs:0; add rax, [rip + disp32]`: the initial-exec form (the offset from the
+/// thread pointer read from a GOT entry the loader fills, `R_X86_64_TPOFF64`), as long as
+/// `TLS_GD`: what a thread-local of a shared library becomes.
+const TLS_IE: [u8; 12] = [0x64, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0, 0x48, 0x03, 0x05];
+
+/// Whether the 16 bytes `before` are the general-dynamic sequence, or its local-exec or
+/// initial-exec replacement from an earlier build.
+fn tls_sequence(before: &[u8]) -> bool {
     // The call is `data16 data16 rex.W call rel32`, or with `-fno-plt` `data16 rex.W call
     // [rip + GOT(__tls_get_addr)]`: the same length.
     let no_plt = before.get(8..12) == Some(&[0x66, 0x48, 0xff, 0x15][..]);
@@ -93,14 +97,50 @@ pub fn tls_local_exec(before: &[u8], tpoff: i32) -> Option<[u8; 16]> {
             .zip(TLS_GD)
             .enumerate()
             .all(|(i, (&b, want))| (no_plt && (8..12).contains(&i)) || want.is_none_or(|w| w == b));
-    let le = before.starts_with(&TLS_LE);
-    if !(gd || le) {
+    gd || before.starts_with(&TLS_LE) || before.starts_with(&TLS_IE)
+}
+
+/// The local-exec replacement for the 16 bytes `before` (see `tls_sequence`), giving
+/// `rax = fs:0 + tpoff`; `None` if `before` is none of those.
+pub fn tls_local_exec(before: &[u8], tpoff: i32) -> Option<[u8; 16]> {
+    if !tls_sequence(before) {
         return None;
     }
     let mut out = [0u8; 16];
     out[..12].copy_from_slice(&TLS_LE);
     out[12..].copy_from_slice(&tpoff.to_le_bytes());
     Some(out)
+}
+
+/// The initial-exec replacement for the 16 bytes `before` (see `tls_sequence`): `rax = fs:0
+/// + [rip + disp]`, `disp` from the end of the sequence to the variable's GOT entry.
+pub fn tls_initial_exec(before: &[u8], disp: i32) -> Option<[u8; 16]> {
+    if !tls_sequence(before) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    out[..12].copy_from_slice(&TLS_IE);
+    out[12..].copy_from_slice(&disp.to_le_bytes());
+    Some(out)
+}
+
+/// `gottpoff_local_exec` undone: the `mov/add reg, [rip + disp32]` form again (for a
+/// thread-local that a shared library now provides). Also recognises the original form.
+pub fn gottpoff_initial_exec(before: [u8; 3]) -> Option<[u8; 3]> {
+    let [rex, opcode, modrm] = before;
+    if rex & 0xf8 != 0x48 {
+        return None;
+    }
+    match opcode {
+        0x8b | 0x03 if modrm & 0xc7 == 0x05 => Some(before),
+        0xc7 | 0x81 if modrm & 0xf8 == 0xc0 => {
+            let reg = modrm & 7;
+            let rex = 0x48 | if rex & 1 != 0 { 4 } else { 0 };
+            let opcode = if opcode == 0xc7 { 0x8b } else { 0x03 };
+            Some([rex, opcode, 0x05 | (reg << 3)])
+        }
+        _ => None,
+    }
 }
 
 /// The initial-exec load or add of a thread pointer offset from the GOT (`before`: REX, opcode,

@@ -488,6 +488,7 @@ impl Image {
                     name,
                     kind: s.kind(),
                     got: s.got(),
+                    tls: self.is_tls_import(id),
                 }
             })
             .collect();

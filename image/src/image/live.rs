@@ -149,6 +149,15 @@ impl Image {
     pub(super) fn live_import_site(&mut self, site: &Site, p: u64) {
         let Some(live) = &self.live else { return };
         match site.place {
+            Place::GotEntry { .. } if self.is_tls_import(site.target) => {
+                // (Its GOT entry would need the library's offset in every thread's block.)
+                let r = Refusal::ThreadLocal {
+                    name: self.symbols.name(site.target),
+                };
+                if let Some(live) = &mut self.live {
+                    live.log.refusals.push(r);
+                }
+            }
             Place::GotEntry { addr } if live.new_got.contains(&addr) => {
                 let name = self.symbols.name(site.target);
                 let libraries = self.libraries.clone();

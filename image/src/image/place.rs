@@ -492,6 +492,45 @@ impl Image {
                 self.stats.sites_patched += 1;
                 Ok(())
             }
+            (RefKind::TlsGdToLe, Place::In { offset, .. }) if offset >= 4 => {
+                // A shared library's thread-local: initial-exec, its offset from the thread
+                // pointer read from a GOT entry the loader fills (`R_X86_64_TPOFF64`).
+                self.ensure_got_entry(site.target)?;
+                let got = self.symbols.get(site.target).got().unwrap_or(0);
+                let start = p - 4;
+                let before = self.store.read(self.file_offset(region_of(p), start), 16);
+                let disp = got as i64 - (start as i64 + 16);
+                let ie = i32::try_from(disp)
+                    .ok()
+                    .and_then(|d| x86_64::tls_initial_exec(&before, d))
+                    .ok_or_else(|| {
+                        self.tls_error(site, "is not a sequence zerolink can make initial-exec")
+                    })?;
+                let at = self.file_offset(region_of(p), start);
+                self.store.write(at, &ie);
+                self.live_write(region_of(p), start, &ie, WriteRule::Always);
+                self.stats.sites_patched += 1;
+                Ok(())
+            }
+            (RefKind::GotTpOffToLe, Place::In { offset, .. }) if offset >= 3 => {
+                // Initial-exec already (`mov/add reg, [rip + x@gottpoff]`): it stays so,
+                // pointed at the variable's GOT entry.
+                self.ensure_got_entry(site.target)?;
+                let got = self.symbols.get(site.target).got().unwrap_or(0);
+                let insn_at = self.file_offset(region_of(p), p - 3);
+                let before: [u8; 3] = self.store.read(insn_at, 3).try_into().unwrap_or([0; 3]);
+                let insn = x86_64::gottpoff_initial_exec(before).ok_or_else(|| {
+                    self.tls_error(site, "is not an instruction zerolink can make initial-exec")
+                })?;
+                let field = x86_64::encode(RefKind::GotPcRel32, 0, site.addend, p, Some(got))
+                    .map_err(|value| self.overflow(site, value))?;
+                let mut bytes = insn.to_vec();
+                bytes.extend_from_slice(field.bytes());
+                self.store.write(insn_at, &bytes);
+                self.live_write(region_of(p), p - 3, &bytes, WriteRule::Always);
+                self.stats.sites_patched += 1;
+                Ok(())
+            }
             (RefKind::PcRel32, Place::In { owner, .. })
                 if self
                     .symbols
@@ -533,6 +572,17 @@ impl Image {
                 })
             }
         }
+    }
+
+    /// Whether a shared library's symbol is a thread-local: something refers to it the way
+    /// code refers to thread-locals.
+    pub(super) fn is_tls_import(&self, id: SymbolId) -> bool {
+        self.referrers(id).into_iter().any(|s| {
+            matches!(
+                self.sites.get(s).kind,
+                RefKind::TlsGdToLe | RefKind::GotTpOffToLe | RefKind::TpOff32 | RefKind::TlsLdToLe
+            )
+        })
     }
 
     pub(super) fn overflow(&self, site: &Site, value: i128) -> ImageError {
