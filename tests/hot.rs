@@ -951,3 +951,50 @@ fn a_compiler_patches_a_running_process_through_the_library() {
     assert_counts_consecutive(&run.text());
     assert!(run.alive());
 }
+
+#[test]
+fn a_pie_process_is_patched_at_its_load_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter.clif");
+    let exe = dir.path().join("counter");
+    // Besides the counter's calls, one through a pointer in data (`%tab`, relocated by the
+    // loader): when f moves, that pointer is re-patched with the process's load bias.
+    let with_table = |text: String| {
+        text.replace(
+            "; data: %fp writable = i64 0",
+            "; data: %fp writable = i64 0\n; data: %tab writable = addr %f",
+        )
+        .replace("    gv2 = symbol %fp\n", "    gv2 = symbol %tab\n")
+        .replace("    v3 = func_addr.i64 fn0\n    store v3, v2\n", "")
+    };
+    std::fs::write(&src, with_table(counter(1000, 0))).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, &["--pie"]);
+    let mut run = Running::start(&exe, dir.path().join("out.txt"));
+    run.wait_line(0, |l| l.starts_with("count 3 "))
+        .expect("the program prints");
+    for (add, grow, how) in [(2000, 0, "`f` in place"), (5000, 40, "`f` in new slots")] {
+        std::fs::write(&src, with_table(counter(add, grow))).unwrap();
+        let mark = run.mark();
+        let o = zerolink()
+            .arg("build")
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .args(["--pie", "--hot", &run.pid()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        assert!(stderr.contains(how), "{stderr}");
+        // The pointer in `%tab` holds what the loader made of it: rewritten, not kept.
+        assert!(!stderr.contains("kept as the program set them"), "{stderr}");
+        run.wait_line(mark, |l| {
+            let v = fields(l);
+            v.len() == 3 && v[1] == v[0] + add && v[2] == v[0] + add
+        })
+        .unwrap_or_else(|| panic!("f + {add} never ran:\n{}", run.text()));
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(run.alive(), "{}", run.text());
+    assert_counts_consecutive(&run.text());
+}

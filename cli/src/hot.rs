@@ -37,9 +37,11 @@ pub fn watch(input: &InputArgs, args: &[String]) -> Result<ExitCode> {
         .with_context(|| format!("cannot run {}", exe.display()))?;
     let pid = child.id() as i32;
     eprintln!(
-        "zerolink: running {} as process {pid}; watching {} file(s) for changes",
+        "zerolink: running {} as process {pid}; watching {} file(s) for changes \
+         (to debug it as it is now: gdb {} -p {pid})",
         exe.display(),
-        input.files.len()
+        input.files.len(),
+        exe.display()
     );
     let mut seen = stamps(&input.files);
     loop {

@@ -401,7 +401,7 @@ pub fn pcrel_frames(abs: &[u8], frame_addr: u64) -> (Vec<u8>, usize) {
     let mut out = cie;
     for (at, len, pc) in list {
         let record = &abs[at..at + len];
-        let Some(pc) = pc else {
+        let (Some(pc), true) = (pc, len >= 24) else {
             out.extend_from_slice(record);
             continue;
         };

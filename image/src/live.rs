@@ -65,6 +65,9 @@ pub struct LiveWrite {
     pub bytes: Vec<u8>,
     pub rule: WriteRule,
     pub region: RegionKind,
+    /// An 8-byte absolute address of the image (what a PIE's relative relocation holds):
+    /// the process gets it plus its load bias, and so is the old value compared.
+    pub absolute: bool,
 }
 
 /// A function whose entry moved: the process gets a jump from `from` to `to`.

@@ -58,8 +58,6 @@ pub enum HotError {
     },
     #[error("process {pid} does not run {} as it is now ({why}): restart it", out.display())]
     NotCurrent { pid: i32, out: PathBuf, why: String },
-    #[error("hot patching a position-independent executable is not supported yet: build {} without --pie", out.display())]
-    Pie { out: PathBuf },
     #[error("process {pid} cannot take this change and runs on unchanged (restart it to run the new build):{}", list(refusals))]
     Refused { pid: i32, refusals: Vec<String> },
 }
@@ -72,6 +70,9 @@ fn list(items: &[String]) -> String {
 pub struct Attached {
     stopped: Stopped,
     live: LiveOptions,
+    /// The process's load address less the file's (a PIE's; 0 otherwise): every address
+    /// in the log is the file's, and an absolute address written is moved by it too.
+    bias: u64,
 }
 
 /// What [`Attached::apply`] did to the process.
@@ -106,19 +107,19 @@ impl Attached {
             error,
         };
         let file_stamp = read_stamp(out).map_err(io)?;
-        if file_stamp.e_type == object::elf::ET_DYN {
-            return Err(HotError::Pie {
-                out: out.to_path_buf(),
-            });
-        }
         let stopped = Stopped::stop(pid)?;
+        // Where the process was loaded: 0 unless it is a PIE.
+        let bias = match file_stamp.e_type {
+            object::elf::ET_DYN => load_bias(pid).unwrap_or(0),
+            _ => 0,
+        };
         let not_current = |why: &str| HotError::NotCurrent {
             pid,
             out: out.to_path_buf(),
             why: why.into(),
         };
         let theirs = stopped
-            .read(HEADERS_VADDR + STAMP_OFFSET, STAMP_SIZE as usize)
+            .read(bias + HEADERS_VADDR + STAMP_OFFSET, STAMP_SIZE as usize)
             .map_err(|_| not_current("it is not a program zerolink built"))?;
         if theirs[..8] != STAMP_MAGIC {
             return Err(not_current("it is not a program zerolink built"));
@@ -131,10 +132,11 @@ impl Attached {
                 generation(&file_stamp.stamp)
             )));
         }
-        let busy = busy_addresses(&stopped)?;
+        let busy = busy_addresses(&stopped, bias)?;
         Ok(Attached {
             stopped,
             live: LiveOptions { busy },
+            bias,
         })
     }
 
@@ -181,7 +183,7 @@ impl Attached {
         let mut refusals = Vec::new();
         for imp in &log.new_imports {
             match imports::resolve(&self.stopped, &maps, imp) {
-                Ok(addr) => writes.push((imp.got, addr.to_le_bytes().to_vec())),
+                Ok(addr) => writes.push((imp.got + self.bias, addr.to_le_bytes().to_vec())),
                 Err(why) => refusals.push(format!(
                     "the new call to `{}` cannot be resolved in the process: {why}",
                     imp.name
@@ -203,11 +205,13 @@ impl Attached {
             if w.region == RegionKind::Dynamic && !eh_visible {
                 continue;
             }
+            let at = w.addr + self.bias;
+            let bytes = self.moved(&w.bytes, w.absolute);
             match &w.rule {
-                WriteRule::Always => writes.push((w.addr, w.bytes.clone())),
+                WriteRule::Always => writes.push((at, bytes)),
                 WriteRule::IfUnchanged(old) => {
-                    if self.stopped.read(w.addr, old.len())? == *old {
-                        writes.push((w.addr, w.bytes.clone()));
+                    if self.stopped.read(at, old.len())? == self.moved(old, w.absolute) {
+                        writes.push((at, bytes));
                     } else {
                         patched.kept_fields += 1;
                     }
@@ -227,7 +231,7 @@ impl Attached {
             };
             let mut jump = vec![0xe9];
             jump.extend_from_slice(&rel.to_le_bytes());
-            writes.push((m.from, jump));
+            writes.push((m.from + self.bias, jump));
             patched.redirected += 1;
         }
         // Memory for what grew, then the bytes, then the stamp that says it is done.
@@ -241,7 +245,7 @@ impl Attached {
             patched.unwind_stale |= !self.widen_find_object(&maps, eh_hdr_of(log))?;
         }
         self.stopped
-            .write(HEADERS_VADDR + STAMP_OFFSET, &log.stamp)?;
+            .write(self.bias + HEADERS_VADDR + STAMP_OFFSET, &log.stamp)?;
         patched.in_place = log.in_place.clone();
         patched.placed = log
             .placed
@@ -268,9 +272,10 @@ impl Attached {
         let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]) as usize;
         let mut phdrs = vec![0; phnum * 56];
         f.read_exact_at(&mut phdrs, phoff).map_err(io)?;
-        let theirs = self.stopped.read(HEADERS_VADDR, 64)?;
+        let theirs = self.stopped.read(self.bias + HEADERS_VADDR, 64)?;
         let their_phoff = u64::from_le_bytes(theirs[32..40].try_into().unwrap_or([0; 8]));
-        self.stopped.write(HEADERS_VADDR + their_phoff, &phdrs)
+        self.stopped
+            .write(self.bias + HEADERS_VADDR + their_phoff, &phdrs)
     }
 
     /// glibc's `_dl_find_object`, which libgcc's unwinder asks first, answers for the main
@@ -281,9 +286,10 @@ impl Attached {
     /// own regions or stacks) and its end moved to the text window's end. False if there is
     /// none (another libc: then only unwinders that walk the program headers see new code).
     fn widen_find_object(&self, maps: &[process::Mapping], hdr: u64) -> Result<bool, HotError> {
-        let text = RegionKind::Text.vaddr();
+        let (text, hdr) = (self.bias + RegionKind::Text.vaddr(), self.bias + hdr);
         let window_end = text + RegionKind::Text.reserve();
-        let image = HEADERS_VADDR..RegionKind::Tls.vaddr() + RegionKind::Tls.reserve();
+        let image = self.bias + HEADERS_VADDR
+            ..self.bias + RegionKind::Tls.vaddr() + RegionKind::Tls.reserve();
         let mut found = false;
         for m in maps.iter().filter(|m| {
             (m.path.is_empty() || m.path.contains("/ld-linux")) && !image.contains(&m.start)
@@ -311,13 +317,26 @@ impl Attached {
         Ok(found)
     }
 
+    /// `bytes` as the process needs them: an absolute address (8 bytes) moved by the bias.
+    fn moved(&self, bytes: &[u8], absolute: bool) -> Vec<u8> {
+        match <[u8; 8]>::try_from(bytes) {
+            Ok(b) if absolute => u64::from_le_bytes(b)
+                .wrapping_add(self.bias)
+                .to_le_bytes()
+                .to_vec(),
+            _ => bytes.to_vec(),
+        }
+    }
+
     /// The address of `.eh_frame_hdr` in the program headers the process was started with
     /// (the ones the loader read, in its headers page).
     fn eh_frame_hdr(&self) -> Result<Option<u64>, HotError> {
-        let ehdr = self.stopped.read(HEADERS_VADDR, 64)?;
+        let ehdr = self.stopped.read(self.bias + HEADERS_VADDR, 64)?;
         let phoff = u64::from_le_bytes(ehdr[32..40].try_into().unwrap_or([0; 8]));
         let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]) as usize;
-        let phdrs = self.stopped.read(HEADERS_VADDR + phoff, phnum * 56)?;
+        let phdrs = self
+            .stopped
+            .read(self.bias + HEADERS_VADDR + phoff, phnum * 56)?;
         Ok(phdrs.chunks_exact(56).find_map(|ph| {
             let p_type = u32::from_le_bytes(ph[..4].try_into().unwrap_or([0; 4]));
             (p_type == object::elf::PT_GNU_EH_FRAME)
@@ -342,11 +361,16 @@ impl Attached {
             RegionKind::Bss,
             RegionKind::Dynamic,
         ] {
-            let window = kind.vaddr()..kind.vaddr() + kind.reserve();
+            // (In the process's addresses, as `writes` are.)
+            let start_at = self.bias + kind.vaddr();
+            let window = start_at..start_at + kind.reserve();
             // (The dynamic region only where unwind tables are written into it.)
             let mut need = match kind {
                 RegionKind::Dynamic => 0,
-                _ => log.region_end.get(kind.index()).copied().unwrap_or(0),
+                _ => log
+                    .region_end
+                    .get(kind.index())
+                    .map_or(0, |e| e + self.bias),
             };
             for (addr, bytes) in writes {
                 if window.contains(addr) {
@@ -354,7 +378,7 @@ impl Attached {
                 }
             }
             // What the process has of the window: mappings contiguous from its start.
-            let mut have = kind.vaddr();
+            let mut have = start_at;
             while let Some(m) = maps.iter().find(|m| m.start <= have && have < m.end) {
                 have = m.end;
             }
@@ -398,10 +422,23 @@ fn read_stamp(out: &Path) -> std::io::Result<FileStamp> {
     })
 }
 
+/// Where a PIE process was loaded, less where the file says: from the program headers'
+/// address the kernel passed it (`AT_PHDR`), which lie in the headers page.
+fn load_bias(pid: i32) -> Option<u64> {
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let phdr = auxv.chunks_exact(16).find_map(|e| {
+        let key = u64::from_le_bytes(e[..8].try_into().ok()?);
+        (key == libc::AT_PHDR).then(|| u64::from_le_bytes(e[8..].try_into().unwrap_or([0; 8])))
+    })?;
+    (phdr & !(PAGE - 1)).checked_sub(HEADERS_VADDR)
+}
+
 /// Every address in the text window a thread may execute next or return into: instruction
-/// pointers, registers, and every word of every thread's stack above its stack pointer.
-fn busy_addresses(stopped: &Stopped) -> Result<Vec<u64>, HotError> {
-    let text = RegionKind::Text.vaddr()..RegionKind::Text.vaddr() + RegionKind::Text.reserve();
+/// pointers, registers, and every word of every thread's stack above its stack pointer; as
+/// the file's addresses (less `bias`).
+fn busy_addresses(stopped: &Stopped, bias: u64) -> Result<Vec<u64>, HotError> {
+    let start = bias + RegionKind::Text.vaddr();
+    let text = start..start + RegionKind::Text.reserve();
     let maps = stopped.maps()?;
     let mut busy = Vec::new();
     for tid in stopped.tids() {
@@ -421,6 +458,9 @@ fn busy_addresses(stopped: &Stopped) -> Result<Vec<u64>, HotError> {
                     .filter(|v| text.contains(v)),
             );
         }
+    }
+    for a in &mut busy {
+        *a -= bias;
     }
     busy.sort_unstable();
     busy.dedup();

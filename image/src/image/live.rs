@@ -78,12 +78,24 @@ impl Image {
         bytes: &[u8],
         rule: WriteRule,
     ) {
+        self.live_write_value(region, addr, bytes, rule, false);
+    }
+
+    fn live_write_value(
+        &mut self,
+        region: RegionKind,
+        addr: u64,
+        bytes: &[u8],
+        rule: WriteRule,
+        absolute: bool,
+    ) {
         if let Some(live) = &mut self.live {
             live.log.writes.push(LiveWrite {
                 addr,
                 bytes: bytes.to_vec(),
                 rule,
                 region,
+                absolute,
             });
         }
     }
@@ -142,7 +154,10 @@ impl Image {
             }
             _ => WriteRule::Always,
         };
-        self.live_write(region, p, field, rule);
+        // An address in memory (what a PIE's loader relocates) moves with the process.
+        let absolute = field.len() == 8
+            && (site.kind == RefKind::Abs64 || matches!(site.place, Place::GotEntry { .. }));
+        self.live_write_value(region, p, field, rule, absolute);
     }
 
     /// A site whose target is a shared library's symbol was written at `p`.
@@ -219,6 +234,7 @@ impl Image {
                     bytes: new[start..end].to_vec(),
                     rule: WriteRule::Always,
                     region: RegionKind::Dynamic,
+                    absolute: false,
                 });
             }
             i = end;
