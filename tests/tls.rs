@@ -59,7 +59,17 @@ fn four_threads_count_in_their_own_thread_locals() {
         .arg(&direct)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&headers.stdout).contains("TLS"));
+    let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
+    // `.tdata` up to the last initialised byte (`base`, 1000), the zeros after it `.tbss`,
+    // which the loader zero-fills: `PT_TLS`'s file size below its memory size.
+    let tls = headers
+        .lines()
+        .find(|l| l.trim_start().starts_with("TLS "))
+        .unwrap_or_else(|| panic!("no PT_TLS:\n{headers}"));
+    let f: Vec<&str> = tls.split_whitespace().collect();
+    assert_eq!((f[4], f[5]), ("0x000018", "0x000020"), "{tls}");
+    assert!(headers.contains(".tdata .tbss"), "{headers}");
+    check_readelf(&direct);
     let syms = Command::new("readelf")
         .args(["-sW"])
         .arg(&direct)

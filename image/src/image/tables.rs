@@ -106,6 +106,8 @@ impl Image {
             _ => first,
         };
         let dynamic = self.dynamic();
+        // The TLS template's zeros at its end are `.tbss`: the loader zero-fills them.
+        let tls_init = self.tls_initialized();
         let mut segments = vec![Segment::headers()];
         let mut sections: Vec<Section> = Vec::with_capacity(SECTIONS + 6);
         for kind in RegionKind::ALL {
@@ -140,7 +142,11 @@ impl Image {
                 flags: kind.section_flags() | if got_rw { u64::from(elf::SHF_WRITE) } else { 0 },
                 addr: kind.vaddr(),
                 offset,
-                size: used,
+                size: if kind == RegionKind::Tls {
+                    tls_init
+                } else {
+                    used
+                },
                 link: 0,
                 info: 0,
                 align: 16,
@@ -155,7 +161,7 @@ impl Image {
                 flags: elf::PF_R,
                 offset: self.extents[RegionKind::Tls.index()].map_or(0, |e| e.offset),
                 vaddr: RegionKind::Tls.vaddr(),
-                filesz: tls,
+                filesz: tls_init,
                 memsz: tls,
                 align: crate::layout::TLS_ALIGN,
             });
@@ -206,7 +212,7 @@ impl Image {
         // Fixed sections, six dynamic ones (or a freestanding PIE's two), two for unwinding,
         // and the extras.
         let meta_bytes_needed =
-            SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * (self.extras.len() as u64 + 4);
+            SHDR_BYTES + (crate::elf::SHDR_SIZE + 32) * (self.extras.len() as u64 + 5);
         let meta = self.reserve(self.meta, meta_bytes_needed)?;
         self.meta = Some(meta);
         let table_len = self.encode_table(entry, in_progress).len() as u64;
@@ -286,6 +292,20 @@ impl Image {
             entsize: 0,
         });
         debug_assert_eq!(sections.len() + 1, SECTIONS);
+        if tls_init < tls {
+            sections.push(Section {
+                name: ".tbss".into(),
+                sh_type: elf::SHT_NOBITS,
+                flags: RegionKind::Tls.section_flags(),
+                addr: RegionKind::Tls.vaddr() + tls_init,
+                offset: self.file_offset(RegionKind::Tls, RegionKind::Tls.vaddr() + tls_init),
+                size: tls - tls_init,
+                link: 0,
+                info: 0,
+                align: 8,
+                entsize: 0,
+            });
+        }
         if dynamic {
             self.dynamic_sections(&mut sections);
         } else if self.self_relocating() {
@@ -467,6 +487,18 @@ impl Image {
             align: 8,
         });
         segments.push(self.relro_segment());
+    }
+
+    /// Bytes of the TLS template up to its last non-zero one (8-aligned): `.tdata`, and
+    /// `PT_TLS`'s file size; the zeros after it are `.tbss`.
+    fn tls_initialized(&self) -> u64 {
+        let used = self.regions[RegionKind::Tls.index()].used;
+        let Some(e) = self.extents[RegionKind::Tls.index()].filter(|_| used > 0) else {
+            return 0;
+        };
+        let bytes = self.store.read(e.offset, used);
+        let last = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
+        align_up(last, 8).min(used)
     }
 
     /// Where a freestanding PIE's descriptive `.dynamic` is: after its relocations.
