@@ -409,6 +409,26 @@ fn processes_that_do_not_run_the_file_are_refused() {
     assert!(sleep.try_wait().unwrap().is_none(), "sleep was harmed");
     sleep.kill().unwrap();
     let _ = sleep.wait();
+    // What can never be applied to a process is refused before anything is done.
+    let o = zerolink()
+        .arg("build")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .args(["--full", "--hot", &run.pid()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cannot be used with") && stderr.contains("--full"),
+        "{stderr}"
+    );
+    let o = zerolink()
+        .args(["run", "--watch", "--separate"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not with --separate"));
     // No such process.
     let o = hot(&src, &exe, "999999999");
     assert!(String::from_utf8_lossy(&o.stderr).contains("there is no process 999999999"));

@@ -12,10 +12,13 @@ use crate::InputArgs;
 
 /// Update OUT, then apply the same change to process `pid`, which must run OUT as it was.
 pub fn build_hot(input: &InputArgs, output: &Path, pid: i32, stats: bool) -> Result<()> {
+    if input.separate {
+        anyhow::bail!("--hot patches executables zerolink wrote: not with --separate");
+    }
     let t = Instant::now();
     let attached = Attached::stop(pid, output)?;
     let report = crate::build_live(input, output, stats, false, None, Some(attached.live()))?
-        .context("--hot needs the direct path, not --separate")?;
+        .context("the separate path reports nothing to patch with")?;
     let patched = attached.apply(&report, output)?;
     eprintln!("{}", describe(pid, &patched, t.elapsed()));
     Ok(())
@@ -24,6 +27,9 @@ pub fn build_hot(input: &InputArgs, output: &Path, pid: i32, stats: bool) -> Res
 /// Build into a temporary file, run it, and on every change of an input rebuild and patch
 /// the running program; exit with the program's status when it exits.
 pub fn watch(input: &InputArgs, args: &[String]) -> Result<ExitCode> {
+    if input.separate {
+        anyhow::bail!("--watch patches executables zerolink wrote: not with --separate");
+    }
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let exe = dir.path().join(
         input.files[0]

@@ -64,7 +64,8 @@ enum Command {
         codegen_only: bool,
         /// After updating OUT, apply the same change to process PID, which runs OUT: it is
         /// stopped, patched and resumed, keeping its state (see `zerolink run --watch`).
-        #[arg(long, value_name = "PID")]
+        /// A full build cannot be applied to a running process, hence not with --full.
+        #[arg(long, value_name = "PID", conflicts_with_all = ["full", "codegen_only"])]
         hot: Option<i32>,
     },
     /// Write one object file per input file through cranelift-object (for `zerolink bench`).
