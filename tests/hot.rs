@@ -896,6 +896,35 @@ fn with_debug_info_the_process_unwinds_through_moved_code() {
             "a backtrace stopped at new code: {l}"
         );
     }
+    // Now main, which a thread is always inside, changes: it moves, and its old frame goes
+    // on in the old code, whose unwind entry must stay for the walk from f to cross it.
+    std::fs::write(
+        &src,
+        backtracing(40).replace("v8 = iconst.i32 10000", "v8 = iconst.i32 10001"),
+    )
+    .unwrap();
+    let mark = run.mark();
+    let o = zerolink()
+        .arg("build")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .args(["-g", "--hot", &run.pid()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("`main` in new slots"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(50));
+    let text = run.text();
+    let after: Vec<&str> = text[mark..].lines().collect();
+    assert!(after.len() > 2, "{text}");
+    for l in &after[1..] {
+        assert_eq!(
+            fields(l).get(1),
+            Some(&depth),
+            "a backtrace stopped at old code: {l}"
+        );
+    }
     assert!(run.alive());
 }
 

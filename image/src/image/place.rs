@@ -179,12 +179,12 @@ impl Image {
         }
         let size = contents.len();
         self.check_definition(id, size, align, refs)?;
-        if old.region == RegionKind::Text {
+        // Code a running process is in, or will return into, is never written over.
+        let busy = region == RegionKind::Text && self.live_busy(old.slot);
+        if old.region == RegionKind::Text && !busy {
             self.replaced_code.insert(old.slot.addr);
         }
         let align = align.max(region.min_slot_align());
-        // Code a running process is in, or will return into, is never written over.
-        let busy = region == RegionKind::Text && self.live_busy(old.slot);
         if old.region == region && size <= old.slot.capacity && old.slot.addr % align == 0 && !busy
         {
             if region.in_file() {
@@ -204,7 +204,11 @@ impl Image {
             return self.add_sites(id, refs);
         }
         self.replace_sites(id, &[]);
-        self.regions[old.region.index()].free(old.slot);
+        if !busy {
+            self.regions[old.region.index()].free(old.slot);
+        }
+        // A busy slot is kept, with its unwind entry, until a full build: a running frame's
+        // code, which its thread's unwinder must still find (and no later build may reuse).
         let mut sym = self.symbols.get(id);
         sym.set_placement(None);
         self.symbols.set(id, sym);
