@@ -220,11 +220,99 @@ impl SiteRecord {
 pub struct Sites {
     records: Records<SiteRecord>,
     live: u32,
+    /// In a fresh build, new sites join their targets' lists in bulk (`link_pending`): the
+    /// first record not linked yet. `None`: each site is linked as it is made.
+    pending_from: Option<u32>,
 }
 
 impl Sites {
     pub fn restore(records: Records<SiteRecord>, live: u32) -> Self {
-        Sites { records, live }
+        Sites {
+            records,
+            live,
+            pending_from: None,
+        }
+    }
+
+    /// Sites for a fresh build: linked into their targets' lists only when something walks
+    /// the lists (see `link_pending`).
+    pub fn deferred() -> Self {
+        Sites {
+            pending_from: Some(0),
+            ..Sites::default()
+        }
+    }
+
+    /// Link what is pending, and every site made from now on as it is made.
+    pub fn link_from_now_on(&mut self, syms: &mut SymbolTable) {
+        self.link_pending(syms);
+        self.pending_from = None;
+    }
+
+    /// Link every site made since the last call into its target's list, leaving exactly the
+    /// lists that linking each as it was made would have (newest first). Instead of two
+    /// random reads per site (the target's record, the old head), two passes over the new
+    /// sites in order, through arrays of a `u32` per symbol that stay in the cache, and one
+    /// pass over the symbols. Must run before anything walks or changes a list.
+    pub fn link_pending(&mut self, syms: &mut SymbolTable) {
+        let Some(from) = self.pending_from else {
+            return;
+        };
+        let to = self.records.len() as u32;
+        self.pending_from = Some(to);
+        if from >= to {
+            return;
+        }
+        let n = syms.len();
+        // The lists' heads now, read once, in order.
+        let heads: Vec<u32> = (0..n as u32)
+            .map(|t| syms.get(SymbolId(t)).refs_head)
+            .collect();
+        // Forward: each site's `next` is the site before it with the same target (or the
+        // old head); `newest[t]` ends as the new head.
+        let mut newest = vec![0u32; n];
+        for id in from..to {
+            let mut rec = self.records.get(id);
+            if rec.site().is_none() {
+                continue;
+            }
+            let t = rec.target as usize;
+            if t >= n {
+                continue;
+            }
+            rec.next = if newest[t] != 0 { newest[t] } else { heads[t] };
+            newest[t] = id + 1;
+            self.records.set(id, rec);
+        }
+        // Backward: each site's `prev` is the site after it with the same target;
+        // `oldest[t]` ends as the earliest new site, which the old head now follows.
+        let mut oldest = vec![0u32; n];
+        for id in (from..to).rev() {
+            let mut rec = self.records.get(id);
+            if rec.site().is_none() {
+                continue;
+            }
+            let t = rec.target as usize;
+            if t >= n {
+                continue;
+            }
+            rec.prev = oldest[t];
+            oldest[t] = id + 1;
+            self.records.set(id, rec);
+        }
+        for t in 0..n {
+            if newest[t] == 0 {
+                continue;
+            }
+            let mut sym = syms.get(SymbolId(t as u32));
+            sym.refs_head = newest[t];
+            syms.set(SymbolId(t as u32), sym);
+            if heads[t] != 0 {
+                let mut old = self.records.get(heads[t] - 1);
+                old.prev = oldest[t];
+                self.records.set(heads[t] - 1, old);
+            }
+        }
     }
 
     /// Replace the sites inside `owner` by `refs`; returns the new sites' ids and the targets
@@ -235,6 +323,13 @@ impl Sites {
         owner: SymbolId,
         refs: &[Reference],
     ) -> (Vec<SiteId>, Vec<SymbolId>) {
+        let before = syms.get(owner);
+        if before.sites_len > 0 || (before.sites_cap > 0 && refs.len() as u32 <= before.sites_cap) {
+            // Its old sites leave their lists, or its new ones go into its old range (below
+            // what is pending): the lists must be complete first, and the owner's own record
+            // read after, since linking may change its list head.
+            self.link_pending(syms);
+        }
         let mut sym = syms.get(owner);
         let mut old_targets = Vec::new();
         for i in sym.sites_first..sym.sites_first + sym.sites_len {
@@ -263,7 +358,11 @@ impl Sites {
                 id,
                 SiteRecord::new(IN, owner.0, r.offset, r.kind, r.target.0, r.addend),
             );
-            self.link(syms, id);
+            if self.pending_from.is_some_and(|from| id >= from) {
+                self.live += 1;
+            } else {
+                self.link(syms, id);
+            }
             ids.push(SiteId(id));
         }
         (ids, old_targets)
@@ -273,10 +372,15 @@ impl Sites {
     pub fn add_got_entry(&mut self, syms: &mut SymbolTable, target: SymbolId, addr: u64) -> SiteId {
         // GOT addresses are below 4 GiB like every address of the image.
         let addr = u32::try_from(addr).expect("GOT addresses are below 4 GiB");
+        self.link_pending(syms);
         let id = self
             .records
             .push(SiteRecord::new(GOT, addr, 0, RefKind::Abs64, target.0, 0));
         self.link(syms, id);
+        // Linked already: not pending.
+        if let Some(from) = &mut self.pending_from {
+            *from = (*from).max(id + 1);
+        }
         let mut sym = syms.get(target);
         sym.got_site = id + 1;
         syms.set(target, sym);
@@ -394,5 +498,74 @@ impl Sites {
     /// Every live site. Reads the whole array: for `inspect`, not for updates.
     pub fn iter(&self) -> impl Iterator<Item = Site> + '_ {
         (0..self.records.len() as u32).filter_map(|i| self.records.get(i).site())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::{Binding, SymbolKind};
+
+    /// The lists `link_pending` builds in bulk are, record for record, the ones linking each
+    /// site as it is made gives: with owners defined again, GOT entries and later rounds.
+    #[test]
+    fn bulk_linking_builds_the_same_lists_as_linking_each_site() {
+        let mut syms = [SymbolTable::default(), SymbolTable::default()];
+        for t in &mut syms {
+            for i in 0..40 {
+                t.declare(&format!("s{i}"), SymbolKind::Function, Binding::Global)
+                    .unwrap();
+            }
+        }
+        let mut sites = [Sites::default(), Sites::deferred()];
+        let mut seed = 0x1234_5678_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..3 {
+            for step in 0..200 {
+                let owner = SymbolId((next() % 40) as u32);
+                let refs: Vec<Reference> = (0..next() % 5)
+                    .map(|k| Reference {
+                        offset: k as u32 * 4,
+                        kind: RefKind::PcRel32,
+                        target: SymbolId((next() % 40) as u32),
+                        addend: -4,
+                    })
+                    .collect();
+                let got = (step % 17 == 0).then(|| SymbolId((next() % 40) as u32));
+                for (s, t) in sites.iter_mut().zip(syms.iter_mut()) {
+                    s.set_owned(t, owner, &refs);
+                    if let Some(g) = got {
+                        s.add_got_entry(t, g, 0x5000_0000 + 8 * step);
+                    }
+                }
+            }
+            // A list walk in the middle (as `wanted` does), then more definitions.
+            let (a, b) = sites.split_at_mut(1);
+            let (sa, sb) = syms.split_at_mut(1);
+            b[0].link_pending(&mut sb[0]);
+            for t in 0..40 {
+                let t = SymbolId(t);
+                assert_eq!(
+                    a[0].referring_to(&sa[0], t),
+                    b[0].referring_to(&sb[0], t),
+                    "round {round}, symbol {t:?}"
+                );
+            }
+        }
+        assert_eq!(sites[0].records.len(), sites[1].records.len());
+        for i in 0..sites[0].records.len() as u32 {
+            let (x, y) = (sites[0].records.get(i), sites[1].records.get(i));
+            assert_eq!(
+                (x.next, x.prev, x.target),
+                (y.next, y.prev, y.target),
+                "record {i}"
+            );
+        }
+        assert_eq!(sites[0].len(), sites[1].len());
     }
 }

@@ -73,7 +73,7 @@ impl Session {
 
     /// What code refers to and nothing defines or imports yet, among the symbols this build
     /// touched: the names to look for in archives.
-    pub fn wanted(&self) -> Vec<SymbolId> {
+    pub fn wanted(&mut self) -> Vec<SymbolId> {
         self.image.wanted()
     }
 

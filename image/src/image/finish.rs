@@ -368,6 +368,9 @@ impl Image {
     /// Complete the executable: a fresh one is renamed over OUT, an opened one is updated in
     /// place. On error, OUT is untouched.
     pub fn finish(mut self) -> Result<Summary> {
+        // Everything from here on may walk the referrer lists, and the runtime's pieces
+        // added below must be in them at once.
+        self.sites.link_from_now_on(&mut self.symbols);
         // Every check below reads the table, and one that read a damaged page would blame the
         // program for what damage did ("no entry point", undefined names): each error is
         // reported only once the pages it was decided from are known to be sound.

@@ -229,7 +229,8 @@ impl Image {
             table: None,
             arrays: vec![ArrayState::default(); Array::ALL.len()],
             symbols: SymbolTable::default(),
-            sites: Sites::default(),
+            // Lists are linked in bulk, when something first walks them.
+            sites: Sites::deferred(),
             symtab: Symtab::default(),
             touched: Touched::All,
             lazy_patching: true,
@@ -661,7 +662,8 @@ impl Image {
 
     /// Symbols this build touched that something refers to and nothing defines or imports
     /// yet: what a linker of archives looks for (a fresh build looks at every symbol).
-    pub fn wanted(&self) -> Vec<SymbolId> {
+    pub fn wanted(&mut self) -> Vec<SymbolId> {
+        self.sites.link_pending(&mut self.symbols);
         self.touched_ids()
             .into_iter()
             .filter(|&id| {
