@@ -1047,3 +1047,68 @@ fn a_pie_process_is_patched_at_its_load_address() {
     assert!(run.alive(), "{}", run.text());
     assert_counts_consecutive(&run.text());
 }
+
+#[test]
+fn run_watch_restart_restarts_what_cannot_be_patched() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("counter.clif");
+    std::fs::write(&src, counter(1000, 0)).unwrap();
+    let out = dir.path().join("out.txt");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_zerolink"))
+        .args(["run", "--watch", "--restart"])
+        .arg(&src)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let running = Running {
+        child: Command::new("true").spawn().unwrap(),
+        out: out.clone(),
+    };
+    running.wait_line(0, |l| l.starts_with("count 3 ")).unwrap();
+    // A data object that changes size cannot be applied live: the program restarts with
+    // the new build, and counts from the start again.
+    let mark = running.mark();
+    std::fs::write(
+        &src,
+        counter(2000, 0).replace("%count writable = i64 0", "%count writable = i32 0"),
+    )
+    .unwrap();
+    running
+        .wait_line(mark, |l| l.starts_with("count 1 f 2001 p 2001"))
+        .unwrap_or_else(|| panic!("no restart:\n{}", running.text()));
+    let mut said = String::new();
+    while !said.contains("restarted the program as process") {
+        let mut l = String::new();
+        if stderr.read_line(&mut l).unwrap() == 0 {
+            break;
+        }
+        said.push_str(&l);
+    }
+    assert!(said.contains("changed size"), "{said}");
+    let pid: i32 = said
+        .split("as process ")
+        .last()
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {said:?}"));
+    // The new process is patched live like the first.
+    let mark = running.mark();
+    std::fs::write(
+        &src,
+        counter(3000, 0).replace("%count writable = i64 0", "%count writable = i32 0"),
+    )
+    .unwrap();
+    running
+        .wait_line(mark, |l| {
+            let v = fields(l);
+            v.len() == 3 && v[1] == v[0] + 3000 && v[0] > 1
+        })
+        .unwrap_or_else(|| panic!("the restarted program was not patched:\n{}", running.text()));
+    // SAFETY: ends the child the watcher started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let _ = watch.wait();
+}

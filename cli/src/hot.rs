@@ -25,8 +25,9 @@ pub fn build_hot(input: &InputArgs, output: &Path, pid: i32, stats: bool) -> Res
 }
 
 /// Build into a temporary file, run it, and on every change of an input rebuild and patch
-/// the running program; exit with the program's status when it exits.
-pub fn watch(input: &InputArgs, args: &[String]) -> Result<ExitCode> {
+/// the running program; exit with the program's status when it exits. With `restart`, a
+/// change that cannot be applied live restarts the program instead (its state is lost).
+pub fn watch(input: &InputArgs, args: &[String], restart: bool) -> Result<ExitCode> {
     if input.separate {
         anyhow::bail!("--watch patches executables zerolink wrote: not with --separate");
     }
@@ -37,11 +38,7 @@ pub fn watch(input: &InputArgs, args: &[String]) -> Result<ExitCode> {
             .unwrap_or(std::ffi::OsStr::new("a.out")),
     );
     crate::build(input, &exe, false, true, None)?;
-    let child = std::process::Command::new(&exe)
-        .args(args)
-        .spawn()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
-    let pid = child.id() as i32;
+    let mut pid = spawn(&exe, args)?;
     eprintln!(
         "zerolink: running {} as process {pid}; watching {} file(s) for changes \
          (to debug it as it is now: gdb {} -p {pid})",
@@ -71,28 +68,59 @@ pub fn watch(input: &InputArgs, args: &[String]) -> Result<ExitCode> {
         }
         seen = settled;
         let t = Instant::now();
-        match Attached::stop(pid, &exe) {
+        // Whether the program now runs something else than the file holds.
+        let behind = match Attached::stop(pid, &exe) {
             Ok(attached) => {
                 match crate::build_live(input, &exe, false, false, None, Some(attached.live())) {
                     Ok(Some(report)) => match attached.apply(&report, &exe) {
-                        Ok(p) => eprintln!("{}", describe(pid, &p, t.elapsed())),
-                        Err(e) => eprintln!("zerolink: {e}"),
+                        Ok(p) => {
+                            eprintln!("{}", describe(pid, &p, t.elapsed()));
+                            false
+                        }
+                        Err(e) => {
+                            eprintln!("zerolink: {e}");
+                            true
+                        }
                     },
-                    Ok(None) => {}
+                    Ok(None) => false,
                     // The process runs on as it was; the next change tries again.
-                    Err(e) => eprintln!("error: {e:#}"),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        false
+                    }
                 }
             }
             Err(HotError::Exited { .. } | HotError::NoProcess { .. }) => continue,
             Err(e) => {
                 // Still keep the file current, so a restart runs the new code.
                 eprintln!("zerolink: {e}");
-                if let Err(e) = crate::build(input, &exe, false, false, None) {
-                    eprintln!("error: {e:#}");
+                match crate::build(input, &exe, false, false, None) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        false
+                    }
                 }
             }
+        };
+        if behind && restart {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            pid = spawn(&exe, args)?;
+            eprintln!("zerolink: restarted the program as process {pid}, with the new build");
         }
     }
+}
+
+fn spawn(exe: &Path, args: &[String]) -> Result<i32> {
+    let child = std::process::Command::new(exe)
+        .args(args)
+        .spawn()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    Ok(child.id() as i32)
 }
 
 /// The exit status of child `pid` if it has exited (reaped here).

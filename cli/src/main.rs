@@ -132,6 +132,11 @@ enum Command {
         /// program in place (it keeps its state and does not restart).
         #[arg(long)]
         watch: bool,
+        /// With --watch: when a change cannot be applied to the running program (see the
+        /// refusals in the README), restart it with the new build instead of letting it run
+        /// on with the old code. Its state is lost then.
+        #[arg(long, requires = "watch")]
+        restart: bool,
         /// Arguments for the program, after `--`.
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
@@ -508,13 +513,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             mut input,
             no_debug_info,
             watch,
+            restart,
             args,
         } => {
             // Unwind tables let the program unwind through its own frames (libgcc backtraces,
             // exceptions thrown across it); they cost about 2% of a build.
             input.debug_info = !no_debug_info;
             if watch {
-                return hot::watch(&input, &args);
+                return hot::watch(&input, &args, restart);
             }
             let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
             let exe = dir.path().join(
