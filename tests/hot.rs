@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// A process whose stdout goes to a file the test reads; killed when dropped.
+/// A process whose stdout goes to a file the test reads; killed when dropped. (Without a
+/// child: only the file, which another process writes.)
 struct Running {
-    child: Child,
+    child: Option<Child>,
     out: PathBuf,
 }
 
@@ -25,11 +26,14 @@ impl Running {
             .stdout(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-        Running { child, out }
+        Running {
+            child: Some(child),
+            out,
+        }
     }
 
     fn pid(&self) -> String {
-        self.child.id().to_string()
+        self.child.as_ref().expect("a process").id().to_string()
     }
 
     fn text(&self) -> String {
@@ -57,15 +61,50 @@ impl Running {
     }
 
     fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        let child = self.child.as_mut().expect("a process");
+        child.try_wait().unwrap().is_none()
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// `zerolink run --watch EXTRA... SRC`, the program's output going to `out`: the watcher,
+/// its stderr after the first line, the program's process id (from that line), and the
+/// output.
+fn start_watch(
+    src: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (Child, BufReader<std::process::ChildStderr>, i32, Running) {
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_zerolink"))
+        .args(["run", "--watch"])
+        .args(extra)
+        .arg(src)
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let pid: i32 = line
+        .split("as process ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    let output = Running {
+        child: None,
+        out: out.to_path_buf(),
+    };
+    (watch, stderr, pid, output)
 }
 
 /// `count N f F p P`: the fields as numbers.
@@ -149,15 +188,21 @@ block1:
     )
 }
 
-fn hot(src: &Path, exe: &Path, pid: &str) -> std::process::Output {
+/// `zerolink build SRC -o EXE EXTRA... --hot PID`.
+fn hot_with(src: &Path, exe: &Path, pid: &str, extra: &[&str]) -> std::process::Output {
     zerolink()
         .arg("build")
         .arg(src)
         .arg("-o")
         .arg(exe)
+        .args(extra)
         .args(["--hot", pid])
         .output()
         .expect("zerolink starts")
+}
+
+fn hot(src: &Path, exe: &Path, pid: &str) -> std::process::Output {
+    hot_with(src, exe, pid, &[])
 }
 
 fn hot_ok(src: &Path, exe: &Path, pid: &str) -> String {
@@ -410,14 +455,7 @@ fn processes_that_do_not_run_the_file_are_refused() {
     sleep.kill().unwrap();
     let _ = sleep.wait();
     // What can never be applied to a process is refused before anything is done.
-    let o = zerolink()
-        .arg("build")
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .args(["--full", "--hot", &run.pid()])
-        .output()
-        .unwrap();
+    let o = hot_with(&src, &exe, &run.pid(), &["--full"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("cannot be used with") && stderr.contains("--full"),
@@ -451,26 +489,7 @@ fn run_watch_patches_its_child_on_every_save() {
     let src = dir.path().join("counter.clif");
     std::fs::write(&src, counter(1000, 0)).unwrap();
     let out = dir.path().join("out.txt");
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_zerolink"))
-        .args(["run", "--watch"])
-        .arg(&src)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let pid: i32 = line
-        .split("as process ")
-        .nth(1)
-        .and_then(|r| r.split(';').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"));
-    let running = Running {
-        child: Command::new("true").spawn().unwrap(),
-        out: out.clone(),
-    };
+    let (mut watch, mut stderr, pid, running) = start_watch(&src, &out, &[]);
     running.wait_line(0, |l| l.starts_with("count 3 ")).unwrap();
     for add in [2000, 3000] {
         let mark = running.mark();
@@ -582,14 +601,7 @@ fn freestanding_programs_are_patched_too() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::fs::write(&src, freestanding_counter(-5)).unwrap();
-    let o = zerolink()
-        .arg("build")
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .args(["--freestanding", "--hot", &run.pid()])
-        .output()
-        .unwrap();
+    let o = hot_with(&src, &exe, &run.pid(), &["--freestanding"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let t = Instant::now();
     while !records().iter().any(|&(c, f)| f == c - 5) && t.elapsed() < Duration::from_secs(2) {
@@ -873,14 +885,7 @@ fn with_debug_info_the_process_unwinds_through_moved_code() {
     // by the process's own unwinder.
     std::fs::write(&src, backtracing(40)).unwrap();
     let mark = run.mark();
-    let o = zerolink()
-        .arg("build")
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .args(["-g", "--hot", &run.pid()])
-        .output()
-        .unwrap();
+    let o = hot_with(&src, &exe, &run.pid(), &["-g"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("`f` in new slots"), "{stderr}");
@@ -904,14 +909,7 @@ fn with_debug_info_the_process_unwinds_through_moved_code() {
     )
     .unwrap();
     let mark = run.mark();
-    let o = zerolink()
-        .arg("build")
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .args(["-g", "--hot", &run.pid()])
-        .output()
-        .unwrap();
+    let o = hot_with(&src, &exe, &run.pid(), &["-g"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("`main` in new slots"), "{stderr}");
     std::thread::sleep(Duration::from_millis(50));
@@ -1024,14 +1022,7 @@ fn a_pie_process_is_patched_at_its_load_address() {
     for (add, grow, how) in [(2000, 0, "`f` in place"), (5000, 40, "`f` in new slots")] {
         std::fs::write(&src, with_table(counter(add, grow))).unwrap();
         let mark = run.mark();
-        let o = zerolink()
-            .arg("build")
-            .arg(&src)
-            .arg("-o")
-            .arg(&exe)
-            .args(["--pie", "--hot", &run.pid()])
-            .output()
-            .unwrap();
+        let o = hot_with(&src, &exe, &run.pid(), &["--pie"]);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{stderr}");
         assert!(stderr.contains(how), "{stderr}");
@@ -1054,20 +1045,7 @@ fn run_watch_restart_restarts_what_cannot_be_patched() {
     let src = dir.path().join("counter.clif");
     std::fs::write(&src, counter(1000, 0)).unwrap();
     let out = dir.path().join("out.txt");
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_zerolink"))
-        .args(["run", "--watch", "--restart"])
-        .arg(&src)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let running = Running {
-        child: Command::new("true").spawn().unwrap(),
-        out: out.clone(),
-    };
+    let (mut watch, mut stderr, _, running) = start_watch(&src, &out, &["--restart"]);
     running.wait_line(0, |l| l.starts_with("count 3 ")).unwrap();
     // A data object that changes size cannot be applied live: the program restarts with
     // the new build, and counts from the start again.

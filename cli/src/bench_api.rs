@@ -16,6 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::bench::{median, ms};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -164,15 +166,6 @@ fn status(exe: &Path) -> Result<i32> {
         .status()
         .with_context(|| format!("cannot run {}", exe.display()))?;
     Ok(s.code().unwrap_or(-1))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// The library edit loop over `sizes` (functions), `edits` updates each.

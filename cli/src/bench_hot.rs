@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{generated, ms};
+use crate::bench::{generated, median, ms};
 
 const LOOP: &str = r#"
 function %main() -> i32 {
@@ -104,11 +104,6 @@ fn zerolink(files: &[PathBuf], out: &Path, extra: &[&str]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 pub fn hot(sizes: &[usize], edits: usize) -> Result<()> {

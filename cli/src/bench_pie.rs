@@ -3,19 +3,14 @@
 //! relocations rebuilt by each), and start-up plus run time of the executable (the loader
 //! applying the relative relocations). One process per run for start-up; builds in process.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 use zerolink_backend::driver::{self, Mode};
 use zerolink_backend::TargetOptions;
 
-use crate::bench::{generated, ms, run_exe};
+use crate::bench::{generated, median, ms, run_exe};
 use crate::gen::edit_function;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 pub fn pie(sizes: &[usize], edits: usize, target: &TargetOptions) -> Result<()> {
     let mut rows = Vec::new();

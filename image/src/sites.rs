@@ -268,34 +268,28 @@ impl Sites {
         let heads: Vec<u32> = (0..n as u32)
             .map(|t| syms.get(SymbolId(t)).refs_head)
             .collect();
+        // The new live sites and their targets, decoded once.
+        let new: Vec<(u32, usize)> = (from..to)
+            .filter_map(|id| {
+                let rec = self.records.get(id);
+                let t = rec.target as usize;
+                (rec.site().is_some() && t < n).then_some((id, t))
+            })
+            .collect();
         // Forward: each site's `next` is the site before it with the same target (or the
-        // old head); `newest[t]` ends as the new head.
+        // old head); `newest[t]` ends as the new head. Backward: each site's `prev` is the
+        // site after it; `oldest[t]` ends as the earliest new site, which the old head now
+        // follows.
         let mut newest = vec![0u32; n];
-        for id in from..to {
-            let mut rec = self.records.get(id);
-            if rec.site().is_none() {
-                continue;
-            }
-            let t = rec.target as usize;
-            if t >= n {
-                continue;
-            }
-            rec.next = if newest[t] != 0 { newest[t] } else { heads[t] };
+        let mut next = Vec::with_capacity(new.len());
+        for &(id, t) in &new {
+            next.push(if newest[t] != 0 { newest[t] } else { heads[t] });
             newest[t] = id + 1;
-            self.records.set(id, rec);
         }
-        // Backward: each site's `prev` is the site after it with the same target;
-        // `oldest[t]` ends as the earliest new site, which the old head now follows.
         let mut oldest = vec![0u32; n];
-        for id in (from..to).rev() {
+        for (k, &(id, t)) in new.iter().enumerate().rev() {
             let mut rec = self.records.get(id);
-            if rec.site().is_none() {
-                continue;
-            }
-            let t = rec.target as usize;
-            if t >= n {
-                continue;
-            }
+            rec.next = next[k];
             rec.prev = oldest[t];
             oldest[t] = id + 1;
             self.records.set(id, rec);

@@ -242,7 +242,8 @@ impl Attached {
         }
         if eh_visible {
             self.write_program_headers(out)?;
-            patched.unwind_stale |= !self.widen_find_object(&maps, eh_hdr_of(log))?;
+            patched.unwind_stale |=
+                !self.widen_find_object(&maps, log.eh_frame_hdr.unwrap_or(0))?;
         }
         self.stopped
             .write(self.bias + HEADERS_VADDR + STAMP_OFFSET, &log.stamp)?;
@@ -353,14 +354,11 @@ impl Attached {
         writes: &[(u64, Vec<u8>)],
     ) -> Result<u64, HotError> {
         let mut mapped = 0;
-        for kind in [
-            RegionKind::Text,
-            RegionKind::Rodata,
-            RegionKind::Got,
-            RegionKind::Data,
-            RegionKind::Bss,
-            RegionKind::Dynamic,
-        ] {
+        // (Never the TLS template: a change of it is refused.)
+        for kind in RegionKind::ALL
+            .into_iter()
+            .filter(|&k| k != RegionKind::Tls)
+        {
             // (In the process's addresses, as `writes` are.)
             let start_at = self.bias + kind.vaddr();
             let window = start_at..start_at + kind.reserve();
@@ -397,10 +395,6 @@ impl Attached {
         }
         Ok(mapped)
     }
-}
-
-fn eh_hdr_of(log: &LiveLog) -> u64 {
-    log.eh_frame_hdr.unwrap_or(0)
 }
 
 /// The stamp and ELF type of the file at `out`.
