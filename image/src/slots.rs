@@ -1,9 +1,9 @@
 //! Slots: the place of each function or data object inside its region, with spare capacity.
 //!
 //! A slot is `size` bytes of content followed by slack up to its `capacity`. The slack is what
-//! lets a later, larger version of a function be written where the old one was, so that nothing
-//! that refers to it has to change (Inclink and Zig both found about a third to be enough for
-//! almost every edit). Freed slots go to a first-fit free list; new slots come from the free
+//! lets a later, larger version of a function be written where the old one was (Inclink and
+//! Zig both found about a third to be enough for almost every edit; see [`Slack`] for why a
+//! fresh build gives an eighth). Freed slots go to a first-fit free list; new slots come from the free
 //! list first and from the end of the region otherwise. Addresses never move unless a slot's
 //! owner outgrows it.
 
@@ -26,9 +26,27 @@ impl Slot {
     }
 }
 
-/// The capacity given to a slot for content of `size` bytes: a third more, rounded to 16.
-pub fn capacity_for(size: u64) -> u64 {
-    align_up(size + size / 3, 16).max(size)
+/// How much spare room a new slot gets.
+///
+/// A fresh build places every function once and knows nothing of which ones will be edited,
+/// so it gives an eighth: enough for the small edits that grow a function by a few bytes,
+/// and it keeps the file close to a linked one's size. Whatever an update places (a function
+/// that outgrew its slot, a new one) is where edits happen, and edits cluster: it gets the
+/// third that Inclink and Zig found to keep nearly every later edit in place. A move is cheap
+/// either way (the old entry jumps to the new code: `Image::redefine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slack {
+    Eighth,
+    Third,
+}
+
+/// The capacity given to a slot for content of `size` bytes: the slack, rounded to 16.
+pub fn capacity_for(size: u64, slack: Slack) -> u64 {
+    let spare = match slack {
+        Slack::Eighth => size / 8,
+        Slack::Third => size / 3,
+    };
+    align_up(size + spare, 16).max(size)
 }
 
 /// Allocation state of one region's window of address space.
@@ -42,6 +60,9 @@ pub struct Region {
     /// Take new slots from the end only (a live update: a freed slot may still hold code a
     /// running process executes). Not persisted.
     pub tail_only: bool,
+    /// The spare room of new slots: an eighth in a fresh build, a third in an update. Not
+    /// persisted.
+    pub slack: Slack,
 }
 
 impl Region {
@@ -51,6 +72,7 @@ impl Region {
             used: 0,
             free: Vec::new(),
             tail_only: false,
+            slack: Slack::Third,
         }
     }
 
@@ -61,6 +83,7 @@ impl Region {
             used,
             free,
             tail_only: false,
+            slack: Slack::Third,
         }
     }
 
@@ -73,7 +96,7 @@ impl Region {
         let capacity = if self.kind == RegionKind::Got {
             size
         } else {
-            capacity_for(size)
+            capacity_for(size, self.slack)
         };
         self.alloc_capacity(capacity, align)
     }

@@ -223,7 +223,12 @@ impl Image {
             pie: false,
             tls_at_open: None,
             store: Store::Fresh(out),
-            regions: RegionKind::ALL.map(Region::new),
+            // Nothing is known of which functions will be edited: an eighth of slack each.
+            regions: RegionKind::ALL.map(|k| {
+                let mut r = Region::new(k);
+                r.slack = crate::slots::Slack::Eighth;
+                r
+            }),
             extents: [None; REGIONS],
             meta: None,
             table: None,
