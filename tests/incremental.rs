@@ -1729,3 +1729,166 @@ fn verify_finds_damage_in_code_and_data_and_build_verify_repairs_it() {
         assert!(run_with_stdin(&out, b"x").1.starts_with(b"old\n"));
     }
 }
+
+/// `f`, its steps growing the code: `f(x) = x + 3 + steps` at `x = 1`.
+fn growing_f(steps: usize) -> String {
+    let mut t = String::from(
+        "function %f(i64) -> i64 {\nblock0(v0: i64):\n    v1 = iconst.i64 3\n    v2 = iadd v0, v1\n",
+    );
+    let mut last = 2;
+    for _ in 0..steps {
+        t += &format!(
+            "    v{} = imul v{last}, v0\n    v{} = iadd v{}, v0\n",
+            last + 1,
+            last + 2,
+            last + 1
+        );
+        last += 2;
+    }
+    t += &format!("    return v{last}\n}}\n");
+    t
+}
+
+/// `name`'s value in `.symtab`.
+fn symbol_address(exe: &Path, name: &str) -> u64 {
+    let o = Command::new("nm").arg(exe).output().expect("nm runs");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            let (a, _, n) = (w.next()?, w.next()?, w.next()?);
+            (n == name)
+                .then(|| u64::from_str_radix(a, 16).ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in nm"))
+}
+
+/// The bytes of function `name` as objdump shows them (addresses included; the names objdump
+/// gives targets are cut, as the old entry of a moved function has none).
+fn disassembly(exe: &Path, name: &str) -> String {
+    let o = Command::new("objdump")
+        .arg(format!("--disassemble={name}"))
+        .arg(exe)
+        .output()
+        .expect("objdump runs");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let at = text
+        .find(&format!("<{name}>:"))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    text[at..]
+        .lines()
+        .skip(1)
+        .map(|l| l.split(" <").next().unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_function_that_outgrows_its_slot_leaves_a_jump_and_no_caller_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let callers = format!(
+        "{EMIT}
+; data: %table = addr %f
+function %g(i64) -> i64 {{
+    fn0 = %f(i64) -> i64
+block0(v0: i64):
+    v1 = call fn0(v0)
+    return v1
+}}
+function %main() -> i32 {{
+    fn0 = %f(i64) -> i64
+    fn1 = %g(i64) -> i64
+    fn2 = %emit(i64)
+    gv0 = symbol %table
+    sig9 = (i64) -> i64
+block0:
+    v0 = iconst.i64 1
+    v1 = call fn0(v0)
+    call fn2(v1)
+    v2 = call fn1(v0)
+    call fn2(v2)
+    v3 = symbol_value.i64 gv0
+    v4 = load.i64 v3
+    v5 = call_indirect sig9, v4(v0)
+    call fn2(v5)
+    v6 = func_addr.i64 fn0
+    v7 = icmp eq v4, v6
+    v8 = uextend.i64 v7
+    call fn2(v8)
+    v9 = iconst.i32 0
+    return v9
+}}
+"
+    );
+    let q = dir.path().join("q.clif");
+    std::fs::write(&q, &callers).unwrap();
+    let p = dir.path().join("p.clif");
+    let files = vec![p.clone(), q.clone()];
+    let out = dir.path().join("out");
+    let expect = |steps: u64| -> Vec<u8> {
+        let v = 4 + steps;
+        [v, v, v, 1].iter().flat_map(|x| x.to_le_bytes()).collect()
+    };
+    std::fs::write(&p, growing_f(0)).unwrap();
+    build_ok(&files, &out, &[]);
+    assert_eq!(run(&out).stdout, expect(0));
+    let g_before = disassembly(&out, "g");
+    let main_before = disassembly(&out, "main");
+    // Twice past its slot, then smaller again (in place in the slot it has now).
+    for steps in [4, 40, 30] {
+        settle_inputs();
+        std::fs::write(&p, growing_f(steps)).unwrap();
+        let stats = stats_build(&files, &out, &[]);
+        let moved = if steps == 30 { "moved 0" } else { "moved 1" };
+        assert!(stats.contains(moved), "{steps} steps:\n{stats}");
+        assert!(stats.contains("compiled 1,"), "{steps} steps:\n{stats}");
+        // Called directly, through `g`, through the pointer in data; and `&f` is the same
+        // address in code and in data.
+        assert_eq!(run(&out).stdout, expect(steps as u64), "{steps} steps");
+        // Nothing that refers to `f` was written: its callers are byte for byte as before.
+        assert_eq!(disassembly(&out, "g"), g_before, "{steps} steps");
+        assert_eq!(disassembly(&out, "main"), main_before, "{steps} steps");
+        check_readelf(&out, &["--wide", "-a"]);
+        let v = zerolink().arg("verify").arg(&out).output().unwrap();
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    }
+    // `g` calls the old entry, which jumps to where `f` is now.
+    let f = symbol_address(&out, "f");
+    let g = disassembly(&out, "g");
+    let call = g
+        .lines()
+        .find_map(|l| l.split("call").nth(1))
+        .and_then(|rest| u64::from_str_radix(rest.split_whitespace().next()?, 16).ok())
+        .unwrap_or_else(|| panic!("no call in:\n{g}"));
+    assert_ne!(call, f, "{g}");
+    let jump = Command::new("objdump")
+        .args(["-d", &format!("--start-address={call:#x}")])
+        .arg(format!("--stop-address={:#x}", call + 5))
+        .arg(&out)
+        .output()
+        .unwrap();
+    let jump = String::from_utf8_lossy(&jump.stdout);
+    assert!(jump.contains(&format!("jmp    {f:x}")), "{jump}");
+    // Gone, with its callers: the next build runs, and nothing is left of the jump.
+    settle_inputs();
+    std::fs::write(&p, "").unwrap();
+    std::fs::write(
+        &q,
+        format!("{EMIT}\nfunction %main() -> i32 {{\n    fn0 = %emit(i64)\nblock0:\n    v0 = iconst.i64 9\n    call fn0(v0)\n    v1 = iconst.i32 0\n    return v1\n}}\n"),
+    )
+    .unwrap();
+    build_ok(&files, &out, &[]);
+    assert_eq!(run(&out).stdout, 9u64.to_le_bytes());
+    // With debug information, callers are patched instead (gdb's `step` follows no jump).
+    std::fs::write(&q, &callers).unwrap();
+    std::fs::write(&p, growing_f(0)).unwrap();
+    build_ok(&files, &out, &["-g"]);
+    let g_before = disassembly(&out, "g");
+    settle_inputs();
+    std::fs::write(&p, growing_f(40)).unwrap();
+    let stats = stats_build(&files, &out, &["-g"]);
+    assert!(stats.contains("moved 1"), "{stats}");
+    assert_eq!(run(&out).stdout, expect(40));
+    assert_ne!(disassembly(&out, "g"), g_before);
+}

@@ -179,7 +179,8 @@ fn to_json(table: &Image) -> serde_json::Value {
                 "size": s.placement().map(|p| p.size),
                 "capacity": s.placement().map(|p| p.slot.capacity),
                 "hash": format!("{:016x}", s.hash),
-                "got": s.got(),
+                "got": table.got_of(id),
+                "entry": s.entry(),
                 "sites": refs[i],
             })
         })

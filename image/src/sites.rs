@@ -1,13 +1,17 @@
 //! Reference sites: every place in the image whose bytes depend on some symbol's address.
 //!
-//! Sites are indexed twice, both in the persisted records themselves, so an update reaches
-//! them without building anything:
-//! - by *owner*: the sites inside a function or data object occupy one contiguous range of the
-//!   site array, with spare room like a slot, recorded in the owner's symbol record; moving the
-//!   owner re-patches exactly that range;
-//! - by *target*: every site is a node of a doubly linked list that starts at its target's
-//!   symbol record; moving a symbol walks that list, so it costs the number of places that
-//!   refer to it, not a scan of the image. Adding or removing a site is O(1).
+//! Sites are indexed by *owner*, in the persisted records themselves, so an update reaches
+//! them without building anything: the sites inside a function or data object occupy one
+//! contiguous range of the site array, with spare room like a slot, recorded in the owner's
+//! symbol record; moving the owner re-patches exactly that range.
+//!
+//! They are *not* indexed by target. A function that outgrows its slot in an update leaves a
+//! `jmp` to its new place at its old entry (`Image::redefine`), so no reference to it ever
+//! changes, and what a move costs is its own sites, not its referrers. Each symbol only counts
+//! its referrers (`Symbol::refs`: whether anything still needs it). Finding them is a scan of
+//! the array, on the rare paths that need them (a data object or a precompiled section that
+//! moved, an import resolved, a changed signature, an undefined name to report), once per
+//! build for all such symbols together.
 //!
 //! GOT entries are sites too: an 8-byte absolute field in the GOT whose target is the symbol
 //! whose address it holds.
@@ -154,11 +158,9 @@ const KIND_BITS: u32 = 4;
 /// The highest offset a site may have inside its owner.
 pub const MAX_SITE_OFFSET: u32 = OFFSET_MASK;
 
-/// One site, as stored in the table (24 bytes, no padding). What each field buys: `owner`
+/// One site, as stored in the table (16 bytes, no padding). What each field buys: `owner`
 /// (or the GOT entry's address) and the offset locate the field and name the symbol whose
-/// code holds it (for re-checking callers); `target` and the addend say what to write there;
-/// `next`/`prev` make it a node of the target's referrer list, so a move costs its referrers
-/// and a removal is O(1).
+/// code holds it (for re-checking callers); `target` and the addend say what to write there.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SiteRecord {
@@ -168,14 +170,11 @@ pub struct SiteRecord {
     target: u32,
     /// Addends are 32-bit: every address is below 4 GiB (checked when a site is made).
     addend: i32,
-    /// Neighbours in the target's list, plus one (0: none).
-    next: u32,
-    prev: u32,
 }
 
 // SAFETY: `repr(C)`, integers only, no padding (size checked).
 unsafe impl object::pod::Pod for SiteRecord {}
-const _: () = assert!(std::mem::size_of::<SiteRecord>() == 24);
+const _: () = assert!(std::mem::size_of::<SiteRecord>() == 16);
 
 impl SiteRecord {
     fn new(place: u32, owner: u32, offset: u32, kind: RefKind, target: u32, addend: i64) -> Self {
@@ -188,14 +187,20 @@ impl SiteRecord {
             target,
             // Checked by the image before any site is made (`ImageError::AddendTooWide`).
             addend: addend as i32,
-            next: 0,
-            prev: 0,
         }
+    }
+
+    fn place_code(&self) -> u32 {
+        self.offset_kind >> (OFFSET_BITS + KIND_BITS)
+    }
+
+    fn kind(&self) -> RefKind {
+        RefKind::from_code(((self.offset_kind >> OFFSET_BITS) & ((1 << KIND_BITS) - 1)) as u8)
     }
 
     fn site(&self) -> Option<Site> {
         let offset = self.offset_kind & OFFSET_MASK;
-        let place = match self.offset_kind >> (OFFSET_BITS + KIND_BITS) {
+        let place = match self.place_code() {
             IN => Place::In {
                 owner: SymbolId(self.owner),
                 offset,
@@ -207,21 +212,31 @@ impl SiteRecord {
         };
         Some(Site {
             place,
-            kind: RefKind::from_code(
-                ((self.offset_kind >> OFFSET_BITS) & ((1 << KIND_BITS) - 1)) as u8,
-            ),
+            kind: self.kind(),
             target: SymbolId(self.target),
             addend: i64::from(self.addend),
         })
     }
 }
 
+/// How a site marks its target (`Symbol::mark_referred`): thread-local kinds, 8-byte
+/// absolute fields.
+fn marks(kind: RefKind) -> (bool, bool) {
+    (
+        matches!(
+            kind,
+            RefKind::TlsGdToLe | RefKind::GotTpOffToLe | RefKind::TpOff32 | RefKind::TlsLdToLe
+        ),
+        kind == RefKind::Abs64,
+    )
+}
+
 #[derive(Default)]
 pub struct Sites {
     records: Records<SiteRecord>,
     live: u32,
-    /// In a fresh build, new sites join their targets' lists in bulk (`link_pending`): the
-    /// first record not linked yet. `None`: each site is linked as it is made.
+    /// In a fresh build, new sites are counted at their targets in bulk (`count_pending`): the
+    /// first record not counted yet. `None`: each site is counted as it is made.
     pending_from: Option<u32>,
 }
 
@@ -234,8 +249,8 @@ impl Sites {
         }
     }
 
-    /// Sites for a fresh build: linked into their targets' lists only when something walks
-    /// the lists (see `link_pending`).
+    /// Sites for a fresh build: counted at their targets only when something asks (see
+    /// `count_pending`).
     pub fn deferred() -> Self {
         Sites {
             pending_from: Some(0),
@@ -243,18 +258,17 @@ impl Sites {
         }
     }
 
-    /// Link what is pending, and every site made from now on as it is made.
-    pub fn link_from_now_on(&mut self, syms: &mut SymbolTable) {
-        self.link_pending(syms);
+    /// Count what is pending, and every site made from now on as it is made.
+    pub fn count_from_now_on(&mut self, syms: &mut SymbolTable) {
+        self.count_pending(syms);
         self.pending_from = None;
     }
 
-    /// Link every site made since the last call into its target's list, leaving exactly the
-    /// lists that linking each as it was made would have (newest first). Instead of two
-    /// random reads per site (the target's record, the old head), two passes over the new
-    /// sites in order, through arrays of a `u32` per symbol that stay in the cache, and one
-    /// pass over the symbols. Must run before anything walks or changes a list.
-    pub fn link_pending(&mut self, syms: &mut SymbolTable) {
+    /// Count every site made since the last call at its target, as counting each when it
+    /// was made would have. Instead of a random read and write of the target's record per
+    /// site, one pass over the new sites into an array of a `u32` per symbol that stays in
+    /// the cache, and one pass over the symbols. Must run before anything reads a count.
+    pub fn count_pending(&mut self, syms: &mut SymbolTable) {
         let Some(from) = self.pending_from else {
             return;
         };
@@ -264,47 +278,35 @@ impl Sites {
             return;
         }
         let n = syms.len();
-        // The lists' heads now, read once, in order.
-        let heads: Vec<u32> = (0..n as u32)
-            .map(|t| syms.get(SymbolId(t)).refs_head)
-            .collect();
-        // The new live sites and their targets, decoded once.
-        let new: Vec<(u32, usize)> = (from..to)
-            .filter_map(|id| {
-                let rec = self.records.get(id);
-                let t = rec.target as usize;
-                (rec.site().is_some() && t < n).then_some((id, t))
-            })
-            .collect();
-        // Forward: each site's `next` is the site before it with the same target (or the
-        // old head); `newest[t]` ends as the new head. Backward: each site's `prev` is the
-        // site after it; `oldest[t]` ends as the earliest new site, which the old head now
-        // follows.
-        let mut newest = vec![0u32; n];
-        let mut next = Vec::with_capacity(new.len());
-        for &(id, t) in &new {
-            next.push(if newest[t] != 0 { newest[t] } else { heads[t] });
-            newest[t] = id + 1;
+        let mut counts = vec![0u32; n];
+        let mut tls = Vec::new();
+        let mut abs = Vec::new();
+        for id in from..to {
+            let rec = self.records.get(id);
+            let t = rec.target as usize;
+            if rec.place_code() != IN || t >= n {
+                continue;
+            }
+            counts[t] += 1;
+            match marks(rec.kind()) {
+                (true, _) => tls.push(t),
+                (_, true) => abs.push(t),
+                _ => {}
+            }
         }
-        let mut oldest = vec![0u32; n];
-        for (k, &(id, t)) in new.iter().enumerate().rev() {
-            let mut rec = self.records.get(id);
-            rec.next = next[k];
-            rec.prev = oldest[t];
-            oldest[t] = id + 1;
-            self.records.set(id, rec);
-        }
-        for t in 0..n {
-            if newest[t] == 0 {
+        for (t, &c) in counts.iter().enumerate() {
+            if c == 0 {
                 continue;
             }
             let mut sym = syms.get(SymbolId(t as u32));
-            sym.refs_head = newest[t];
+            sym.refs += c;
             syms.set(SymbolId(t as u32), sym);
-            if heads[t] != 0 {
-                let mut old = self.records.get(heads[t] - 1);
-                old.prev = oldest[t];
-                self.records.set(heads[t] - 1, old);
+        }
+        for (list, tls) in [(tls, true), (abs, false)] {
+            for t in list {
+                let mut sym = syms.get(SymbolId(t as u32));
+                sym.mark_referred(tls, !tls);
+                syms.set(SymbolId(t as u32), sym);
             }
         }
     }
@@ -318,20 +320,22 @@ impl Sites {
         refs: &[Reference],
     ) -> (Vec<SiteId>, Vec<SymbolId>) {
         let before = syms.get(owner);
-        if before.sites_len > 0 || (before.sites_cap > 0 && refs.len() as u32 <= before.sites_cap) {
-            // Its old sites leave their lists, or its new ones go into its old range (below
-            // what is pending): the lists must be complete first, and the owner's own record
-            // read after, since linking may change its list head.
-            self.link_pending(syms);
+        if before.sites_cap > 0 {
+            // Its old sites are uncounted, or its new ones go into its old range (below what
+            // is pending): the counts must be complete first, and the owner's own record
+            // read after, since counting may change its own count.
+            self.count_pending(syms);
         }
-        let mut sym = syms.get(owner);
+        let sym = syms.get(owner);
         let mut old_targets = Vec::new();
-        for i in sym.sites_first..sym.sites_first + sym.sites_len {
+        for i in sym.sites_first..sym.sites_first + sym.sites_cap {
             if let Some(site) = self.records.get(i).site() {
                 old_targets.push(site.target);
-                self.unlink(syms, i);
+                self.uncount(syms, i);
             }
         }
+        // Uncounting may have changed the owner's own count (a recursive call).
+        let mut sym = syms.get(owner);
         let n = refs.len() as u32;
         if n > sym.sites_cap {
             // A new range at the end, with an eighth spare; the old one stays dead. Edits
@@ -343,7 +347,6 @@ impl Sites {
                 self.records.push(SiteRecord::default());
             }
         }
-        sym.sites_len = n;
         syms.set(owner, sym);
         let mut ids = Vec::with_capacity(refs.len());
         for (k, r) in refs.iter().enumerate() {
@@ -352,10 +355,9 @@ impl Sites {
                 id,
                 SiteRecord::new(IN, owner.0, r.offset, r.kind, r.target.0, r.addend),
             );
-            if self.pending_from.is_some_and(|from| id >= from) {
-                self.live += 1;
-            } else {
-                self.link(syms, id);
+            self.live += 1;
+            if self.pending_from.is_none_or(|from| id < from) {
+                self.count(syms, id);
             }
             ids.push(SiteId(id));
         }
@@ -366,53 +368,37 @@ impl Sites {
     pub fn add_got_entry(&mut self, syms: &mut SymbolTable, target: SymbolId, addr: u64) -> SiteId {
         // GOT addresses are below 4 GiB like every address of the image.
         let addr = u32::try_from(addr).expect("GOT addresses are below 4 GiB");
-        self.link_pending(syms);
         let id = self
             .records
             .push(SiteRecord::new(GOT, addr, 0, RefKind::Abs64, target.0, 0));
-        self.link(syms, id);
-        // Linked already: not pending.
-        if let Some(from) = &mut self.pending_from {
-            *from = (*from).max(id + 1);
-        }
+        // GOT entries are not counted (`count_pending` passes them by).
+        self.live += 1;
         let mut sym = syms.get(target);
         sym.got_site = id + 1;
         syms.set(target, sym);
         SiteId(id)
     }
 
-    fn link(&mut self, syms: &mut SymbolTable, id: u32) {
-        let mut rec = self.records.get(id);
+    fn count(&mut self, syms: &mut SymbolTable, id: u32) {
+        let rec = self.records.get(id);
+        if rec.place_code() != IN {
+            return;
+        }
         let target = SymbolId(rec.target);
         let mut sym = syms.get(target);
-        rec.prev = 0;
-        rec.next = sym.refs_head;
-        if sym.refs_head != 0 {
-            let mut head = self.records.get(sym.refs_head - 1);
-            head.prev = id + 1;
-            self.records.set(sym.refs_head - 1, head);
-        }
-        sym.refs_head = id + 1;
+        sym.refs += 1;
+        let (tls, abs) = marks(rec.kind());
+        sym.mark_referred(tls, abs);
         syms.set(target, sym);
-        self.records.set(id, rec);
-        self.live += 1;
     }
 
-    fn unlink(&mut self, syms: &mut SymbolTable, id: u32) {
+    fn uncount(&mut self, syms: &mut SymbolTable, id: u32) {
         let rec = self.records.get(id);
-        if rec.prev != 0 {
-            let mut p = self.records.get(rec.prev - 1);
-            p.next = rec.next;
-            self.records.set(rec.prev - 1, p);
-        } else {
-            let mut sym = syms.get(SymbolId(rec.target));
-            sym.refs_head = rec.next;
-            syms.set(SymbolId(rec.target), sym);
-        }
-        if rec.next != 0 {
-            let mut n = self.records.get(rec.next - 1);
-            n.prev = rec.prev;
-            self.records.set(rec.next - 1, n);
+        if rec.place_code() == IN {
+            let target = SymbolId(rec.target);
+            let mut sym = syms.get(target);
+            sym.refs = sym.refs.saturating_sub(1);
+            syms.set(target, sym);
         }
         self.records.set(id, SiteRecord::default());
         self.live -= 1;
@@ -432,14 +418,18 @@ impl Sites {
         })
     }
 
-    /// Sites whose value depends on `target`'s address.
-    pub fn referring_to(&self, syms: &SymbolTable, target: SymbolId) -> Vec<SiteId> {
+    /// The live sites whose target is one of `targets` (sorted), in site order: a scan of
+    /// the whole array, for the rare paths that need referrers (see the module's comment).
+    pub fn referring_to_any(&self, targets: &[SymbolId]) -> Vec<SiteId> {
         let mut out = Vec::new();
-        let mut next = syms.get(target).refs_head;
-        // Bounded walk: a damaged list can never loop forever.
-        while next != 0 && out.len() <= self.records.len() {
-            out.push(SiteId(next - 1));
-            next = self.records.get(next - 1).next;
+        if targets.is_empty() {
+            return out;
+        }
+        for i in 0..self.records.len() as u32 {
+            let r = self.records.get(i);
+            if r.place_code() != 0 && targets.binary_search(&SymbolId(r.target)).is_ok() {
+                out.push(SiteId(i));
+            }
         }
         out
     }
@@ -447,8 +437,9 @@ impl Sites {
     /// Sites inside `owner`'s bytes.
     pub fn owned_by(&self, syms: &SymbolTable, owner: SymbolId) -> Vec<SiteId> {
         let s = syms.get(owner);
-        (s.sites_first..s.sites_first + s.sites_len)
+        (s.sites_first..s.sites_first + s.sites_cap)
             .map(SiteId)
+            .take_while(|&i| self.is_live(i))
             .collect()
     }
 
@@ -468,9 +459,8 @@ impl Sites {
         let mut out = Vec::new();
         for i in 0..self.records.len() as u32 {
             let r = self.records.get(i);
-            let place = r.offset_kind >> (OFFSET_BITS + KIND_BITS);
-            let kind =
-                RefKind::from_code(((r.offset_kind >> OFFSET_BITS) & ((1 << KIND_BITS) - 1)) as u8);
+            let place = r.place_code();
+            let kind = r.kind();
             let absolute = matches!(kind, RefKind::Abs64 | RefKind::Abs32 | RefKind::Abs32S);
             if place == GOT || (place == IN && absolute) {
                 if let Some(site) = r.site() {
@@ -500,10 +490,11 @@ mod tests {
     use super::*;
     use crate::symbols::{Binding, SymbolKind};
 
-    /// The lists `link_pending` builds in bulk are, record for record, the ones linking each
-    /// site as it is made gives: with owners defined again, GOT entries and later rounds.
+    /// The counts `count_pending` makes in bulk are the ones counting each site as it is
+    /// made gives: with owners defined again, GOT entries, a count in the middle and later
+    /// rounds. And a scan finds exactly the live sites of a target.
     #[test]
-    fn bulk_linking_builds_the_same_lists_as_linking_each_site() {
+    fn bulk_counting_gives_the_counts_of_counting_each_site() {
         let mut syms = [SymbolTable::default(), SymbolTable::default()];
         for t in &mut syms {
             for i in 0..40 {
@@ -519,13 +510,14 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
+        let kinds = [RefKind::PcRel32, RefKind::Abs64, RefKind::TpOff32];
         for round in 0..3 {
             for step in 0..200 {
                 let owner = SymbolId((next() % 40) as u32);
                 let refs: Vec<Reference> = (0..next() % 5)
                     .map(|k| Reference {
-                        offset: k as u32 * 4,
-                        kind: RefKind::PcRel32,
+                        offset: k as u32 * 8,
+                        kind: kinds[(next() % 3) as usize],
                         target: SymbolId((next() % 40) as u32),
                         addend: -4,
                     })
@@ -538,27 +530,24 @@ mod tests {
                     }
                 }
             }
-            // A list walk in the middle (as `wanted` does), then more definitions.
-            let (a, b) = sites.split_at_mut(1);
-            let (sa, sb) = syms.split_at_mut(1);
-            b[0].link_pending(&mut sb[0]);
+            let (b, sb) = (&mut sites[1], &mut syms[1]);
+            b.count_pending(sb);
             for t in 0..40 {
-                let t = SymbolId(t);
+                let id = SymbolId(t);
+                let (x, y) = (syms[0].get(id), syms[1].get(id));
                 assert_eq!(
-                    a[0].referring_to(&sa[0], t),
-                    b[0].referring_to(&sb[0], t),
-                    "round {round}, symbol {t:?}"
+                    (x.refs, x.tls_referred(), x.abs_referred()),
+                    (y.refs, y.tls_referred(), y.abs_referred()),
+                    "round {round}, symbol {t}"
                 );
+                let found = sites[0].referring_to_any(&[id]);
+                let in_code = found
+                    .iter()
+                    .filter(|&&s| matches!(sites[0].get(s).place, Place::In { .. }))
+                    .count();
+                assert_eq!(in_code as u32, x.refs, "round {round}, symbol {t}");
+                assert!(found.iter().all(|&s| sites[0].get(s).target == id));
             }
-        }
-        assert_eq!(sites[0].records.len(), sites[1].records.len());
-        for i in 0..sites[0].records.len() as u32 {
-            let (x, y) = (sites[0].records.get(i), sites[1].records.get(i));
-            assert_eq!(
-                (x.next, x.prev, x.target),
-                (y.next, y.prev, y.target),
-                "record {i}"
-            );
         }
         assert_eq!(sites[0].len(), sites[1].len());
     }

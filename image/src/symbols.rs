@@ -53,7 +53,6 @@ pub struct Placement {
 
 const PLACED: u8 = 1;
 const BUILTIN: u8 = 2;
-const HAS_GOT: u8 = 4;
 /// Provided by a shared library; `region` then holds the library's index.
 const IMPORTED: u8 = 8;
 /// Placed at an address inside someone else's bytes (a symbol of a precompiled object's
@@ -62,14 +61,20 @@ const ALIAS: u8 = 16;
 /// A whole section of a precompiled object, placed as one definition: `.symtab` shows it as
 /// a section symbol, so debuggers name addresses after the functions inside it.
 const SECTION: u8 = 32;
+/// Some site refers to it the way code refers to a thread-local (sticky until a full build):
+/// what tells a shared library's thread-local from its other symbols without a scan.
+const TLS_REFERRED: u8 = 64;
+/// Some site holds its address in 8 bytes (sticky until a full build): an import so referred
+/// to needs a dynamic relocation in data, found by a scan of the sites only then.
+const ABS_REFERRED: u8 = 128;
 
-/// One symbol, as stored in the table (80 bytes, no padding). Addresses, capacities and
+/// One symbol, as stored in the table (64 bytes, no padding). Addresses, capacities and
 /// sizes are 32-bit: every region window lies below 4 GiB (layout invariant 3).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Symbol {
+    /// The name's offset in `.strtab`, up to its NUL.
     name_off: u32,
-    name_len: u32,
     kind: u8,
     binding: u8,
     flags: u8,
@@ -79,32 +84,32 @@ pub struct Symbol {
     addr: u32,
     capacity: u32,
     size: u32,
-    got: u32,
     /// Hash of the input this symbol was built from (0: unknown, always rebuild).
     pub hash: u64,
     /// Hash of a function's signature, so callers can be rechecked when it changes.
     pub sig_hash: u64,
-    /// The sites inside this symbol: a contiguous range of the site array with spare room.
+    /// The sites inside this symbol: a contiguous range of the site array with spare room,
+    /// live records first (the rest are empty).
     pub sites_first: u32,
-    pub sites_len: u32,
     pub sites_cap: u32,
-    /// First site whose target is this symbol, plus one (0: none).
-    pub refs_head: u32,
-    /// The site of this symbol's GOT entry, plus one (0: none).
+    /// How many sites in functions and data objects refer to it (GOT entries not counted):
+    /// whether anything still needs it, without finding what.
+    pub refs: u32,
+    /// The site of this symbol's GOT entry, plus one (0: none); the site holds the entry's
+    /// address (`Image::got_of`).
     pub got_site: u32,
-    name_hash32: u32,
+    /// A function that outgrew its slot in an update: the address everything refers to, its
+    /// first slot's start, which now holds a `jmp` to `addr` (0: none, `addr` is that address).
+    entry: u32,
     /// The producer's unit (an input file, a codegen unit) that defines this symbol, plus one
     /// (0: none): what lets an update find out what a changed unit used to define, and who
     /// else defines a name, without reading the units that did not change.
     pub unit: u32,
-    /// Address of this imported function's PLT stub (`jmp *GOT`), for code that calls it
-    /// with a plain `call rel32` (C objects' `R_X86_64_PLT32`); 0: none.
-    plt: u32,
 }
 
 // SAFETY: `repr(C)`, integers only, no padding (size checked).
 unsafe impl object::pod::Pod for Symbol {}
-const _: () = assert!(std::mem::size_of::<Symbol>() == 80);
+const _: () = assert!(std::mem::size_of::<Symbol>() == 64);
 
 impl Symbol {
     pub fn kind(&self) -> SymbolKind {
@@ -161,18 +166,46 @@ impl Symbol {
         }
     }
 
+    /// Where the symbol's bytes are.
     pub fn addr(&self) -> Option<u64> {
         self.placement().map(|p| p.slot.addr)
     }
 
-    /// Address of the symbol's GOT entry, once something has referred to it through the GOT.
-    pub fn got(&self) -> Option<u64> {
-        (self.flags & HAS_GOT != 0).then_some(u64::from(self.got))
+    /// The address references use: the entry of a function that moved (see `entry`), or
+    /// where its bytes are.
+    pub fn ref_addr(&self) -> Option<u64> {
+        let a = self.addr()?;
+        Some(if self.entry != 0 {
+            u64::from(self.entry)
+        } else {
+            a
+        })
     }
 
-    pub fn set_got(&mut self, addr: u64) {
-        self.flags |= HAS_GOT;
-        self.got = u32::try_from(addr).expect("GOT addresses are below 4 GiB");
+    /// The entry jump of a function that moved in an update.
+    pub fn entry(&self) -> Option<u64> {
+        (self.entry != 0).then_some(u64::from(self.entry))
+    }
+
+    pub fn set_entry(&mut self, entry: Option<u64>) {
+        self.entry = entry.map_or(0, |e| u32::try_from(e).expect("addresses are below 4 GiB"));
+    }
+
+    pub fn tls_referred(&self) -> bool {
+        self.flags & TLS_REFERRED != 0
+    }
+
+    pub fn abs_referred(&self) -> bool {
+        self.flags & ABS_REFERRED != 0
+    }
+
+    pub(crate) fn mark_referred(&mut self, tls: bool, abs: bool) {
+        if tls {
+            self.flags |= TLS_REFERRED;
+        }
+        if abs {
+            self.flags |= ABS_REFERRED;
+        }
     }
 
     /// The shared library (index into the image's list) that provides this symbol, if any.
@@ -220,12 +253,18 @@ impl Symbol {
         }
     }
 
+    /// Address of this imported function's PLT stub (`jmp *GOT`), for code that calls it
+    /// with a plain `call rel32` (C objects' `R_X86_64_PLT32`). Kept where a placed symbol
+    /// keeps its capacity: an import has no slot.
     pub fn plt(&self) -> Option<u64> {
-        (self.plt != 0).then_some(u64::from(self.plt))
+        (self.flags & IMPORTED != 0 && self.flags & PLACED == 0 && self.capacity != 0)
+            .then_some(u64::from(self.capacity))
     }
 
     pub fn set_plt(&mut self, addr: Option<u64>) {
-        self.plt = addr.map_or(0, |a| u32::try_from(a).expect("text is below 4 GiB"));
+        if self.flags & PLACED == 0 {
+            self.capacity = addr.map_or(0, |a| u32::try_from(a).expect("text is below 4 GiB"));
+        }
     }
 
     pub fn builtin(&self) -> bool {
@@ -294,9 +333,7 @@ impl SymbolTable {
         let hash = name_hash(name.as_bytes());
         let mut sym = Symbol {
             name_off: self.names.push(name.as_bytes()),
-            name_len: name.len() as u32,
             kind: u8::from(kind == SymbolKind::Data),
-            name_hash32: hash as u32,
             ..Symbol::default()
         };
         sym.set_binding(binding);
@@ -307,7 +344,7 @@ impl SymbolTable {
             (0..records.len() as u32)
                 .map(|i| {
                     let s = records.get(i);
-                    (name_hash(names.get(s.name_off, s.name_len)), i)
+                    (name_hash(names.get_name(s.name_off)), i)
                 })
                 .collect()
         });
@@ -315,11 +352,10 @@ impl SymbolTable {
     }
 
     pub fn lookup(&self, name: &str) -> Option<SymbolId> {
-        let hash32 = name_hash(name.as_bytes()) as u32;
         self.index
             .lookup(name.as_bytes(), |id| {
                 let s = self.records.get(id);
-                s.name_hash32 == hash32 && self.names.get(s.name_off, s.name_len) == name.as_bytes()
+                self.names.get_name(s.name_off) == name.as_bytes()
             })
             .map(SymbolId)
     }
@@ -339,7 +375,7 @@ impl SymbolTable {
                 };
                 *n = (i64::from(*n) + d) as u32;
             }
-            if s.got().is_some() {
+            if s.got_site != 0 {
                 c.got_entries = (i64::from(c.got_entries) + d) as u32;
             }
         };
@@ -350,13 +386,13 @@ impl SymbolTable {
 
     pub fn name(&self, id: SymbolId) -> String {
         let s = self.records.get(id.0);
-        String::from_utf8_lossy(self.names.get(s.name_off, s.name_len)).into_owned()
+        String::from_utf8_lossy(self.names.get_name(s.name_off)).into_owned()
     }
 
     /// Whether the symbol's name is one of `names`, without copying it.
     pub fn name_is_one_of(&self, id: SymbolId, names: &[&str]) -> bool {
         let s = self.records.get(id.0);
-        let name = self.names.get(s.name_off, s.name_len);
+        let name = self.names.get_name(s.name_off);
         names.iter().any(|n| n.as_bytes() == name)
     }
 

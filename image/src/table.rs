@@ -304,6 +304,40 @@ impl Blob {
         &base.map[base.offset + off..base.offset + off + len]
     }
 
+    /// The name at `off`: the bytes up to its NUL (names double as `.strtab`, so the NUL is
+    /// there anyway and no length needs keeping); empty (and the damaged mark) if
+    /// unverifiable or unterminated.
+    pub fn get_name(&self, off: u32) -> &[u8] {
+        let off = off as usize;
+        let base_len = self.base_len();
+        let bytes: Option<&[u8]> = if off >= base_len {
+            self.extra.get(off - base_len..)
+        } else {
+            let base = self.base.as_ref().expect("checked above");
+            self.verifier
+                .check(base, off)
+                .then(|| &base.map[base.offset + off..base.offset + base_len])
+        };
+        let name = bytes.and_then(|b| {
+            let n = b.iter().position(|&c| c == 0)?;
+            // Every further page the name runs into, up to its NUL.
+            let end = off + n;
+            if end < base_len {
+                let base = self.base.as_ref()?;
+                for page in off / PAGE_BYTES + 1..=end / PAGE_BYTES {
+                    if !self.verifier.check(base, page * PAGE_BYTES) {
+                        return None;
+                    }
+                }
+            }
+            Some(&b[..n])
+        });
+        name.unwrap_or_else(|| {
+            self.verifier.damaged.store(true, Relaxed);
+            &[]
+        })
+    }
+
     pub fn damaged(&self) -> bool {
         self.verifier.damaged.load(Relaxed)
     }

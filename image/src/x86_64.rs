@@ -47,6 +47,20 @@ pub fn encode(kind: RefKind, s: u64, a: i64, p: u64, g: Option<u64>) -> Result<F
     }
 }
 
+/// Bytes kept at the entry of a function that moved in an update (`Image::redefine`).
+pub const ENTRY_JUMP_SLOT: u64 = 16;
+
+/// The entry jump of a function that moved from `from` to `to`: `jmp rel32`, then `int3`
+/// up to [`ENTRY_JUMP_SLOT`]; `None` if the distance does not fit (it always does inside
+/// the text window).
+pub fn entry_jump(from: u64, to: u64) -> Option<[u8; ENTRY_JUMP_SLOT as usize]> {
+    let rel = i32::try_from(to as i64 - (from as i64 + 5)).ok()?;
+    let mut b = [0xcc; ENTRY_JUMP_SLOT as usize];
+    b[0] = 0xe9;
+    b[1..5].copy_from_slice(&rel.to_le_bytes());
+    Some(b)
+}
+
 /// A PLT stub: `jmp qword ptr [rip + GOT entry]` (`ff 25 disp32`), then `int3` padding. The
 /// displacement is a `GotPcRel32` site at [`PLT_GOT_AT`] (never relaxed: not a `mov`).
 pub const PLT_STUB: [u8; 8] = [0xff, 0x25, 0, 0, 0, 0, 0xcc, 0xcc];

@@ -362,6 +362,9 @@ impl Session {
 
     /// Hand the image the libraries and a resolver over them (nothing when freestanding).
     fn link(&mut self) {
+        // A debugger's `step` into a call follows only jumps it knows (PLT entries): with
+        // debug information, a moved function's callers are patched instead.
+        self.image.set_entry_jumps(!self.debug_info);
         if let Some(libs) = &self.libs {
             let resolver = Arc::clone(libs);
             self.image.link_dynamically(

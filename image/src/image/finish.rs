@@ -229,15 +229,24 @@ impl Image {
 
     pub(super) fn undefined(&self) -> Vec<Undefined> {
         let mut out = Vec::new();
-        for id in self.touched_ids() {
-            let sym = self.symbols.get(id);
-            if sym.placement().is_some() || sym.import().is_some() {
-                continue;
-            }
+        let missing: Vec<SymbolId> = self
+            .touched_ids()
+            .into_iter()
+            .filter(|&id| {
+                let sym = self.symbols.get(id);
+                sym.placement().is_none() && sym.import().is_none() && sym.refs != 0
+            })
+            .collect();
+        // Who refers to them: one scan for all (an error's path).
+        let mut sorted = missing.clone();
+        sorted.sort_unstable();
+        let found = self.sites.referring_to_any(&sorted);
+        for id in missing {
             let mut referenced_by: Vec<String> = Vec::new();
-            let mut referrers = self.referrers(id);
-            referrers.sort_by_key(|s| s.0);
-            for site in referrers {
+            for &site in &found {
+                if self.sites.get(site).target != id {
+                    continue;
+                }
                 if let Place::In { owner, .. } = self.sites.get(site).place {
                     let name = self.symbols.name(owner);
                     if !referenced_by.contains(&name) {
@@ -267,7 +276,7 @@ impl Image {
         }
         for (_, site) in self.sites.absolute() {
             let target = self.symbols.get(site.target);
-            let Some(s) = target.addr() else {
+            let Some(s) = target.ref_addr() else {
                 continue; // an import: the loader's symbol relocations cover it
             };
             // An undefined weak reference is 0 wherever the program is loaded.
@@ -330,7 +339,7 @@ impl Image {
     pub(super) fn addr_of(&self, name: &str) -> u64 {
         self.symbols
             .lookup(name)
-            .and_then(|id| self.symbols.get(id).addr())
+            .and_then(|id| self.symbols.get(id).ref_addr())
             .unwrap_or(HEADERS_VADDR)
     }
 
@@ -368,9 +377,9 @@ impl Image {
     /// Complete the executable: a fresh one is renamed over OUT, an opened one is updated in
     /// place. On error, OUT is untouched.
     pub fn finish(mut self) -> Result<Summary> {
-        // Everything from here on may walk the referrer lists, and the runtime's pieces
+        // Everything from here on may read the referrer counts, and the runtime's pieces
         // added below must be in them at once.
-        self.sites.link_from_now_on(&mut self.symbols);
+        self.sites.count_from_now_on(&mut self.symbols);
         // Every check below reads the table, and one that read a damaged page would blame the
         // program for what damage did ("no entry point", undefined names): each error is
         // reported only once the pages it was decided from are known to be sound.
@@ -390,7 +399,7 @@ impl Image {
             return Err(ImageError::Undefined(undefined));
         }
         self.drop_unused_builtins();
-        self.patch_all().map_err(|e| self.blame(e))?;
+        self.patch_pending().map_err(|e| self.blame(e))?;
         self.sound()?;
         // Before anything else is allocated: the last extent (text, in a fresh build) gives
         // back what it grew by doubling, so the GOT and the tables follow right after it.
@@ -490,15 +499,30 @@ impl Image {
                 crate::dynamic::Import {
                     name,
                     kind: s.kind(),
-                    got: s.got(),
+                    got: self.got_of(id),
                     tls: self.is_tls_import(id),
                 }
             })
             .collect();
         let mut data_relocs = Vec::new();
+        // Imports whose address data holds: found by one scan, only if there are any.
+        let mut held: Vec<SymbolId> = self
+            .imports
+            .iter()
+            .copied()
+            .filter(|&id| self.symbols.get(id).abs_referred())
+            .collect();
+        held.sort_unstable();
+        let held_sites = self.sites.referring_to_any(&held);
         for (i, &id) in self.imports.iter().enumerate() {
-            for site in self.referrers(id) {
+            if held.binary_search(&id).is_err() {
+                continue;
+            }
+            for &site in &held_sites {
                 let site = self.sites.get(site);
+                if site.target != id {
+                    continue;
+                }
                 if let (RefKind::Abs64, Some(at)) = (site.kind, self.site_addr(&site)) {
                     if matches!(site.place, Place::In { .. }) {
                         data_relocs.push(crate::dynamic::DataReloc {

@@ -23,6 +23,12 @@ struct Before {
     sig_hash: u64,
 }
 
+impl Live {
+    pub(super) fn opts_busy_in(&self, start: u64, end: u64) -> bool {
+        self.opts.busy_in(start, end)
+    }
+}
+
 /// Whether the program's own writes to a region are state to keep (data objects).
 fn holds_state(region: RegionKind) -> bool {
     matches!(region, RegionKind::Data | RegionKind::Bss)
@@ -146,7 +152,7 @@ impl Image {
                 let Some(old) = self.live_old_addr(site.target) else {
                     return;
                 };
-                let got = self.symbols.get(site.target).got();
+                let got = self.got_of(site.target);
                 match x86_64::encode(site.kind, old, site.addend, p, got) {
                     Ok(f) => WriteRule::IfUnchanged(f.bytes().to_vec()),
                     Err(_) => return,

@@ -129,8 +129,17 @@ pub struct Image {
     /// Symbols this build defined, removed, referred to or stopped referring to.
     touched: Touched,
     /// A fresh build patches every site once, in `finish`, instead of as both ends get
-    /// addresses: no site is written twice and no referrer list is walked.
+    /// addresses: no site is written twice.
     lazy_patching: bool,
+    /// In an update: symbols whose address references use became known or changed (an
+    /// import resolved, a data object moved), whose referrers `patch_pending` patches, all
+    /// at once, at the end.
+    repatch: Vec<SymbolId>,
+    /// See `set_entry_jumps`.
+    entry_jumps: bool,
+    /// In an update: the sites this build made, which are all `patch_pending` needs to look
+    /// at for a symbol whose referrers are all new (a function added and called).
+    made: Vec<SiteId>,
     /// Initial file capacity per region, from the caller's size hint.
     initial_extent: [u64; REGIONS],
     /// Target, flags and version the image is built with; an update requires the same.
@@ -239,6 +248,9 @@ impl Image {
             symtab: Symtab::default(),
             touched: Touched::All,
             lazy_patching: true,
+            repatch: Vec::new(),
+            entry_jumps: true,
+            made: Vec::new(),
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE, PAGE],
             settings: String::new(),
             generation: 0,
@@ -335,6 +347,9 @@ impl Image {
             symtab,
             touched: Touched::Some(BTreeSet::new()),
             lazy_patching: false,
+            repatch: Vec::new(),
+            entry_jumps: true,
+            made: Vec::new(),
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE, PAGE],
             settings: body.settings,
             generation: header.generation,
@@ -380,6 +395,14 @@ impl Image {
     }
 
     /// Make a position-independent executable (given by every build, like the libraries).
+    /// Whether a function that outgrows its slot in an update leaves a jump at its old entry
+    /// (the default: its referrers stay as they are) or has every referrer patched (found
+    /// by a scan of the sites), for debug builds: gdb's `step` into a call does not follow
+    /// a jump it does not know as a PLT entry, and would step over the call.
+    pub fn set_entry_jumps(&mut self, on: bool) {
+        self.entry_jumps = on;
+    }
+
     pub fn set_pie(&mut self, pie: bool) {
         self.pie = pie;
     }
@@ -499,9 +522,19 @@ impl Image {
         &self.sites
     }
 
-    /// Sites whose value depends on `target`'s address.
+    /// Address of `id`'s GOT entry, once something has referred to it through the GOT.
+    pub fn got_of(&self, id: SymbolId) -> Option<u64> {
+        let g = self.symbols.get(id).got_site.checked_sub(1)?;
+        match self.sites.get(SiteId(g)).place {
+            Place::GotEntry { addr } => Some(addr),
+            Place::In { .. } => None,
+        }
+    }
+
+    /// Sites whose value depends on `target`'s address: a scan of every site (see
+    /// `sites.rs`), for rare paths only.
     pub fn referrers(&self, target: SymbolId) -> Vec<SiteId> {
-        self.sites.referring_to(&self.symbols, target)
+        self.sites.referring_to_any(&[target])
     }
 
     pub fn regions(&self) -> &[Region; REGIONS] {
@@ -652,7 +685,8 @@ impl Image {
                 align,
             });
         }
-        self.define_in(id, region, contents, align, refs, true)?;
+        self.place_new(id, region, contents, align, refs, true)?;
+        self.patch_referrers(id)?;
         let mut sym = self.symbols.get(id);
         sym.set_section_atom(true);
         self.symbols.set(id, sym);
@@ -668,15 +702,12 @@ impl Image {
     /// Symbols this build touched that something refers to and nothing defines or imports
     /// yet: what a linker of archives looks for (a fresh build looks at every symbol).
     pub fn wanted(&mut self) -> Vec<SymbolId> {
-        self.sites.link_pending(&mut self.symbols);
+        self.sites.count_pending(&mut self.symbols);
         self.touched_ids()
             .into_iter()
             .filter(|&id| {
                 let s = self.symbols.get(id);
-                s.placement().is_none()
-                    && s.import().is_none()
-                    && s.refs_head != 0
-                    && self.has_code_referrers(id)
+                s.placement().is_none() && s.import().is_none() && s.refs != 0
             })
             .collect()
     }

@@ -1,6 +1,8 @@
 //! Placing: slots for definitions, their bytes in the file, their sites, and patching (at once
 //! in an update; in `finish`, once, in a fresh build). GOT entries and file extents grow here.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::live::WriteRule;
 
@@ -19,8 +21,17 @@ impl Image {
         let alias = sym.alias();
         sym.set_alias(false);
         sym.set_section_atom(false);
+        let entry = sym.entry();
+        sym.set_entry(None);
         self.symbols.set(id, sym);
         self.touched.insert(id);
+        if let Some(e) = entry {
+            // Nothing refers to it any more (or `finish` reports what still does).
+            self.regions[RegionKind::Text.index()].free(Slot {
+                addr: e,
+                capacity: x86_64::ENTRY_JUMP_SLOT,
+            });
+        }
         match placement {
             // Its bytes belong to the definition it lies in.
             Some(_) if alias => true,
@@ -97,12 +108,16 @@ impl Image {
         align: u64,
         refs: &[Reference],
     ) -> Result<()> {
-        self.define_in(id, region, contents, align, refs, false)
+        self.place_new(id, region, contents, align, refs, false)?;
+        // Incoming references that were waiting for this symbol's address, or that pointed at
+        // its old slot.
+        self.patch_referrers(id)
     }
 
-    /// Place a definition in a new slot: with the region's slack, or `exact` (no room to grow,
-    /// for what is placed once).
-    pub(super) fn define_in(
+    /// Place a definition in a new slot (with the region's slack, or `exact`: no room to
+    /// grow, for what is placed once), its bytes and its own sites. Its referrers are the
+    /// caller's business (`patch_referrers`, or an entry jump).
+    pub(super) fn place_new(
         &mut self,
         id: SymbolId,
         region: RegionKind,
@@ -153,10 +168,7 @@ impl Image {
         }
         self.symbols.set(id, sym);
         self.touched.insert(id);
-        self.add_sites(id, refs)?;
-        // Incoming references that were waiting for this symbol's address, or that pointed at
-        // its old slot.
-        self.patch_referrers(id)
+        self.add_sites(id, refs)
     }
 
     pub(super) fn redefine(
@@ -204,16 +216,86 @@ impl Image {
             return self.add_sites(id, refs);
         }
         self.replace_sites(id, &[]);
-        if !busy {
-            self.regions[old.region.index()].free(old.slot);
-        }
+        let before = self.symbols.get(id);
+        let entry = self.entry_for_move(&before, old, region);
         // A busy slot is kept, with its unwind entry, until a full build: a running frame's
         // code, which its thread's unwinder must still find (and no later build may reuse).
+        if !busy {
+            match entry {
+                // The first move: the slot's head stays, as the entry jump.
+                Some(e) if e == old.slot.addr => {
+                    self.regions[old.region.index()].free(Slot {
+                        addr: e + x86_64::ENTRY_JUMP_SLOT,
+                        capacity: old.slot.capacity - x86_64::ENTRY_JUMP_SLOT,
+                    });
+                }
+                _ => self.regions[old.region.index()].free(old.slot),
+            }
+        }
         let mut sym = self.symbols.get(id);
         sym.set_placement(None);
+        if entry.is_none() {
+            if let Some(e) = sym.entry() {
+                // Referrers get the new address instead.
+                self.regions[RegionKind::Text.index()].free(Slot {
+                    addr: e,
+                    capacity: x86_64::ENTRY_JUMP_SLOT,
+                });
+            }
+        }
+        sym.set_entry(entry);
         self.symbols.set(id, sym);
         self.stats.moved += 1;
-        self.define(id, region, contents, align, refs)
+        let Some(e) = entry else {
+            return self.define(id, region, contents, align, refs);
+        };
+        // References keep the entry's address, so none of them changes: the move costs the
+        // function's own sites and the jump.
+        self.place_new(id, region, contents, align, refs, false)?;
+        let to = self.symbols.get(id).addr().unwrap_or(e);
+        let jump = x86_64::entry_jump(e, to).ok_or_else(|| ImageError::Overflow {
+            function: self.symbols.name(id),
+            offset: 0,
+            kind: "entry jump",
+            target: self.symbols.name(id),
+            value: i128::from(to) - i128::from(e + 5),
+        })?;
+        let at = self.file_offset(RegionKind::Text, e);
+        self.store.write(at, &jump);
+        self.live_write(RegionKind::Text, e, &jump, WriteRule::Always);
+        Ok(())
+    }
+
+    /// Where references to `sym`, moving out of `old` into `region`, point from now on: its
+    /// entry jump (made now from the old slot's head on a first move), or `None` if they
+    /// follow it to the new slot (a fresh build patches every reference anyway; a debug
+    /// build wants none (`set_entry_jumps`); data, a
+    /// precompiled section with symbols inside it, or a slot too small for the jump cannot
+    /// have one; and in a live update a thread stopped inside the first instruction would
+    /// have it cut).
+    fn entry_for_move(
+        &self,
+        sym: &crate::symbols::Symbol,
+        old: Placement,
+        region: RegionKind,
+    ) -> Option<u64> {
+        if self.lazy_patching
+            || !self.entry_jumps
+            || region != RegionKind::Text
+            || old.region != RegionKind::Text
+        {
+            return None;
+        }
+        if let Some(e) = sym.entry() {
+            return Some(e);
+        }
+        let e = old.slot.addr;
+        let fits = old.slot.capacity >= x86_64::ENTRY_JUMP_SLOT && !sym.section_atom();
+        let cut = self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.opts_busy_in(e + 1, e + 5));
+        (fits && !cut).then_some(e)
     }
 
     /// Write `contents` at the start of `slot` and fill from `fill_from` to the slot's end.
@@ -264,9 +346,10 @@ impl Image {
     pub(super) fn add_sites(&mut self, id: SymbolId, refs: &[Reference]) -> Result<()> {
         let sites = self.replace_sites(id, refs);
         if !self.lazy_patching {
-            for site in sites {
+            for &site in &sites {
                 self.patch(site)?;
             }
+            self.made.extend(sites);
         }
         Ok(())
     }
@@ -296,21 +379,68 @@ impl Image {
         }
     }
 
+    /// `id`'s address, as references use it, became known or changed: its referrers are
+    /// patched at the end of the build (`patch_pending`), those of every such symbol at once.
     pub(super) fn patch_referrers(&mut self, id: SymbolId) -> Result<()> {
+        if !self.lazy_patching {
+            self.repatch.push(id);
+        }
+        Ok(())
+    }
+
+    /// The last patches, once every address is known: every site in a fresh build; in an
+    /// update, the referrers of the symbols `patch_referrers` named. Those are found among
+    /// the sites this build made when the count says that is all of them (a new function
+    /// and its new callers), else by one scan for all of them together.
+    pub(super) fn patch_pending(&mut self) -> Result<()> {
         if self.lazy_patching {
+            return self.patch_all();
+        }
+        let mut targets = std::mem::take(&mut self.repatch);
+        targets.sort_unstable();
+        targets.dedup();
+        if targets.is_empty() {
             return Ok(());
         }
-        for site in self.referrers(id) {
-            if !matches!(self.sites.get(site).place, Place::In { owner, .. } if owner == id) {
-                self.patch(site)?;
+        let mut made = std::mem::take(&mut self.made);
+        made.sort_unstable_by_key(|s| s.0);
+        made.dedup();
+        made.retain(|&s| {
+            self.sites.is_live(s) && targets.binary_search(&self.sites.get(s).target).is_ok()
+        });
+        let mut new_refs: HashMap<SymbolId, u32> = HashMap::new();
+        for &s in &made {
+            let site = self.sites.get(s);
+            if matches!(site.place, Place::In { .. }) {
+                *new_refs.entry(site.target).or_default() += 1;
             }
+        }
+        let older: Vec<SymbolId> = targets
+            .iter()
+            .copied()
+            .filter(|t| self.symbols.get(*t).refs > new_refs.get(t).copied().unwrap_or(0))
+            .collect();
+        let mut sites = made;
+        sites.extend(self.sites.referring_to_any(&older));
+        // GOT entries are not counted: each target's own, whenever it was made.
+        for &t in &targets {
+            let g = self.symbols.get(t).got_site;
+            if g != 0 {
+                sites.push(SiteId(g - 1));
+            }
+        }
+        sites.sort_unstable_by_key(|s| s.0);
+        sites.dedup();
+        // (A site patched already gets the same bytes again.)
+        for site in sites {
+            self.patch(site)?;
         }
         Ok(())
     }
 
     /// Give `target` a GOT entry if it has none; the entry is itself a site holding its address.
     pub(super) fn ensure_got_entry(&mut self, target: SymbolId) -> Result<()> {
-        if self.symbols.get(target).got().is_some() {
+        if self.got_of(target).is_some() {
             return Ok(());
         }
         let slot: Slot = self.regions[RegionKind::Got.index()].alloc(8, 8)?;
@@ -318,12 +448,12 @@ impl Image {
         self.ensure_extent(RegionKind::Got, slot.end() - RegionKind::Got.vaddr())?;
         let at = self.file_offset(RegionKind::Got, slot.addr);
         self.store.fill(at, 8, 0);
-        let mut sym = self.symbols.get(target);
-        sym.set_got(slot.addr);
-        self.symbols.set(target, sym);
         let site = self
             .sites
             .add_got_entry(&mut self.symbols, target, slot.addr);
+        if !self.lazy_patching {
+            self.made.push(site);
+        }
         self.patch(site)
     }
 
@@ -400,13 +530,22 @@ impl Image {
         }
         let name = format!("{}@plt", self.symbols.name(target));
         let id = self.declare(&name, SymbolKind::Function, Binding::Local)?;
+        if let Some(stub) = self.symbols.get(id).addr() {
+            // Made for an earlier import of the same name (the record forgets it while the
+            // symbol is defined by the program).
+            let mut sym = self.symbols.get(target);
+            sym.set_plt(Some(stub));
+            self.symbols.set(target, sym);
+            return Ok(stub);
+        }
         let refs = [Reference {
             offset: x86_64::PLT_GOT_AT,
             kind: RefKind::GotPcRel32,
             target,
             addend: -4,
         }];
-        self.define_in(
+        // New: nothing refers to it yet.
+        self.place_new(
             id,
             RegionKind::Text,
             Contents::Bytes(&x86_64::PLT_STUB),
@@ -443,7 +582,7 @@ impl Image {
             return Ok(());
         };
         let target = self.symbols.get(site.target);
-        let s = match (target.addr(), target.import()) {
+        let s = match (target.ref_addr(), target.import()) {
             (Some(s), _) => s,
             (None, Some(_)) => return self.patch_import_site(&site, p),
             (None, None) => return Ok(()),
@@ -464,7 +603,7 @@ impl Image {
                 self.ensure_got_entry(site.target)?;
             }
         }
-        let got = self.symbols.get(site.target).got();
+        let got = self.got_of(site.target);
         let field = x86_64::encode(kind, s, site.addend, p, got)
             .map_err(|value| self.overflow(&site, value))?;
         let at = self.file_offset(region_of(p), p);
@@ -488,7 +627,7 @@ impl Image {
             (RefKind::GotPcRel32, _) => {
                 self.set_got_load_form(site, p, false);
                 self.ensure_got_entry(site.target)?;
-                let got = self.symbols.get(site.target).got();
+                let got = self.got_of(site.target);
                 let field = x86_64::encode(RefKind::GotPcRel32, 0, site.addend, p, got)
                     .map_err(|value| self.overflow(site, value))?;
                 self.store.write(at, field.bytes());
@@ -500,7 +639,7 @@ impl Image {
                 // A shared library's thread-local: initial-exec, its offset from the thread
                 // pointer read from a GOT entry the loader fills (`R_X86_64_TPOFF64`).
                 self.ensure_got_entry(site.target)?;
-                let got = self.symbols.get(site.target).got().unwrap_or(0);
+                let got = self.got_of(site.target).unwrap_or(0);
                 let start = p - 4;
                 let before = self.store.read(self.file_offset(region_of(p), start), 16);
                 let disp = got as i64 - (start as i64 + 16);
@@ -520,7 +659,7 @@ impl Image {
                 // Initial-exec already (`mov/add reg, [rip + x@gottpoff]`): it stays so,
                 // pointed at the variable's GOT entry.
                 self.ensure_got_entry(site.target)?;
-                let got = self.symbols.get(site.target).got().unwrap_or(0);
+                let got = self.got_of(site.target).unwrap_or(0);
                 let insn_at = self.file_offset(region_of(p), p - 3);
                 let before: [u8; 3] = self.store.read(insn_at, 3).try_into().unwrap_or([0; 3]);
                 let insn = x86_64::gottpoff_initial_exec(before).ok_or_else(|| {
@@ -581,12 +720,7 @@ impl Image {
     /// Whether a shared library's symbol is a thread-local: something refers to it the way
     /// code refers to thread-locals.
     pub(super) fn is_tls_import(&self, id: SymbolId) -> bool {
-        self.referrers(id).into_iter().any(|s| {
-            matches!(
-                self.sites.get(s).kind,
-                RefKind::TlsGdToLe | RefKind::GotTpOffToLe | RefKind::TpOff32 | RefKind::TlsLdToLe
-            )
-        })
+        self.symbols.get(id).tls_referred()
     }
 
     pub(super) fn overflow(&self, site: &Site, value: i128) -> ImageError {
@@ -651,9 +785,8 @@ impl Image {
         e.offset + (addr - region.vaddr())
     }
 
+    /// Counts are complete only after `Sites::count_pending` (`finish` and `wanted` call it).
     pub(super) fn has_code_referrers(&self, id: SymbolId) -> bool {
-        self.referrers(id)
-            .iter()
-            .any(|&s| matches!(self.sites.get(s).place, Place::In { .. }))
+        self.symbols.get(id).refs != 0
     }
 }
