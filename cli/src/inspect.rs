@@ -180,7 +180,7 @@ fn to_json(table: &Image) -> serde_json::Value {
                 "capacity": s.placement().map(|p| p.slot.capacity),
                 "hash": format!("{:016x}", s.hash),
                 "got": table.got_of(id),
-                "entry": s.entry(),
+                "entry": table.symbols().entry(id),
                 "sites": refs[i],
             })
         })

@@ -22,6 +22,11 @@ pub enum ImageError {
     },
     #[error("{}", format_undefined(.0))]
     Undefined(Vec<Undefined>),
+    #[error(
+        "the program has more than {0} symbols, the most one executable's table can name: \
+         split it into shared libraries"
+    )]
+    TooManySymbols(u32),
     #[error("symbol `{0}` is defined more than once")]
     DuplicateDefinition(String),
     #[error("symbol `{name}` is declared as a {declared} but used as a {used}")]

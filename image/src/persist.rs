@@ -4,7 +4,7 @@
 //! Everything a later build needs to continue is in the file: the settings it was built with,
 //! each region's high-water mark, free ranges and file extent, every symbol (slot, size, GOT
 //! entry, content and signature hashes, its sites, its `.symtab` entry) and every reference
-//! site. The big arrays (symbols, sites, name index, `.symtab` owners; names are `.strtab`
+//! site. The big arrays (symbols, sites, name index, `.symtab`; names are `.strtab`
 //! itself) live in extents of their own and are read in place (see `table.rs`); `.zerolink`
 //! holds a fixed [`Header`] and a small *body*: the settings, the extents, the free ranges,
 //! counts, and one checksum per 4 KiB page of each array.
@@ -22,7 +22,7 @@ use crate::slots::Region;
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
 /// Bump on any change to the layout of the header, the body or the records.
-pub const FORMAT_VERSION: u32 = 14;
+pub const FORMAT_VERSION: u32 = 15;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;
@@ -34,18 +34,16 @@ pub enum Array {
     Sites,
     Index,
     Symtab,
-    Owners,
     /// Symbol names: the contents of `.strtab`.
     Names,
 }
 
 impl Array {
-    pub const ALL: [Array; 6] = [
+    pub const ALL: [Array; 5] = [
         Array::Symbols,
         Array::Sites,
         Array::Index,
         Array::Symtab,
-        Array::Owners,
         Array::Names,
     ];
 
@@ -60,7 +58,6 @@ impl Array {
             Array::Sites => ".zerolink.sites",
             Array::Index => ".zerolink.index",
             Array::Symtab => ".symtab",
-            Array::Owners => ".zerolink.owners",
             Array::Names => ".strtab",
         }
     }
@@ -113,6 +110,8 @@ pub struct Body {
     pub libraries: Vec<String>,
     /// Imported symbols, in `.dynsym` order.
     pub imports: Vec<u32>,
+    /// The symbols' `Rare` records (id, GOT entry's site + 1, entry jump), in id order.
+    pub rare: Vec<(u32, crate::symbols::Rare)>,
     /// The slot of `.dynamic` in the GOT region (address, capacity); 0 when static.
     pub dynamic_slot: (u64, u64),
     /// `.eh_frame_hdr` and `.eh_frame`: (hdr address, hdr length, frame address, frame
@@ -242,6 +241,12 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     for &i in &body.imports {
         w.u64(u64::from(i));
     }
+    w.u64(body.rare.len() as u64);
+    for &(id, r) in &body.rare {
+        for v in [id, r.got_site, r.entry] {
+            w.u64(u64::from(v));
+        }
+    }
     w.u64(body.dynamic_slot.0);
     w.u64(body.dynamic_slot.1);
     for v in body.eh_layout {
@@ -340,6 +345,12 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
     }
     for _ in 0..r.count(1 << 24)? {
         body.imports.push(r.u32()?);
+    }
+    for _ in 0..r.count(1 << 28)? {
+        let id = r.u32()?;
+        let (got_site, entry) = (r.u32()?, r.u32()?);
+        body.rare
+            .push((id, crate::symbols::Rare { got_site, entry }));
     }
     body.dynamic_slot = (r.u64()?, r.u64()?);
     for v in &mut body.eh_layout {

@@ -373,9 +373,7 @@ impl Sites {
             .push(SiteRecord::new(GOT, addr, 0, RefKind::Abs64, target.0, 0));
         // GOT entries are not counted (`count_pending` passes them by).
         self.live += 1;
-        let mut sym = syms.get(target);
-        sym.got_site = id + 1;
-        syms.set(target, sym);
+        syms.set_got_site(target, id + 1);
         SiteId(id)
     }
 

@@ -68,7 +68,8 @@ const TLS_REFERRED: u8 = 64;
 /// to needs a dynamic relocation in data, found by a scan of the sites only then.
 const ABS_REFERRED: u8 = 128;
 
-/// One symbol, as stored in the table (64 bytes, no padding). Addresses, capacities and
+/// One symbol, as stored in the table (56 bytes, no padding; what few symbols have is in
+/// [`Rare`]). Addresses, capacities and
 /// sizes are 32-bit: every region window lies below 4 GiB (layout invariant 3).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,12 +96,6 @@ pub struct Symbol {
     /// How many sites in functions and data objects refer to it (GOT entries not counted):
     /// whether anything still needs it, without finding what.
     pub refs: u32,
-    /// The site of this symbol's GOT entry, plus one (0: none); the site holds the entry's
-    /// address (`Image::got_of`).
-    pub got_site: u32,
-    /// A function that outgrew its slot in an update: the address everything refers to, its
-    /// first slot's start, which now holds a `jmp` to `addr` (0: none, `addr` is that address).
-    entry: u32,
     /// The producer's unit (an input file, a codegen unit) that defines this symbol, plus one
     /// (0: none): what lets an update find out what a changed unit used to define, and who
     /// else defines a name, without reading the units that did not change.
@@ -109,7 +104,7 @@ pub struct Symbol {
 
 // SAFETY: `repr(C)`, integers only, no padding (size checked).
 unsafe impl object::pod::Pod for Symbol {}
-const _: () = assert!(std::mem::size_of::<Symbol>() == 64);
+const _: () = assert!(std::mem::size_of::<Symbol>() == 56);
 
 impl Symbol {
     pub fn kind(&self) -> SymbolKind {
@@ -169,26 +164,6 @@ impl Symbol {
     /// Where the symbol's bytes are.
     pub fn addr(&self) -> Option<u64> {
         self.placement().map(|p| p.slot.addr)
-    }
-
-    /// The address references use: the entry of a function that moved (see `entry`), or
-    /// where its bytes are.
-    pub fn ref_addr(&self) -> Option<u64> {
-        let a = self.addr()?;
-        Some(if self.entry != 0 {
-            u64::from(self.entry)
-        } else {
-            a
-        })
-    }
-
-    /// The entry jump of a function that moved in an update.
-    pub fn entry(&self) -> Option<u64> {
-        (self.entry != 0).then_some(u64::from(self.entry))
-    }
-
-    pub fn set_entry(&mut self, entry: Option<u64>) {
-        self.entry = entry.map_or(0, |e| u32::try_from(e).expect("addresses are below 4 GiB"));
     }
 
     pub fn tls_referred(&self) -> bool {
@@ -288,12 +263,25 @@ pub struct Counts {
     pub got_entries: u32,
 }
 
+/// What few symbols have, kept beside the records instead of in every one of them (persisted
+/// in the table's body, in id order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rare {
+    /// The site of the symbol's GOT entry, plus one (0: none); the site holds the entry's
+    /// address (`Image::got_of`).
+    pub got_site: u32,
+    /// A function that outgrew its slot in an update: the address everything refers to, its
+    /// first slot's start, which holds a `jmp` to where it is now (0: none).
+    pub entry: u32,
+}
+
 #[derive(Default)]
 pub struct SymbolTable {
     records: Records<Symbol>,
     names: Blob,
     index: NameIndex,
     counts: Counts,
+    rare: std::collections::BTreeMap<u32, Rare>,
 }
 
 impl SymbolTable {
@@ -303,13 +291,61 @@ impl SymbolTable {
         names: Blob,
         index: NameIndex,
         counts: Counts,
+        rare: Vec<(u32, Rare)>,
     ) -> Self {
         SymbolTable {
             records,
             names,
             index,
             counts,
+            rare: rare.into_iter().collect(),
         }
+    }
+
+    /// Every [`Rare`] record, in id order: for the table's body.
+    pub fn rare(&self) -> Vec<(u32, Rare)> {
+        self.rare.iter().map(|(&id, &r)| (id, r)).collect()
+    }
+
+    fn rare_mut(&mut self, id: SymbolId, f: impl FnOnce(&mut Rare)) {
+        let r = self.rare.entry(id.0).or_default();
+        f(r);
+        if *r == Rare::default() {
+            self.rare.remove(&id.0);
+        }
+    }
+
+    /// The site of `id`'s GOT entry, plus one (0: none).
+    pub fn got_site(&self, id: SymbolId) -> u32 {
+        self.rare.get(&id.0).map_or(0, |r| r.got_site)
+    }
+
+    pub fn set_got_site(&mut self, id: SymbolId, site_plus_one: u32) {
+        if self.got_site(id) == 0 && site_plus_one != 0 {
+            self.counts.got_entries += 1;
+        }
+        self.rare_mut(id, |r| r.got_site = site_plus_one);
+    }
+
+    /// The entry jump of a function that moved in an update.
+    pub fn entry(&self, id: SymbolId) -> Option<u64> {
+        if self.rare.is_empty() {
+            return None;
+        }
+        let e = self.rare.get(&id.0)?.entry;
+        (e != 0).then_some(u64::from(e))
+    }
+
+    pub fn set_entry(&mut self, id: SymbolId, entry: Option<u64>) {
+        let e = entry.map_or(0, |e| u32::try_from(e).expect("addresses are below 4 GiB"));
+        self.rare_mut(id, |r| r.entry = e);
+    }
+
+    /// The address references to `id` use: the entry of a function that moved, or where
+    /// its bytes are.
+    pub fn ref_addr(&self, id: SymbolId) -> Option<u64> {
+        let a = self.get(id).addr()?;
+        Some(self.entry(id).unwrap_or(a))
     }
 
     /// Declare a symbol, or return the existing handle if the name is already declared with the
@@ -331,6 +367,9 @@ impl SymbolTable {
             return Ok(id);
         }
         let hash = name_hash(name.as_bytes());
+        if self.records.len() as u32 >= crate::table::MAX_SYMBOLS {
+            return Err(ImageError::TooManySymbols(crate::table::MAX_SYMBOLS));
+        }
         let mut sym = Symbol {
             name_off: self.names.push(name.as_bytes()),
             kind: u8::from(kind == SymbolKind::Data),
@@ -360,6 +399,14 @@ impl SymbolTable {
             .map(SymbolId)
     }
 
+    /// The symbol whose name starts at `off` in `.strtab`.
+    pub fn by_name_offset(&self, off: u32) -> Option<SymbolId> {
+        let name = self.names.get_name(off);
+        self.index
+            .lookup(name, |id| self.records.get(id).name_off == off)
+            .map(SymbolId)
+    }
+
     pub fn get(&self, id: SymbolId) -> Symbol {
         self.records.get(id.0)
     }
@@ -374,9 +421,6 @@ impl SymbolTable {
                     SymbolKind::Data => &mut c.data_objects,
                 };
                 *n = (i64::from(*n) + d) as u32;
-            }
-            if s.got_site != 0 {
-                c.got_entries = (i64::from(c.got_entries) + d) as u32;
             }
         };
         count(&old, &mut self.counts, -1);

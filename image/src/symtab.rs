@@ -3,8 +3,9 @@
 //!
 //! ELF wants local symbols before global ones (`sh_info` is the first global). Entries are kept
 //! in two contiguous runs; adding a local moves the first global to the end, removing an entry
-//! fills its hole with the last entry of its run. A parallel array records which symbol owns
-//! each entry, so every move can update that symbol's index.
+//! fills its hole with the last entry of its run. The symbol whose entry moves is found by the
+//! entry's name (its `st_name` is the symbol's own name offset, and names are unique), so
+//! every move can update that symbol's index without an array of owners.
 
 use object::elf;
 use object::endian::{LittleEndian as LE, U16, U32, U64};
@@ -17,7 +18,6 @@ pub type Entry = elf::Sym64<LE>;
 
 pub struct Symtab {
     pub entries: Records<Entry>,
-    pub owners: Records<u32>,
     pub first_global: u32,
 }
 
@@ -25,11 +25,8 @@ impl Default for Symtab {
     fn default() -> Self {
         let mut entries = Records::default();
         entries.push(Entry::default());
-        let mut owners = Records::default();
-        owners.push(u32::MAX);
         Symtab {
             entries,
-            owners,
             first_global: 1,
         }
     }
@@ -106,16 +103,17 @@ impl Symtab {
         if from == to {
             return;
         }
-        let owner = self.owners.get(from);
-        self.entries.set(to, self.entries.get(from));
-        self.owners.set(to, owner);
-        Self::set_index(syms, SymbolId(owner), to);
+        let entry = self.entries.get(from);
+        self.entries.set(to, entry);
+        // A damaged name finds nobody: the damage is reported before anything is written.
+        if let Some(owner) = syms.by_name_offset(entry.st_name.get(LE)) {
+            Self::set_index(syms, owner, to);
+        }
     }
 
     fn insert(&mut self, syms: &mut SymbolTable, id: SymbolId) {
         let entry = Self::entry(syms, id);
         let end = self.entries.push(entry);
-        self.owners.push(id.0);
         if syms.get(id).binding() != Binding::Local {
             Self::set_index(syms, id, end);
             return;
@@ -124,7 +122,6 @@ impl Symtab {
         let at = self.first_global;
         self.move_entry(syms, at, end);
         self.entries.set(at, entry);
-        self.owners.set(at, id.0);
         Self::set_index(syms, id, at);
         self.first_global += 1;
     }
@@ -140,11 +137,10 @@ impl Symtab {
             self.move_entry(syms, last, i);
         }
         self.entries.truncate(last as usize);
-        self.owners.truncate(last as usize);
         Self::set_index(syms, id, 0);
     }
 
     pub fn damaged(&self) -> bool {
-        self.entries.damaged() || self.owners.damaged()
+        self.entries.damaged()
     }
 }

@@ -276,7 +276,7 @@ impl Image {
         }
         for (_, site) in self.sites.absolute() {
             let target = self.symbols.get(site.target);
-            let Some(s) = target.ref_addr() else {
+            let Some(s) = self.symbols.ref_addr(site.target) else {
                 continue; // an import: the loader's symbol relocations cover it
             };
             // An undefined weak reference is 0 wherever the program is loaded.
@@ -339,7 +339,7 @@ impl Image {
     pub(super) fn addr_of(&self, name: &str) -> u64 {
         self.symbols
             .lookup(name)
-            .and_then(|id| self.symbols.get(id).ref_addr())
+            .and_then(|id| self.symbols.ref_addr(id))
             .unwrap_or(HEADERS_VADDR)
     }
 
@@ -445,8 +445,9 @@ impl Image {
     }
 
     /// In a fresh file, extents grew by doubling while the build did not know its final
-    /// sizes: give back all but a 32nd of spare room per region (at least a page: at ~300
-    /// bytes per moved function, thousands of moves before an extent must be copied), moving the extents that
+    /// sizes: give back all but a 64th of spare room per region (at least a page: at ~300
+    /// bytes per moved function, a thousand moves per 20 MB of code before an extent must be
+    /// copied, and then it gets a third), moving the extents that
     /// follow a trimmed one down (they are small next to text, and a move is a memmove in the
     /// mapping). Extents stay page-aligned, so file offset ≡ address (mod 4096) still holds.
     /// Nothing records file offsets of regions but `extents` until the tables are written.
@@ -473,7 +474,7 @@ impl Image {
         for i in order {
             let Some(e) = self.extents[i] else { continue };
             let used = self.regions[i].used;
-            let keep = align_up(used + used / 32 + PAGE, PAGE).min(e.capacity);
+            let keep = align_up(used + used / 64 + PAGE, PAGE).min(e.capacity);
             if cursor != e.offset {
                 out.copy_within(e.offset, used.min(e.capacity), cursor);
             }

@@ -113,8 +113,7 @@ pub enum OpenError {
 }
 
 /// Fixed section layout, so `.symtab` entries never need their section index rewritten.
-const SECTIONS: usize = 15;
-const SHSTRTAB_INDEX: u16 = 14;
+const SECTIONS: usize = 14;
 
 pub struct Image {
     store: Store,
@@ -322,11 +321,11 @@ impl Image {
             Blob::from_base(base(Array::Names)?),
             NameIndex::from_base(base(Array::Index)?, body.index_count),
             counts,
+            body.rare.clone(),
         );
         let sites = Sites::restore(Records::from_base(base(Array::Sites)?), body.live_sites);
         let symtab = Symtab {
             entries: Records::from_base(base(Array::Symtab)?),
-            owners: Records::from_base(base(Array::Owners)?),
             first_global: body.first_global,
         };
         let regions: [Region; REGIONS] = body
@@ -524,7 +523,7 @@ impl Image {
 
     /// Address of `id`'s GOT entry, once something has referred to it through the GOT.
     pub fn got_of(&self, id: SymbolId) -> Option<u64> {
-        let g = self.symbols.get(id).got_site.checked_sub(1)?;
+        let g = self.symbols.got_site(id).checked_sub(1)?;
         match self.sites.get(SiteId(g)).place {
             Place::GotEntry { addr } => Some(addr),
             Place::In { .. } => None,

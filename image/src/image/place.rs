@@ -21,9 +21,9 @@ impl Image {
         let alias = sym.alias();
         sym.set_alias(false);
         sym.set_section_atom(false);
-        let entry = sym.entry();
-        sym.set_entry(None);
         self.symbols.set(id, sym);
+        let entry = self.symbols.entry(id);
+        self.symbols.set_entry(id, None);
         self.touched.insert(id);
         if let Some(e) = entry {
             // Nothing refers to it any more (or `finish` reports what still does).
@@ -216,8 +216,7 @@ impl Image {
             return self.add_sites(id, refs);
         }
         self.replace_sites(id, &[]);
-        let before = self.symbols.get(id);
-        let entry = self.entry_for_move(&before, old, region);
+        let entry = self.entry_for_move(id, old, region);
         // A busy slot is kept, with its unwind entry, until a full build: a running frame's
         // code, which its thread's unwinder must still find (and no later build may reuse).
         if !busy {
@@ -234,8 +233,9 @@ impl Image {
         }
         let mut sym = self.symbols.get(id);
         sym.set_placement(None);
+        self.symbols.set(id, sym);
         if entry.is_none() {
-            if let Some(e) = sym.entry() {
+            if let Some(e) = self.symbols.entry(id) {
                 // Referrers get the new address instead.
                 self.regions[RegionKind::Text.index()].free(Slot {
                     addr: e,
@@ -243,8 +243,7 @@ impl Image {
                 });
             }
         }
-        sym.set_entry(entry);
-        self.symbols.set(id, sym);
+        self.symbols.set_entry(id, entry);
         self.stats.moved += 1;
         let Some(e) = entry else {
             return self.define(id, region, contents, align, refs);
@@ -273,12 +272,7 @@ impl Image {
     /// precompiled section with symbols inside it, or a slot too small for the jump cannot
     /// have one; and in a live update a thread stopped inside the first instruction would
     /// have it cut).
-    fn entry_for_move(
-        &self,
-        sym: &crate::symbols::Symbol,
-        old: Placement,
-        region: RegionKind,
-    ) -> Option<u64> {
+    fn entry_for_move(&self, id: SymbolId, old: Placement, region: RegionKind) -> Option<u64> {
         if self.lazy_patching
             || !self.entry_jumps
             || region != RegionKind::Text
@@ -286,11 +280,12 @@ impl Image {
         {
             return None;
         }
-        if let Some(e) = sym.entry() {
+        if let Some(e) = self.symbols.entry(id) {
             return Some(e);
         }
         let e = old.slot.addr;
-        let fits = old.slot.capacity >= x86_64::ENTRY_JUMP_SLOT && !sym.section_atom();
+        let fits =
+            old.slot.capacity >= x86_64::ENTRY_JUMP_SLOT && !self.symbols.get(id).section_atom();
         let cut = self
             .live
             .as_ref()
@@ -424,7 +419,7 @@ impl Image {
         sites.extend(self.sites.referring_to_any(&older));
         // GOT entries are not counted: each target's own, whenever it was made.
         for &t in &targets {
-            let g = self.symbols.get(t).got_site;
+            let g = self.symbols.got_site(t);
             if g != 0 {
                 sites.push(SiteId(g - 1));
             }
@@ -582,7 +577,7 @@ impl Image {
             return Ok(());
         };
         let target = self.symbols.get(site.target);
-        let s = match (target.ref_addr(), target.import()) {
+        let s = match (self.symbols.ref_addr(site.target), target.import()) {
             (Some(s), _) => s,
             (None, Some(_)) => return self.patch_import_site(&site, p),
             (None, None) => return Ok(()),
@@ -603,7 +598,10 @@ impl Image {
                 self.ensure_got_entry(site.target)?;
             }
         }
-        let got = self.got_of(site.target);
+        // (Only a GOT load still reads the GOT entry's address.)
+        let got = (kind == RefKind::GotPcRel32)
+            .then(|| self.got_of(site.target))
+            .flatten();
         let field = x86_64::encode(kind, s, site.addend, p, got)
             .map_err(|value| self.overflow(&site, value))?;
         let at = self.file_offset(region_of(p), p);

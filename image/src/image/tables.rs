@@ -10,7 +10,7 @@ impl Image {
         let size = |a: Array| match a {
             Array::Symbols => std::mem::size_of::<crate::symbols::Symbol>(),
             Array::Sites => std::mem::size_of::<crate::sites::SiteRecord>(),
-            Array::Index | Array::Owners => 4,
+            Array::Index => 4,
             Array::Symtab => std::mem::size_of::<crate::symtab::Entry>(),
             Array::Names => 1,
         } as u64;
@@ -20,7 +20,6 @@ impl Image {
                 Array::Sites => dirty_records(self.sites.records()),
                 Array::Index => dirty_records(&self.symbols.index().slots),
                 Array::Symtab => dirty_records(&self.symtab.entries),
-                Array::Owners => dirty_records(&self.symtab.owners),
                 Array::Names => {
                     let names = self.symbols.names();
                     let (at, bytes) = names.appended();
@@ -75,13 +74,12 @@ impl Image {
                     Array::Sites => self.sites.records().to_bytes(),
                     Array::Index => self.symbols.index().slots.to_bytes(),
                     Array::Symtab => self.symtab.entries.to_bytes(),
-                    Array::Owners => self.symtab.owners.to_bytes(),
                     Array::Names => self.symbols.names().to_bytes(),
                 };
-                // Room to grow: a 16th in a new file (updates add a handful of records each;
-                // each byte of room is a byte of every executable), a third when an update
-                // outgrew it (it is growing).
-                let spare = if old.extent.is_some() { 3 } else { 16 };
+                // Room to grow: a 64th in a new file (updates add a handful of records each,
+                // 1,500 symbols' worth at 100,000; each byte of room is a byte of every
+                // executable), a third when an update outgrew it (it is growing).
+                let spare = if old.extent.is_some() { 3 } else { 64 };
                 let e = self.reserve_with(old.extent, bytes.len() as u64, spare)?;
                 self.store.write(e.offset, &bytes);
                 ArrayState {
@@ -264,7 +262,7 @@ impl Image {
             align: 8,
             entsize: 0,
         });
-        for a in [Array::Symbols, Array::Sites, Array::Index, Array::Owners] {
+        for a in [Array::Symbols, Array::Sites, Array::Index] {
             let s = array(a);
             sections.push(Section {
                 name: a.section_name().into(),
@@ -372,7 +370,10 @@ impl Image {
             });
         }
         let (shstrtab, names) = crate::elf::shstrtab(&sections);
-        let shstr = SECTIONS - 2;
+        let shstr = sections
+            .iter()
+            .position(|s| s.name == ".shstrtab")
+            .expect("the fixed sections include .shstrtab");
         sections[shstr].size = shstrtab.len() as u64;
         sections[shstr].offset = meta.offset + crate::elf::SHDR_SIZE * (sections.len() as u64 + 1);
         let mut meta_bytes = crate::elf::section_headers(&sections, &names);
@@ -393,7 +394,8 @@ impl Image {
             in_force.unwrap_or(self.phdrs_at),
             meta.offset,
             sections.len() as u16 + 1,
-            SHSTRTAB_INDEX,
+            // After the null section.
+            shstr as u16 + 1,
         );
         self.store.write(0, &header);
         let stamp = self.stamp();
@@ -644,6 +646,7 @@ impl Image {
                 manifest: self.manifest.clone(),
                 libraries: self.libraries.clone(),
                 imports: self.imports.iter().map(|i| i.0).collect(),
+                rare: self.symbols.rare(),
                 dynamic_slot: self.dynamic_slot.map_or((0, 0), |s| (s.addr, s.capacity)),
                 eh_layout: self.eh_layout.map_or([0; 4], |(a, b, c, d)| [a, b, c, d]),
                 extras: self.extras.clone(),
