@@ -40,13 +40,15 @@ pub enum Slack {
     Third,
 }
 
-/// The capacity given to a slot for content of `size` bytes: the slack, rounded to 16.
+/// The capacity given to a slot for content of `size` bytes, in 16-byte steps: an eighth
+/// more to the nearest step (never less than the size rounded up: at 200 bytes a function,
+/// rounding up would add half as much again), or a third more rounded up.
 pub fn capacity_for(size: u64, slack: Slack) -> u64 {
-    let spare = match slack {
-        Slack::Eighth => size / 8,
-        Slack::Third => size / 3,
+    let c = match slack {
+        Slack::Eighth => (size + size / 8 + 8) / 16 * 16,
+        Slack::Third => align_up(size + size / 3, 16),
     };
-    align_up(size + spare, 16).max(size)
+    c.max(align_up(size, 16)).max(size)
 }
 
 /// Allocation state of one region's window of address space.
