@@ -1012,8 +1012,29 @@ fn render_table(results: &[SizeResult], linkers: &[Linker], cores: usize, cpu: &
             }
             s += "\n";
         }
+        if let Some(line) = size_line(r) {
+            s += &line;
+        }
     }
     s
+}
+
+/// The direct output against the smallest separate one (every linker's output is checked to
+/// run; sizes do not depend on `-j`).
+fn size_line(r: &SizeResult) -> Option<String> {
+    let g = r.by_jobs.first()?;
+    let direct = g.full.first()?.size;
+    let smallest = g.full[1..]
+        .iter()
+        .filter(|p| p.size > 0)
+        .min_by_key(|p| p.size)?;
+    Some(format!(
+        "  output: direct {:.2} MB, smallest separate {:.2} MB ({}): {:.2}x\n",
+        direct as f64 / 1e6,
+        smallest.size as f64 / 1e6,
+        smallest.path,
+        direct as f64 / smallest.size as f64
+    ))
 }
 
 fn to_json(

@@ -478,3 +478,43 @@ impl SymbolTable {
         &self.index
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names are found at every fill of the index (it grows past 80%), misses are misses,
+    /// and a symbol is found again from its `.strtab` offset.
+    #[test]
+    fn every_name_is_found_and_no_other_at_every_fill() {
+        let mut t = SymbolTable::default();
+        let mut ids = Vec::new();
+        for i in 0..20_000 {
+            let kind = if i % 3 == 0 {
+                SymbolKind::Data
+            } else {
+                SymbolKind::Function
+            };
+            ids.push(t.declare(&format!("name_{i}"), kind, Binding::Global).unwrap());
+            if i % 997 == 0 || i == 19_999 {
+                for (j, &id) in ids.iter().enumerate() {
+                    assert_eq!(t.lookup(&format!("name_{j}")), Some(id), "after {i}");
+                }
+                assert_eq!(t.lookup(&format!("name_{}", i + 1)), None);
+                assert_eq!(t.lookup("name_"), None);
+            }
+        }
+        let load = t.index().count as f64 / t.index().slots.len() as f64;
+        assert!(load > 0.4 && load <= 0.8, "{load}");
+        for &id in ids.iter().step_by(101) {
+            assert_eq!(t.by_name_offset(t.name_offset(id)), Some(id));
+            assert_eq!(t.name(id), format!("name_{}", id.0));
+        }
+        // Declaring again returns the same symbol.
+        assert_eq!(
+            t.declare("name_7", SymbolKind::Function, Binding::Global)
+                .unwrap(),
+            ids[7]
+        );
+    }
+}
