@@ -495,7 +495,10 @@ mod tests {
             } else {
                 SymbolKind::Function
             };
-            ids.push(t.declare(&format!("name_{i}"), kind, Binding::Global).unwrap());
+            ids.push(
+                t.declare(&format!("name_{i}"), kind, Binding::Global)
+                    .unwrap(),
+            );
             if i % 997 == 0 || i == 19_999 {
                 for (j, &id) in ids.iter().enumerate() {
                     assert_eq!(t.lookup(&format!("name_{j}")), Some(id), "after {i}");

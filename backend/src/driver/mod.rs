@@ -297,6 +297,7 @@ fn full_build(
     let isa = session.isa().clone();
     let env = Env::of(&session, &isa);
     let mut b = Builder::new(&program, &env, session, &units, pre, opts);
+    b.declare_all()?;
     for d in &program.data {
         b.data(d)?;
     }
