@@ -24,6 +24,9 @@ pub(super) struct Builder<'a> {
     /// Symbols of the program's functions and data objects, by index, once declared.
     pub(super) function_ids: Vec<Option<SymbolId>>,
     pub(super) data_ids: Vec<Option<SymbolId>>,
+    /// When `declare_all` gave function `i` the symbol `first + i` (every name new): then
+    /// no cache is read, a read that misses the cache on a core busy compiling.
+    pub(super) functions_from: Option<u32>,
 }
 
 impl<'a> Builder<'a> {
@@ -55,6 +58,7 @@ impl<'a> Builder<'a> {
             pre,
             function_ids: vec![None; program.functions.len()],
             data_ids: vec![None; program.data.len()],
+            functions_from: None,
         }
     }
 
@@ -77,8 +81,15 @@ impl<'a> Builder<'a> {
         for i in 0..self.program.data.len() {
             self.symbol_of(Definition::Data(i))?;
         }
+        let mut first = None;
+        let mut contiguous = true;
         for i in 0..self.program.functions.len() {
-            self.symbol_of(Definition::Function(i))?;
+            let id = self.symbol_of(Definition::Function(i))?.0;
+            let base = *first.get_or_insert(id);
+            contiguous &= id == base + i as u32;
+        }
+        if contiguous {
+            self.functions_from = first;
         }
         self.timings.write += t.elapsed();
         Ok(())
@@ -87,6 +98,9 @@ impl<'a> Builder<'a> {
     /// The symbol of one of the program's definitions: declared on first use, then cached by
     /// definition, so a callee referred to by many functions is looked up by name once.
     pub(super) fn symbol_of(&mut self, d: Definition) -> Result<SymbolId> {
+        if let (Definition::Function(i), Some(first)) = (d, self.functions_from) {
+            return Ok(SymbolId(first + i as u32));
+        }
         // The caches are sized to the program's definitions in `new`.
         let (cached, name, kind) = match d {
             Definition::Function(i) => (
