@@ -356,12 +356,54 @@ impl Image {
         if !std::mem::replace(&mut self.lazy_patching, false) {
             return Ok(());
         }
+        // Every symbol's address, read once in symbol order into 4 bytes each: the sites'
+        // targets are all over the symbol array, and a dense copy stays in the cache (a
+        // fresh build has no entry jumps, so where a symbol is, is what references use).
+        const NONE: u32 = u32::MAX;
+        let addr: Vec<u32> = (0..self.symbols.len() as u32)
+            .map(|id| {
+                let id = SymbolId(id);
+                match (self.symbols.ref_addr(id), self.symbols.get(id).addr()) {
+                    (Some(r), Some(a)) if r == a => r as u32,
+                    _ => NONE,
+                }
+            })
+            .collect();
         let mut i = 0;
         while i < self.sites.records().len() as u32 {
-            if self.sites.is_live(SiteId(i)) {
-                self.patch(SiteId(i))?;
-            }
+            let id = SiteId(i);
             i += 1;
+            if !self.sites.is_live(id) {
+                continue;
+            }
+            let site = self.sites.get(id);
+            // The plain kinds between two placed symbols here; the rest (GOT loads, imports,
+            // thread-locals, anything unplaced) as in an update.
+            let (Place::In { owner, offset }, true) = (
+                site.place,
+                matches!(
+                    site.kind,
+                    RefKind::PcRel32
+                        | RefKind::Abs32
+                        | RefKind::Abs32S
+                        | RefKind::Abs64
+                        | RefKind::PcRel64
+                ),
+            ) else {
+                self.patch(id)?;
+                continue;
+            };
+            let (o, t) = (addr[owner.index()], addr[site.target.index()]);
+            if o == NONE || t == NONE {
+                self.patch(id)?;
+                continue;
+            }
+            let p = u64::from(o) + u64::from(offset);
+            let field = x86_64::encode(site.kind, u64::from(t), site.addend, p, None)
+                .map_err(|value| self.overflow(&site, value))?;
+            let at = self.file_offset(region_of(p), p);
+            self.store.write(at, field.bytes());
+            self.stats.sites_patched += 1;
         }
         Ok(())
     }

@@ -69,6 +69,12 @@ impl Image {
                     page_sums: sums,
                 }
             } else {
+                let bytes_len = len;
+                // Room to grow: a 64th in a new file (updates add a handful of records each,
+                // 1,500 symbols' worth at 100,000; each byte of room is a byte of every
+                // executable), a third when an update outgrew it (it is growing).
+                let spare = if old.extent.is_some() { 3 } else { 64 };
+                let e = self.reserve_with(old.extent, bytes_len, spare)?;
                 let bytes = match a {
                     Array::Symbols => self.symbols.records().to_bytes(),
                     Array::Sites => self.sites.records().to_bytes(),
@@ -76,11 +82,7 @@ impl Image {
                     Array::Symtab => self.symtab.entries.to_bytes(),
                     Array::Names => self.symbols.names().to_bytes(),
                 };
-                // Room to grow: a 64th in a new file (updates add a handful of records each,
-                // 1,500 symbols' worth at 100,000; each byte of room is a byte of every
-                // executable), a third when an update outgrew it (it is growing).
-                let spare = if old.extent.is_some() { 3 } else { 64 };
-                let e = self.reserve_with(old.extent, bytes.len() as u64, spare)?;
+                debug_assert_eq!(bytes.len() as u64, bytes_len);
                 self.store.write(e.offset, &bytes);
                 ArrayState {
                     extent: Some(e),
