@@ -153,8 +153,9 @@ impl<'a> Builder<'a> {
 
     /// Place one compiled function: map its names to symbols (in input order, so symbol
     /// numbering does not depend on scheduling), write it, record its calls. If it replaced a
-    /// definition with another signature, returns the functions that refer to it.
-    pub(super) fn place(&mut self, c: Compiled) -> Result<Option<Vec<usize>>> {
+    /// definition with another signature, returns the functions that refer to it; and the
+    /// spent result, for the thread that allocated it to free.
+    pub(super) fn place(&mut self, mut c: Compiled) -> Result<(Option<Vec<usize>>, Compiled)> {
         let f = &self.program.functions[c.index];
         let mut ids = Vec::with_capacity(c.names.len());
         for n in &c.names {
@@ -191,7 +192,7 @@ impl<'a> Builder<'a> {
         let debug = self.env.debug_info.then_some(FunctionDebug {
             source: SourceId(f.file as u32),
             line: f.line as u32,
-            rows: c.rows,
+            rows: std::mem::take(&mut c.rows),
         });
         let callers = self.session.define_function(
             self.units[f.file],
@@ -204,13 +205,13 @@ impl<'a> Builder<'a> {
                 signature: c.sig_hash,
                 calls: &calls,
                 debug,
-                unwind: c.unwind,
+                unwind: c.unwind.take(),
             },
         );
         let callers = callers.map_err(|e| self.at_source(e, f.file, f.line))?;
         self.timings.parse += c.timings.parse;
         self.timings.codegen += c.timings.codegen;
-        Ok(callers.map(|callers| self.program_callers(&callers)))
+        Ok((callers.map(|callers| self.program_callers(&callers)), c))
     }
 
     /// Compile `indices` on `jobs` threads and place the results in the order given. Workers
@@ -231,7 +232,7 @@ impl<'a> Builder<'a> {
             let results = compile_batch(self.program, self.env, table, batch, jobs);
             let t = Instant::now();
             for r in results {
-                if let Some(more) = self.place(r?)? {
+                if let (Some(more), _) = self.place(r?)? {
                     callers.extend(more);
                 }
             }
@@ -261,18 +262,26 @@ impl<'a> Builder<'a> {
         let next = AtomicUsize::new(0);
         let placed = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Compiled>)>();
+        // Results, by position, with the worker that made them (0: this thread).
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, usize, Result<Compiled>)>();
+        // Spent results go back to the worker that allocated them, to be freed there: freed
+        // here, every one is a free into another thread's arena, which cost the placing
+        // thread (the serial part of the build) as much time again as placing.
+        let mut spent = Vec::new();
         let mut callers = Vec::new();
         let mut outcome = Ok(());
         std::thread::scope(|s| {
             // `jobs - 1` workers; this thread is the last one, compiling whenever the next
             // function to place is not ready (placement is a few % of the work).
-            for _ in 1..jobs {
+            for w in 1..jobs {
                 let tx = tx.clone();
+                let (back, returned) = std::sync::mpsc::channel::<Compiled>();
+                spent.push(back);
                 let (next, placed, stop) = (&next, &placed, &stop);
                 s.spawn(move || {
                     let mut ctx = Context::new();
                     loop {
+                        returned.try_iter().for_each(drop);
                         let k = next.fetch_add(PARSE_AHEAD, Relaxed);
                         if k >= indices.len() {
                             break;
@@ -286,7 +295,7 @@ impl<'a> Builder<'a> {
                         let group = &indices[k..(k + PARSE_AHEAD).min(indices.len())];
                         let results = compile_group(program, env, None, group, &mut ctx);
                         for (j, r) in results.into_iter().enumerate() {
-                            if tx.send((k + j, r)).is_err() {
+                            if tx.send((k + j, w, r)).is_err() {
                                 return;
                             }
                         }
@@ -296,11 +305,11 @@ impl<'a> Builder<'a> {
             drop(tx);
             let mut ctx = Context::new();
             // Results that arrived before their turn, by position.
-            let mut early: BTreeMap<usize, Result<Compiled>> = BTreeMap::new();
+            let mut early: BTreeMap<usize, (usize, Result<Compiled>)> = BTreeMap::new();
             let mut want = 0;
             while want < indices.len() {
-                while let Ok((k, r)) = rx.try_recv() {
-                    early.insert(k, r);
+                while let Ok((k, w, r)) = rx.try_recv() {
+                    early.insert(k, (w, r));
                 }
                 if !early.contains_key(&want) {
                     // Nothing to place yet: compile a group here, or wait for a worker.
@@ -309,13 +318,18 @@ impl<'a> Builder<'a> {
                         if k < indices.len() {
                             let group = &indices[k..(k + PARSE_AHEAD).min(indices.len())];
                             let results = compile_group(program, env, None, group, &mut ctx);
-                            early.extend(results.into_iter().enumerate().map(|(j, r)| (k + j, r)));
+                            early.extend(
+                                results
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(j, r)| (k + j, (0, r))),
+                            );
                             continue;
                         }
                     }
                     match rx.recv() {
-                        Ok((k, r)) => {
-                            early.insert(k, r);
+                        Ok((k, w, r)) => {
+                            early.insert(k, (w, r));
                         }
                         // Every worker is gone and every group was taken: nothing is missing
                         // unless a worker stopped early, which only an error makes it do.
@@ -324,9 +338,15 @@ impl<'a> Builder<'a> {
                     continue;
                 }
                 let t = Instant::now();
-                while let Some(r) = early.remove(&want) {
+                while let Some((w, r)) = early.remove(&want) {
                     match r.and_then(|c| self.place(c)) {
-                        Ok(more) => callers.extend(more.into_iter().flatten()),
+                        Ok((more, c)) => {
+                            callers.extend(more.into_iter().flatten());
+                            // (A worker that is gone leaves it to be freed here.)
+                            if let Some(back) = w.checked_sub(1).and_then(|i| spent.get(i)) {
+                                let _ = back.send(c);
+                            }
+                        }
                         Err(e) => {
                             outcome = Err(e);
                             stop.store(true, Relaxed);
