@@ -265,13 +265,14 @@ impl Image {
         Ok(())
     }
 
-    /// Where references to `sym`, moving out of `old` into `region`, point from now on: its
+    /// Where references to `id`, moving out of `old` into `region`, point from now on: its
     /// entry jump (made now from the old slot's head on a first move), or `None` if they
-    /// follow it to the new slot (a fresh build patches every reference anyway; a debug
-    /// build wants none (`set_entry_jumps`); data, a
-    /// precompiled section with symbols inside it, or a slot too small for the jump cannot
-    /// have one; and in a live update a thread stopped inside the first instruction would
-    /// have it cut).
+    /// follow it to the new slot. `None` when:
+    /// - a fresh build patches every reference anyway;
+    /// - a debug build wants no jumps (`set_entry_jumps`);
+    /// - data, a precompiled section with symbols inside it, or a slot too small for the
+    ///   jump cannot have one;
+    /// - in a live update, a thread stopped inside the first instruction would have it cut.
     fn entry_for_move(&self, id: SymbolId, old: Placement, region: RegionKind) -> Option<u64> {
         if self.lazy_patching
             || !self.entry_jumps
