@@ -41,22 +41,33 @@ impl Image {
             };
             let used = self.regions[i].used;
             let pages = used.div_ceil(PAGE_BYTES) as usize;
-            let sums = &mut self.region_sums[i];
-            let old_pages = sums.len();
-            sums.resize(pages, 0);
-            for (p, sum) in sums.iter_mut().enumerate() {
+            let old_pages = self.region_sums[i].len();
+            self.region_sums[i].resize(pages, 0);
+            // Which pages are stale: every one in a fresh file; in an update the pages the
+            // writes fall in (found from the writes, not by asking every page), the last old
+            // page (it may have grown or shrunk), and the new ones.
+            let stale: Vec<usize> = match &written {
+                None => (0..pages).collect(),
+                Some(w) => {
+                    let (from, to) = (extent.offset, extent.offset + used);
+                    let mut stale: BTreeSet<usize> = w
+                        .iter()
+                        .filter(|&&(s, e)| s < to && e > from)
+                        .flat_map(|&(s, e)| {
+                            let first = (s.max(from) - from) / PAGE_BYTES;
+                            let last = (e.min(to) - 1 - from) / PAGE_BYTES;
+                            first as usize..=last as usize
+                        })
+                        .collect();
+                    stale.extend(old_pages.saturating_sub(1)..pages);
+                    stale.insert(pages.saturating_sub(1));
+                    stale.into_iter().filter(|&p| p < pages).collect()
+                }
+            };
+            for p in stale {
                 let start = extent.offset + p as u64 * PAGE_BYTES;
                 let len = (used - p as u64 * PAGE_BYTES).min(PAGE_BYTES);
-                let stale = match &written {
-                    None => true,
-                    // The last old page may have grown or shrunk, the new last page too;
-                    // new pages are new.
-                    Some(_) if p + 1 >= old_pages || p + 1 == pages => true,
-                    Some(w) => w.iter().any(|&(s, e)| s < start + len && e > start),
-                };
-                if stale {
-                    *sum = self.store.checksum(start, len);
-                }
+                self.region_sums[i][p] = self.store.checksum(start, len);
             }
         }
     }
