@@ -1869,6 +1869,9 @@ block0:
         .unwrap();
     let jump = String::from_utf8_lossy(&jump.stdout);
     assert!(jump.contains(&format!("jmp    {f:x}")), "{jump}");
+    // Named in `.symtab`, so objdump, perf and gdb say where calls go.
+    assert_eq!(symbol_address(&out, "f.entry"), call);
+    assert!(jump.contains("<f.entry>:"), "{jump}");
     // Gone, with its callers: the next build runs, and nothing is left of the jump.
     settle_inputs();
     std::fs::write(&p, "").unwrap();
@@ -1879,6 +1882,8 @@ block0:
     .unwrap();
     build_ok(&files, &out, &[]);
     assert_eq!(run(&out).stdout, 9u64.to_le_bytes());
+    let nm = Command::new("nm").arg(&out).output().unwrap();
+    assert!(!String::from_utf8_lossy(&nm.stdout).contains("f.entry"));
     // With debug information, callers are patched instead (gdb's `step` follows no jump).
     std::fs::write(&q, &callers).unwrap();
     std::fs::write(&p, growing_f(0)).unwrap();

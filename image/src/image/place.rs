@@ -31,6 +31,7 @@ impl Image {
                 addr: e,
                 capacity: x86_64::ENTRY_JUMP_SLOT,
             });
+            self.unname_entry_jump(id);
         }
         match placement {
             // Its bytes belong to the definition it lies in.
@@ -241,6 +242,7 @@ impl Image {
                     addr: e,
                     capacity: x86_64::ENTRY_JUMP_SLOT,
                 });
+                self.unname_entry_jump(id);
             }
         }
         self.symbols.set_entry(id, entry);
@@ -262,7 +264,49 @@ impl Image {
         let at = self.file_offset(RegionKind::Text, e);
         self.store.write(at, &jump);
         self.live_write(RegionKind::Text, e, &jump, WriteRule::Always);
+        self.name_entry_jump(id, e)
+    }
+
+    /// The name of `id`'s entry jump in `.symtab`: `NAME.entry`, as GCC names a function's
+    /// split parts `NAME.cold`, so objdump, perf and gdb name the address calls go to.
+    fn entry_jump_name(&self, id: SymbolId) -> String {
+        format!("{}.entry", self.symbols.name(id))
+    }
+
+    /// Whether `j` is an entry jump's name (the runtime's, owning no slot), not a program's
+    /// symbol that happens to be called so.
+    fn is_entry_jump_name(&self, j: SymbolId) -> bool {
+        let s = self.symbols.get(j);
+        s.alias() && s.builtin()
+    }
+
+    /// Give `id`'s entry jump at `entry` its name: a local function symbol of the jump's
+    /// five bytes. A program symbol of that name keeps it, and the jump stays unnamed.
+    fn name_entry_jump(&mut self, id: SymbolId, entry: u64) -> Result<()> {
+        let name = self.entry_jump_name(id);
+        if let Some(j) = self.symbols.lookup(&name) {
+            let ours = self.is_entry_jump_name(j) || self.symbols.get(j).placement().is_none();
+            if !ours || self.symbols.get(j).kind() != SymbolKind::Function {
+                return Ok(());
+            }
+        }
+        let j = self.declare(&name, SymbolKind::Function, Binding::Local)?;
+        if self.symbols.get(j).addr() == Some(entry) {
+            return Ok(());
+        }
+        self.place_alias(j, RegionKind::Text, entry, 5)?;
+        self.mark_builtin(j);
         Ok(())
+    }
+
+    /// The entry jump of `id` is gone: so is its name.
+    fn unname_entry_jump(&mut self, id: SymbolId) {
+        let name = self.entry_jump_name(id);
+        if let Some(j) = self.symbols.lookup(&name) {
+            if self.is_entry_jump_name(j) {
+                self.unplace(j);
+            }
+        }
     }
 
     /// Where references to `id`, moving out of `old` into `region`, point from now on: its
