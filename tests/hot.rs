@@ -212,13 +212,26 @@ fn hot_ok(src: &Path, exe: &Path, pid: &str) -> String {
     stderr
 }
 
+/// Write `text` to `dir/NAME.clif`, build it into `dir/NAME` with `flags` and start it,
+/// its output going to `dir/out`.
+fn start_program(
+    dir: &Path,
+    name: &str,
+    text: &str,
+    flags: &[&str],
+    out: &str,
+) -> (PathBuf, PathBuf, Running) {
+    let src = dir.join(format!("{name}.clif"));
+    let exe = dir.join(name);
+    std::fs::write(&src, text).unwrap();
+    build_ok(std::slice::from_ref(&src), &exe, flags);
+    let run = Running::start(&exe, dir.join(out));
+    (src, exe, run)
+}
+
 /// Start the counter program with `f(x) = x + 1000`; returns once it has printed.
 fn start_counter(dir: &Path) -> (PathBuf, PathBuf, Running) {
-    let src = dir.join("counter.clif");
-    let exe = dir.join("counter");
-    std::fs::write(&src, counter(1000, 0)).unwrap();
-    build_ok(std::slice::from_ref(&src), &exe, &[]);
-    let run = Running::start(&exe, dir.join("out.txt"));
+    let (src, exe, run) = start_program(dir, "counter", &counter(1000, 0), &[], "out.txt");
     run.wait_line(0, |l| l.starts_with("count 3 "))
         .expect("the program prints");
     (src, exe, run)
@@ -578,12 +591,14 @@ block1:
 #[test]
 fn freestanding_programs_are_patched_too() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("counter.clif");
-    let exe = dir.path().join("counter");
-    std::fs::write(&src, freestanding_counter(1000)).unwrap();
-    build_ok(std::slice::from_ref(&src), &exe, &["--freestanding"]);
+    let (src, exe, run) = start_program(
+        dir.path(),
+        "counter",
+        &freestanding_counter(1000),
+        &["--freestanding"],
+        "out.bin",
+    );
     let out = dir.path().join("out.bin");
-    let run = Running::start(&exe, out.clone());
     let records = || -> Vec<(i64, i64)> {
         std::fs::read(&out)
             .unwrap_or_default()
@@ -763,12 +778,14 @@ fn a_hundred_random_swaps_into_one_running_process_equal_a_fresh_build() {
         .unwrap_or(0x5eed_1234_u64);
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("diff.clif");
-    let exe = dir.path().join("diff");
     let mut hs: Vec<H> = (0..8).map(|_| rng.h()).collect();
-    std::fs::write(&src, differential_program(&hs)).unwrap();
-    build_ok(std::slice::from_ref(&src), &exe, &[]);
-    let mut run = Running::start(&exe, dir.path().join("out.txt"));
+    let (src, exe, mut run) = start_program(
+        dir.path(),
+        "diff",
+        &differential_program(&hs),
+        &[],
+        "out.txt",
+    );
     let want = expected(&hs);
     run.wait_line(0, |l| r_of(l, 0) == Some(want))
         .unwrap_or_else(|| {
@@ -871,11 +888,7 @@ block1:
 #[test]
 fn with_debug_info_the_process_unwinds_through_moved_code() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("bt.clif");
-    let exe = dir.path().join("bt");
-    std::fs::write(&src, backtracing(0)).unwrap();
-    build_ok(std::slice::from_ref(&src), &exe, &["-g"]);
-    let mut run = Running::start(&exe, dir.path().join("out.txt"));
+    let (src, exe, mut run) = start_program(dir.path(), "bt", &backtracing(0), &["-g"], "out.txt");
     let first = run
         .wait_line(0, |l| l.starts_with("count 2 "))
         .expect("the program prints");
