@@ -281,30 +281,6 @@ impl Blob {
         off
     }
 
-    /// The bytes at `off..off + len`; empty (and the damaged mark) if unverifiable.
-    pub fn get(&self, off: u32, len: u32) -> &[u8] {
-        let (off, len) = (off as usize, len as usize);
-        let base_len = self.base_len();
-        if off >= base_len {
-            return self
-                .extra
-                .get(off - base_len..off - base_len + len)
-                .unwrap_or_else(|| {
-                    self.verifier.damaged.store(true, Relaxed);
-                    &[]
-                });
-        }
-        let base = self.base.as_ref().expect("checked above");
-        if off + len > base_len
-            || !self.verifier.check(base, off)
-            || (len > 0 && !self.verifier.check(base, off + len - 1))
-        {
-            self.verifier.damaged.store(true, Relaxed);
-            return &[];
-        }
-        &base.map[base.offset + off..base.offset + off + len]
-    }
-
     /// The name at `off`: the bytes up to its NUL (names double as `.strtab`, so the NUL is
     /// there anyway and no length needs keeping); empty (and the damaged mark) if
     /// unverifiable or unterminated.

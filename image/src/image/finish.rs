@@ -87,7 +87,7 @@ impl Image {
                 sym.set_import(Some(lib));
                 self.symbols.set(id, sym);
                 self.imports.push(id);
-                self.patch_referrers(id)?;
+                self.patch_referrers(id);
             } else if let Some(stub) = x86_64::builtin(&name) {
                 if self.symbols.get(id).kind() == SymbolKind::Function {
                     self.define_stub(id, stub.code, stub.calls)?;

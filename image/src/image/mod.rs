@@ -685,7 +685,7 @@ impl Image {
             });
         }
         self.place_new(id, region, contents, align, refs, true)?;
-        self.patch_referrers(id)?;
+        self.patch_referrers(id);
         let mut sym = self.symbols.get(id);
         sym.set_section_atom(true);
         self.symbols.set(id, sym);
@@ -779,7 +779,8 @@ impl Image {
         }
         self.symbols.set(id, sym);
         self.touched.insert(id);
-        self.patch_referrers(id)
+        self.patch_referrers(id);
+        Ok(())
     }
 
     /// Take a definition out: its slot is freed and its own references dropped. Anything that

@@ -112,7 +112,8 @@ impl Image {
         self.place_new(id, region, contents, align, refs, false)?;
         // Incoming references that were waiting for this symbol's address, or that pointed at
         // its old slot.
-        self.patch_referrers(id)
+        self.patch_referrers(id);
+        Ok(())
     }
 
     /// Place a definition in a new slot (with the region's slack, or `exact`: no room to
@@ -463,11 +464,10 @@ impl Image {
 
     /// `id`'s address, as references use it, became known or changed: its referrers are
     /// patched at the end of the build (`patch_pending`), those of every such symbol at once.
-    pub(super) fn patch_referrers(&mut self, id: SymbolId) -> Result<()> {
+    pub(super) fn patch_referrers(&mut self, id: SymbolId) {
         if !self.lazy_patching {
             self.repatch.push(id);
         }
-        Ok(())
     }
 
     /// The last patches, once every address is known: every site in a fresh build; in an
