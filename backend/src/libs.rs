@@ -54,13 +54,42 @@ pub struct SharedObject {
     pub soname: String,
     pub path: PathBuf,
     pub functions: usize,
-    exports: HashMap<String, bool>,
+    exports: HashMap<String, Exported>,
+}
+
+/// What a library's `.dynsym` says about one name.
+#[derive(Debug, Clone, Copy)]
+struct Exported {
+    /// Not a function (a data object, a thread-local, or untyped).
+    data: bool,
+    /// A data object (`STT_OBJECT`, or untyped with a size) that a copy relocation can copy:
+    /// its address, size and alignment in the library.
+    object: Option<(u64, u64, u64)>,
 }
 
 impl SharedObject {
     /// Whether it exports `name`, and if so whether as data.
     pub fn export(&self, name: &str) -> Option<bool> {
-        self.exports.get(name).copied()
+        self.exports.get(name).map(|e| e.data)
+    }
+
+    /// `name` as a data object a copy relocation can copy: its size, alignment and the
+    /// library's other names for the same bytes (`environ`, `__environ`), which must be
+    /// exported at the copy too.
+    fn object(&self, name: &str) -> Option<zerolink_image::ObjectExport> {
+        let (value, size, align) = self.exports.get(name)?.object?;
+        let mut aliases: Vec<String> = self
+            .exports
+            .iter()
+            .filter(|(n, e)| n.as_str() != name && e.object.is_some_and(|o| o.0 == value))
+            .map(|(n, _)| n.clone())
+            .collect();
+        aliases.sort();
+        Some(zerolink_image::ObjectExport {
+            size,
+            align,
+            aliases,
+        })
     }
 }
 
@@ -111,6 +140,20 @@ impl Libraries {
             .iter()
             .enumerate()
             .find_map(|(i, o)| o.export(name).map(|data| (i, data)))
+    }
+
+    /// What the image needs to know of `name`: the first library exporting it and, for a
+    /// data object, what a copy relocation needs.
+    pub fn export(&self, name: &str) -> Option<zerolink_image::Export> {
+        let (i, data) = self.resolve(name)?;
+        Some(zerolink_image::Export {
+            library: i as u32,
+            object: if data {
+                self.objects[i].object(name)
+            } else {
+                None
+            },
+        })
     }
 
     pub fn sonames(&self) -> Vec<String> {
@@ -311,10 +354,28 @@ fn read(path: &Path) -> Result<SharedObject> {
             ObjKind::Data | ObjKind::Unknown | ObjKind::Tls => true,
             _ => continue,
         };
+        let copyable = match sym.kind() {
+            ObjKind::Data => true,
+            ObjKind::Unknown => sym.size() > 0,
+            _ => false,
+        };
+        let object = copyable.then(|| {
+            // As mold and lld align a copy: the definition's section alignment, at most what
+            // the address's low bits allow.
+            let section = match sym.section() {
+                object::SymbolSection::Section(i) => elf.section_by_index(i).ok(),
+                _ => None,
+            };
+            let section_align = section.map_or(1, |s| object::ObjectSection::align(&s).max(1));
+            let value_align = 1u64 << sym.address().trailing_zeros().min(12);
+            (sym.address(), sym.size(), section_align.min(value_align))
+        });
         if let Ok(name) = sym.name() {
             if !name.is_empty() {
                 functions += usize::from(!data);
-                exports.entry(name.to_string()).or_insert(data);
+                exports
+                    .entry(name.to_string())
+                    .or_insert(Exported { data, object });
             }
         }
     }

@@ -8,7 +8,7 @@
 //! the number of imports, not with the program, so every build rewrites it whole.
 
 use object::elf;
-use object::endian::{LittleEndian as LE, U32, U64};
+use object::endian::{LittleEndian as LE, U16, U32, U64};
 use object::pod::bytes_of;
 
 use crate::symbols::SymbolKind;
@@ -22,6 +22,21 @@ pub struct Import<'a> {
     /// A thread-local: its GOT entry holds its offset from the thread pointer
     /// (`R_X86_64_TPOFF64`), and its `.dynsym` entry is `STT_TLS`.
     pub tls: bool,
+    /// Defined by the executable: a copy of a library's data object in `.bss`, exported so
+    /// that the library uses it too.
+    pub defined: Option<Defined>,
+}
+
+/// An exported definition of the executable (a copy relocation's target).
+#[derive(Debug, Clone, Copy)]
+pub struct Defined {
+    pub value: u64,
+    pub size: u64,
+    /// Section index of `.bss`.
+    pub shndx: u16,
+    /// The loader copies the library's bytes here (`R_X86_64_COPY`); an alias of a copy
+    /// only names the same place.
+    pub copy: bool,
 }
 
 /// An address of an import stored in data: (where, index into the imports, addend).
@@ -138,16 +153,18 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         dynstr.push(0);
         let typ = match imp.kind {
             _ if imp.tls => elf::STT_TLS,
+            _ if imp.defined.is_some() => elf::STT_OBJECT,
             SymbolKind::Function => elf::STT_FUNC,
             SymbolKind::Data => elf::STT_OBJECT,
         };
+        let d = imp.defined;
         let sym = elf::Sym64::<LE> {
             st_name: U32::new(LE, name),
             st_info: (elf::STB_GLOBAL << 4) | typ,
             st_other: elf::STV_DEFAULT,
-            st_shndx: Default::default(),
-            st_value: U64::new(LE, 0),
-            st_size: U64::new(LE, 0),
+            st_shndx: U16::new(LE, d.map_or(0, |d| d.shndx)),
+            st_value: U64::new(LE, d.map_or(0, |d| d.value)),
+            st_size: U64::new(LE, d.map_or(0, |d| d.size)),
         };
         b.extend_from_slice(bytes_of(&sym));
     }
@@ -193,10 +210,12 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         b.extend_from_slice(bytes_of(&r));
     };
     for (i, imp) in imports.iter().enumerate() {
-        match (imp.got, imp.tls) {
-            (Some(got), true) => rela(got, i, elf::R_X86_64_TPOFF64, 0),
-            (Some(got), false) => rela(got, i, elf::R_X86_64_GLOB_DAT, 0),
-            (None, _) => {}
+        match (imp.got, imp.tls, imp.defined) {
+            (_, _, Some(d)) if d.copy => rela(d.value, i, elf::R_X86_64_COPY, 0),
+            (_, _, Some(_)) => {}
+            (Some(got), true, _) => rela(got, i, elf::R_X86_64_TPOFF64, 0),
+            (Some(got), false, _) => rela(got, i, elf::R_X86_64_GLOB_DAT, 0),
+            (None, ..) => {}
         }
     }
     for r in data_relocs {

@@ -122,6 +122,11 @@ pub enum ImageError {
         kind: &'static str,
         target: String,
     },
+    #[error(
+        "`{name}` is a shared library's data object that code reaches directly (not through \
+         the GOT), so it needs a copy in the executable, but {why}"
+    )]
+    Copy { name: String, why: &'static str },
     #[error("the table in the existing executable is damaged ({0})")]
     TableDamaged(&'static str),
     #[error("no entry point: the program must define `{0}`")]

@@ -26,7 +26,9 @@ pub mod table;
 pub mod x86_64;
 
 pub use error::{ImageError, Result, Undefined};
-pub use image::{find_table, Contents, Image, OpenError, Problem, Summary, ENTRY};
+pub use image::{
+    find_table, Contents, Export, Image, ObjectExport, OpenError, Problem, Summary, ENTRY,
+};
 pub use layout::RegionKind;
 pub use sites::{RefKind, Reference};
 pub use symbols::{Binding, Symbol, SymbolId, SymbolKind};

@@ -22,7 +22,7 @@ use crate::slots::Region;
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
 /// Bump on any change to the layout of the header, the body or the records.
-pub const FORMAT_VERSION: u32 = 15;
+pub const FORMAT_VERSION: u32 = 16;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;
@@ -243,7 +243,7 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     }
     w.u64(body.rare.len() as u64);
     for &(id, r) in &body.rare {
-        for v in [id, r.got_site, r.entry] {
+        for v in [id, r.got_site, r.entry, r.copy] {
             w.u64(u64::from(v));
         }
     }
@@ -348,9 +348,15 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
     }
     for _ in 0..r.count(1 << 28)? {
         let id = r.u32()?;
-        let (got_site, entry) = (r.u32()?, r.u32()?);
-        body.rare
-            .push((id, crate::symbols::Rare { got_site, entry }));
+        let (got_site, entry, copy) = (r.u32()?, r.u32()?, r.u32()?);
+        body.rare.push((
+            id,
+            crate::symbols::Rare {
+                got_site,
+                entry,
+                copy,
+            },
+        ));
     }
     body.dynamic_slot = (r.u64()?, r.u64()?);
     for v in &mut body.eh_layout {

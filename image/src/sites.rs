@@ -219,16 +219,30 @@ impl SiteRecord {
     }
 }
 
-/// How a site marks its target (`Symbol::mark_referred`): thread-local kinds, 8-byte
-/// absolute fields.
-fn marks(kind: RefKind) -> (bool, bool) {
-    (
-        matches!(
+/// How a site marks its target (`Symbol::mark_referred`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// A thread-local kind.
+    pub tls: bool,
+    /// An 8-byte absolute field.
+    pub abs: bool,
+    /// A field that holds the target's address itself, not a GOT entry's: PC-relative or
+    /// 32-bit absolute.
+    pub direct: bool,
+}
+
+fn marks(kind: RefKind) -> Marks {
+    Marks {
+        tls: matches!(
             kind,
             RefKind::TlsGdToLe | RefKind::GotTpOffToLe | RefKind::TpOff32 | RefKind::TlsLdToLe
         ),
-        kind == RefKind::Abs64,
-    )
+        abs: kind == RefKind::Abs64,
+        direct: matches!(
+            kind,
+            RefKind::PcRel32 | RefKind::Abs32 | RefKind::Abs32S | RefKind::PcRel64
+        ),
+    }
 }
 
 #[derive(Default)]
@@ -279,8 +293,8 @@ impl Sites {
         }
         let n = syms.len();
         let mut counts = vec![0u32; n];
-        let mut tls = Vec::new();
-        let mut abs = Vec::new();
+        let mut marked: Vec<(usize, Marks)> = Vec::new();
+        let mut direct = vec![false; n];
         for id in from..to {
             let rec = self.records.get(id);
             let t = rec.target as usize;
@@ -288,11 +302,12 @@ impl Sites {
                 continue;
             }
             counts[t] += 1;
-            match marks(rec.kind()) {
-                (true, _) => tls.push(t),
-                (_, true) => abs.push(t),
-                _ => {}
+            let m = marks(rec.kind());
+            if m.tls || m.abs {
+                marked.push((t, m));
             }
+            // Most sites are direct (every call): a bit per symbol, not a list entry each.
+            direct[t] |= m.direct;
         }
         for (t, &c) in counts.iter().enumerate() {
             if c == 0 {
@@ -300,14 +315,16 @@ impl Sites {
             }
             let mut sym = syms.get(SymbolId(t as u32));
             sym.refs += c;
+            sym.mark_referred(Marks {
+                direct: direct[t],
+                ..Marks::default()
+            });
             syms.set(SymbolId(t as u32), sym);
         }
-        for (list, tls) in [(tls, true), (abs, false)] {
-            for t in list {
-                let mut sym = syms.get(SymbolId(t as u32));
-                sym.mark_referred(tls, !tls);
-                syms.set(SymbolId(t as u32), sym);
-            }
+        for (t, m) in marked {
+            let mut sym = syms.get(SymbolId(t as u32));
+            sym.mark_referred(m);
+            syms.set(SymbolId(t as u32), sym);
         }
     }
 
@@ -385,8 +402,7 @@ impl Sites {
         let target = SymbolId(rec.target);
         let mut sym = syms.get(target);
         sym.refs += 1;
-        let (tls, abs) = marks(rec.kind());
-        sym.mark_referred(tls, abs);
+        sym.mark_referred(marks(rec.kind()));
         syms.set(target, sym);
     }
 

@@ -67,6 +67,10 @@ const TLS_REFERRED: u8 = 64;
 /// Some site holds its address in 8 bytes (sticky until a full build): an import so referred
 /// to needs a dynamic relocation in data, found by a scan of the sites only then.
 const ABS_REFERRED: u8 = 128;
+/// Some site reaches it directly, not through the GOT (PC-relative or a 32-bit absolute;
+/// sticky until a full build): a shared library's data object so referred to needs a copy
+/// in the executable (`R_X86_64_COPY`), decided without a scan.
+const DIRECT_REFERRED: u8 = 4;
 
 /// One symbol, as stored in the table (56 bytes, no padding; what few symbols have is in
 /// [`Rare`]). Addresses, capacities and
@@ -174,12 +178,19 @@ impl Symbol {
         self.flags & ABS_REFERRED != 0
     }
 
-    pub(crate) fn mark_referred(&mut self, tls: bool, abs: bool) {
-        if tls {
+    pub fn direct_referred(&self) -> bool {
+        self.flags & DIRECT_REFERRED != 0
+    }
+
+    pub(crate) fn mark_referred(&mut self, marks: crate::sites::Marks) {
+        if marks.tls {
             self.flags |= TLS_REFERRED;
         }
-        if abs {
+        if marks.abs {
             self.flags |= ABS_REFERRED;
+        }
+        if marks.direct {
+            self.flags |= DIRECT_REFERRED;
         }
     }
 
@@ -273,6 +284,9 @@ pub struct Rare {
     /// A function that outgrew its slot in an update: the address everything refers to, its
     /// first slot's start, which holds a `jmp` to where it is now (0: none).
     pub entry: u32,
+    /// A shared library's data object copied into the executable's `.bss`
+    /// (`R_X86_64_COPY`): the library's index plus one (0: not a copy).
+    pub copy: u32,
 }
 
 #[derive(Default)]
@@ -325,6 +339,28 @@ impl SymbolTable {
             self.counts.got_entries += 1;
         }
         self.rare_mut(id, |r| r.got_site = site_plus_one);
+    }
+
+    /// The library (index) whose data object `id` is a copy of, if it is one.
+    pub fn copy_of(&self, id: SymbolId) -> Option<u32> {
+        if self.rare.is_empty() {
+            return None;
+        }
+        let c = self.rare.get(&id.0)?.copy;
+        c.checked_sub(1)
+    }
+
+    pub fn set_copy_of(&mut self, id: SymbolId, library: Option<u32>) {
+        self.rare_mut(id, |r| r.copy = library.map_or(0, |l| l + 1));
+    }
+
+    /// Every copied data object, in id order.
+    pub fn copies(&self) -> Vec<SymbolId> {
+        self.rare
+            .iter()
+            .filter(|(_, r)| r.copy != 0)
+            .map(|(&id, _)| SymbolId(id))
+            .collect()
     }
 
     /// The entry jump of a function that moved in an update.

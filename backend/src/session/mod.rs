@@ -367,10 +367,8 @@ impl Session {
         self.image.set_entry_jumps(!self.debug_info);
         if let Some(libs) = &self.libs {
             let resolver = Arc::clone(libs);
-            self.image.link_dynamically(
-                libs.sonames(),
-                Box::new(move |name| resolver.resolve(name).map(|(i, _)| i as u32)),
-            );
+            self.image
+                .link_dynamically(libs.sonames(), Box::new(move |name| resolver.export(name)));
             self.image.set_runpath(libs.runpath.clone());
             self.image.set_pie(libs.pie);
         } else {

@@ -82,15 +82,39 @@ impl Image {
             .collect();
         for id in wanted {
             let name = self.symbols.name(id);
-            if let Some(lib) = self.resolver.as_ref().and_then(|r| r(&name)) {
+            if let Some(export) = self.export_of(&name) {
+                if self.wants_copy(id, &export) {
+                    if let Some(object) = &export.object {
+                        self.make_copy(id, export.library, object)?;
+                        continue;
+                    }
+                }
                 let mut sym = self.symbols.get(id);
-                sym.set_import(Some(lib));
+                sym.set_import(Some(export.library));
                 self.symbols.set(id, sym);
                 self.imports.push(id);
                 self.patch_referrers(id);
             } else if let Some(stub) = x86_64::builtin(&name) {
                 if self.symbols.get(id).kind() == SymbolKind::Function {
                     self.define_stub(id, stub.code, stub.calls)?;
+                }
+            }
+        }
+        if matches!(self.touched, Touched::Some(_)) {
+            // Imports of earlier builds that this update's code reaches directly.
+            let direct: Vec<SymbolId> = self
+                .touched_ids()
+                .into_iter()
+                .filter(|&id| {
+                    let s = self.symbols.get(id);
+                    s.import().is_some() && s.direct_referred() && !s.tls_referred()
+                })
+                .collect();
+            for id in direct {
+                if let Some(export) = self.export_of(&self.symbols.name(id)) {
+                    if let (true, Some(object)) = (self.wants_copy(id, &export), &export.object) {
+                        self.make_copy(id, export.library, object)?;
+                    }
                 }
             }
         }
@@ -224,6 +248,14 @@ impl Image {
             sym.set_import(None);
             self.symbols.set(id, sym);
             self.imports.retain(|&i| i != id);
+        }
+        let unused_copies: Vec<SymbolId> = self
+            .touched_ids()
+            .into_iter()
+            .filter(|&id| self.symbols.copy_of(id).is_some() && !self.has_code_referrers(id))
+            .collect();
+        for id in unused_copies {
+            self.drop_copy(id);
         }
     }
 
@@ -491,6 +523,9 @@ impl Image {
     /// and `.dynamic` in its slot of the GOT region.
     pub(super) fn write_dynamic(&mut self) -> Result<()> {
         let names: Vec<String> = self.imports.iter().map(|&i| self.symbols.name(i)).collect();
+        // Copies come after the imports, so an import's `.dynsym` index is its place in
+        // `imports` plus one.
+        let copies = self.copy_exports();
         let imports: Vec<crate::dynamic::Import<'_>> = self
             .imports
             .iter()
@@ -502,8 +537,21 @@ impl Image {
                     kind: s.kind(),
                     got: self.got_of(id),
                     tls: self.is_tls_import(id),
+                    defined: None,
                 }
             })
+            .chain(copies.iter().map(|c| crate::dynamic::Import {
+                name: &c.name,
+                kind: SymbolKind::Data,
+                got: None,
+                tls: false,
+                defined: Some(crate::dynamic::Defined {
+                    value: c.addr,
+                    size: c.size,
+                    shndx: RegionKind::Bss.shndx(),
+                    copy: c.copy,
+                }),
+            }))
             .collect();
         let mut data_relocs = Vec::new();
         // Imports whose address data holds: found by one scan, only if there are any.
@@ -539,6 +587,7 @@ impl Image {
             .imports
             .iter()
             .filter_map(|&id| self.symbols.get(id).import())
+            .chain(copies.iter().map(|c| c.library))
             .collect();
         used.sort_unstable();
         used.dedup();

@@ -37,6 +37,7 @@ use crate::symtab::Symtab;
 use crate::table::{Base, Blob, NameIndex, Records, PAGE_BYTES};
 use crate::x86_64;
 
+mod copy;
 mod finish;
 mod live;
 mod place;
@@ -87,6 +88,9 @@ pub struct Summary {
     pub removed: usize,
     /// Site fields written.
     pub sites_patched: usize,
+    /// Shared libraries' data objects this build copied into the executable
+    /// (`R_X86_64_COPY`).
+    pub copies: usize,
     /// Bytes written to the file by this build.
     pub bytes_written: u64,
     /// Bytes of the table (`.zerolink` and its arrays).
@@ -217,8 +221,30 @@ impl Touched {
     }
 }
 
-/// Looks a name up in the shared libraries: the index of the first library that exports it.
-pub type Resolver = Box<dyn Fn(&str) -> Option<u32>>;
+/// Looks a name up in the shared libraries: what the first library that exports it says.
+pub type Resolver = Box<dyn Fn(&str) -> Option<Export>>;
+
+/// A name a shared library exports, as the image needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Index into the libraries given to [`Image::link_dynamically`].
+    pub library: u32,
+    /// A data object (not a function or a thread-local): what a copy relocation needs.
+    pub object: Option<ObjectExport>,
+}
+
+/// A shared library's data object, for a copy relocation (see `copy.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectExport {
+    pub size: u64,
+    /// What the library's definition is aligned to (its section's alignment, at most what
+    /// its address's low bits allow, as mold and lld compute it).
+    pub align: u64,
+    /// The library's other names for the same bytes (`environ`, `__environ`, `_environ`):
+    /// the executable exports the copy under each, or the library's code that uses another
+    /// name would read its own, stale original.
+    pub aliases: Vec<String>,
+}
 
 impl Image {
     /// Start a new executable that will replace `path` when finished.
@@ -759,6 +785,7 @@ impl Image {
         size: u64,
     ) -> Result<()> {
         self.live_before(id);
+        self.drop_copy(id);
         let sym = self.symbols.get(id);
         if sym.placement().is_some() {
             if !sym.alias() {

@@ -22,6 +22,9 @@ impl Image {
         sym.set_alias(false);
         sym.set_section_atom(false);
         self.symbols.set(id, sym);
+        if self.symbols.copy_of(id).is_some() {
+            self.symbols.set_copy_of(id, None);
+        }
         let entry = self.symbols.entry(id);
         self.symbols.set_entry(id, None);
         self.touched.insert(id);
@@ -128,6 +131,8 @@ impl Image {
         refs: &[Reference],
         exact: bool,
     ) -> Result<()> {
+        // The program now defines what a library's data object was copied for.
+        self.drop_copy(id);
         if self.symbols.get(id).placement().is_some() {
             return Err(ImageError::DuplicateDefinition(self.symbols.name(id)));
         }
@@ -757,6 +762,15 @@ impl Image {
                 self.store.write(insn_at, &bytes);
                 self.live_write(region_of(p), p - 3, &bytes, WriteRule::Always);
                 self.stats.sites_patched += 1;
+                Ok(())
+            }
+            (RefKind::PcRel32 | RefKind::Abs32 | RefKind::Abs32S | RefKind::PcRel64, _)
+                if self
+                    .export_of(&self.symbols.name(site.target))
+                    .is_some_and(|e| e.object.is_some()) =>
+            {
+                // A library's data object reached directly: `finish` makes it a copy in the
+                // executable (`copy.rs`) and patches this site against it.
                 Ok(())
             }
             (RefKind::PcRel32, Place::In { owner, .. })

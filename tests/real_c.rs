@@ -1,0 +1,267 @@
+//! Real C code as Debian's gcc compiles it (`-fPIE` by default), each program linked twice
+//! from the same objects, by `cc` and by zerolink (fixed-address and `--pie`), both run and
+//! compared: copy relocations of libraries' data objects (`stdout`, `environ`, `optarg`),
+//! Debian's own `liblua5.4.a`, and updates that change how data is reached.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{settle_inputs, zerolink};
+
+fn sh(cmd: &mut Command) {
+    let o = cmd.output().expect("the tool runs");
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Write C source `text` to `dir/name.c` and compile it to `dir/name.o` with `cc -c`.
+fn c_object(dir: &Path, name: &str, text: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, text).unwrap();
+    let obj = dir.join(format!("{name}.o"));
+    sh(Command::new("cc")
+        .arg("-c")
+        .args(flags)
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj));
+    obj
+}
+
+/// What a program did: exit status, stdout, stderr.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    status: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_with(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let o = Command::new(exe)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    Outcome {
+        status: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `zerolink build -o OUT FILES EXTRA`; its stderr.
+fn zl_ok(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
+    let o = zerolink()
+        .arg("build")
+        .arg("-o")
+        .arg(out)
+        .args(files)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "zerolink failed: {stderr}");
+    stderr
+}
+
+/// `cc FILES LIBS -o OUT`: the program as the system links it.
+fn cc_link(files: &[PathBuf], libs: &[&str], out: &Path) {
+    sh(Command::new("cc").args(files).args(libs).arg("-o").arg(out));
+}
+
+/// Link `files` with cc and with zerolink (fixed-address and `--pie`, `extra` given to
+/// zerolink), run all three with `args`, and require the same outcome; returns it.
+fn same_as_cc(
+    dir: &Path,
+    files: &[PathBuf],
+    cc_libs: &[&str],
+    extra: &[&str],
+    args: &[&str],
+) -> Outcome {
+    let twin = dir.join("cc-linked");
+    cc_link(files, cc_libs, &twin);
+    let want = run_with(&twin, args, &[]);
+    for pie in [false, true] {
+        let exe = dir.join(if pie { "zl-pie" } else { "zl-fixed" });
+        let mut flags = extra.to_vec();
+        if pie {
+            flags.push("--pie");
+        }
+        zl_ok(files, &exe, &flags);
+        readelf_accepts(&exe);
+        let got = run_with(&exe, args, &[]);
+        assert_eq!(got, want, "zerolink ({flags:?}) and cc disagree");
+    }
+    want
+}
+
+/// `readelf` reads every header and table without a complaint (Lua's own symbols are named
+/// `*warning*`, so only stderr is looked at).
+fn readelf_accepts(exe: &Path) {
+    let o = Command::new("readelf")
+        .args(["--wide", "-h", "-l", "-S", "-s", "-r", "-d", "--dyn-syms"])
+        .arg(exe)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && stderr.is_empty(), "readelf: {stderr}");
+}
+
+fn readelf(args: &[&str], exe: &Path) -> String {
+    let o = Command::new("readelf")
+        .args(args)
+        .arg(exe)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Reaches libc's data objects the way `-fPIE` code does (`R_X86_64_PC32`, no GOT): the
+/// streams, `environ` (assigned here, read by libc's `getenv` under its other name
+/// `__environ`), `optarg`/`optind` set by libc's `getopt`.
+const LIBC_DATA: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+extern char **environ;
+static char *mine[] = { "ZL_PROBE=from-the-program", 0 };
+int main(int argc, char **argv) {
+    int c;
+    while ((c = getopt(argc, argv, "n:v")) != -1) {
+        if (c == 'n') fprintf(stdout, "n=%s\n", optarg);
+        else fprintf(stdout, "flag %c\n", c);
+    }
+    fprintf(stdout, "optind=%d rest=%s\n", optind, optind < argc ? argv[optind] : "-");
+    fprintf(stderr, "to stderr\n");
+    char **saved = environ;
+    environ = mine;
+    fprintf(stdout, "getenv: %s\n", getenv("ZL_PROBE"));
+    environ = saved;
+    fprintf(stdout, "stdout is libc's: %d\n", fileno(stdout) == 1 && stdout != stderr);
+    fflush(stdout);
+    return 3;
+}
+"#;
+
+#[test]
+fn libraries_data_objects_reached_directly_get_copy_relocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let obj = c_object(d, "libc_data", LIBC_DATA, &[]);
+    let out = same_as_cc(d, &[obj], &[], &[], &["-n", "42", "-v", "tail"]);
+    assert_eq!(out.status, Some(3));
+    assert!(
+        out.stdout.contains("n=42\nflag v\noptind=4 rest=tail\n"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("getenv: from-the-program"), "{out:?}");
+    assert!(out.stdout.contains("stdout is libc's: 1"), "{out:?}");
+    assert_eq!(out.stderr, "to stderr\n");
+    // As ld writes them: a COPY per object, the name (and `environ`'s other names) defined
+    // in `.bss` in `.dynsym`, so that libc binds its own references to the copy.
+    let relocs = readelf(&["-W", "-r"], &d.join("zl-fixed"));
+    for name in ["stdout", "stderr", "environ", "optarg", "optind"] {
+        assert!(
+            relocs
+                .lines()
+                .any(|l| l.contains("R_X86_64_COPY") && l.split_whitespace().any(|w| w == name)),
+            "no copy relocation for `{name}`:\n{relocs}"
+        );
+    }
+    let dynsym = readelf(&["-W", "--dyn-syms"], &d.join("zl-fixed"));
+    for name in ["environ", "__environ", "_environ"] {
+        assert!(
+            dynsym.lines().any(|l| l.ends_with(&format!(" {name}"))
+                && l.contains("OBJECT")
+                && !l.contains("UND")),
+            "`{name}` is not defined at the copy:\n{dynsym}"
+        );
+    }
+}
+
+#[test]
+fn an_update_that_reaches_library_data_directly_makes_the_copy_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let exe = d.join("prog");
+    // First only calls (`puts`), then `stdout` read directly, then neither.
+    let versions = [
+        "#include <stdio.h>\nint main(void) { puts(\"calls only\"); return 0; }\n",
+        "#include <stdio.h>\nint main(void) { fputs(\"direct\\n\", stdout); return 0; }\n",
+        "#include <stdio.h>\nint main(void) { return 7; }\n",
+    ];
+    let wants = [
+        (Some(0), "calls only\n"),
+        (Some(0), "direct\n"),
+        (Some(7), ""),
+    ];
+    for (i, (text, (status, stdout))) in versions.iter().zip(wants).enumerate() {
+        settle_inputs();
+        let obj = c_object(d, "main", text, &[]);
+        let stderr = zl_ok(&[obj], &exe, &["--stats"]);
+        if i > 0 {
+            assert!(stderr.contains("in-place update"), "step {i}: {stderr}");
+        }
+        let got = run_with(&exe, &[], &[]);
+        assert_eq!(
+            (got.status, got.stdout.as_str()),
+            (status, stdout),
+            "step {i}"
+        );
+    }
+}
+
+/// Debian's `liblua5.4.a` (built by Debian's gcc, `-fPIE` code that reads `stdout` and
+/// `stderr` directly), driven by a small C program: Lua code printing to both streams.
+#[test]
+fn debians_liblua_runs_as_cc_links_it() {
+    let lib = Path::new("/usr/lib/x86_64-linux-gnu/liblua5.4.a");
+    assert!(
+        lib.exists(),
+        "{} is missing: install liblua5.4-dev (.ci/run does)",
+        lib.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let driver = c_object(
+        d,
+        "lua_driver",
+        r#"
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    if (luaL_dostring(L, argv[1])) {
+        fprintf(stderr, "error: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+    lua_close(L);
+    return 0;
+}
+"#,
+        &["-I/usr/include/lua5.4"],
+    );
+    let files = [driver, lib.to_path_buf()];
+    let code = "local t = {} for i = 1, 20 do t[i] = i * i end \
+                print('squares', table.concat(t, ',')) \
+                io.stderr:write('to stderr ', string.format('%5.2f', math.pi), '\\n') \
+                io.write(string.rep('ab', 3), '\\n') \
+                local ok, e = pcall(error, 'caught') print(ok, e) \
+                print(select('#', 1, 2, 3), tostring(nil), 7 // 2, 2^10)";
+    let out = same_as_cc(d, &files, &["-lm"], &["-l", "m"], &[code]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.starts_with("squares\t1,4,9,16"), "{out:?}");
+    assert!(out.stderr.contains("to stderr  3.14"), "{out:?}");
+    let bad = same_as_cc(d, &files, &["-lm"], &["-l", "m"], &["error('boom')"]);
+    assert_eq!(bad.status, Some(1));
+    assert!(bad.stderr.contains("boom"), "{bad:?}");
+}
