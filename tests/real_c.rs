@@ -265,3 +265,66 @@ int main(int argc, char **argv) {
     assert_eq!(bad.status, Some(1));
     assert!(bad.stderr.contains("boom"), "{bad:?}");
 }
+
+/// An indirect function (`STT_GNU_IFUNC`, as glibc and GCC's `target_clones` make them) in an
+/// archive member: calls reach what the resolver chose, and its address is one address in
+/// code and data, fixed-address and PIE; an update that edits the caller keeps it so.
+#[test]
+fn indirect_functions_are_resolved_before_main() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let add = c_object(
+        d,
+        "add",
+        r#"
+static int add_fast(int a, int b) { return a + b; }
+static int add_slow(int a, int b) { return b + a; }
+int use_slow;
+static void *resolve_add(void) { return use_slow ? (void *)add_slow : (void *)add_fast; }
+int add(int, int) __attribute__((ifunc("resolve_add")));
+"#,
+        &[],
+    );
+    let lib = d.join("libadd.a");
+    sh(Command::new("ar").arg("rcs").arg(&lib).arg(&add));
+    let main_text = |n: i32| {
+        format!(
+            r#"
+#include <stdio.h>
+int add(int, int);
+int (*in_data)(int, int) = add;
+int main(void) {{
+    int (*in_code)(int, int) = add;
+    printf("add=%d through data=%d same=%d\n", add(20, {n}), in_data(1, 2), in_code == in_data);
+    return 0;
+}}
+"#
+        )
+    };
+    let main = c_object(d, "main", &main_text(22), &[]);
+    let files = [main, lib];
+    let out = same_as_cc(d, &files, &[], &[], &[]);
+    assert_eq!(out.stdout, "add=42 through data=3 same=1\n");
+    let relocs = readelf(&["-W", "-r"], &d.join("zl-fixed"));
+    assert!(relocs.contains("R_X86_64_IRELATIVE"), "{relocs}");
+    // An edit of the caller, in place.
+    settle_inputs();
+    c_object(d, "main", &main_text(1), &[]);
+    let exe = d.join("zl-pie");
+    let stderr = zl_ok(&files, &exe, &["--pie", "--stats"]);
+    assert!(stderr.contains("in-place update"), "{stderr}");
+    let got = run_with(&exe, &[], &[]);
+    assert_eq!(got.stdout, "add=21 through data=3 same=1\n");
+    // A freestanding program has no loader to call the resolver: refused, with the name.
+    let o = zerolink()
+        .args(["build", "--freestanding", "-o"])
+        .arg(d.join("free"))
+        .args(&files)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("`add` is an indirect function"),
+        "{err}"
+    );
+}

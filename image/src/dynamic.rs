@@ -112,6 +112,9 @@ pub struct Wanted<'a> {
     pub arrays: Arrays,
     /// A PIE's absolute addresses.
     pub relative: &'a [Relative],
+    /// GOT entries of indirect functions: the loader calls the resolver at `value` (plus its
+    /// base) and stores the result (`R_X86_64_IRELATIVE`, last, after every symbol is bound).
+    pub irelative: &'a [Relative],
     pub pie: bool,
 }
 
@@ -125,6 +128,7 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         runpath,
         arrays,
         relative,
+        irelative,
         pie,
     } = w;
     let mut b = Vec::new();
@@ -220,6 +224,14 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
     }
     for r in data_relocs {
         rela(r.at, r.import, elf::R_X86_64_64, r.addend);
+    }
+    for r in irelative {
+        let e = elf::Rela64::<LE> {
+            r_offset: U64::new(LE, r.at),
+            r_info: U64::new(LE, u64::from(elf::R_X86_64_IRELATIVE)),
+            r_addend: object::endian::I64::new(LE, r.value as i64),
+        };
+        b.extend_from_slice(bytes_of(&e));
     }
     let rela_len = base + b.len() as u64 - rela_at;
     Tables {

@@ -287,6 +287,10 @@ pub struct Rare {
     /// A shared library's data object copied into the executable's `.bss`
     /// (`R_X86_64_COPY`): the library's index plus one (0: not a copy).
     pub copy: u32,
+    /// 1: an indirect function (`STT_GNU_IFUNC`): its address is its resolver's, and
+    /// references go to a stub that jumps through a GOT entry the resolver's result fills
+    /// (`R_X86_64_IRELATIVE`).
+    pub ifunc: u32,
 }
 
 #[derive(Default)]
@@ -352,6 +356,25 @@ impl SymbolTable {
 
     pub fn set_copy_of(&mut self, id: SymbolId, library: Option<u32>) {
         self.rare_mut(id, |r| r.copy = library.map_or(0, |l| l + 1));
+    }
+
+    pub fn is_ifunc(&self, id: SymbolId) -> bool {
+        !self.rare.is_empty() && self.rare.get(&id.0).is_some_and(|r| r.ifunc != 0)
+    }
+
+    pub fn set_ifunc(&mut self, id: SymbolId, ifunc: bool) {
+        if ifunc || self.is_ifunc(id) {
+            self.rare_mut(id, |r| r.ifunc = u32::from(ifunc));
+        }
+    }
+
+    /// Every indirect function, in id order.
+    pub fn ifuncs(&self) -> Vec<SymbolId> {
+        self.rare
+            .iter()
+            .filter(|(_, r)| r.ifunc != 0)
+            .map(|(&id, _)| SymbolId(id))
+            .collect()
     }
 
     /// Every copied data object, in id order.

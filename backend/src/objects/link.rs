@@ -766,6 +766,11 @@ impl Placer<'_> {
                     }
                     e => e,
                 })?;
+            if sym.typ == E::STT_GNU_IFUNC {
+                self.session
+                    .mark_ifunc(id)
+                    .map_err(|e| object_error(&ch.display, ObjectError::Refused(e.to_string())))?;
+            }
         }
         Ok(placed)
     }
@@ -856,6 +861,16 @@ impl Placer<'_> {
                             Binding::Global
                         };
                         (self.session.declare(&sym.name, k, binding)?, r.addend)
+                    } else if sym.typ == E::STT_GNU_IFUNC {
+                        // Its references would need a stub of a name no one else can see.
+                        return Err(err(ObjectError::Unsupported {
+                            section: s.name.clone(),
+                            offset: r.offset,
+                            what: format!(
+                                "a reference to local indirect function `{}` (STT_GNU_IFUNC)",
+                                sym.name
+                            ),
+                        }));
                     } else {
                         match sym.def {
                             SymDef::Section(sec) => match atoms.get(&sec) {

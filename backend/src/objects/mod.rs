@@ -111,6 +111,15 @@ pub enum ObjectError {
          with `-Wa,--noexecstack` or fix the assembly"
     )]
     ExecStack,
+    /// A construct the image refuses (its reason names the symbol).
+    #[error("{0}")]
+    Refused(String),
+    #[error("section `{section}` at offset {offset:#x}: {what} is not supported")]
+    Unsupported {
+        section: String,
+        offset: u64,
+        what: String,
+    },
     #[error("defines `{name}`, which {other} defines too")]
     Duplicate { name: String, other: String },
 }

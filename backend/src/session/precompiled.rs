@@ -47,6 +47,12 @@ impl Session {
         Ok(())
     }
 
+    /// Mark `id`, defined just now, as an indirect function (`STT_GNU_IFUNC`): references
+    /// reach it through a stub whose GOT entry its resolver fills.
+    pub fn mark_ifunc(&mut self, id: SymbolId) -> Result<()> {
+        Ok(self.image.mark_ifunc(id)?)
+    }
+
     /// Define `_GLOBAL_OFFSET_TABLE_` for the objects that refer to it.
     pub fn define_got_base(&mut self, u: UnitId, id: SymbolId) -> Result<()> {
         self.claim_definition(u, id)?;

@@ -308,9 +308,16 @@ impl Image {
         }
         for (_, site) in self.sites.absolute() {
             let target = self.symbols.get(site.target);
-            let Some(s) = self.symbols.ref_addr(site.target) else {
+            let Some(mut s) = self.symbols.ref_addr(site.target) else {
                 continue; // an import: the loader's symbol relocations cover it
             };
+            if self.symbols.is_ifunc(site.target) {
+                // Its GOT entry gets `R_X86_64_IRELATIVE`; its address is its stub's.
+                match (site.place, self.ifunc_stub_addr(site.target)) {
+                    (Place::In { .. }, Some(stub)) => s = stub,
+                    _ => continue,
+                }
+            }
             // An undefined weak reference is 0 wherever the program is loaded.
             if s == 0 && target.alias() {
                 continue;
@@ -611,6 +618,7 @@ impl Image {
                         fini: self.array_between(x86_64::FINI_ARRAY_START, x86_64::FINI_ARRAY_END),
                     },
                     relative: &relative,
+                    irelative: &self.irelative_relocations(),
                     pie: self.pie,
                 },
             )

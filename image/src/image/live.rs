@@ -14,7 +14,7 @@ pub(super) struct Live {
     /// Each symbol's placement and signature before this build first changed it.
     before: HashMap<SymbolId, Before>,
     /// GOT entries this build created.
-    new_got: HashSet<u64>,
+    pub(super) new_got: HashSet<u64>,
 }
 
 #[derive(Clone, Copy)]

@@ -39,6 +39,7 @@ use crate::x86_64;
 
 mod copy;
 mod finish;
+mod ifunc;
 mod live;
 mod place;
 mod tables;

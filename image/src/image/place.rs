@@ -25,6 +25,7 @@ impl Image {
         if self.symbols.copy_of(id).is_some() {
             self.symbols.set_copy_of(id, None);
         }
+        self.symbols.set_ifunc(id, false);
         let entry = self.symbols.entry(id);
         self.symbols.set_entry(id, None);
         self.touched.insert(id);
@@ -411,7 +412,7 @@ impl Image {
         // targets are all over the symbol array, and a dense copy stays in the cache (a
         // fresh build has no entry jumps, so where a symbol is, is what references use).
         const NONE: u32 = u32::MAX;
-        let addr: Vec<u32> = (0..self.symbols.len() as u32)
+        let mut addr: Vec<u32> = (0..self.symbols.len() as u32)
             .map(|id| {
                 let id = SymbolId(id);
                 match (self.symbols.ref_addr(id), self.symbols.get(id).addr()) {
@@ -420,6 +421,10 @@ impl Image {
                 }
             })
             .collect();
+        // Indirect functions are reached through their stubs (`ifunc.rs`).
+        for id in self.symbols.ifuncs() {
+            addr[id.index()] = NONE;
+        }
         let mut i = 0;
         while i < self.sites.records().len() as u32 {
             let id = SiteId(i);
@@ -674,6 +679,9 @@ impl Image {
             (None, Some(_)) => return self.patch_import_site(&site, p),
             (None, None) => return Ok(()),
         };
+        if self.symbols.is_ifunc(site.target) {
+            return self.patch_ifunc_site(&site, p, s);
+        }
         if matches!(
             site.kind,
             RefKind::TlsGdToLe | RefKind::TpOff32 | RefKind::GotTpOffToLe | RefKind::TlsLdToLe
