@@ -20,6 +20,7 @@ pub mod driver;
 pub mod error;
 pub mod hot;
 pub mod inputs;
+pub mod ldscript;
 pub mod libs;
 pub mod module;
 pub mod objects;

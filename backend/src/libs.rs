@@ -113,7 +113,7 @@ impl Libraries {
         libs.pie = opts.pie;
         let rpath: Vec<String> = opts.rpath.iter().map(|p| p.display().to_string()).collect();
         libs.runpath = (!rpath.is_empty()).then(|| rpath.join(":"));
-        let mut names = opts.libraries.clone();
+        let mut names = with_runtime(opts);
         if !names.iter().any(|n| n == "c") {
             names.push("c".into());
         }
@@ -121,10 +121,10 @@ impl Libraries {
         for name in &names {
             // libc itself is always the shared one: a static libc is another kind of program.
             let prefer_static = opts.prefer_static && name != "c";
-            let Found::Shared(path) = find(name, &dirs, prefer_static)? else {
-                continue;
-            };
-            for object in expand(&path, &dirs)? {
+            for found in find(name, &dirs, prefer_static)? {
+                let Found::Shared(object) = found else {
+                    continue;
+                };
                 if libs.objects.iter().any(|o| o.path == object) {
                     continue;
                 }
@@ -176,13 +176,35 @@ impl Libraries {
     }
 }
 
-/// Where `-l` looks: the `-L` directories, then the system's.
+/// Where `-l` looks, as `cc -print-search-dirs` lists it: the `-L` directories, GCC's own
+/// (`libstdc++.so`, `libgcc_s.so`, `libgcc_eh.a` live there on Debian), then the system's.
 fn search_path(opts: &LinkOptions) -> Vec<PathBuf> {
     opts.search_dirs
         .iter()
         .cloned()
+        .chain(gcc_dir())
         .chain(SYSTEM_DIRS.iter().map(PathBuf::from))
         .collect()
+}
+
+/// The `-l` names of a link with what `g++` adds when the C++ runtime is linked: libm, and
+/// the unwinder (`libgcc_s`, or `libgcc_eh.a` when libraries are static), so that
+/// `-l stdc++` links what `g++` links.
+fn with_runtime(opts: &LinkOptions) -> Vec<String> {
+    let mut names = opts.libraries.clone();
+    if names.iter().any(|n| n == "stdc++") {
+        let unwinder = if opts.prefer_static {
+            "gcc_eh"
+        } else {
+            "gcc_s"
+        };
+        for extra in ["m", unwinder] {
+            if !names.iter().any(|n| n == extra) {
+                names.push(extra.into());
+            }
+        }
+    }
+    names
 }
 
 /// What `-l NAME` found.
@@ -192,8 +214,13 @@ enum Found {
 }
 
 /// `-l NAME` as ld finds it: in each directory in turn, `libNAME.so` then `libNAME.a`
-/// (`libNAME.a` first with `prefer_static`); `-l :FILE` names the file exactly.
-fn find(name: &str, dirs: &[PathBuf], prefer_static: bool) -> Result<Found> {
+/// (`libNAME.a` first with `prefer_static`); `-l :FILE` names the file exactly. A file that
+/// is a linker script stands for what it names (see [`expand`]).
+fn find(name: &str, dirs: &[PathBuf], prefer_static: bool) -> Result<Vec<Found>> {
+    find_at(name, dirs, prefer_static, 0)
+}
+
+fn find_at(name: &str, dirs: &[PathBuf], prefer_static: bool, depth: u32) -> Result<Vec<Found>> {
     let files: Vec<String> = match name.strip_prefix(':') {
         Some(exact) => vec![exact.to_string()],
         None if prefer_static => vec![format!("lib{name}.a"), format!("lib{name}.so")],
@@ -203,14 +230,7 @@ fn find(name: &str, dirs: &[PathBuf], prefer_static: bool) -> Result<Found> {
         for f in &files {
             let p = d.join(f);
             if p.is_file() {
-                // The first bytes decide, not the whole file.
-                let archive = crate::objects::sniff_content(&p)
-                    .is_ok_and(|k| k == crate::objects::InputKind::Archive);
-                return Ok(if archive {
-                    Found::Archive(p)
-                } else {
-                    Found::Shared(p)
-                });
+                return expand(&p, dirs, prefer_static, depth);
             }
         }
     }
@@ -231,17 +251,15 @@ fn find(name: &str, dirs: &[PathBuf], prefer_static: bool) -> Result<Found> {
 pub fn archives(opts: &LinkOptions) -> Result<Vec<PrecompiledInput>> {
     let dirs = search_path(opts);
     let mut out = Vec::new();
-    for name in opts
-        .libraries
+    for name in with_runtime(opts)
         .iter()
-        .filter(|n| !opts.freestanding || *n != "c")
+        .filter(|n| !opts.freestanding || (*n != "c" && *n != "gcc_s"))
     {
         let prefer_static = (opts.prefer_static && name != "c") || opts.freestanding;
-        if let Found::Archive(path) = find(name, &dirs, prefer_static)? {
-            out.push(PrecompiledInput {
-                path,
-                origin: Origin::User,
-            });
+        for found in find(name, &dirs, prefer_static)? {
+            if let Found::Archive(path) = found {
+                push_archive(&mut out, path, Origin::User);
+            }
         }
     }
     if !opts.freestanding {
@@ -250,23 +268,28 @@ pub fn archives(opts: &LinkOptions) -> Result<Vec<PrecompiledInput>> {
             .map(|d| Path::new(d).join("libc_nonshared.a"))
             .find(|p| p.is_file())
         {
-            out.push(PrecompiledInput {
-                path: p,
-                origin: Origin::System,
-            });
+            push_archive(&mut out, p, Origin::System);
         }
     }
-    if let Some(p) = libgcc() {
-        out.push(PrecompiledInput {
-            path: p,
-            origin: Origin::System,
-        });
+    if let Some(p) = gcc_dir()
+        .map(|d| d.join("libgcc.a"))
+        .filter(|p| p.is_file())
+    {
+        push_archive(&mut out, p, Origin::System);
     }
     Ok(out)
 }
 
-/// GCC's `libgcc.a`, where `gcc -print-libgcc-file-name` would say: the newest GCC's.
-fn libgcc() -> Option<PathBuf> {
+/// Add an archive once (a script and the toolchain may both name `libgcc.a`).
+fn push_archive(out: &mut Vec<PrecompiledInput>, path: PathBuf, origin: Origin) {
+    if !out.iter().any(|i| i.path == path) {
+        out.push(PrecompiledInput { path, origin });
+    }
+}
+
+/// GCC's library directory, where `gcc -print-libgcc-file-name` would point: the newest
+/// GCC's (`/usr/lib/gcc/x86_64-linux-gnu/N`).
+fn gcc_dir() -> Option<PathBuf> {
     let root = Path::new("/usr/lib/gcc/x86_64-linux-gnu");
     let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root)
         .ok()?
@@ -278,53 +301,64 @@ fn libgcc() -> Option<PathBuf> {
                 .split('.')
                 .map(|p| p.parse().ok())
                 .collect();
-            let lib = e.path().join("libgcc.a");
-            lib.is_file().then_some((v?, lib))
+            let dir = e.path();
+            dir.join("libgcc.a").is_file().then_some((v?, dir))
         })
         .collect();
     versions.sort();
     versions.pop().map(|(_, p)| p)
 }
 
-/// The shared objects a library file stands for: itself, or those its linker script names.
-/// A relative name in a script is looked for beside the script, then in the search path, as
-/// `ld` does (GCC's `libgcc_s.so` names `libgcc_s.so.1` that way).
-fn expand(path: &Path, dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| BackendError::Library(format!("cannot read {}: {e}", path.display())))?;
-    if bytes.starts_with(&object::elf::ELFMAG) {
-        return Ok(vec![path.to_path_buf()]);
+/// What a library file stands for: itself (a shared object or an archive, by its first
+/// bytes), or what the GNU ld script it is names (`crate::ldscript`), in order. A relative
+/// name in a script is looked for beside the script, then in the search path, as `ld` does
+/// (GCC's `libgcc_s.so` names `libgcc_s.so.1` that way); `-lNAME` in a script is found like
+/// `-l NAME`.
+fn expand(path: &Path, dirs: &[PathBuf], prefer_static: bool, depth: u32) -> Result<Vec<Found>> {
+    let bad = |what: String| BackendError::Library(format!("{}: {what}", path.display()));
+    if depth > 8 {
+        return Err(bad("linker scripts name each other too deeply".into()));
     }
-    // A GNU ld script: take every word that names a shared object.
-    let text = String::from_utf8_lossy(&bytes);
+    match crate::objects::sniff_content(path) {
+        Ok(crate::objects::InputKind::Archive) => return Ok(vec![Found::Archive(path.into())]),
+        Ok(crate::objects::InputKind::Object) => {
+            // A shared object (an ELF relocatable object is not a library).
+            return Ok(vec![Found::Shared(path.into())]);
+        }
+        Ok(crate::objects::InputKind::Clif) => {}
+        Err(e) => return Err(bad(format!("cannot read it: {e}"))),
+    }
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| bad("neither a library nor a GNU ld script".into()))?;
+    let script =
+        crate::ldscript::parse(text).map_err(|e| bad(format!("as a GNU ld script: {e}")))?;
+    let mut dirs = dirs.to_vec();
+    dirs.extend(script.search_dirs.iter().map(PathBuf::from));
     let mut out = Vec::new();
-    let mut in_comment = false;
-    for word in text.split(|c: char| c.is_whitespace() || c == '(' || c == ')') {
-        if word.starts_with("/*") {
-            in_comment = true;
-        }
-        if in_comment {
-            in_comment = !word.ends_with("*/");
-            continue;
-        }
-        let is_shared = word.ends_with(".so") || word.contains(".so.");
-        if is_shared {
-            let p = Path::new(word);
-            let found = if p.is_absolute() {
-                Some(p.to_path_buf()).filter(|p| p.is_file())
-            } else {
-                std::iter::once(path.with_file_name(word))
-                    .chain(dirs.iter().map(|d| d.join(word)))
-                    .find(|p| p.is_file())
-            };
-            out.extend(found);
+    for input in &script.inputs {
+        match input {
+            crate::ldscript::ScriptInput::Library(name) => {
+                out.extend(find_at(name, &dirs, prefer_static, depth + 1)?);
+            }
+            crate::ldscript::ScriptInput::File(name) => {
+                let p = Path::new(name);
+                let found = if p.is_absolute() {
+                    Some(p.to_path_buf()).filter(|p| p.is_file())
+                } else {
+                    std::iter::once(path.with_file_name(name))
+                        .chain(dirs.iter().map(|d| d.join(name)))
+                        .find(|p| p.is_file())
+                };
+                let found = found.ok_or_else(|| {
+                    bad(format!("the script names `{name}`, which does not exist"))
+                })?;
+                out.extend(expand(&found, &dirs, prefer_static, depth + 1)?);
+            }
         }
     }
     if out.is_empty() {
-        return Err(BackendError::Library(format!(
-            "{} is neither a shared object nor a linker script that names one",
-            path.display()
-        )));
+        return Err(bad("a GNU ld script that names no library".into()));
     }
     Ok(out)
 }

@@ -366,10 +366,25 @@ pub fn merge_eh_frame(
         }
     }
     if let (Some(p), false) = (start, has_start) {
+        if out.is_empty() {
+            // No code of the program's own brought the CIE every appended FDE points at.
+            out.extend_from_slice(&image_cie());
+        }
         let fde = absolute_fde(p.slot.addr, p.size, crate::x86_64::START_CFA);
         append_fde(&mut out, &fde);
     }
     out
+}
+
+/// The image's CIE, as Cranelift's ISA writes it for x86-64: version 1, no augmentation,
+/// code alignment 1, data alignment -8, return address in column 16, `DW_CFA_def_cfa rsp+8;
+/// DW_CFA_offset rip at cfa-8`.
+fn image_cie() -> Vec<u8> {
+    let mut cie = vec![0x14, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0x78];
+    cie.push(crate::x86_64::RETURN_ADDRESS_COLUMN);
+    cie.extend_from_slice(&[0x0c, 0x07, 0x08, 0x90, 0x01]);
+    cie.resize(0x18, 0);
+    cie
 }
 
 /// An FDE in the image's form: the function's address and size as absolute 8-byte values
@@ -535,8 +550,11 @@ fn convert_cie(cie: &[u8], to_pcrel: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `.eh_frame_hdr` at `hdr` for `.eh_frame` at `frames`: the unwinder's binary-search table.
-pub fn eh_frame_hdr(hdr: u64, frames: u64, fdes: &[(u64, u32)]) -> Vec<u8> {
+/// `.eh_frame_hdr` at `hdr` for `.eh_frame` at `frames`: the unwinder's binary-search table
+/// of `fdes`, (function address, FDE address) sorted by function address. The FDEs may lie
+/// in other sections than `frames` (objects' own `.eh_frame`): the unwinder reads each one,
+/// and its CIE, where the table points.
+pub fn eh_frame_hdr(hdr: u64, frames: u64, fdes: &[(u64, u64)]) -> Vec<u8> {
     const PCREL_SDATA4: u8 = 0x1b;
     const UDATA4: u8 = 0x03;
     const DATAREL_SDATA4: u8 = 0x3b;
@@ -544,9 +562,9 @@ pub fn eh_frame_hdr(hdr: u64, frames: u64, fdes: &[(u64, u32)]) -> Vec<u8> {
     let rel = |to: u64, from: u64| (to.wrapping_sub(from) as i64 as i32).to_le_bytes();
     out.extend_from_slice(&rel(frames, hdr + 4));
     out.extend_from_slice(&(fdes.len() as u32).to_le_bytes());
-    for &(pc, offset) in fdes {
+    for &(pc, fde) in fdes {
         out.extend_from_slice(&rel(pc, hdr));
-        out.extend_from_slice(&rel(frames + u64::from(offset), hdr));
+        out.extend_from_slice(&rel(fde, hdr));
     }
     out
 }

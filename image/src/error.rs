@@ -127,6 +127,8 @@ pub enum ImageError {
          the GOT), so it needs a copy in the executable, but {why}"
     )]
     Copy { name: String, why: &'static str },
+    #[error("`{name}`: {why}")]
+    EhFrame { name: String, why: &'static str },
     #[error("`{name}` is an indirect function (STT_GNU_IFUNC), but {why}")]
     Ifunc { name: String, why: &'static str },
     #[error("the table in the existing executable is damaged ({0})")]

@@ -10,6 +10,7 @@
 pub mod dynamic;
 pub mod elf;
 pub mod error;
+pub mod frames;
 mod image;
 pub mod layout;
 pub mod live;

@@ -243,7 +243,7 @@ pub fn encode(header: &Header, body: &Body) -> Vec<u8> {
     }
     w.u64(body.rare.len() as u64);
     for &(id, r) in &body.rare {
-        for v in [id, r.got_site, r.entry, r.copy, r.ifunc] {
+        for v in [id, r.got_site, r.entry, r.copy, r.flags] {
             w.u64(u64::from(v));
         }
     }
@@ -348,14 +348,14 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Body), Reject> {
     }
     for _ in 0..r.count(1 << 28)? {
         let id = r.u32()?;
-        let (got_site, entry, copy, ifunc) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+        let (got_site, entry, copy, flags) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
         body.rare.push((
             id,
             crate::symbols::Rare {
                 got_site,
                 entry,
                 copy,
-                ifunc,
+                flags,
             },
         ));
     }

@@ -287,11 +287,16 @@ pub struct Rare {
     /// A shared library's data object copied into the executable's `.bss`
     /// (`R_X86_64_COPY`): the library's index plus one (0: not a copy).
     pub copy: u32,
-    /// 1: an indirect function (`STT_GNU_IFUNC`): its address is its resolver's, and
-    /// references go to a stub that jumps through a GOT entry the resolver's result fills
-    /// (`R_X86_64_IRELATIVE`).
-    pub ifunc: u32,
+    /// [`RARE_IFUNC`], [`RARE_EH_FRAME`].
+    pub flags: u32,
 }
+
+/// An indirect function (`STT_GNU_IFUNC`): its address is its resolver's, and references go
+/// to a stub that jumps through a GOT entry the resolver's result fills
+/// (`R_X86_64_IRELATIVE`).
+pub const RARE_IFUNC: u32 = 1;
+/// A precompiled object's `.eh_frame`, placed as a section: `.eh_frame_hdr` indexes its FDEs.
+pub const RARE_EH_FRAME: u32 = 2;
 
 #[derive(Default)]
 pub struct SymbolTable {
@@ -358,23 +363,43 @@ impl SymbolTable {
         self.rare_mut(id, |r| r.copy = library.map_or(0, |l| l + 1));
     }
 
+    fn has_flag(&self, id: SymbolId, flag: u32) -> bool {
+        !self.rare.is_empty() && self.rare.get(&id.0).is_some_and(|r| r.flags & flag != 0)
+    }
+
+    /// Set or clear one of the `RARE_*` flags.
+    pub fn set_flag(&mut self, id: SymbolId, flag: u32, on: bool) {
+        if on || self.has_flag(id, flag) {
+            self.rare_mut(id, |r| {
+                if on {
+                    r.flags |= flag;
+                } else {
+                    r.flags &= !flag;
+                }
+            });
+        }
+    }
+
+    /// Every symbol with `RARE_*` flag `flag`, in id order.
+    pub fn with_flag(&self, flag: u32) -> Vec<SymbolId> {
+        self.rare
+            .iter()
+            .filter(|(_, r)| r.flags & flag != 0)
+            .map(|(&id, _)| SymbolId(id))
+            .collect()
+    }
+
     pub fn is_ifunc(&self, id: SymbolId) -> bool {
-        !self.rare.is_empty() && self.rare.get(&id.0).is_some_and(|r| r.ifunc != 0)
+        self.has_flag(id, RARE_IFUNC)
     }
 
     pub fn set_ifunc(&mut self, id: SymbolId, ifunc: bool) {
-        if ifunc || self.is_ifunc(id) {
-            self.rare_mut(id, |r| r.ifunc = u32::from(ifunc));
-        }
+        self.set_flag(id, RARE_IFUNC, ifunc);
     }
 
     /// Every indirect function, in id order.
     pub fn ifuncs(&self) -> Vec<SymbolId> {
-        self.rare
-            .iter()
-            .filter(|(_, r)| r.ifunc != 0)
-            .map(|(&id, _)| SymbolId(id))
-            .collect()
+        self.with_flag(RARE_IFUNC)
     }
 
     /// Every copied data object, in id order.

@@ -715,23 +715,36 @@ impl Placer<'_> {
             )?;
             placed += 1;
         }
-        // Unwind entries, now that the sections have addresses (only `-g` images have them).
-        if let (true, Some(eh)) = (self.session.debug_info(), &obj.eh_frame) {
-            let session = &*self.session;
-            let addr = |id: SymbolId| session.symbols().get(id).addr();
-            let mut resolve = |r: &elf::InReloc| {
-                let sym = &obj.symbols[r.symbol];
-                let base = match sym.def {
-                    SymDef::Section(sec) if !sym.is_global() => {
-                        addr(*atoms.get(&sec)?)? + sym.value
-                    }
-                    _ => addr(session.lookup(&sym.name)?)?,
-                };
-                Some(base.wrapping_add(r.addend as u64))
+        // Its unwind tables, as a section of their own, without the FDEs of code not kept.
+        if let Some(eh) = &obj.eh_frame {
+            let mut keep = |r: &elf::InReloc| match obj.symbols[r.symbol].def {
+                SymDef::Section(sec) => atoms.contains_key(&sec) && !ch.discarded.contains(&sec),
+                _ => false,
             };
-            let fdes =
-                super::unwind::fdes(eh, &mut resolve).map_err(|e| object_error(&ch.display, e))?;
-            self.session.add_unwind_entries(fdes);
+            let kept =
+                super::unwind::kept(eh, &mut keep).map_err(|e| object_error(&ch.display, e))?;
+            if let Some(kept) = kept {
+                let name = format!("{}:{}", ch.display, kept.name);
+                let atom = self
+                    .session
+                    .declare(&name, SymbolKind::Data, Binding::Local)?;
+                let (bytes, refs) = self.convert(ch, &atoms, &kept)?;
+                let bytes = bytes.unwrap_or_default();
+                self.session.define_section(
+                    u,
+                    atom,
+                    Section {
+                        kind: SymbolKind::Data,
+                        region: RegionKind::Rodata,
+                        contents: Contents::Bytes(&bytes),
+                        align: kept.align,
+                        refs: &refs,
+                        fingerprint: xxh3_64(&bytes),
+                    },
+                )?;
+                self.session.mark_eh_frame(atom);
+                placed += 1;
+            }
         }
         // The symbols this object was chosen to define.
         for (i, sym) in obj.symbols.iter().enumerate() {

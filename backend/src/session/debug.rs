@@ -30,8 +30,6 @@ pub(super) struct DebugState {
     pub(super) lines: HashMap<SymbolId, FunctionLines>,
     /// Call-frame information of the functions placed, by address.
     pub(super) frames: Vec<(u64, Unwind)>,
-    /// Unwind entries of precompiled code, already in the image's form (absolute FDEs).
-    pub(super) precompiled_frames: Vec<Vec<u8>>,
     /// The sections were written (they are written once).
     written: bool,
 }
@@ -171,10 +169,7 @@ impl Session {
         };
         self.image.set_extra_sections(sections, index);
         self.debug.frames.sort_by_key(|(addr, _)| *addr);
-        if let Some(mut frames) = crate::debug::eh_frame(&*self.isa, &self.debug.frames)? {
-            for fde in self.debug.precompiled_frames.drain(..) {
-                zerolink_image::dynamic::append_fde(&mut frames, &fde);
-            }
+        if let Some(frames) = crate::debug::eh_frame(&*self.isa, &self.debug.frames)? {
             self.image.set_eh_frame(frames);
         }
         self.debug.written = true;

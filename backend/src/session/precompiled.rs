@@ -61,12 +61,9 @@ impl Session {
         Ok(())
     }
 
-    /// Unwind entries of placed precompiled code (absolute FDEs, see `objects/unwind.rs`),
-    /// written with the image's own when the session has debug information.
-    pub fn add_unwind_entries(&mut self, fdes: Vec<Vec<u8>>) {
-        if self.debug_info {
-            self.debug.precompiled_frames.extend(fdes);
-        }
+    /// Mark `id`, just placed, as an object's `.eh_frame`: `.eh_frame_hdr` indexes its FDEs.
+    pub fn mark_eh_frame(&mut self, id: SymbolId) {
+        self.image.mark_eh_frame(id);
     }
 
     /// Define `id`, which objects refer to weakly and nothing defines, as address 0.

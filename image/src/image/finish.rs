@@ -3,6 +3,7 @@
 //! commit (see `tables.rs` for what is written).
 
 use super::*;
+use crate::symbols::RARE_EH_FRAME;
 
 impl Image {
     /// `_start` and the interrupted-update stub if the image has none yet; then, for every
@@ -443,7 +444,11 @@ impl Image {
         // Before anything else is allocated: the last extent (text, in a fresh build) gives
         // back what it grew by doubling, so the GOT and the tables follow right after it.
         self.trim_last_extent();
-        if self.dynamic() || self.eh_frame.is_some() || self.self_relocating() {
+        if self.dynamic()
+            || self.eh_frame.is_some()
+            || self.self_relocating()
+            || !self.symbols.with_flag(RARE_EH_FRAME).is_empty()
+        {
             self.write_dynamic()?;
         }
         // At this point every address is fixed and every site is patched.
@@ -659,11 +664,16 @@ impl Image {
             }
         }
         let mut eh_from = None;
-        if let Some(fresh) = self.eh_frame.take() {
-            let start = self
-                .symbols
-                .lookup(x86_64::START.name)
-                .and_then(|id| self.symbols.get(id).placement());
+        let object_fdes = self.object_fdes()?;
+        let own = self.eh_frame.take();
+        if own.is_some() || !object_fdes.is_empty() {
+            // `_start` gets an FDE where the program's own code has them (`-g`).
+            let start = own.as_ref().and_then(|_| {
+                self.symbols
+                    .lookup(x86_64::START.name)
+                    .and_then(|id| self.symbols.get(id).placement())
+            });
+            let fresh = own.unwrap_or_default();
             let old = self.old_eh_frame().map_or(&[][..], |(_, b)| b);
             // A PIE's file holds PC-relative FDE addresses; the merge works on absolute ones.
             let old_abs;
@@ -678,8 +688,11 @@ impl Image {
                 !self.replaced_code.contains(&pc)
             });
             let mut fdes = crate::dynamic::fde_locations(&frames);
-            let (hdr_addr, frame_addr) =
-                eh_place(base + blob.len() as u64, fdes.len(), self.old_eh_layout);
+            let (hdr_addr, frame_addr) = eh_place(
+                base + blob.len() as u64,
+                fdes.len() + object_fdes.len(),
+                self.old_eh_layout,
+            );
             let frames = if self.pie {
                 let (pcrel, delta) = crate::dynamic::pcrel_frames(&frames, frame_addr);
                 for f in &mut fdes {
@@ -689,8 +702,15 @@ impl Image {
             } else {
                 frames
             };
+            // The header indexes the image's FDEs and those of every object's `.eh_frame`.
+            let mut index: Vec<(u64, u64)> = fdes
+                .iter()
+                .map(|&(pc, offset)| (pc, frame_addr + u64::from(offset)))
+                .chain(object_fdes)
+                .collect();
+            index.sort_unstable();
             blob.resize((hdr_addr - base) as usize, 0);
-            blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &fdes));
+            blob.extend_from_slice(&crate::dynamic::eh_frame_hdr(hdr_addr, frame_addr, &index));
             let hdr_len = base + blob.len() as u64 - hdr_addr;
             blob.resize((frame_addr - base) as usize, 0);
             blob.extend_from_slice(&frames);
@@ -805,5 +825,36 @@ fn eh_place(tables_end: u64, fdes: usize, old: Option<(u64, u64, u64, u64)>) -> 
             let capacity = 12 + 8 * (fdes + fdes / 3 + 16) as u64;
             (hdr, align_up(hdr + capacity, 64))
         }
+    }
+}
+
+impl Image {
+    /// Mark `id`, a precompiled object's `.eh_frame` placed just now as a section, so that
+    /// `.eh_frame_hdr` indexes its FDEs (see `crate::frames`).
+    pub fn mark_eh_frame(&mut self, id: SymbolId) {
+        self.symbols.set_flag(id, RARE_EH_FRAME, true);
+        self.touched.insert(id);
+    }
+
+    /// (function address, FDE address) of every FDE in the objects' `.eh_frame` sections, as
+    /// placed and patched.
+    fn object_fdes(&self) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for id in self.symbols.with_flag(RARE_EH_FRAME) {
+            let Some(p) = self.symbols.get(id).placement() else {
+                continue;
+            };
+            let bytes = self
+                .store
+                .read(self.file_offset(p.region, p.slot.addr), p.size);
+            let fdes = crate::frames::fde_index(&bytes, p.slot.addr).map_err(|why| {
+                ImageError::EhFrame {
+                    name: self.symbols.name(id),
+                    why,
+                }
+            })?;
+            out.extend(fdes);
+        }
+        Ok(out)
     }
 }

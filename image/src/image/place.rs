@@ -26,6 +26,8 @@ impl Image {
             self.symbols.set_copy_of(id, None);
         }
         self.symbols.set_ifunc(id, false);
+        self.symbols
+            .set_flag(id, crate::symbols::RARE_EH_FRAME, false);
         let entry = self.symbols.entry(id);
         self.symbols.set_entry(id, None);
         self.touched.insert(id);
