@@ -69,7 +69,10 @@ fn frames_are_well_formed(exe: &Path) {
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.is_empty(), "readelf: {err}");
-    assert!(!out.contains("cie=invalid"), "an FDE without its CIE:\n{out}");
+    assert!(
+        !out.contains("cie=invalid"),
+        "an FDE without its CIE:\n{out}"
+    );
 }
 
 #[test]
@@ -84,7 +87,10 @@ fn a_cxx_program_runs_as_gxx_links_it() {
     sh(Command::new("g++").args(&files).arg("-o").arg(&twin));
     let want = run(&twin);
     assert_eq!(want.0, Some(0));
-    assert!(want.1.contains("caught bad value 5\ncaught int 17\n"), "{want:?}");
+    assert!(
+        want.1.contains("caught bad value 5\ncaught int 17\n"),
+        "{want:?}"
+    );
     for extra in [
         &["-l", "stdc++"][..],
         &["-l", "stdc++", "--pie"],
@@ -105,7 +111,11 @@ fn a_cxx_program_runs_as_gxx_links_it() {
     std::fs::write(&src, text.replace("bad value ", "wrong value ")).unwrap();
     let thrower = compile("g++", &src, d, "thrower");
     let exe = d.join("zl");
-    zl(&[files[0].clone(), thrower], &exe, &["-l", "stdc++", "--static-libs", "--pie", "-g"]);
+    zl(
+        &[files[0].clone(), thrower],
+        &exe,
+        &["-l", "stdc++", "--static-libs", "--pie", "-g"],
+    );
     let got = run(&exe);
     assert!(got.1.contains("caught wrong value 5\n"), "{got:?}");
 }
@@ -114,7 +124,12 @@ fn a_cxx_program_runs_as_gxx_links_it() {
 fn an_exception_crosses_a_clif_frame() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let obj = compile("g++", &cxx_dir().join("through_clif.cpp"), d, "through_clif");
+    let obj = compile(
+        "g++",
+        &cxx_dir().join("through_clif.cpp"),
+        d,
+        "through_clif",
+    );
     let files = vec![cxx_dir().join("through_clif.clif"), obj];
     for extra in [
         &["-g", "-l", "stdc++"][..],
@@ -125,7 +140,11 @@ fn an_exception_crosses_a_clif_frame() {
         zl(&files, &exe, extra);
         // 11 from the call that returns, -1 from the one whose exception was caught.
         let (status, stdout, _) = run(&exe);
-        assert_eq!((status, stdout.as_str()), (Some(10), "caught too big\n"), "{extra:?}");
+        assert_eq!(
+            (status, stdout.as_str()),
+            (Some(10), "caught too big\n"),
+            "{extra:?}"
+        );
         frames_are_well_formed(&exe);
     }
 }

@@ -10,6 +10,9 @@ use std::process::Command;
 
 use support::{settle_inputs, zerolink};
 
+#[allow(unused_imports)]
+use support::programs;
+
 fn sh(cmd: &mut Command) {
     let o = cmd.output().expect("the tool runs");
     assert!(
@@ -327,4 +330,157 @@ int main(void) {{
         !o.status.success() && err.contains("`add` is an indirect function"),
         "{err}"
     );
+}
+
+/// Every relocation type of the x86-64 psABI that zerolink does not place, each fed in an
+/// object of its own (`.reloc` in GNU as), and a loaded section of a type it does not
+/// know: each an error naming the object, the section, the offset and what it is, never a
+/// build that guesses.
+#[test]
+fn every_unsupported_construct_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let main = c_object(
+        d,
+        "main",
+        "int f(void);\nint main(void) { return f(); }\n",
+        &[],
+    );
+    let assemble = |name: &str, asm: &str| {
+        let s = d.join(format!("{name}.s"));
+        std::fs::write(&s, asm).unwrap();
+        let o = d.join(format!("{name}.o"));
+        sh(Command::new("cc").arg("-c").arg(&s).arg("-o").arg(&o));
+        o
+    };
+    let unsupported = [
+        "R_X86_64_GOT32",
+        "R_X86_64_COPY",
+        "R_X86_64_GLOB_DAT",
+        "R_X86_64_JUMP_SLOT",
+        "R_X86_64_RELATIVE",
+        "R_X86_64_16",
+        "R_X86_64_PC16",
+        "R_X86_64_8",
+        "R_X86_64_PC8",
+        "R_X86_64_GOT64",
+        "R_X86_64_GOTPCREL64",
+        "R_X86_64_GOTPLT64",
+        "R_X86_64_PLTOFF64",
+        "R_X86_64_IRELATIVE",
+        "R_X86_64_DTPMOD64",
+        "R_X86_64_DTPOFF64",
+        "R_X86_64_TPOFF64",
+        "R_X86_64_TLSDESC",
+    ];
+    let mut cases: Vec<(PathBuf, String)> = Vec::new();
+    for (i, rtype) in unsupported.iter().enumerate() {
+        let tls = ["DTPMOD64", "DTPOFF64", "TPOFF64", "TLSDESC"]
+            .iter()
+            .any(|t| rtype.ends_with(t));
+        let name = format!("reloc{i}");
+        let asm = format!(
+            ".text\n.globl f\nf: mov $0, %eax\n ret\n.data\n.quad 0\n.quad 0\n\
+             .reloc 8, {rtype}, f\n.section .note.GNU-stack,\"\",@progbits\n"
+        );
+        let obj = assemble(&name, &asm);
+        let what = if tls {
+            format!("{rtype} is a thread-local storage relocation zerolink does not place")
+        } else {
+            format!("relocation {rtype} is not supported")
+        };
+        cases.push((
+            obj,
+            format!("{name}.o: section `.data` at offset 0x8: {what}"),
+        ));
+    }
+    cases.push((
+        assemble(
+            "oddtype",
+            ".text\n.globl f\nf: mov $0, %eax\n ret\n\
+             .section .odd,\"a\",@0x6ffffff0\n.quad 1\n.section .note.GNU-stack,\"\",@progbits\n",
+        ),
+        "oddtype.o: section `.odd` at offset 0x0: a section that is loaded, of section type 0x6ffffff0"
+            .into(),
+    ));
+    for (obj, want) in cases {
+        let o = zerolink()
+            .arg("build")
+            .arg("-o")
+            .arg(d.join("prog"))
+            .arg(&main)
+            .arg(&obj)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{} built", obj.display());
+        assert!(err.contains(&want), "want `{want}` in:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// Small drivers (`tests/programs/static_libs/`) for Debian's static libraries, whose members
+/// were built by Debian's gcc: each linked by `cc -Wl,-Bstatic -lNAME` and by `zerolink
+/// --static-libs -l NAME`, fixed-address and PIE, with the same output; then the driver is
+/// edited and the executable updated in place. gmp's `gmp_printf` reaches `stdout` by
+/// PC32 (a copy relocation); OpenSSL's `libcrypto.a` brings IFUNC-free but large code.
+#[test]
+fn debians_static_libraries_run_as_cc_links_them() {
+    let libs = [
+        ("zstd", "zstd", "libzstd-dev"),
+        ("lzma", "lzma", "liblzma-dev"),
+        ("bz2", "bz2", "libbz2-dev"),
+        ("expat", "expat", "libexpat1-dev"),
+        ("pcre2", "pcre2-8", "libpcre2-dev"),
+        ("gmp", "gmp", "libgmp-dev"),
+        ("yaml", "yaml", "libyaml-dev"),
+        ("crypto", "crypto", "libssl-dev"),
+    ];
+    let src_dir = support::programs().join("static_libs");
+    for (driver, lib, package) in libs {
+        let archive = PathBuf::from(format!("/usr/lib/x86_64-linux-gnu/lib{lib}.a"));
+        assert!(
+            archive.exists(),
+            "{} is missing: install {package} (.ci/run does)",
+            archive.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let text = std::fs::read_to_string(src_dir.join(format!("{driver}.c"))).unwrap();
+        let obj = c_object(d, driver, &text, &[]);
+        let twin = d.join("cc-linked");
+        let static_lib = format!("-l{lib}");
+        cc_link(
+            std::slice::from_ref(&obj),
+            &["-Wl,-Bstatic", &static_lib, "-Wl,-Bdynamic"],
+            &twin,
+        );
+        let want = run_with(&twin, &[], &[]);
+        assert_eq!(want.status, Some(0), "{driver}: {want:?}");
+        for pie in [false, true] {
+            let exe = d.join(if pie { "zl-pie" } else { "zl-fixed" });
+            let mut flags = vec!["-l", lib, "--static-libs"];
+            if pie {
+                flags.push("--pie");
+            }
+            zl_ok(std::slice::from_ref(&obj), &exe, &flags);
+            readelf_accepts(&exe);
+            assert_eq!(run_with(&exe, &[], &[]), want, "{driver} {flags:?}");
+            // An edit of the driver: one more line, in place.
+            settle_inputs();
+            let at = text.rfind("return 0;").expect("the driver returns 0 last");
+            let edited = format!("{}puts(\"edited\");\n  {}", &text[..at], &text[at..]);
+            let obj2 = c_object(d, driver, &edited, &[]);
+            flags.push("--stats");
+            let stderr = zl_ok(std::slice::from_ref(&obj2), &exe, &flags);
+            assert!(stderr.contains("in-place update"), "{driver}: {stderr}");
+            let got = run_with(&exe, &[], &[]);
+            assert_eq!(
+                got.stdout,
+                format!("{}edited\n", want.stdout),
+                "{driver} edited"
+            );
+            c_object(d, driver, &text, &[]);
+        }
+    }
 }

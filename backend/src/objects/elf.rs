@@ -170,8 +170,34 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
         let bind = match sym.st_bind() {
             elf::STB_LOCAL => Bind::Local,
             elf::STB_WEAK => Bind::Weak,
-            _ => Bind::Global,
+            // `STB_GNU_UNIQUE` (g++'s static data of inline functions and templates): one
+            // definition in the process, which an executable's own is, as ld treats it.
+            elf::STB_GLOBAL | elf::STB_GNU_UNIQUE => Bind::Global,
+            b => {
+                return Err(ObjectError::Unsupported {
+                    section: ".symtab".into(),
+                    offset: (i * 24) as u64,
+                    what: format!("symbol `{name}` with binding {b}"),
+                })
+            }
         };
+        match sym.st_type() {
+            elf::STT_NOTYPE
+            | elf::STT_OBJECT
+            | elf::STT_FUNC
+            | elf::STT_SECTION
+            | elf::STT_FILE
+            | elf::STT_COMMON
+            | elf::STT_TLS
+            | elf::STT_GNU_IFUNC => {}
+            t => {
+                return Err(ObjectError::Unsupported {
+                    section: ".symtab".into(),
+                    offset: (i * 24) as u64,
+                    what: format!("symbol `{name}` of type {t}"),
+                })
+            }
+        }
         // Hidden and internal symbols of an executable are its own: still resolved by name
         // between objects, which is all `bind` says here.
         obj.symbols.push(InSymbol {
@@ -238,6 +264,7 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
             });
             continue;
         }
+        check_section(&name, sh_type, flags)?;
         let Some(class) = classify(&name, sh_type, flags) else {
             continue;
         };
@@ -351,10 +378,40 @@ pub fn parse(bytes: &[u8]) -> Result<Object, ObjectError> {
     Ok(obj)
 }
 
+/// A loaded section zerolink cannot place as it is: an error naming it, rather than a guess.
+/// Notes are left out as ld leaves out what describes only the object (`.note.gnu.property`
+/// is merged by ld into a property the kernel and loader use for CET; an executable without
+/// it runs without those checks, as one linked by gold or mold without `-z` options does).
+fn check_section(name: &str, sh_type: u32, flags: u64) -> Result<(), ObjectError> {
+    if flags & u64::from(elf::SHF_ALLOC) == 0 || flags & u64::from(elf::SHF_EXCLUDE) != 0 {
+        return Ok(());
+    }
+    let what = if flags & u64::from(elf::SHF_COMPRESSED) != 0 {
+        "compressed (SHF_COMPRESSED) and loaded".to_string()
+    } else {
+        match sh_type {
+            elf::SHT_PROGBITS
+            | elf::SHT_NOBITS
+            | elf::SHT_NOTE
+            | elf::SHT_INIT_ARRAY
+            | elf::SHT_FINI_ARRAY
+            | elf::SHT_PREINIT_ARRAY
+            | elf::SHT_GROUP
+            | elf::SHT_X86_64_UNWIND => return Ok(()),
+            t => format!("loaded, of section type {t:#x}"),
+        }
+    };
+    Err(ObjectError::Unsupported {
+        section: name.to_string(),
+        offset: 0,
+        what: format!("a section that is {what}"),
+    })
+}
+
 /// Which region a section goes to, or `None` if it is not loaded (or not yet: unwind
 /// tables, see the note in `mod.rs`).
 fn classify(name: &str, sh_type: u32, flags: u64) -> Option<Class> {
-    if flags & u64::from(elf::SHF_ALLOC) == 0 {
+    if flags & u64::from(elf::SHF_ALLOC) == 0 || flags & u64::from(elf::SHF_EXCLUDE) != 0 {
         return None;
     }
     if flags & u64::from(elf::SHF_TLS) != 0 {

@@ -49,6 +49,8 @@ pub struct LinkStats {
     pub objects: usize,
     pub members: usize,
     pub sections: usize,
+    /// `.init_array*`/`.fini_array*` parts the placed objects brought.
+    pub array_parts: usize,
 }
 
 enum Content {
@@ -179,6 +181,7 @@ impl Precompiled {
                 .map(|&(c, i)| chosen[c].obj.symbols[i].name.clone())
                 .collect(),
             arrays: [Vec::new(), Vec::new()],
+            arrays_unit: claimed.arrays,
             weak_refs: chosen
                 .iter()
                 .flat_map(|c| &c.obj.symbols)
@@ -188,6 +191,7 @@ impl Precompiled {
         };
         for (c, ch) in chosen.iter().enumerate() {
             stats.sections += placer.place(c)?;
+            stats.array_parts = placer.arrays.iter().map(Vec::len).sum();
             match &loaded[ch.file].content {
                 Content::Object(_) => stats.objects += 1,
                 Content::Archive(_) => stats.members += 1,
@@ -213,7 +217,13 @@ pub struct Claimed {
     members: HashMap<u64, UnitId>,
     /// Members whose bytes changed: ingested again if anything still refers to them.
     changed_members: usize,
+    /// The unit of the constructor and destructor arrays: made of every object's parts, they
+    /// belong to no object (an update that re-links one keeps them).
+    arrays: UnitId,
 }
+
+/// The name of the arrays' unit (no file has it: it starts with a NUL).
+const ARRAYS_UNIT: &[u8] = b"\0zerolink: constructor and destructor arrays";
 
 /// The unit key of an archive member: the archive's path, the member's name and which of the
 /// members of that name it is.
@@ -236,12 +246,19 @@ impl Precompiled {
         let stats = crate::inputs::stat_all(&paths)?;
         // Without a time, no file is clean: all are read, none is wrongly kept.
         let written = crate::inputs::written_ns(session.output()).unwrap_or(i64::MIN);
+        let arrays = session.unit(ARRAYS_UNIT);
+        if session.is_update() && session.previous_unit(arrays).is_some() {
+            session.keep_unit(arrays, FileStat::default())?;
+        } else {
+            session.set_unit_contents(arrays, Some(0), FileStat::default())?;
+        }
         let mut claimed = Claimed {
             units: Vec::with_capacity(paths.len()),
             stats: stats.clone(),
             changed: HashSet::new(),
             members: HashMap::new(),
             changed_members: 0,
+            arrays,
         };
         for (i, p) in paths.iter().enumerate() {
             let u = session.unit(p.as_os_str().as_encoded_bytes());
@@ -275,13 +292,6 @@ impl Precompiled {
                         }
                     }
                     continue;
-                }
-                if session.lookup(INIT_ARRAY_START).is_some() {
-                    return Ok(Err(FullReason::Precompiled(format!(
-                        "precompiled input {} changed, and the constructor arrays are made of \
-                         every object's",
-                        p.display()
-                    ))));
                 }
             }
             session.set_unit_contents(u, Some(self.digest(i)?), stats[i])?;
@@ -340,12 +350,36 @@ impl Precompiled {
         // The old definitions of changed inputs go first (the CLI swept already; a module's
         // definitions are all in by now): what referred to them is then wanted.
         session.sweep();
-        let had_arrays = session.lookup(INIT_ARRAY_START).is_some();
-        self.link(session, claimed)?;
-        if !had_arrays && session.lookup(INIT_ARRAY_START).is_some() {
+        // The arrays are one definition made of every object's parts: they stay right while
+        // what they point at stays. A re-linked object whose old version had parts took
+        // their targets with the sweep; one whose new version has parts would need them
+        // in the middle of the arrays.
+        let had_arrays = session
+            .lookup(INIT_ARRAY_START)
+            .is_some_and(|id| session.is_defined(id));
+        if had_arrays && arrays_lost_a_target(session) {
             return Ok(Some(FullReason::Precompiled(
-                "precompiled code with constructors arrived".into(),
+                "a re-linked object had constructors or destructors".into(),
             )));
+        }
+        let stats = self.link(session, claimed)?;
+        if stats.array_parts > 0 {
+            return Ok(Some(FullReason::Precompiled(
+                "precompiled code with constructors or destructors arrived".into(),
+            )));
+        }
+        // Weak references that nothing satisfies are 0, as in a full build; the one that
+        // made them so may have been an input this update re-linked (its definitions went
+        // with the sweep), while the objects that refer to them were kept.
+        let first = claimed.units.first().copied();
+        for id in session.wanted() {
+            let name = session.symbols().name(id);
+            let weak = session.symbols().get(id).binding() == Binding::Weak;
+            if let (true, Some(u)) = (weak, first) {
+                if session.import(&name).is_none() && !crate::clif::is_builtin(&name) {
+                    session.define_undefined_weak(u, id)?;
+                }
+            }
         }
         let left = session.wanted().into_iter().find(|&id| {
             let name = session.symbols().name(id);
@@ -581,6 +615,21 @@ struct Placer<'a> {
     arrays: [Vec<ArrayPart>; 2],
     /// Names the chosen objects refer to only if something defines them (weak undefined).
     weak_refs: HashSet<String>,
+    /// The arrays' own unit (see [`Claimed::arrays`]).
+    arrays_unit: UnitId,
+}
+
+/// Whether a site of the constructor or destructor arrays points at something no longer
+/// placed (its object was re-linked: its sections went with the sweep).
+fn arrays_lost_a_target(session: &Session) -> bool {
+    [".init_array", ".fini_array"].iter().any(|name| {
+        session.lookup(name).is_some_and(|atom| {
+            session
+                .targets_of(atom)
+                .into_iter()
+                .any(|t| !session.is_defined(t))
+        })
+    })
 }
 
 /// One object's `.init_array*` or `.fini_array*` section, resolved.
@@ -974,7 +1023,7 @@ impl Placer<'_> {
         if self.arrays.iter().all(Vec::is_empty) {
             return Ok(());
         }
-        let u = self.chosen[0].unit;
+        let u = self.arrays_unit;
         let names = [
             (".init_array", INIT_ARRAY_START, INIT_ARRAY_END),
             (".fini_array", FINI_ARRAY_START, FINI_ARRAY_END),

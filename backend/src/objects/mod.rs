@@ -54,7 +54,8 @@ pub enum ObjectError {
     #[error(
         "section `{section}` at offset {offset:#x}: relocation {rtype} is not supported \
          (supported: R_X86_64_64, PC32, PLT32, 32, 32S, PC64, GOTPCREL, GOTPCRELX, \
-         REX_GOTPCRELX, GOTOFF64, GOTPC32, GOTPC64, SIZE32, SIZE64)"
+         REX_GOTPCRELX, GOTOFF64, GOTPC32, GOTPC64, SIZE32, SIZE64, TLSGD, TLSLD, DTPOFF32, \
+         GOTTPOFF, TPOFF32)"
     )]
     UnsupportedRelocation {
         section: String,

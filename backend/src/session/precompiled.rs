@@ -53,6 +53,16 @@ impl Session {
         Ok(self.image.mark_ifunc(id)?)
     }
 
+    /// What the sites inside `owner` refer to.
+    pub fn targets_of(&self, owner: SymbolId) -> Vec<SymbolId> {
+        let sites = self.image.sites();
+        sites
+            .owned_by(self.image.symbols(), owner)
+            .into_iter()
+            .map(|s| sites.get(s).target)
+            .collect()
+    }
+
     /// Define `_GLOBAL_OFFSET_TABLE_` for the objects that refer to it.
     pub fn define_got_base(&mut self, u: UnitId, id: SymbolId) -> Result<()> {
         self.claim_definition(u, id)?;
