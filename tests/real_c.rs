@@ -484,3 +484,59 @@ fn debians_static_libraries_run_as_cc_links_them() {
         }
     }
 }
+
+/// `&puts` taken as a constant by `-fno-pie` code (`R_X86_64_32`, in code and in data), by
+/// `-fPIE` code through the GOT, by CLIF's `func_addr` and by libc's `dlsym`: one address
+/// everywhere, the executable's canonical PLT stub, as GNU ld makes it; a call through it
+/// reaches `puts`.
+#[test]
+fn a_library_functions_address_is_one_address_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let nopie = c_object(
+        d,
+        "nopie",
+        "#include <stdio.h>\nint (*from_nopie(void))(const char *) { return puts; }\n\
+         int (*stored_nopie)(const char *) = puts;\n",
+        &["-fno-pie"],
+    );
+    let main = c_object(
+        d,
+        "main",
+        r#"
+#include <stdio.h>
+#include <dlfcn.h>
+int (*from_nopie(void))(const char *);
+extern int (*stored_nopie)(const char *);
+long clif_puts(void);
+int main(void) {
+    int (*pie)(const char *) = puts;
+    printf("nopie %d stored %d dlsym %d clif %d\n", from_nopie() == pie, stored_nopie == pie,
+           dlsym(RTLD_DEFAULT, "puts") == (void *)pie, clif_puts() == (long)pie);
+    from_nopie()("called through the pointer");
+    return 0;
+}
+"#,
+        &[],
+    );
+    let clif = d.join("addr.clif");
+    std::fs::write(
+        &clif,
+        "function %clif_puts() -> i64 system_v {\n    fn0 = %puts(i64) -> i32 system_v\n\
+         block0:\n    v0 = func_addr.i64 fn0\n    return v0\n}\n",
+    )
+    .unwrap();
+    let exe = d.join("prog");
+    zl_ok(&[clif, nopie, main], &exe, &[]);
+    readelf_accepts(&exe);
+    let got = run_with(&exe, &[], &[]);
+    assert_eq!(
+        (got.status, got.stdout.as_str()),
+        (
+            Some(0),
+            "nopie 1 stored 1 dlsym 1 clif 1\ncalled through the pointer\n"
+        )
+    );
+    let relocs = readelf(&["-W", "-r"], &exe);
+    assert!(relocs.contains("R_X86_64_JUMP_SLOT"), "{relocs}");
+}

@@ -148,6 +148,7 @@ impl Libraries {
         let (i, data) = self.resolve(name)?;
         Some(zerolink_image::Export {
             library: i as u32,
+            data,
             object: if data {
                 self.objects[i].object(name)
             } else {

@@ -25,6 +25,10 @@ pub struct Import<'a> {
     /// Defined by the executable: a copy of a library's data object in `.bss`, exported so
     /// that the library uses it too.
     pub defined: Option<Defined>,
+    /// A function whose canonical address is the executable's PLT stub here: `.dynsym`
+    /// gives it as the (undefined) symbol's value, and its GOT entry, which the stub jumps
+    /// through, gets `R_X86_64_JUMP_SLOT` (whose lookup skips that value).
+    pub canonical: Option<u64>,
 }
 
 /// An exported definition of the executable (a copy relocation's target).
@@ -167,7 +171,7 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
             st_info: (elf::STB_GLOBAL << 4) | typ,
             st_other: elf::STV_DEFAULT,
             st_shndx: U16::new(LE, d.map_or(0, |d| d.shndx)),
-            st_value: U64::new(LE, d.map_or(0, |d| d.value)),
+            st_value: U64::new(LE, d.map_or(imp.canonical.unwrap_or(0), |d| d.value)),
             st_size: U64::new(LE, d.map_or(0, |d| d.size)),
         };
         b.extend_from_slice(bytes_of(&sym));
@@ -218,6 +222,9 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
             (_, _, Some(d)) if d.copy => rela(d.value, i, elf::R_X86_64_COPY, 0),
             (_, _, Some(_)) => {}
             (Some(got), true, _) => rela(got, i, elf::R_X86_64_TPOFF64, 0),
+            (Some(got), false, _) if imp.canonical.is_some() => {
+                rela(got, i, elf::R_X86_64_JUMP_SLOT, 0)
+            }
             (Some(got), false, _) => rela(got, i, elf::R_X86_64_GLOB_DAT, 0),
             (None, ..) => {}
         }

@@ -127,6 +127,8 @@ pub enum ImageError {
          the GOT), so it needs a copy in the executable, but {why}"
     )]
     Copy { name: String, why: &'static str },
+    #[error("the address of shared-library function `{name}` is taken directly, but {why}")]
+    ImportAddress { name: String, why: &'static str },
     #[error("`{name}`: {why}")]
     EhFrame { name: String, why: &'static str },
     #[error("`{name}` is an indirect function (STT_GNU_IFUNC), but {why}")]

@@ -297,6 +297,8 @@ pub struct Rare {
 pub const RARE_IFUNC: u32 = 1;
 /// A precompiled object's `.eh_frame`, placed as a section: `.eh_frame_hdr` indexes its FDEs.
 pub const RARE_EH_FRAME: u32 = 2;
+/// An imported function whose PLT stub is its canonical address (see `image/canonical.rs`).
+pub const RARE_CANONICAL: u32 = 4;
 
 #[derive(Default)]
 pub struct SymbolTable {
@@ -363,7 +365,8 @@ impl SymbolTable {
         self.rare_mut(id, |r| r.copy = library.map_or(0, |l| l + 1));
     }
 
-    fn has_flag(&self, id: SymbolId, flag: u32) -> bool {
+    /// Whether `id` has `RARE_*` flag `flag`.
+    pub fn has_flag(&self, id: SymbolId, flag: u32) -> bool {
         !self.rare.is_empty() && self.rare.get(&id.0).is_some_and(|r| r.flags & flag != 0)
     }
 

@@ -550,6 +550,7 @@ impl Image {
                     got: self.got_of(id),
                     tls: self.is_tls_import(id),
                     defined: None,
+                    canonical: self.canonical_value(id),
                 }
             })
             .chain(copies.iter().map(|c| crate::dynamic::Import {
@@ -557,6 +558,7 @@ impl Image {
                 kind: SymbolKind::Data,
                 got: None,
                 tls: false,
+                canonical: None,
                 defined: Some(crate::dynamic::Defined {
                     value: c.addr,
                     size: c.size,

@@ -37,6 +37,7 @@ use crate::symtab::Symtab;
 use crate::table::{Base, Blob, NameIndex, Records, PAGE_BYTES};
 use crate::x86_64;
 
+mod canonical;
 mod copy;
 mod finish;
 mod ifunc;
@@ -139,6 +140,9 @@ pub struct Image {
     /// import resolved, a data object moved), whose referrers `patch_pending` patches, all
     /// at once, at the end.
     repatch: Vec<SymbolId>,
+    /// Imports that became canonical in this build (`canonical.rs`): their GOT loads are
+    /// patched again at the end.
+    canonical_late: Vec<SymbolId>,
     /// See `set_entry_jumps`.
     entry_jumps: bool,
     /// In an update: the sites this build made, which are all `patch_pending` needs to look
@@ -230,6 +234,8 @@ pub type Resolver = Box<dyn Fn(&str) -> Option<Export>>;
 pub struct Export {
     /// Index into the libraries given to [`Image::link_dynamically`].
     pub library: u32,
+    /// Not a function (a data object, a thread-local, or untyped).
+    pub data: bool,
     /// A data object (not a function or a thread-local): what a copy relocation needs.
     pub object: Option<ObjectExport>,
 }
@@ -275,6 +281,7 @@ impl Image {
             touched: Touched::All,
             lazy_patching: true,
             repatch: Vec::new(),
+            canonical_late: Vec::new(),
             entry_jumps: true,
             made: Vec::new(),
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE, PAGE],
@@ -374,6 +381,7 @@ impl Image {
             touched: Touched::Some(BTreeSet::new()),
             lazy_patching: false,
             repatch: Vec::new(),
+            canonical_late: Vec::new(),
             entry_jumps: true,
             made: Vec::new(),
             initial_extent: [PAGE, PAGE, PAGE, PAGE, 0, PAGE, PAGE],

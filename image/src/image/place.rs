@@ -463,7 +463,7 @@ impl Image {
             self.store.write(at, field.bytes());
             self.stats.sites_patched += 1;
         }
-        Ok(())
+        self.patch_canonical_referrers()
     }
 
     /// Symbols `finish` must look at: every symbol in a fresh build, else those touched.
@@ -529,7 +529,7 @@ impl Image {
         for site in sites {
             self.patch(site)?;
         }
-        Ok(())
+        self.patch_canonical_referrers()
     }
 
     /// Give `target` a GOT entry if it has none; the entry is itself a site holding its address.
@@ -724,6 +724,7 @@ impl Image {
                 self.live_import_site(site, p);
                 Ok(())
             }
+            (RefKind::GotPcRel32, _) if self.patch_canonical_got_load(site, p)? => Ok(()),
             (RefKind::GotPcRel32, _) => {
                 self.set_got_load_form(site, p, false);
                 self.ensure_got_entry(site.target)?;
@@ -783,6 +784,16 @@ impl Image {
                 // executable (`copy.rs`) and patches this site against it.
                 Ok(())
             }
+            (RefKind::PcRel32 | RefKind::Abs32 | RefKind::Abs32S | RefKind::PcRel64, _)
+                if self
+                    .export_of(&self.symbols.name(site.target))
+                    .is_some_and(|e| e.data) =>
+            {
+                Err(ImageError::Copy {
+                    name: self.symbols.name(site.target),
+                    why: "the library gives it no type and size to copy",
+                })
+            }
             (RefKind::PcRel32, Place::In { owner, .. })
                 if self
                     .symbols
@@ -791,7 +802,11 @@ impl Image {
                     .is_some_and(|pl| pl.region == RegionKind::Text) =>
             {
                 // A plain call to a library function (a C object's `call f@PLT`): through a
-                // stub that jumps via the function's GOT entry, as ld's PLT does.
+                // stub that jumps via the function's GOT entry, as ld's PLT does. An address
+                // taken (`lea f(%rip)`) is the stub too, made the function's canonical one.
+                if !self.is_branch_operand(p) {
+                    self.make_canonical(site.target)?;
+                }
                 let stub = self.ensure_plt_stub(site.target)?;
                 let field = x86_64::encode(RefKind::PcRel32, stub, site.addend, p, None)
                     .map_err(|value| self.overflow(site, value))?;
@@ -809,6 +824,20 @@ impl Image {
             {
                 self.store.write(at, &[0; 8]);
                 self.live_import_site(site, p);
+                Ok(())
+            }
+            (RefKind::Abs32 | RefKind::Abs32S | RefKind::PcRel32 | RefKind::PcRel64, _)
+                if !(self.pie && matches!(site.kind, RefKind::Abs32 | RefKind::Abs32S)) =>
+            {
+                // The function's address as a constant, or PC-relative from data: its
+                // canonical PLT stub.
+                self.make_canonical(site.target)?;
+                let stub = self.ensure_plt_stub(site.target)?;
+                let field = x86_64::encode(site.kind, stub, site.addend, p, None)
+                    .map_err(|value| self.overflow(site, value))?;
+                self.store.write(at, field.bytes());
+                self.live_write(region_of(p), p, field.bytes(), WriteRule::Always);
+                self.stats.sites_patched += 1;
                 Ok(())
             }
             (kind, place) => {
