@@ -177,6 +177,18 @@ fn libraries_data_objects_reached_directly_get_copy_relocations() {
             "no copy relocation for `{name}`:\n{relocs}"
         );
     }
+    let inspect = zerolink()
+        .arg("inspect")
+        .arg(d.join("zl-fixed"))
+        .output()
+        .unwrap();
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect
+            .lines()
+            .any(|l| l.starts_with("copies:") && l.contains("stdout (libc.so.6)")),
+        "{inspect}"
+    );
     let dynsym = readelf(&["-W", "--dyn-syms"], &d.join("zl-fixed"));
     for name in ["environ", "__environ", "_environ"] {
         assert!(

@@ -84,12 +84,34 @@ fn regions(table: &Image) -> Vec<RegionInfo> {
         .collect()
 }
 
+/// The data objects of shared libraries copied into the executable: `NAME (LIBRARY)`.
+fn copies(table: &Image) -> Vec<String> {
+    table
+        .symbols()
+        .copies()
+        .into_iter()
+        .map(|id| {
+            let lib = table
+                .symbols()
+                .copy_of(id)
+                .and_then(|l| table.libraries().get(l as usize))
+                .map_or("?", String::as_str);
+            format!("{} ({lib})", table.symbols().name(id))
+        })
+        .collect()
+}
+
 fn render_text(table: &Image, hardening: &crate::hardening::Hardening) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "settings:   {}", table.settings());
     let _ = writeln!(out, "generation: {}", table.generation());
     let _ = writeln!(out, "hardening:  {hardening}");
+    let copies = copies(table);
+    if !copies.is_empty() {
+        // As `readelf -r` shows them: R_X86_64_COPY, one per library data object.
+        let _ = writeln!(out, "copies:     {}", copies.join(", "));
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -118,7 +140,10 @@ fn render_text(table: &Image, hardening: &crate::hardening::Hardening) -> String
     for (id, s) in table.symbols().iter() {
         let i = id.index();
         let name = table.symbols().name(id);
+        let syms = table.symbols();
         let kind = match (s.kind(), s.builtin()) {
+            _ if syms.copy_of(id).is_some() => "copy",
+            _ if syms.is_ifunc(id) => "ifunc",
             (_, true) => "builtin",
             (zerolink_image::SymbolKind::Function, _) => "function",
             (zerolink_image::SymbolKind::Data, _) => "data",
@@ -181,6 +206,14 @@ fn to_json(table: &Image) -> serde_json::Value {
                 "hash": format!("{:016x}", s.hash),
                 "got": table.got_of(id),
                 "entry": table.symbols().entry(id),
+                "copy_of": table
+                    .symbols()
+                    .copy_of(id)
+                    .and_then(|l| table.libraries().get(l as usize)),
+                "ifunc": table.symbols().is_ifunc(id),
+                "canonical_plt": table
+                    .symbols()
+                    .has_flag(id, zerolink_image::symbols::RARE_CANONICAL),
                 "sites": refs[i],
             })
         })
