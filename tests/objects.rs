@@ -475,15 +475,27 @@ fn precompiled_updates_match_fresh_builds() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Member sources by constant; member 2 needs member 3, the object needs member 1.
+    // Member 1 is an indirect function (IFUNC), member 2 and the object read libc's data
+    // directly (copy relocations).
     let source = |i: usize, k: u64| match i {
-        0 => format!("int m1(void) {{ return {k}; }}\n"),
-        1 => format!("int helper(void); int m2(void) {{ return {k} + helper(); }}\n"),
+        0 => format!(
+            "static int m1_impl(void) {{ return {k}; }}\n\
+             static void *m1_resolve(void) {{ return (void *)m1_impl; }}\n\
+             int m1(void) __attribute__((ifunc(\"m1_resolve\")));\n"
+        ),
+        1 => format!(
+            "extern int optind; int helper(void);\n\
+             int m2(void) {{ return {k} + helper() + optind; }}\n"
+        ),
         2 => {
             // Grows with k: a bigger member replaces a smaller one.
             let body: String = (0..k % 7).map(|j| format!("x = x * 3 + {j}; ")).collect();
             format!("int helper(void) {{ volatile int x = {k}; {body} return x & 15; }}\n")
         }
-        _ => format!("int m1(void); int o1(int x) {{ return x * {k} + m1(); }}\n"),
+        _ => format!(
+            "#include <stdio.h>\nint m1(void);\n\
+             int o1(int x) {{ return x * {k} + m1() + (fileno(stdout) == 1); }}\n"
+        ),
     };
     let mut k = [1u64, 2, 3, 4];
     let write_inputs = |k: &[u64; 4], which: Option<usize>| {
