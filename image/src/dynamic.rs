@@ -1,11 +1,14 @@
 //! What the dynamic loader reads: `.interp`, `.dynsym`, `.dynstr`, `.hash`, `.rela.dyn` and
 //! `.dynamic`, as pure functions from the imports to bytes.
 //!
-//! Imports are reached only through GOT entries that the loader fills (`R_X86_64_GLOB_DAT`,
-//! eager binding with `BIND_NOW`), plus `R_X86_64_64` for addresses of imports stored in
-//! writable data. There is no PLT: Cranelift's PIC code already calls imports through a GOT
-//! load, so a PLT would only add a jump, and lazy binding is off anyway. All of this grows with
-//! the number of imports, not with the program, so every build rewrites it whole.
+//! Imports are reached through GOT entries that the loader fills (`R_X86_64_GLOB_DAT`, eager
+//! binding with `BIND_NOW`), plus `R_X86_64_64` for addresses of imports stored in writable
+//! data. Cranelift's PIC code calls imports through a GOT load; only C objects' plain calls
+//! go through PLT stubs (text definitions of the image). Copies of libraries' data objects
+//! are defined here (`R_X86_64_COPY`), canonical PLT entries give their function's address
+//! (`R_X86_64_JUMP_SLOT` for the stub's own GOT entry), indirect functions' GOT entries get
+//! `R_X86_64_IRELATIVE`. All of this grows with the number of imports, not with the program,
+//! so every build rewrites it whole.
 
 use object::elf;
 use object::endian::{LittleEndian as LE, U16, U32, U64};

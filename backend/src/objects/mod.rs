@@ -12,13 +12,15 @@
 //! (`libc_nonshared.a` after libc, then libgcc) are searched after the shared libraries, as
 //! `cc` links them.
 //!
-//! With `-g`, the FDEs of each object's `.eh_frame` join the image's unwind tables
-//! (`unwind.rs`), so unwinders cross between C and Cranelift frames. Not loaded: notes and
+//! Each object's `.eh_frame` is placed as a section of its own, personality routines and
+//! LSDAs included (`unwind.rs`), and `.eh_frame_hdr` indexes it, so C++ exceptions and
+//! backtraces work across objects, and across CLIF frames with `-g`. Not loaded: notes and
 //! anything without `SHF_ALLOC`. Constructors and destructors (`.init_array`, `.fini_array`)
 //! are gathered into one array each and run at start-up and exit. Thread-locals (`.tdata`,
-//! `.tbss`) join the TLS region, and every TLS sequence becomes local-exec. Refused with the
-//! object's name: old-style `.ctors`/`.dtors` and `.preinit_array`, TLS descriptors, an
-//! executable stack.
+//! `.tbss`) join the TLS region, and every TLS sequence becomes local-exec. IFUNC symbols are
+//! reached through stubs. Refused with the object's name and the place: old-style
+//! `.ctors`/`.dtors` and `.preinit_array`, TLS descriptors, an executable stack, and every
+//! relocation type, section type, symbol type or binding not handled.
 //!
 //! Kept across updates: an update whose precompiled files have the stat data (or, when
 //! touched, the contents) the table recorded keeps every byte of them; any other change to
