@@ -103,6 +103,15 @@ fn same_as_cc(
     want
 }
 
+/// Whether `word` of readelf's output names symbol `name`, with or without its version
+/// (`stdout@GLIBC_2.2.5`).
+fn named(word: &str, name: &str) -> bool {
+    word == name
+        || word
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('@'))
+}
+
 /// `readelf` reads every header and table without a complaint (Lua's own symbols are named
 /// `*warning*`, so only stderr is looked at).
 fn readelf_accepts(exe: &Path) {
@@ -171,9 +180,9 @@ fn libraries_data_objects_reached_directly_get_copy_relocations() {
     let relocs = readelf(&["-W", "-r"], &d.join("zl-fixed"));
     for name in ["stdout", "stderr", "environ", "optarg", "optind"] {
         assert!(
-            relocs
-                .lines()
-                .any(|l| l.contains("R_X86_64_COPY") && l.split_whitespace().any(|w| w == name)),
+            relocs.lines().any(
+                |l| l.contains("R_X86_64_COPY") && l.split_whitespace().any(|w| named(w, name))
+            ),
             "no copy relocation for `{name}`:\n{relocs}"
         );
     }
@@ -192,9 +201,11 @@ fn libraries_data_objects_reached_directly_get_copy_relocations() {
     let dynsym = readelf(&["-W", "--dyn-syms"], &d.join("zl-fixed"));
     for name in ["environ", "__environ", "_environ"] {
         assert!(
-            dynsym.lines().any(|l| l.ends_with(&format!(" {name}"))
-                && l.contains("OBJECT")
-                && !l.contains("UND")),
+            dynsym
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| named(w, name))
+                    && l.contains("OBJECT")
+                    && !l.contains("UND")),
             "`{name}` is not defined at the copy:\n{dynsym}"
         );
     }
@@ -551,4 +562,36 @@ int main(void) {
     );
     let relocs = readelf(&["-W", "-r"], &exe);
     assert!(relocs.contains("R_X86_64_JUMP_SLOT"), "{relocs}");
+}
+
+/// Imports ask for the version of the library's default definition, as ld writes them
+/// (`.gnu.version_r`): without it the loader binds the oldest one, and glibc's
+/// `realpath@GLIBC_2.2.5` returns NULL when given no buffer.
+#[test]
+fn imports_bind_to_the_default_version_of_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let obj = c_object(
+        d,
+        "real",
+        r#"
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+    char *r = realpath("/", NULL);
+    printf("realpath %s\n", r ? r : "(null)");
+    return r == NULL;
+}
+"#,
+        &[],
+    );
+    let out = same_as_cc(d, &[obj], &[], &[], &[]);
+    assert_eq!(out.stdout, "realpath /\n");
+    let v = readelf(&["-W", "-V"], &d.join("zl-fixed"));
+    assert!(
+        v.contains("File: libc.so.6") && v.contains("Name: GLIBC_2.3 "),
+        "{v}"
+    );
+    let dynsym = readelf(&["-W", "--dyn-syms"], &d.join("zl-pie"));
+    assert!(dynsym.contains("realpath@GLIBC_2.3"), "{dynsym}");
 }

@@ -55,6 +55,8 @@ pub struct SharedObject {
     pub path: PathBuf,
     pub functions: usize,
     exports: HashMap<String, Exported>,
+    /// The version names its exports are defined with (`Exported::version` indexes this).
+    versions: Vec<String>,
 }
 
 /// What a library's `.dynsym` says about one name.
@@ -65,6 +67,9 @@ struct Exported {
     /// A data object (`STT_OBJECT`, or untyped with a size) that a copy relocation can copy:
     /// its address, size and alignment in the library.
     object: Option<(u64, u64, u64)>,
+    /// The version the name's default definition has (`name@@VERSION`), as an index into
+    /// `SharedObject::versions`; `None`: unversioned.
+    version: Option<u16>,
 }
 
 impl SharedObject {
@@ -146,8 +151,14 @@ impl Libraries {
     /// data object, what a copy relocation needs.
     pub fn export(&self, name: &str) -> Option<zerolink_image::Export> {
         let (i, data) = self.resolve(name)?;
+        let version = self.objects[i]
+            .exports
+            .get(name)
+            .and_then(|e| e.version)
+            .and_then(|v| self.objects[i].versions.get(usize::from(v)).cloned());
         Some(zerolink_image::Export {
             library: i as u32,
+            version,
             data,
             object: if data {
                 self.objects[i].object(name)
@@ -378,8 +389,39 @@ fn read(path: &Path) -> Result<SharedObject> {
         .map_err(|_| bad("not a 64-bit ELF shared object"))?;
     let mut exports = HashMap::new();
     let mut functions = 0;
+    // Symbol versions, as ld binds a new reference: to the name's default definition
+    // (`name@@V`), never to a compatibility one (`name@V`, hidden), whose old behaviour only
+    // binaries linked long ago ask for (`realpath@GLIBC_2.2.5` wants a buffer).
+    let endian = elf.endian();
+    let table = elf
+        .elf_section_table()
+        .versions(endian, elf.data())
+        .map_err(|_| bad("its symbol versions are malformed"))?;
+    let mut versions: Vec<String> = Vec::new();
+    let mut version_of = |index: object::SymbolIndex| -> Result<(bool, Option<u16>)> {
+        let Some(table) = &table else {
+            return Ok((false, None));
+        };
+        let vi = table.version_index(endian, index);
+        let name = table
+            .version(vi)
+            .map_err(|_| bad("a symbol has a bad version index"))?
+            .map(|v| String::from_utf8_lossy(v.name()).into_owned());
+        let at = name.map(|n| match versions.iter().position(|v| *v == n) {
+            Some(i) => i as u16,
+            None => {
+                versions.push(n);
+                (versions.len() - 1) as u16
+            }
+        });
+        Ok((vi.is_hidden(), at))
+    };
     for sym in elf.dynamic_symbols() {
         if sym.is_undefined() || !(sym.is_global() || sym.is_weak()) {
+            continue;
+        }
+        let (hidden, version) = version_of(sym.index())?;
+        if hidden {
             continue;
         }
         let data = match sym.kind() {
@@ -408,9 +450,11 @@ fn read(path: &Path) -> Result<SharedObject> {
         if let Ok(name) = sym.name() {
             if !name.is_empty() {
                 functions += usize::from(!data);
-                exports
-                    .entry(name.to_string())
-                    .or_insert(Exported { data, object });
+                exports.entry(name.to_string()).or_insert(Exported {
+                    data,
+                    object,
+                    version,
+                });
             }
         }
     }
@@ -435,6 +479,7 @@ fn read(path: &Path) -> Result<SharedObject> {
         path: path.to_path_buf(),
         functions,
         exports,
+        versions,
     })
 }
 

@@ -32,6 +32,8 @@ pub struct Import<'a> {
     /// gives it as the (undefined) symbol's value, and its GOT entry, which the stub jumps
     /// through, gets `R_X86_64_JUMP_SLOT` (whose lookup skips that value).
     pub canonical: Option<u64>,
+    /// The version it asks for (`.gnu.version_r`), as the library's default definition has.
+    pub version: Option<crate::versions::Wanted<'a>>,
 }
 
 /// An exported definition of the executable (a copy relocation's target).
@@ -61,6 +63,11 @@ pub struct Tables {
     pub dynstr: (u64, u64),
     pub hash: (u64, u64),
     pub rela: (u64, u64),
+    /// `.gnu.version` and `.gnu.version_r` (address, length; length 0: no versions) and the
+    /// number of libraries the latter names.
+    pub versym: (u64, u64),
+    pub verneed: (u64, u64),
+    pub verneed_files: usize,
     /// Offsets of the needed libraries' names in `.dynstr`.
     pub needed: Vec<u32>,
     /// Offset of the run-time search path (`DT_RUNPATH`) in `.dynstr`.
@@ -180,6 +187,9 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         b.extend_from_slice(bytes_of(&sym));
     }
     let dynsym_len = base + b.len() as u64 - dynsym_at;
+    let wanted: Vec<Option<crate::versions::Wanted<'_>>> =
+        imports.iter().map(|i| i.version).collect();
+    let versions = crate::versions::tables(&wanted, &mut dynstr);
     let dynstr_at = base + b.len() as u64;
     b.extend_from_slice(&dynstr);
     pad8(&mut b);
@@ -200,6 +210,12 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         b.extend_from_slice(&w.to_le_bytes());
     }
     let hash_len = base + b.len() as u64 - hash_at;
+    pad8(&mut b);
+    let versym_at = base + b.len() as u64;
+    b.extend_from_slice(&versions.versym);
+    pad8(&mut b);
+    let verneed_at = base + b.len() as u64;
+    b.extend_from_slice(&versions.verneed);
     pad8(&mut b);
 
     let rela_at = base + b.len() as u64;
@@ -251,6 +267,9 @@ pub fn tables(base: u64, w: Wanted<'_>) -> Tables {
         dynstr: (dynstr_at, dynstr.len() as u64),
         hash: (hash_at, hash_len),
         rela: (rela_at, rela_len),
+        versym: (versym_at, versions.versym.len() as u64),
+        verneed: (verneed_at, versions.verneed.len() as u64),
+        verneed_files: versions.files,
         needed: needed_offsets,
         runpath,
         arrays,
@@ -283,6 +302,11 @@ pub fn dynamic_section(t: &Tables) -> Vec<u8> {
     entry(elf::DT_RELA, t.rela.0);
     entry(elf::DT_RELASZ, t.rela.1);
     entry(elf::DT_RELAENT, 24);
+    if t.verneed_files > 0 {
+        entry(elf::DT_VERSYM, t.versym.0);
+        entry(elf::DT_VERNEED, t.verneed.0);
+        entry(elf::DT_VERNEEDNUM, t.verneed_files as u64);
+    }
     if let Some((at, len)) = t.arrays.init {
         entry(elf::DT_INIT_ARRAY, at);
         entry(elf::DT_INIT_ARRAYSZ, len);

@@ -24,6 +24,7 @@ pub mod store;
 pub mod symbols;
 pub mod symtab;
 pub mod table;
+pub mod versions;
 pub mod x86_64;
 
 pub use error::{ImageError, Result, Undefined};

@@ -538,6 +538,27 @@ impl Image {
         // Copies come after the imports, so an import's `.dynsym` index is its place in
         // `imports` plus one.
         let copies = self.copy_exports();
+        // The version each entry asks for: the library's default definition's (copies and
+        // their aliases: the copied object's, as ld writes them).
+        let library_of = |id: SymbolId| self.symbols.get(id).import();
+        let versions: Vec<Option<String>> = names
+            .iter()
+            .chain(copies.iter().map(|c| &c.name))
+            .map(|n| self.export_of(n).and_then(|e| e.version))
+            .collect();
+        let files: Vec<Option<u32>> = self
+            .imports
+            .iter()
+            .map(|&id| library_of(id))
+            .chain(copies.iter().map(|c| Some(c.library)))
+            .collect();
+        let wanted = |k: usize| {
+            let file = files[k].and_then(|l| self.libraries.get(l as usize))?;
+            Some(crate::versions::Wanted {
+                file,
+                name: versions[k].as_deref()?,
+            })
+        };
         let imports: Vec<crate::dynamic::Import<'_>> = self
             .imports
             .iter()
@@ -551,6 +572,7 @@ impl Image {
                     tls: self.is_tls_import(id),
                     defined: None,
                     canonical: self.canonical_value(id),
+                    version: None,
                 }
             })
             .chain(copies.iter().map(|c| crate::dynamic::Import {
@@ -559,6 +581,7 @@ impl Image {
                 got: None,
                 tls: false,
                 canonical: None,
+                version: None,
                 defined: Some(crate::dynamic::Defined {
                     value: c.addr,
                     size: c.size,
@@ -566,6 +589,11 @@ impl Image {
                     copy: c.copy,
                 }),
             }))
+            .enumerate()
+            .map(|(k, imp)| crate::dynamic::Import {
+                version: wanted(k),
+                ..imp
+            })
             .collect();
         let mut data_relocs = Vec::new();
         // Imports whose address data holds: found by one scan, only if there are any.

@@ -236,6 +236,9 @@ pub struct Export {
     pub library: u32,
     /// Not a function (a data object, a thread-local, or untyped).
     pub data: bool,
+    /// The version of the library's default definition (`name@@VERSION`), which the
+    /// executable asks for (`.gnu.version`, `.gnu.version_r`) as ld does.
+    pub version: Option<String>,
     /// A data object (not a function or a thread-local): what a copy relocation needs.
     pub object: Option<ObjectExport>,
 }

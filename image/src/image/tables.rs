@@ -604,6 +604,30 @@ impl Image {
             8,
             24,
         );
+        if t.verneed_files > 0 {
+            add(
+                ".gnu.version",
+                elf::SHT_GNU_VERSYM,
+                t.versym.0,
+                at(t.versym.0),
+                t.versym.1,
+                dynsym,
+                0,
+                2,
+                2,
+            );
+            add(
+                ".gnu.version_r",
+                elf::SHT_GNU_VERNEED,
+                t.verneed.0,
+                at(t.verneed.0),
+                t.verneed.1,
+                dynstr,
+                t.verneed_files as u32,
+                8,
+                0,
+            );
+        }
         let size = crate::dynamic::dynamic_section(t).len() as u64;
         let offset = self.file_offset(RegionKind::Got, slot.addr);
         sections.push(Section {
