@@ -1103,3 +1103,109 @@ fn run_watch_restart_restarts_what_cannot_be_patched() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let _ = watch.wait();
 }
+
+/// A small function a thread will return into (`g` just calls `usleep`: the return address
+/// is a few bytes past its entry) and a leaf a thread is spinning inside (`spin`: its loop's
+/// head lies right after the prologue, inside the bytes an entry jump would take). Both
+/// outgrow their slots in a patch, with the thread inside them, plain and PIE, with and
+/// without `-g`. No byte a thread may reach is written over: the process lives on, the
+/// threads finish on the old code, and the next calls run the new code.
+#[test]
+fn code_a_thread_will_return_into_or_loop_in_is_never_written_over() {
+    let program = |g_extra: usize, spin_extra: bool| {
+        let grow: String = (0..g_extra)
+            .map(|i| {
+                let prev = if i == 0 { 1 } else { 199 + i };
+                format!(
+                    "    v{} = iconst.i32 {}\n    v{} = iadd v{prev}, v{}\n",
+                    100 + i,
+                    i + 1,
+                    200 + i,
+                    100 + i
+                )
+            })
+            .collect();
+        let g_result = if g_extra == 0 {
+            "v1".to_string()
+        } else {
+            format!("v{}", 199 + g_extra)
+        };
+        let spin_body = if spin_extra {
+            "    v4 = iadd v3, v2\n    v40 = iconst.i64 7\n    v41 = imul v4, v40\n    \
+             v42 = iconst.i64 11\n    v43 = urem v41, v42\n    v44 = iadd v43, v4\n"
+        } else {
+            "    v4 = iadd v3, v2\n    v44 = iconst.i64 0\n"
+        };
+        let spin_next = if spin_extra { "v44" } else { "v4" };
+        format!(
+            r#"; data: %fmt = "g %d s %ld\n\0"
+
+function %g(i32) -> i32 {{
+    fn0 = %usleep(i32) -> i32
+block0(v0: i32):
+    v1 = call fn0(v0)
+{grow}    return {g_result}
+}}
+
+function %spin(i64) -> i64 {{
+block0(v0: i64):
+    v1 = iconst.i64 0
+    jump block1(v0, v1)
+block1(v2: i64, v3: i64):
+{spin_body}    v5 = iconst.i64 1
+    v6 = isub v2, v5
+    brif v6, block1(v6, {spin_next}), block2
+block2:
+    return {spin_next}
+}}
+
+function %main() -> i32 {{
+    gv1 = symbol %fmt
+    fn0 = %g(i32) -> i32
+    fn1 = %dprintf(i32, i64, i32, i64) -> i32
+    fn2 = %spin(i64) -> i64
+block0:
+    v1 = symbol_value.i64 gv1
+    jump block1
+block1:
+    v10 = iconst.i32 3000
+    v11 = call fn0(v10)
+    v12 = iconst.i64 20000000
+    v13 = call fn2(v12)
+    v16 = iconst.i32 1
+    v17 = call fn1(v16, v1, v11, v13)
+    jump block1
+}}
+"#
+        )
+    };
+    // Old: g returns usleep's 0 and spin sums 1..n; new: g adds 1 + 2 + ... + 12 = 78.
+    let old_spin = 20_000_000i64 * 20_000_001 / 2;
+    for flags in [&[][..], &["--pie"], &["-g"]] {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, exe, mut run) =
+            start_program(dir.path(), "busy", &program(0, false), flags, "out.txt");
+        run.wait_line(0, |l| l == format!("g 0 s {old_spin}"))
+            .unwrap_or_else(|| panic!("{flags:?}: the program does not print:\n{}", run.text()));
+        // Patched twice: once (most likely) while the thread spins, once while it sleeps.
+        for (g_extra, spin_extra) in [(12, false), (12, true)] {
+            std::fs::write(&src, program(g_extra, spin_extra)).unwrap();
+            let mark = run.mark();
+            let o = hot_with(&src, &exe, &run.pid(), flags);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{flags:?}: {stderr}");
+            let line = run
+                .wait_line(mark, |l| l.starts_with("g 78 s "))
+                .unwrap_or_else(|| panic!("{flags:?}: the new g never ran:\n{}", run.text()));
+            let s: i64 = line["g 78 s ".len()..].parse().unwrap();
+            assert!(spin_extra || s == old_spin, "{flags:?}: {line}");
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(run.alive(), "{flags:?}: the process died:\n{}", run.text());
+        }
+        let last = run.text().lines().last().unwrap_or("").to_string();
+        assert!(
+            last.starts_with("g 78 s ") && last != format!("g 78 s {old_spin}"),
+            "{flags:?}: {last}"
+        );
+    }
+}

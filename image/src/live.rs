@@ -75,6 +75,10 @@ pub struct LiveWrite {
 pub struct Moved {
     pub name: String,
     pub from: u64,
+    /// The end of the old code: a thread with an address anywhere in `[from, from_end)` may
+    /// still run there (a loop's head may lie inside the jump's five bytes), so no jump is
+    /// written over it.
+    pub from_end: u64,
     pub to: u64,
 }
 

@@ -219,8 +219,10 @@ impl Attached {
             }
         }
         for m in &log.moved {
-            // The jump's five bytes must not cut an instruction a thread is about to run.
-            if self.live.busy_in(m.from + 1, m.from + 5) {
+            // No byte of code a thread may still reach is written over: not only an
+            // instruction a thread is in, but a loop head inside the jump's five bytes that a
+            // thread anywhere in the old code will branch back to. Callers were re-patched.
+            if self.live.busy_in(m.from, m.from_end) {
                 patched.not_redirected.push(m.name.clone());
                 continue;
             }

@@ -279,6 +279,7 @@ impl Image {
                     RegionKind::Text if old.size > 0 => log.moved.push(Moved {
                         name: name.clone(),
                         from: old.slot.addr,
+                        from_end: old.slot.addr + old.size,
                         to: new.slot.addr,
                     }),
                     RegionKind::Data | RegionKind::Bss => {

@@ -272,7 +272,9 @@ impl Image {
         })?;
         let at = self.file_offset(RegionKind::Text, e);
         self.store.write(at, &jump);
-        self.live_write(RegionKind::Text, e, &jump, WriteRule::Always);
+        // A running process gets the `jmp` alone: the old code after it stays as it was (no
+        // thread is in it, see `entry_for_move`; its slot is never reused in a live session).
+        self.live_write(RegionKind::Text, e, &jump[..5], WriteRule::Always);
         self.name_entry_jump(id, e)
     }
 
@@ -325,7 +327,11 @@ impl Image {
     /// - a debug build wants no jumps (`set_entry_jumps`);
     /// - data, a precompiled section with symbols inside it, or a slot too small for the
     ///   jump cannot have one;
-    /// - in a live update, a thread stopped inside the first instruction would have it cut.
+    /// - in a live update, a thread may still reach the old code: an address of some
+    ///   thread (an instruction pointer, a return address, any stack word) lies anywhere in
+    ///   it. Not only the jump's own five bytes: a loop whose head lies inside them, run by a
+    ///   thread elsewhere in the function, would branch into the middle of the `jmp`. Its
+    ///   callers are re-patched instead, and the old code stays whole for the thread.
     fn entry_for_move(&self, id: SymbolId, old: Placement, region: RegionKind) -> Option<u64> {
         if self.lazy_patching
             || !self.entry_jumps
@@ -343,7 +349,7 @@ impl Image {
         let cut = self
             .live
             .as_ref()
-            .is_some_and(|l| l.opts_busy_in(e + 1, e + 5));
+            .is_some_and(|l| l.opts_busy_in(e, e + old.size.max(5)));
         (fits && !cut).then_some(e)
     }
 
