@@ -159,3 +159,82 @@ fn bench_compare_produces_the_table_json_and_plot_with_every_path_checked() {
     let svg = std::fs::read_to_string(dir.path().join("bench.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
 }
+
+/// `-o` as ld treats it: a character device (`-o /dev/null`, here a private node made with
+/// `mknod`) is written into and stays a device; a FIFO, a socket, a directory and a loop of
+/// symbolic links are refused at once with what they are, and none is replaced; a symbolic
+/// link to a file stays a link.
+#[test]
+fn output_paths_that_are_not_regular_files_are_written_into_or_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("p.clif");
+    std::fs::write(
+        &src,
+        "function %main() -> i32 {\nblock0:\n    v0 = iconst.i32 3\n    return v0\n}\n",
+    )
+    .unwrap();
+    let build = |out: &std::path::Path| {
+        let o = zerolink()
+            .arg("build")
+            .arg(&src)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let sh = |cmd: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(d)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd}");
+    };
+    // A character device: /dev/null's numbers, on a node of our own.
+    sh("mknod null c 1 3");
+    let (ok, err) = build(&d.join("null"));
+    assert!(ok, "{err}");
+    assert!(std::fs::metadata(d.join("null"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert!(std::fs::read_dir(d).unwrap().all(|e| {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        !n.contains("zl-lock") && !n.contains(".tmp")
+    }));
+    sh("mkfifo fifo && ln -s loop1 loop2 && ln -s loop2 loop1 && mkdir adir");
+    let socket = d.join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    for (name, what) in [
+        ("fifo", "is a FIFO"),
+        ("sock", "is a socket"),
+        ("loop1", "is a loop of symbolic links"),
+        ("adir", "is a directory"),
+    ] {
+        let t = std::time::Instant::now();
+        let (ok, err) = build(&d.join(name));
+        assert!(!ok && err.contains(what), "{name}: {err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{name} blocked"
+        );
+    }
+    let kinds = |p: &str| std::fs::symlink_metadata(d.join(p)).unwrap().file_type();
+    assert!(kinds("fifo").is_fifo() && kinds("sock").is_socket() && kinds("loop1").is_symlink());
+    assert!(!d.join(".adir.zl-lock").exists() && !d.join(".fifo.zl-lock").exists());
+    // A symbolic link to a file: the file is written, the link stays.
+    sh("touch real && ln -s real link");
+    let (ok, err) = build(&d.join("link"));
+    assert!(ok, "{err}");
+    assert!(kinds("link").is_symlink());
+    let status = std::process::Command::new(d.join("link")).status().unwrap();
+    assert_eq!(status.code(), Some(3));
+}

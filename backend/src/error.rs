@@ -99,6 +99,9 @@ pub enum BackendError {
     /// A shared library that cannot be found or read.
     #[error("{0}")]
     Library(String),
+    /// OUT is something an executable cannot be written to.
+    #[error("{path}: {why}")]
+    Output { path: String, why: String },
 }
 
 impl From<cranelift_module::ModuleError> for BackendError {

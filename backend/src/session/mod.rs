@@ -37,6 +37,7 @@ mod debug;
 mod place;
 mod precompiled;
 mod reason;
+mod target_path;
 mod units;
 
 pub use debug::SourceId;
@@ -197,6 +198,8 @@ pub struct Session {
     /// A position-independent executable (`LinkOptions::pie`).
     pie: bool,
     /// Held from `open` until the session is finished or dropped: one build per OUT.
+    /// What OUT is (a device is written into after the build).
+    target: target_path::OutputPath,
     _lock: BuildLock,
 }
 
@@ -205,7 +208,9 @@ impl Session {
     /// with these settings, else a new executable (see [`Session::mode`] for which, and why).
     /// Waits for (or, with `LockWait::Fail`, refuses) another build of the same OUT.
     pub fn open(out: &Path, isa: OwnedTargetIsa, opts: &SessionOptions<'_>) -> Result<Session> {
-        let out = &output_path(out);
+        // What OUT is decides how it is written, before any work.
+        let target = target_path::classify(out)?;
+        let out = &target.build_path();
         // One build per OUT at a time, from before it is opened until after the commit.
         let lock = BuildLock::acquire(out, opts.lock, opts.waiting.unwrap_or(&|| {}))?;
         // Before any input is examined: files stamped from now on are racily clean next time.
@@ -250,6 +255,7 @@ impl Session {
             debug: debug::DebugState::default(),
             live: opts.live.cloned(),
             pie: opts.link.pie,
+            target,
             _lock: lock,
         };
         session.go_live();
@@ -524,6 +530,7 @@ impl Session {
             e => e.into(),
         })?;
         phases.push(("finish", t.elapsed()));
+        self.target.deliver()?;
         let compiled = self.placed.compiled;
         let reused = match self.mode {
             Mode::Update => total.saturating_sub(compiled),
@@ -540,25 +547,6 @@ impl Session {
             files: 0,
         })
     }
-}
-
-/// The file a build of `out` writes: a symbolic link is followed to the file it names, as ld
-/// writes through one, so the link stays a link whether OUT is updated in place, copied
-/// because it is running, or written anew (and two links to one file share its lock).
-fn output_path(out: &Path) -> PathBuf {
-    let mut path = out.to_path_buf();
-    // As the kernel does, give up on a chain of more than 40 links (a loop).
-    for _ in 0..40 {
-        match std::fs::read_link(&path) {
-            Ok(target) if target.is_absolute() => path = target,
-            Ok(target) => {
-                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                path = dir.join(target);
-            }
-            Err(_) => return path,
-        }
-    }
-    path
 }
 
 /// OUT reopened for an update, or a new image with the reason it could not be.
