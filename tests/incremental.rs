@@ -1896,3 +1896,68 @@ block0:
     assert_eq!(run(&out).stdout, expect(40));
     assert_ne!(disassembly(&out, "g"), g_before);
 }
+
+/// An update never launders damage: a flipped bit in code beside the function an edit
+/// rewrites (in the same checksummed page) is found before the page's checksum is replaced,
+/// and the build is a full one, with the reason; the program is right and `verify` sound.
+#[test]
+fn an_update_beside_damaged_code_rebuilds_in_full_instead_of_laundering_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = |k: i64| {
+        format!(
+            "function %g(i64) -> i64 {{\nblock0(v0: i64):\n    v1 = iconst.i64 74565\n    \
+             v2 = iadd v0, v1\n    return v2\n}}\n\n\
+             function %f(i64) -> i64 {{\nblock0(v0: i64):\n    v1 = iconst.i64 {k}\n    \
+             v2 = iadd v0, v1\n    return v2\n}}\n\n\
+             function %main() -> i32 {{\n    fn0 = %f(i64) -> i64\n    fn1 = %g(i64) -> i64\n\
+             block0:\n    v0 = iconst.i64 1\n    v1 = call fn0(v0)\n    v2 = call fn1(v0)\n    \
+             v3 = iadd v1, v2\n    v4 = ireduce.i32 v3\n    return v4\n}}\n"
+        )
+    };
+    let files = write_program(dir.path(), &program(3));
+    let out = dir.path().join("out");
+    build_ok(&files, &out, &[]);
+    let status = || Command::new(&out).status().unwrap().code();
+    assert_eq!(status(), Some((1 + 3 + 1 + 74565) & 0xff));
+    // Flip a bit in g's constant (a 32-bit immediate): same page as f.
+    let o = Command::new("readelf")
+        .args(["-WS"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = text.lines().find(|l| l.contains(" .text ")).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let i = fields.iter().position(|f| *f == ".text").unwrap();
+    let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+    let (addr, offset) = (hex(fields[i + 2]), hex(fields[i + 3]));
+    let g = symbol_address(&out, "g");
+    let f = symbol_address(&out, "f");
+    assert_eq!(g / 4096, f / 4096, "f and g share a page");
+    let mut bytes = std::fs::read(&out).unwrap();
+    let at = (offset + (g - addr)) as usize;
+    let code = &bytes[at..at + 32];
+    let imm = code
+        .windows(4)
+        .position(|w| w == 74565u32.to_le_bytes())
+        .expect("g's constant is in its code");
+    bytes[at + imm] ^= 0x04;
+    std::fs::write(&out, &bytes).unwrap();
+    assert_ne!(
+        status(),
+        Some((1 + 3 + 1 + 74565) & 0xff),
+        "the damage changes what g computes"
+    );
+    support::settle_inputs();
+    std::fs::write(&files[0], program(5)).unwrap();
+    let o = build(&files, &out, &["--stats"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("full build") && stderr.contains("damaged"),
+        "the damage was laundered: {stderr}"
+    );
+    assert_eq!(status(), Some((1 + 5 + 1 + 74565) & 0xff));
+    let v = zerolink().arg("verify").arg(&out).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}

@@ -364,6 +364,20 @@ impl Store {
     }
 
     /// The xxh3 checksum of `len` bytes at `offset`, as they will be in the file.
+    /// The checksum of `len` bytes at `offset` of the file as it was opened (before this
+    /// build's writes); `None` for a fresh file or bytes past the old end.
+    pub fn base_checksum(&self, offset: u64, len: u64) -> Option<u64> {
+        match self {
+            Store::Fresh(_) => None,
+            Store::Overlay(o) => {
+                let end = usize::try_from(offset.checked_add(len)?).ok()?;
+                o.base
+                    .get(offset as usize..end)
+                    .map(xxhash_rust::xxh3::xxh3_64)
+            }
+        }
+    }
+
     pub fn checksum(&self, offset: u64, len: u64) -> u64 {
         match self {
             Store::Fresh(o) => xxhash_rust::xxh3::xxh3_64(o.bytes(offset, len)),

@@ -466,7 +466,7 @@ impl Image {
             return Err(ImageError::TableDamaged(what));
         }
         // Every byte of the loaded regions is final: their checksums for `verify`.
-        self.update_region_sums();
+        self.update_region_sums()?;
         let new_table = self.write_tables(if updating { interrupted } else { entry }, updating)?;
         let mut summary = std::mem::take(&mut self.stats);
         self.summarise(&mut summary);

@@ -159,6 +159,9 @@ pub struct Image {
     phdrs_at: u64,
     /// Page checksums of each region's contents in the file (see `verify.rs`).
     region_sums: Vec<Vec<u64>>,
+    /// Each region's extent and bytes in use when the file was opened: where the pages the
+    /// old checksums describe are (`update_region_sums` checks them before replacing them).
+    opened_regions: [Option<(Extent, u64)>; REGIONS],
     /// The caller's record of its inputs, kept in the table (opaque here).
     manifest: Vec<u8>,
     /// Shared libraries (sonames) that may provide imports, in search order.
@@ -293,6 +296,7 @@ impl Image {
             old_table: None,
             phdrs_at: crate::elf::PHDR_SLOTS[0],
             region_sums: vec![Vec::new(); REGIONS],
+            opened_regions: [None; REGIONS],
             manifest: Vec::new(),
             libraries: Vec::new(),
             runpath: None,
@@ -369,6 +373,8 @@ impl Image {
             .regions
             .try_into()
             .map_err(|_| OpenError::Incompatible("bad region count".into()))?;
+        let opened_regions: [Option<(Extent, u64)>; REGIONS] =
+            std::array::from_fn(|i| body.extents[i].map(|e| (e, regions[i].used)));
         Ok(Image {
             pie: false,
             tls_at_open: Some(regions[RegionKind::Tls.index()].used),
@@ -393,6 +399,7 @@ impl Image {
             old_table: Some(offset),
             phdrs_at: crate::elf::PHDR_SLOTS[0],
             region_sums: body.region_sums,
+            opened_regions,
             manifest: body.manifest,
             libraries: body.libraries,
             runpath: None,

@@ -31,7 +31,7 @@ const PAGE_BYTES: u64 = 4096;
 impl Image {
     /// Bring the regions' page checksums up to date with this build's writes (all pages of a
     /// fresh file; in an update only those it wrote, and any that appeared or moved).
-    pub(super) fn update_region_sums(&mut self) {
+    pub(super) fn update_region_sums(&mut self) -> Result<()> {
         let written: Option<Vec<(u64, u64)>> = self.store.written().map(|w| w.collect());
         for kind in RegionKind::ALL {
             let i = kind.index();
@@ -64,12 +64,31 @@ impl Image {
                     stale.into_iter().filter(|&p| p < pages).collect()
                 }
             };
+            // Damage is never laundered: a page whose checksum this build replaces must
+            // have matched its old one, or the update would make damage beside its writes
+            // look sound (a flipped bit in code next to an edited function).
+            if let Some((old, old_used)) = self.opened_regions[i] {
+                for &p in stale.iter().filter(|&&p| p < old_pages) {
+                    let at = p as u64 * PAGE_BYTES;
+                    if at >= old_used {
+                        continue;
+                    }
+                    let len = (old_used - at).min(PAGE_BYTES);
+                    let was = self.store.base_checksum(old.offset + at, len);
+                    if was.is_some_and(|sum| sum != self.region_sums[i][p]) {
+                        return Err(ImageError::TableDamaged(
+                            "code or data beside this update's writes",
+                        ));
+                    }
+                }
+            }
             for p in stale {
                 let start = extent.offset + p as u64 * PAGE_BYTES;
                 let len = (used - p as u64 * PAGE_BYTES).min(PAGE_BYTES);
                 self.region_sums[i][p] = self.store.checksum(start, len);
             }
         }
+        Ok(())
     }
 
     /// Check every page of the table's arrays and of the loaded regions, and every extra
