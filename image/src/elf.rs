@@ -19,6 +19,42 @@ pub const PHDRS_SIZE: u64 = PHDR_SIZE * MAX_PHDRS as u64;
 /// Bytes of the headers page that the ELF header and the two program header tables use.
 pub const HEADERS_SIZE: u64 = EHDR_SIZE + 2 * PHDRS_SIZE;
 
+/// Where the checksum of the ELF header and the program header table in force lies: after
+/// the build stamp, in the headers page (not loaded). Every build writes it, as the headers
+/// will be once its commit is done; `Image::open` and `verify` check it, so a damaged header
+/// (a `PT_INTERP` address, a segment's size) means a full build, never a file that looks
+/// sound and will not start.
+pub const HEADER_SUM_OFFSET: u64 = HEADERS_SIZE + crate::live::STAMP_SIZE;
+
+/// The checksum of an ELF header and a program header table, as [`HEADER_SUM_OFFSET`] keeps it.
+pub fn header_sum(header: &[u8], phdrs: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(header);
+    h.update(phdrs);
+    h.digest()
+}
+
+/// Whether `file`'s ELF header and the program header table it names match the checksum the
+/// last build left at [`HEADER_SUM_OFFSET`].
+pub fn headers_intact(file: &[u8]) -> bool {
+    let word = |at: u64| -> Option<u64> {
+        let b = file.get(at as usize..at as usize + 8)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    };
+    let (Some(phoff), Some(stored)) = (word(E_PHOFF_OFFSET), word(HEADER_SUM_OFFSET)) else {
+        return false;
+    };
+    let (Some(header), Some(phdrs)) = (
+        file.get(..EHDR_SIZE as usize),
+        phoff
+            .checked_add(PHDRS_SIZE)
+            .and_then(|end| file.get(phoff as usize..end as usize)),
+    ) else {
+        return false;
+    };
+    header_sum(header, phdrs) == stored
+}
+
 /// Where the program header tables are: an update writes the new one into the slot the
 /// executable does not use, then switches `e_phoff` with one aligned store, so a kill at any
 /// moment leaves one complete table in force (never a table half old, half new, which the

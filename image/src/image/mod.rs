@@ -330,6 +330,11 @@ impl Image {
             .map_err(|e| OpenError::Incompatible(format!("cannot read it: {e}")))?;
         let map = overlay.base().clone();
         let (offset, header, body) = find_table(&map).map_err(OpenError::Incompatible)?;
+        if !crate::elf::headers_intact(&map) {
+            return Err(OpenError::Incompatible(
+                "its ELF header or program headers are damaged".into(),
+            ));
+        }
         if settings.is_some_and(|s| s != body.settings) {
             return Err(OpenError::Incompatible(
                 "it was built with other target settings or another zerolink version".into(),

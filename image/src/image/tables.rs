@@ -405,8 +405,22 @@ impl Image {
         if let Some(log) = &mut self.live_log {
             log.stamp = stamp;
         }
+        let phdrs = crate::elf::program_headers(&segments);
+        // The headers as they will be once the commit is done (the entry restored, the new
+        // program headers in force), checksummed for the next open and for `verify`.
+        let final_header = crate::elf::file_header(
+            if self.pie { elf::ET_DYN } else { elf::ET_EXEC },
+            x86_64::E_MACHINE,
+            self.addr_of(x86_64::START.name),
+            self.phdrs_at,
+            meta.offset,
+            sections.len() as u16 + 1,
+            shstr as u16 + 1,
+        );
+        let sum = crate::elf::header_sum(&final_header, &phdrs);
         self.store
-            .write(self.phdrs_at, &crate::elf::program_headers(&segments));
+            .write(crate::elf::HEADER_SUM_OFFSET, &sum.to_le_bytes());
+        self.store.write(self.phdrs_at, &phdrs);
         Ok(table.offset)
     }
 

@@ -104,6 +104,17 @@ impl Image {
             })
         };
         let file_len = self.store.len();
+        let head = self.store.read(
+            0,
+            (crate::elf::HEADER_SUM_OFFSET + 8).max(crate::elf::HEADERS_SIZE),
+        );
+        if !crate::elf::headers_intact(&head) {
+            problems.push(Problem {
+                section: "ELF header and program headers".into(),
+                offset: 0,
+                what: "they do not match the checksum the last build left",
+            });
+        }
         for a in Array::ALL {
             let state = &self.arrays[a.index()];
             let Some(e) = state.extent else { continue };
