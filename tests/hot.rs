@@ -1209,3 +1209,67 @@ block1:
         );
     }
 }
+
+/// The lock before the look: a `--hot` build that must wait for another build of OUT leaves
+/// the process running while it waits, and once it has the lock checks the process against
+/// OUT as it is then. Here the other build (the test, holding OUT's lock) replaced OUT with
+/// a different program: the patch is refused, never computed against that file, and the
+/// process runs on as it was.
+#[test]
+fn a_hot_build_that_waited_for_another_build_checks_the_process_after_the_wait() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (src, exe, mut run) = start_counter(d);
+    let lock_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(d.join(".counter.zl-lock"))
+        .unwrap();
+    // SAFETY: a valid descriptor, held for the test's life.
+    assert_eq!(
+        unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX) },
+        0
+    );
+    std::fs::write(&src, counter(2000, 40)).unwrap();
+    let hot = zerolink()
+        .arg("build")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .args(["--hot", &run.pid()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Waiting does not stop the process: it goes on counting.
+    let mark = run.mark();
+    run.wait_line(mark, |l| l.starts_with("count "))
+        .unwrap_or_else(|| panic!("the process was held stopped while the build waited"));
+    // "Another build" commits a different program to OUT while the --hot build waits.
+    let other_src = d.join("other.clif");
+    std::fs::write(&other_src, counter(7000, 3)).unwrap();
+    let other = d.join("other");
+    build_ok(std::slice::from_ref(&other_src), &other, &[]);
+    std::fs::rename(&other, &exe).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_UN) };
+    let o = hot.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "patched against another build's file:\n{stderr}"
+    );
+    assert!(stderr.contains("waiting for another build"), "{stderr}");
+    assert!(stderr.contains("does not run"), "{stderr}");
+    // The process still runs the program it was started with: f(x) = x + 1000.
+    let mark = run.mark();
+    run.wait_line(mark, |l| {
+        let v = fields(l);
+        v.len() == 3 && v[1] == v[0] + 1000
+    })
+    .unwrap_or_else(|| panic!("the process changed:\n{}", run.text()));
+    assert!(run.alive());
+}

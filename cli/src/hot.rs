@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use zerolink_backend::hot::{Attached, HotError, Patched};
+use zerolink_backend::Session;
+use zerolink_image::lock::LockWait;
 
 use crate::InputArgs;
 
@@ -16,10 +18,34 @@ pub fn build_hot(input: &InputArgs, output: &Path, pid: i32, stats: bool) -> Res
         anyhow::bail!("--hot patches executables zerolink wrote: not with --separate");
     }
     let t = Instant::now();
+    // The lock before the look: once no other build can change OUT, the process is stopped
+    // and checked against OUT as it is, and patched against that same file. A wait for
+    // another build happens while the process still runs.
+    let wait = if input.no_wait {
+        LockWait::Fail
+    } else {
+        LockWait::Wait
+    };
+    let waiting = || {
+        eprintln!(
+            "zerolink: waiting for another build of {} to finish (process {pid} runs on)",
+            output.display()
+        )
+    };
+    let lock = Session::lock(output, wait, &waiting)?;
     let attached = Attached::stop(pid, output)?;
-    let report = crate::build_live(input, output, stats, false, None, Some(attached.live()))?
-        .context("the separate path reports nothing to patch with")?;
+    let report = crate::build_live(
+        input,
+        output,
+        stats,
+        false,
+        None,
+        Some(attached.live()),
+        true,
+    )?
+    .context("the separate path reports nothing to patch with")?;
     let patched = attached.apply(&report, output)?;
+    drop(lock);
     eprintln!("{}", describe(pid, &patched, t.elapsed()));
     Ok(())
 }
@@ -71,7 +97,15 @@ pub fn watch(input: &InputArgs, args: &[String], restart: bool) -> Result<ExitCo
         // Whether the program now runs something else than the file holds.
         let behind = match Attached::stop(pid, &exe) {
             Ok(attached) => {
-                match crate::build_live(input, &exe, false, false, None, Some(attached.live())) {
+                match crate::build_live(
+                    input,
+                    &exe,
+                    false,
+                    false,
+                    None,
+                    Some(attached.live()),
+                    false,
+                ) {
                     Ok(Some(report)) => match attached.apply(&report, &exe) {
                         Ok(p) => {
                             eprintln!("{}", describe(pid, &p, t.elapsed()));

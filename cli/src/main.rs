@@ -545,7 +545,7 @@ fn build(
     full: bool,
     timings: Option<&Path>,
 ) -> Result<()> {
-    build_live(input, output, stats, full, timings, None).map(|_| ())
+    build_live(input, output, stats, full, timings, None, false).map(|_| ())
 }
 
 /// A build; with `live`, an update that a running process will take too (see `hot.rs`).
@@ -557,6 +557,7 @@ fn build_live(
     full: bool,
     timings: Option<&Path>,
     live: Option<&zerolink_image::live::LiveOptions>,
+    lock_held: bool,
 ) -> Result<Option<driver::Report>> {
     let t0 = Instant::now();
     let target = input.target();
@@ -579,7 +580,9 @@ fn build_live(
         jobs: input.jobs(),
         progress: Some(&report_progress),
         debug_info: input.debug_info,
-        lock: if input.no_wait {
+        lock: if lock_held {
+            zerolink_image::lock::LockWait::Held
+        } else if input.no_wait {
             zerolink_image::lock::LockWait::Fail
         } else {
             zerolink_image::lock::LockWait::Wait

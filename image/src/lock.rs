@@ -23,6 +23,11 @@ pub enum LockWait {
     Wait,
     /// Fail at once with `ImageError::Busy`.
     Fail,
+    /// The caller holds OUT's lock already and keeps it until after the build: a hot patch
+    /// takes the lock *before* it stops the process and looks at what it runs, so that no
+    /// other build can change OUT between the look and the patch, and no process is held
+    /// stopped while another build runs. Nothing is locked again.
+    Held,
 }
 
 /// The lock of one output, held until dropped.
@@ -62,16 +67,18 @@ impl BuildLock {
             .open(&path)
             // Named by OUT: the lock file is ours, not something the user knows of.
             .map_err(ImageError::io(out))?;
-        if !try_flock(&file) {
+        if wait != LockWait::Held && !try_flock(&file) {
             match wait {
-                LockWait::Fail => return Err(ImageError::Busy(out.to_path_buf())),
+                LockWait::Fail | LockWait::Held => return Err(ImageError::Busy(out.to_path_buf())),
                 LockWait::Wait => {
                     waiting();
                     flock(&file, libc::LOCK_EX).map_err(ImageError::io(&path))?;
                 }
             }
         }
-        remove_stale(out);
+        if wait != LockWait::Held {
+            remove_stale(out);
+        }
         Ok(BuildLock { _file: file })
     }
 }

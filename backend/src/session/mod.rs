@@ -207,6 +207,14 @@ impl Session {
     /// Open OUT for a build: an in-place update of the executable there if it can be updated
     /// with these settings, else a new executable (see [`Session::mode`] for which, and why).
     /// Waits for (or, with `LockWait::Fail`, refuses) another build of the same OUT.
+    /// Take OUT's build lock (OUT resolved as [`Session::open`] resolves it), for a caller that
+    /// must hold it across more than a session: a hot patch looks at the process only once
+    /// no other build can change OUT, then builds with [`LockWait::Held`].
+    pub fn lock(out: &Path, wait: LockWait, waiting: &dyn Fn()) -> Result<BuildLock> {
+        let target = target_path::classify(out)?;
+        Ok(BuildLock::acquire(&target.build_path(), wait, waiting)?)
+    }
+
     pub fn open(out: &Path, isa: OwnedTargetIsa, opts: &SessionOptions<'_>) -> Result<Session> {
         // What OUT is decides how it is written, before any work.
         let target = target_path::classify(out)?;
