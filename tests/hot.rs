@@ -1273,3 +1273,99 @@ fn a_hot_build_that_waited_for_another_build_checks_the_process_after_the_wait()
     .unwrap_or_else(|| panic!("the process changed:\n{}", run.text()));
     assert!(run.alive());
 }
+
+/// `run --watch` stopped by SIGTERM (or SIGINT, SIGHUP) takes its child and its temporary
+/// directory with it, and exits with 128 + the signal's number.
+#[test]
+fn run_watch_stopped_by_a_signal_leaves_nothing_behind() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("counter.clif");
+        std::fs::write(&src, counter(1000, 0)).unwrap();
+        let (mut watch, _stderr, pid, output) = start_watch(&src, &dir.path().join("out.txt"), &[]);
+        output
+            .wait_line(0, |l| l.starts_with("count 3 "))
+            .expect("the program prints");
+        let exe_dir = {
+            // The child's executable lies in the watcher's temporary directory.
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+            PathBuf::from(text.split('\0').next().unwrap())
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        };
+        assert!(exe_dir.exists());
+        // SAFETY: signals our own child, the watcher.
+        unsafe { libc::kill(watch.id() as i32, sig) };
+        let status = watch.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.code(), Some(128 + sig), "{status:?}");
+        assert!(status.signal().is_none());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "the child {pid} runs on"
+        );
+        assert!(!exe_dir.exists(), "{} is left behind", exe_dir.display());
+    }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM at random moments of `--hot` builds, over and over: the patch
+/// completes or does not happen, and the process lives on, running one program or the other
+/// (its f adds one of the two constants), never a half-patched mix.
+#[test]
+fn interrupting_hot_builds_never_breaks_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, mut run) = start_counter(dir.path());
+    let started = Instant::now();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut tries = 0;
+    while tries < 80 && started.elapsed() < Duration::from_secs(6) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let (add, grow) = if tries % 2 == 0 {
+            (2000, 30)
+        } else {
+            (1000, 0)
+        };
+        std::fs::write(&src, counter(add, grow)).unwrap();
+        let hot = zerolink()
+            .arg("build")
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .args(["--hot", &run.pid()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(seed % 15_000));
+        let sig = if seed.is_multiple_of(3) {
+            libc::SIGTERM
+        } else {
+            libc::SIGINT
+        };
+        // SAFETY: signals our own child, the build.
+        unsafe { libc::kill(hot.id() as i32, sig) };
+        let _ = { hot }.wait_with_output();
+        assert!(
+            run.alive(),
+            "try {tries}: the process died:\n{}",
+            run.text()
+        );
+        tries += 1;
+    }
+    // It still counts, with one f or the other, and its two calls of f agree.
+    let mark = run.mark();
+    let line = run
+        .wait_line(mark, |l| l.starts_with("count "))
+        .unwrap_or_else(|| panic!("the process stopped counting:\n{}", run.text()));
+    let v = fields(&line);
+    assert!(
+        v[1] == v[2] && (v[1] == v[0] + 1000 || v[1] == v[0] + 2000),
+        "{line}"
+    );
+    assert!(run.alive());
+}

@@ -73,9 +73,31 @@ pub fn watch(input: &InputArgs, args: &[String], restart: bool) -> Result<ExitCo
         exe.display()
     );
     let mut seen = stamps(&input.files);
+    // SIGTERM, SIGINT or SIGHUP end the watch, and with it the child (which would otherwise
+    // run on, unwatched) and the temporary directory.
+    let stop = StopRequest::install();
     loop {
         if let Some(status) = exited(pid) {
             return Ok(status);
+        }
+        if let Some(sig) = stop.requested() {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+                let mut status = 0;
+                for _ in 0..100 {
+                    if libc::waitpid(pid, &mut status, libc::WNOHANG) == pid {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+            }
+            drop(dir);
+            return Ok(ExitCode::from(128 + sig as u8));
         }
         std::thread::sleep(Duration::from_millis(20));
         let now = stamps(&input.files);
@@ -241,4 +263,36 @@ fn describe(pid: i32, p: &Patched, took: Duration) -> String {
         ));
     }
     line
+}
+
+/// A termination signal the watch loop should act on: set by a handler that only stores the
+/// signal's number (all a handler may safely do), read by the loop.
+struct StopRequest;
+
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn note_stop(sig: libc::c_int) {
+    STOP_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+impl StopRequest {
+    fn install() -> StopRequest {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            // SAFETY: installs a handler that only stores to an atomic.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = note_stop as *const () as usize;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(sig, &action, std::ptr::null_mut());
+            }
+        }
+        StopRequest
+    }
+
+    fn requested(&self) -> Option<i32> {
+        match STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            sig => Some(sig),
+        }
+    }
 }

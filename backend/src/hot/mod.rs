@@ -73,6 +73,45 @@ pub struct Attached {
     /// The process's load address less the file's (a PIE's; 0 otherwise): every address
     /// in the log is the file's, and an absolute address written is moved by it too.
     bias: u64,
+    /// Ctrl-C and the like held back while the process is stopped (dropped last, after the
+    /// threads are released): see [`SignalsHeld`].
+    _signals: SignalsHeld,
+}
+
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT blocked in this process from the moment a process is
+/// stopped until its threads are released. A patcher killed between borrowing a thread's
+/// instruction bytes (for a system call or a resolver's call run in the process) and giving
+/// them back, or halfway through the patch's writes, would leave the process to run a
+/// `syscall` or an `int3` that is not its own, or a mix of old and new code: the everyday
+/// ways to stop a build (Ctrl-C, `kill`, a closed terminal) now take effect once the patch is
+/// complete, or rolled back by an error, and the threads run on. (SIGKILL cannot be held
+/// back; see the note in RATIONALE.md.)
+struct SignalsHeld {
+    old: libc::sigset_t,
+}
+
+impl SignalsHeld {
+    fn block() -> SignalsHeld {
+        // SAFETY: plain signal-mask calls on sets owned here.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            SignalsHeld { old }
+        }
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `block`; a signal that arrived meanwhile is
+        // delivered now, with the process released.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
 }
 
 /// What [`Attached::apply`] did to the process.
@@ -107,6 +146,7 @@ impl Attached {
             error,
         };
         let file_stamp = read_stamp(out).map_err(io)?;
+        let signals = SignalsHeld::block();
         let stopped = Stopped::stop(pid)?;
         // Where the process was loaded: 0 unless it is a PIE.
         let bias = match file_stamp.e_type {
@@ -137,6 +177,7 @@ impl Attached {
             stopped,
             live: LiveOptions { busy },
             bias,
+            _signals: signals,
         })
     }
 
