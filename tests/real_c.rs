@@ -595,3 +595,55 @@ int main(void) {
     let dynsym = readelf(&["-W", "--dyn-syms"], &d.join("zl-pie"));
     assert!(dynsym.contains("realpath@GLIBC_2.3"), "{dynsym}");
 }
+
+/// An object's data object called as a function is refused, as the program's own data is;
+/// a name both CLIF and an object define is refused naming the CLIF file and line.
+#[test]
+fn an_objects_data_called_as_a_function_and_a_duplicate_name_are_refused_with_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let obj = c_object(d, "d", "int x = 5;\nint g(void) { return x; }\n", &[]);
+    let clif = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let calls_x = clif(
+        "calls_x.clif",
+        "function %main() -> i32 system_v {\n    fn0 = %x() -> i32 system_v\nblock0:\n    \
+         v0 = call fn0()\n    return v0\n}\n",
+    );
+    let defines_g = clif(
+        "defines_g.clif",
+        "function %main() -> i32 system_v {\n    fn0 = %g() -> i32 system_v\nblock0:\n    \
+         v0 = call fn0()\n    return v0\n}\n\nfunction %g() -> i32 system_v {\nblock0:\n    \
+         v0 = iconst.i32 1\n    return v0\n}\n",
+    );
+    for (src, want) in [
+        (
+            calls_x,
+            "d.o: it defines `x` as a data object, but the program refers to it as a function",
+        ),
+        (defines_g, "d.o: defines `g`, which the program (at "),
+    ] {
+        let o = zerolink()
+            .arg("build")
+            .arg(&src)
+            .arg(&obj)
+            .arg("-o")
+            .arg(d.join("p"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{err}");
+    }
+    let o = zerolink()
+        .arg("build")
+        .arg(d.join("defines_g.clif"))
+        .arg(&obj)
+        .arg("-o")
+        .arg(d.join("p"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("defines_g.clif:8"));
+}

@@ -66,6 +66,37 @@ impl<'a> Builder<'a> {
         self.session
     }
 
+    /// An object's definition clashing with "the program": named with the CLIF file and line
+    /// that define the name, where the files read say.
+    fn program_place(&self, e: BackendError) -> BackendError {
+        let BackendError::Object {
+            file,
+            reason: crate::objects::ObjectError::Duplicate { name, other },
+        } = e
+        else {
+            return e;
+        };
+        let at = match self.program.names.get(&name) {
+            Some(crate::clif::Definition::Function(i)) => {
+                let f = &self.program.functions[*i];
+                Some(self.program.pos(f.file, f.line))
+            }
+            Some(crate::clif::Definition::Data(i)) => {
+                let d = &self.program.data[*i];
+                Some(self.program.pos(d.file, d.directive.line))
+            }
+            None => None,
+        };
+        let other = match at {
+            Some(pos) if other == "the program" => format!("the program (at {pos})"),
+            _ => other,
+        };
+        BackendError::Object {
+            file,
+            reason: crate::objects::ObjectError::Duplicate { name, other },
+        }
+    }
+
     /// What `name` is in the program: in the files read, or else in the table (a placed
     /// symbol of the program's, from a file that was not read).
     pub(super) fn definition(&self, name: &str) -> Option<SymbolKind> {
@@ -388,11 +419,12 @@ impl<'a> Builder<'a> {
     /// "finish"; the caller adds its own before them.
     pub(super) fn finish(mut self) -> Result<Updated> {
         let t = Instant::now();
-        if let Some(reason) = self
+        let linked = self
             .pre
             .pre
-            .finish(&mut self.session, &mut self.pre.claimed)?
-        {
+            .finish(&mut self.session, &mut self.pre.claimed)
+            .map_err(|e| self.program_place(e))?;
+        if let Some(reason) = linked {
             return Ok(Updated::Full(reason, self.session));
         }
         self.timings.write += t.elapsed();

@@ -813,6 +813,18 @@ impl Placer<'_> {
                 continue;
             };
             let kind = self.kind_of(&sym.name);
+            if kind == SymbolKind::Function && symbol_kind(obj, sym) == SymbolKind::Data {
+                // Calling data jumps into a non-executable segment: refused, as the program's
+                // own data is.
+                return Err(object_error(
+                    &ch.display,
+                    ObjectError::Refused(format!(
+                        "it defines `{}` as a data object, but the program refers to it as a \
+                         function (declare it as data, or call a function)",
+                        sym.name
+                    )),
+                ));
+            }
             let binding = match sym.bind {
                 _ if sym.hidden => Binding::Local,
                 Bind::Weak => Binding::Weak,
