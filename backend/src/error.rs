@@ -85,6 +85,12 @@ pub enum BackendError {
     Setting { name: String, message: String },
     #[error("this host is not supported: {0}")]
     Host(String),
+    /// An ISA zerolink cannot write executables for, refused before any work.
+    #[error(
+        "zerolink cannot write executables for `{0}`: it writes x86-64 Linux ELF executables \
+         (x86_64-unknown-linux-gnu)"
+    )]
+    Target(String),
     #[error("cannot read `{path}`: {error}")]
     Read {
         path: PathBuf,

@@ -597,3 +597,33 @@ fn a_module_defines_and_reads_thread_locals() {
         assert_eq!(run(&out).0, 42, "freestanding: {freestanding}");
     }
 }
+
+/// An ISA for a target zerolink cannot write is refused by `open`, before any work, with what
+/// it writes; an aarch64 ISA (where Cranelift is built with it) is refused the same way.
+#[test]
+fn a_target_zerolink_cannot_write_is_refused_at_open() {
+    use cranelift_codegen::settings::{self, Configurable};
+    let dir = tempfile::tempdir().unwrap();
+    for triple in [
+        "x86_64-apple-darwin",
+        "x86_64-pc-windows-msvc",
+        "aarch64-unknown-linux-gnu",
+    ] {
+        let Ok(builder) = cranelift_codegen::isa::lookup_by_name(triple) else {
+            continue; // not compiled into this Cranelift
+        };
+        let mut flags = settings::builder();
+        flags.set("is_pic", "true").unwrap();
+        let isa = builder.finish(settings::Flags::new(flags)).unwrap();
+        let out = dir.path().join("prog");
+        let e = ZerolinkModule::open(isa, &out, zerolink_backend::ModuleOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{triple} was accepted"));
+        let text = e.to_string();
+        assert!(
+            text.contains(triple) && text.contains("x86_64-unknown-linux-gnu"),
+            "{text}"
+        );
+        assert!(!out.exists() && !dir.path().join(".prog.zl-lock").exists());
+    }
+}

@@ -216,6 +216,9 @@ impl Session {
     }
 
     pub fn open(out: &Path, isa: OwnedTargetIsa, opts: &SessionOptions<'_>) -> Result<Session> {
+        // A target the image cannot write is refused before anything is done (an aarch64
+        // ISA failed at its first relocation, a macOS one got a Linux ELF file).
+        check_target(&*isa)?;
         // What OUT is decides how it is written, before any work.
         let target = target_path::classify(out)?;
         let out = &target.build_path();
@@ -554,6 +557,23 @@ impl Session {
             read_files: 0,
             files: 0,
         })
+    }
+}
+
+/// Whether the image can write executables for `isa`'s triple: x86-64, Linux (or no OS
+/// named), ELF.
+fn check_target(isa: &dyn TargetIsa) -> Result<()> {
+    let t = isa.triple();
+    let arch = t.architecture.to_string();
+    let os = t.operating_system.to_string();
+    let format = t.binary_format.to_string();
+    let ok = arch == "x86_64"
+        && matches!(os.as_str(), "linux" | "unknown")
+        && matches!(format.as_str(), "elf" | "unknown");
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::Target(t.to_string()))
     }
 }
 
