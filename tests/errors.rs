@@ -329,3 +329,33 @@ fn an_entity_numbered_absurdly_high_is_an_error_not_gigabytes() {
         f.stderr
     );
 }
+
+/// An undefined name that an update brings is reported as a full build reports it (the name,
+/// who refers to it, where), not as "needs a full build" over libc's own archives.
+#[test]
+fn an_undefined_name_in_an_update_is_reported_as_undefined() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.clif");
+    let out = dir.path().join("p");
+    std::fs::write(
+        &src,
+        "function %main() -> i32 {\nblock0:\n    v0 = iconst.i32 0\n    return v0\n}\n",
+    )
+    .unwrap();
+    build_ok(std::slice::from_ref(&src), &out, &[]);
+    settle_inputs();
+    std::fs::write(
+        &src,
+        "function %main() -> i32 {\n    fn0 = %nosuch() -> i32\nblock0:\n    v0 = call fn0()\n    \
+         return v0\n}\n",
+    )
+    .unwrap();
+    let o = build(std::slice::from_ref(&src), &out, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("undefined symbol `nosuch`") && err.contains("referenced by `main` at"),
+        "{err}"
+    );
+    assert!(!err.contains("full build"), "{err}");
+}

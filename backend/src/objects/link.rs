@@ -381,13 +381,23 @@ impl Precompiled {
                 }
             }
         }
+        // A name still wanted now is offered by no archive (every archive's index was read,
+        // and the choosing pass took each member offering a wanted name) and by no library.
+        // Without objects of the user's (only the toolchain's archives), a full build would
+        // not find it either: the image reports it as undefined, with what refers to it. With
+        // them, an object's weak reference that the program satisfied before is decided by a
+        // full build (it makes it 0, or reports it).
+        if self.inputs.iter().all(|i| i.origin == Origin::System) {
+            return Ok(None);
+        }
         let left = session.wanted().into_iter().find(|&id| {
             let name = session.symbols().name(id);
             session.import(&name).is_none() && !crate::clif::is_builtin(&name)
         });
         Ok(left.map(|id| {
             FullReason::Precompiled(format!(
-                "`{}` is undefined after re-linking precompiled code in place",
+                "`{}` is defined by nothing after re-linking the objects in place; a full \
+                 build decides what an object's reference to it becomes",
                 session.symbols().name(id)
             ))
         }))
