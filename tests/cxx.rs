@@ -9,19 +9,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{programs, settle_inputs, zerolink};
+use support::{programs, settle_inputs, sh, zerolink};
 
 fn cxx_dir() -> PathBuf {
     programs().join("cxx")
-}
-
-fn sh(cmd: &mut Command) {
-    let o = cmd.output().expect("the tool runs");
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// `COMPILER -c SRC -o DIR/NAME.o`.

@@ -15,15 +15,6 @@ fn objects_dir() -> PathBuf {
     programs().join("objects")
 }
 
-fn sh(cmd: &mut Command) {
-    let o = cmd.output().expect("the tool runs");
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// `cc -c SRC -o OUT` with `flags`.
 fn cc(src: &Path, out: &Path, flags: &[&str]) {
     sh(Command::new("cc")
@@ -32,15 +23,6 @@ fn cc(src: &Path, out: &Path, flags: &[&str]) {
         .arg(src)
         .arg("-o")
         .arg(out));
-}
-
-/// Write C source `text` to `dir/name.c` and compile it to `dir/name.o`.
-fn c_object(dir: &Path, name: &str, text: &str, flags: &[&str]) -> PathBuf {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, text).unwrap();
-    let obj = dir.join(format!("{name}.o"));
-    cc(&src, &obj, flags);
-    obj
 }
 
 fn archive(dir: &Path, name: &str, members: &[PathBuf]) -> PathBuf {

@@ -8,33 +8,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{settle_inputs, zerolink};
+use support::{c_object, settle_inputs, sh, zerolink};
 
 #[allow(unused_imports)]
 use support::programs;
-
-fn sh(cmd: &mut Command) {
-    let o = cmd.output().expect("the tool runs");
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Write C source `text` to `dir/name.c` and compile it to `dir/name.o` with `cc -c`.
-fn c_object(dir: &Path, name: &str, text: &str, flags: &[&str]) -> PathBuf {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, text).unwrap();
-    let obj = dir.join(format!("{name}.o"));
-    sh(Command::new("cc")
-        .arg("-c")
-        .args(flags)
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj));
-    obj
-}
 
 /// What a program did: exit status, stdout, stderr.
 #[derive(Debug, PartialEq, Eq)]

@@ -101,8 +101,8 @@ fn pad8(v: &mut Vec<u8>) {
     }
 }
 
-/// The System V ELF hash of a symbol name.
-fn sysv_hash(name: &[u8]) -> u32 {
+/// The System V ELF hash of a symbol name (and of a version name, `vna_hash`).
+pub(crate) fn sysv_hash(name: &[u8]) -> u32 {
     let mut h: u32 = 0;
     for &c in name {
         h = (h << 4).wrapping_add(u32::from(c));

@@ -32,20 +32,6 @@ pub struct Tables {
     pub files: usize,
 }
 
-/// The ELF hash of a version name (`vna_hash`), as the loader compares it.
-fn elf_hash(name: &[u8]) -> u32 {
-    let mut h: u32 = 0;
-    for &c in name {
-        h = (h << 4).wrapping_add(u32::from(c));
-        let g = h & 0xf000_0000;
-        if g != 0 {
-            h ^= g >> 24;
-        }
-        h &= !g;
-    }
-    h
-}
-
 /// Lay out the tables for `.dynsym` entries asking for `wanted` (`None`: unversioned), adding
 /// the names they need to `dynstr`. Empty tables when nothing is versioned.
 pub fn tables(wanted: &[Option<Wanted<'_>>], dynstr: &mut Vec<u8>) -> Tables {
@@ -107,7 +93,7 @@ pub fn tables(wanted: &[Option<Wanted<'_>>], dynstr: &mut Vec<u8>) -> Tables {
         verneed.extend_from_slice(bytes_of(&need));
         for (j, name) in names.iter().enumerate() {
             let aux = elf::Vernaux::<LE> {
-                vna_hash: U32::new(LE, elf_hash(name.as_bytes())),
+                vna_hash: U32::new(LE, crate::dynamic::sysv_hash(name.as_bytes())),
                 vna_flags: U16::new(LE, 0),
                 vna_other: U16::new(LE, index),
                 vna_name: U32::new(LE, string(name)),
@@ -156,6 +142,6 @@ mod tests {
         assert_eq!(versym, vec![0, 2, 1, 4, 3, 2]);
         assert_eq!(t.files, 2);
         assert_eq!(t.verneed.len(), 16 + 2 * 16 + 16 + 16);
-        assert_eq!(elf_hash(b"GLIBC_2.2.5"), 0x09691a75);
+        assert_eq!(crate::dynamic::sysv_hash(b"GLIBC_2.2.5"), 0x09691a75);
     }
 }

@@ -183,3 +183,27 @@ pub mod debug_view;
 pub fn settle_inputs() {
     std::thread::sleep(std::time::Duration::from_millis(30));
 }
+
+/// Run a tool; it must succeed (its stderr is the failure's message).
+pub fn sh(cmd: &mut Command) {
+    let o = cmd.output().expect("the tool runs");
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Write C source `text` to `dir/NAME.c` and compile it to `dir/NAME.o` with `cc -c FLAGS`.
+pub fn c_object(dir: &Path, name: &str, text: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, text).unwrap();
+    let obj = dir.join(format!("{name}.o"));
+    sh(Command::new("cc")
+        .arg("-c")
+        .args(flags)
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj));
+    obj
+}

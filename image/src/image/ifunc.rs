@@ -37,31 +37,11 @@ impl Image {
         Ok(())
     }
 
-    /// The stub every direct reference to indirect function `target` uses, made on first
-    /// use: `jmp *GOT(target)` in an exact slot of its own, named `TARGET@plt`.
+    /// The stub every direct reference to indirect function `target` uses (`stub_of`), made
+    /// on first use (nothing refers to the stub by name: each site is written with its
+    /// address).
     pub(super) fn ifunc_stub(&mut self, target: SymbolId) -> Result<u64> {
-        let name = format!("{}@plt", self.symbols.name(target));
-        let id = self.declare(&name, SymbolKind::Function, Binding::Local)?;
-        if let Some(addr) = self.symbols.get(id).addr() {
-            return Ok(addr);
-        }
-        let refs = [Reference {
-            offset: x86_64::PLT_GOT_AT,
-            kind: RefKind::GotPcRel32,
-            target,
-            addend: -4,
-        }];
-        self.place_new(
-            id,
-            RegionKind::Text,
-            Contents::Bytes(&x86_64::PLT_STUB),
-            16,
-            &refs,
-            true,
-        )?;
-        self.mark_builtin(id);
-        self.patch_referrers(id);
-        Ok(self.symbols.get(id).addr().expect("just placed"))
+        self.stub_of(target)
     }
 
     /// Where references to indirect function `target` go, if its stub exists.

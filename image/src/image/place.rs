@@ -628,15 +628,25 @@ impl Image {
         if let Some(stub) = self.symbols.get(target).plt() {
             return Ok(stub);
         }
+        // (Made for an earlier import of the same name, the stub may exist already: the
+        // record forgets it while the symbol is defined by the program.)
+        let stub = self.stub_of(target)?;
+        let mut sym = self.symbols.get(target);
+        sym.set_plt(Some(stub));
+        self.symbols.set(target, sym);
+        self.touched.insert(target);
+        Ok(stub)
+    }
+
+    /// The stub `TARGET@plt`, `jmp *GOT(target)` in an exact text slot of its own, whose one
+    /// site is that GOT reference (so whatever happens to the GOT entry re-patches it): its
+    /// address, the stub placed on first use. It never moves, and no unit owns it (like
+    /// `_start`, no sweep removes it).
+    pub(super) fn stub_of(&mut self, target: SymbolId) -> Result<u64> {
         let name = format!("{}@plt", self.symbols.name(target));
         let id = self.declare(&name, SymbolKind::Function, Binding::Local)?;
-        if let Some(stub) = self.symbols.get(id).addr() {
-            // Made for an earlier import of the same name (the record forgets it while the
-            // symbol is defined by the program).
-            let mut sym = self.symbols.get(target);
-            sym.set_plt(Some(stub));
-            self.symbols.set(target, sym);
-            return Ok(stub);
+        if let Some(addr) = self.symbols.get(id).addr() {
+            return Ok(addr);
         }
         let refs = [Reference {
             offset: x86_64::PLT_GOT_AT,
@@ -644,7 +654,6 @@ impl Image {
             target,
             addend: -4,
         }];
-        // New: nothing refers to it yet.
         self.place_new(
             id,
             RegionKind::Text,
@@ -653,14 +662,8 @@ impl Image {
             &refs,
             true,
         )?;
-        // The runtime's, like `_start`: no unit owns it, so no sweep removes it.
         self.mark_builtin(id);
-        let stub = self.symbols.get(id).addr().expect("just placed");
-        let mut sym = self.symbols.get(target);
-        sym.set_plt(Some(stub));
-        self.symbols.set(target, sym);
-        self.touched.insert(target);
-        Ok(stub)
+        Ok(self.symbols.get(id).addr().expect("just placed"))
     }
 
     pub(super) fn site_addr(&self, site: &Site) -> Option<u64> {
