@@ -1369,3 +1369,51 @@ fn interrupting_hot_builds_never_breaks_the_process() {
     );
     assert!(run.alive());
 }
+
+/// The patcher killed at the worst moment, with a thread of the process pointed at code run
+/// for the patch (here an IFUNC resolver's call, `strlen`'s: the test hook
+/// `ZEROLINK_TEST_DIE_IN_TRAMPOLINE` aborts right then, as SIGKILL would): the thread puts
+/// itself back from the trampoline's save area and the process runs on, unpatched, with no
+/// trap of ours to die on (the file is updated; `run --watch --restart` restarts from it).
+#[test]
+fn a_patcher_killed_while_the_process_runs_its_code_leaves_the_process_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, exe, mut run) = start_counter(dir.path());
+    let text = counter(1000, 0)
+        .replace("; data: %fmt", "; data: %word = \"hello\\0\"\n; data: %fmt")
+        .replace(
+            "function %f(i64) -> i64 {\n    fn0 = %g(i64) -> i64\nblock0(v0: i64):\n",
+            "function %f(i64) -> i64 {\n    gv0 = symbol %word\n    fn0 = %g(i64) -> i64\n    \
+             fn1 = %strlen(i64) -> i64\nblock0(v0: i64):\n    v50 = symbol_value.i64 gv0\n    \
+             v51 = call fn1(v50)\n    v55 = iadd v0, v51\n",
+        )
+        .replace(
+            "    v1 = iconst.i64 1000\n    v2 = iadd v0, v1",
+            "    v1 = iconst.i64 1000\n    v2 = iadd v55, v1",
+        );
+    assert!(text.contains("v2 = iadd v55, v1"), "{text}");
+    std::fs::write(&src, &text).unwrap();
+    let o = zerolink()
+        .arg("build")
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .args(["--hot", &run.pid()])
+        .env("ZEROLINK_TEST_DIE_IN_TRAMPOLINE", "1")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the hook did not fire");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        run.alive(),
+        "the process died with its patcher:\n{}",
+        run.text()
+    );
+    let mark = run.mark();
+    run.wait_line(mark, |l| {
+        let v = fields(l);
+        v.len() == 3 && v[1] == v[0] + 1000 && v[2] == v[0] + 1000
+    })
+    .unwrap_or_else(|| panic!("the process does not run on as it was:\n{}", run.text()));
+    assert_counts_consecutive(&run.text());
+}

@@ -1029,7 +1029,7 @@ fn fragmented_free_space_gets_a_full_build_with_the_reason() {
         )
     };
     let main = "function %main() -> i32 {\n    fn0 = %g0(i64) -> i64\nblock0:\n    v0 = iconst.i64 1\n    v1 = call fn0(v0)\n    v2 = ireduce.i32 v1\n    return v2\n}\n";
-    let all: String = (0..40).map(body).collect();
+    let all: String = (0..160).map(body).collect();
     let files = write_program(dir.path(), &format!("{main}{all}"));
     let out = dir.path().join("out");
     build_ok(&files, &out, &[]);

@@ -26,6 +26,10 @@ pub const HEADERS_SIZE: u64 = EHDR_SIZE + 2 * PHDRS_SIZE;
 /// sound and will not start.
 pub const HEADER_SUM_OFFSET: u64 = HEADERS_SIZE + crate::live::STAMP_SIZE;
 
+/// Where the address of the hot patcher's trampoline (`x86_64::TRAMPOLINE_NAME`) lies, after
+/// the header checksum: what the patcher reads from the file.
+pub const TRAMPOLINE_ADDR_OFFSET: u64 = HEADER_SUM_OFFSET + 8;
+
 /// The checksum of an ELF header and a program header table, as [`HEADER_SUM_OFFSET`] keeps it.
 pub fn header_sum(header: &[u8], phdrs: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();

@@ -22,7 +22,7 @@ use crate::slots::Region;
 pub const SECTION_NAME: &str = ".zerolink";
 pub const MAGIC: [u8; 8] = *b"ZLTABLE\0";
 /// Bump on any change to the layout of the header, the body or the records.
-pub const FORMAT_VERSION: u32 = 19;
+pub const FORMAT_VERSION: u32 = 20;
 pub const FLAG_IN_PROGRESS: u32 = 1;
 /// Offset of `Header::flags`, written on its own by the update protocol.
 pub const FLAGS_OFFSET: u64 = 12;

@@ -452,7 +452,61 @@ pub const INTERRUPTED_STATUS: u8 = 126;
 
 /// Names the runtime defines and a program may not: the entry point and the stub of an
 /// interrupted update. (The built-ins may be replaced by the program's own definitions.)
-pub const RESERVED: &[&str] = &["_start", INTERRUPTED_NAME, RELOCS];
+pub const RESERVED: &[&str] = &["_start", INTERRUPTED_NAME, RELOCS, TRAMPOLINE_NAME];
+
+/// The hot patcher's trampoline, in every executable (800 bytes of text): what the patcher
+/// runs in a stopped thread of a running process (an `mmap` system call, an IFUNC resolver)
+/// without writing over any of the process's own instructions, and what leaves the thread
+/// as it was *by itself* if the patcher dies meanwhile (SIGKILL). The patcher writes the
+/// thread's registers and FXSAVE image into the save area (the process's copy of this page:
+/// `/proc/PID/mem` writes through read-only text), points the thread at `syscall` or at
+/// `call *%r11` and steps it to [`TRAMPOLINE_RETURNED`] or past the `syscall`; then it
+/// restores the thread itself. A thread released before that runs on into `restore`, which
+/// loads everything back from the save area and jumps to where the thread was: no `int3`, no
+/// borrowed byte, nothing the kernel could turn into the process's death. (GNU as, from:)
+///
+/// ```text
+/// tramp:      syscall
+/// restore:    fxrstor fx(%rip); pushq rflags(%rip); popfq
+///             movq r_rax(%rip), %rax ... movq r_r15(%rip), %r15   (rax rbx rcx rdx rsi rdi
+///             movq r_rsp(%rip), %rsp                               rbp r8 ... r15)
+///             jmpq *r_rip(%rip)
+/// call_entry: callq *%r11
+/// returned:   jmp restore
+///             .balign 16
+/// fx: .skip 512; rflags, r_rax ... r_r15, r_rsp, r_rip: .quad 0
+/// ```
+pub const TRAMPOLINE_NAME: &str = "__zerolink_trampoline";
+/// Offsets in the trampoline: the `syscall`, the restore path, the call, the instruction
+/// after it, the FXSAVE area (16-aligned), rflags, then the 16 general registers (rax, rbx,
+/// rcx, rdx, rsi, rdi, rbp, r8..r15), rsp and rip, 8 bytes each.
+pub const TRAMPOLINE_SYSCALL: u64 = 0;
+pub const TRAMPOLINE_RESTORE: u64 = 2;
+pub const TRAMPOLINE_CALL: u64 = 0x86;
+pub const TRAMPOLINE_RETURNED: u64 = 0x89;
+pub const TRAMPOLINE_FX: u64 = 0x90;
+pub const TRAMPOLINE_RFLAGS: u64 = 0x290;
+pub const TRAMPOLINE_GPRS: u64 = 0x298;
+pub const TRAMPOLINE_SIZE: usize = 0x320;
+
+/// The trampoline's bytes (its save area zero).
+pub fn trampoline() -> Vec<u8> {
+    let code: [u8; 144] = [
+        0x0f, 0x05, 0x0f, 0xae, 0x0d, 0x87, 0x00, 0x00, 0x00, 0xff, 0x35, 0x81, 0x02, 0x00, 0x00,
+        0x9d, 0x48, 0x8b, 0x05, 0x81, 0x02, 0x00, 0x00, 0x48, 0x8b, 0x1d, 0x82, 0x02, 0x00, 0x00,
+        0x48, 0x8b, 0x0d, 0x83, 0x02, 0x00, 0x00, 0x48, 0x8b, 0x15, 0x84, 0x02, 0x00, 0x00, 0x48,
+        0x8b, 0x35, 0x85, 0x02, 0x00, 0x00, 0x48, 0x8b, 0x3d, 0x86, 0x02, 0x00, 0x00, 0x48, 0x8b,
+        0x2d, 0x87, 0x02, 0x00, 0x00, 0x4c, 0x8b, 0x05, 0x88, 0x02, 0x00, 0x00, 0x4c, 0x8b, 0x0d,
+        0x89, 0x02, 0x00, 0x00, 0x4c, 0x8b, 0x15, 0x8a, 0x02, 0x00, 0x00, 0x4c, 0x8b, 0x1d, 0x8b,
+        0x02, 0x00, 0x00, 0x4c, 0x8b, 0x25, 0x8c, 0x02, 0x00, 0x00, 0x4c, 0x8b, 0x2d, 0x8d, 0x02,
+        0x00, 0x00, 0x4c, 0x8b, 0x35, 0x8e, 0x02, 0x00, 0x00, 0x4c, 0x8b, 0x3d, 0x8f, 0x02, 0x00,
+        0x00, 0x48, 0x8b, 0x25, 0x90, 0x02, 0x00, 0x00, 0xff, 0x25, 0x92, 0x02, 0x00, 0x00, 0x41,
+        0xff, 0xd3, 0xe9, 0x74, 0xff, 0xff, 0xff, 0x66, 0x90,
+    ];
+    let mut t = code.to_vec();
+    t.resize(TRAMPOLINE_SIZE, 0);
+    t
+}
 
 /// The "interrupted update" stub: write the message to stderr, exit 126. Position-independent,
 /// message included, so it can sit anywhere in text.

@@ -147,12 +147,13 @@ impl Attached {
         };
         let file_stamp = read_stamp(out).map_err(io)?;
         let signals = SignalsHeld::block();
-        let stopped = Stopped::stop(pid)?;
+        let mut stopped = Stopped::stop(pid)?;
         // Where the process was loaded: 0 unless it is a PIE.
         let bias = match file_stamp.e_type {
             object::elf::ET_DYN => load_bias(pid).unwrap_or(0),
             _ => 0,
         };
+        stopped.set_trampoline(file_stamp.trampoline.map(|t| t + bias));
         let not_current = |why: &str| HotError::NotCurrent {
             pid,
             out: out.to_path_buf(),
@@ -444,6 +445,8 @@ impl Attached {
 struct FileStamp {
     stamp: Vec<u8>,
     e_type: u16,
+    /// Where the file's trampoline is (`x86_64::TRAMPOLINE_NAME`).
+    trampoline: Option<u64>,
 }
 
 fn read_stamp(out: &Path) -> std::io::Result<FileStamp> {
@@ -453,9 +456,13 @@ fn read_stamp(out: &Path) -> std::io::Result<FileStamp> {
     f.read_exact_at(&mut stamp, STAMP_OFFSET)?;
     let mut e_type = [0; 2];
     f.read_exact_at(&mut e_type, 16)?;
+    let mut trampoline = [0; 8];
+    f.read_exact_at(&mut trampoline, zerolink_image::elf::TRAMPOLINE_ADDR_OFFSET)?;
+    let trampoline = u64::from_le_bytes(trampoline);
     Ok(FileStamp {
         stamp,
         e_type: u16::from_le_bytes(e_type),
+        trampoline: (trampoline != 0 && trampoline != HEADERS_VADDR).then_some(trampoline),
     })
 }
 

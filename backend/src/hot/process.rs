@@ -18,6 +18,25 @@ pub struct Stopped {
     pub pid: i32,
     threads: Vec<Thread>,
     mem: File,
+    /// Where the image's trampoline is in the process (see `set_trampoline`).
+    trampoline: Option<u64>,
+}
+
+/// What a thread stopped by ptrace resumes with, as `rax` and `rip`: in a system call the
+/// kernel would restart (`-ERESTART*`), the call again, as the kernel does on resuming it.
+fn resumable(r: &Regs) -> (u64, u64) {
+    const ERESTARTSYS: i64 = -512;
+    const ERESTARTNOINTR: i64 = -513;
+    const ERESTARTNOHAND: i64 = -514;
+    const ERESTART_RESTARTBLOCK: i64 = -516;
+    if (r.orig_rax as i64) < 0 {
+        return (r.rax, r.rip);
+    }
+    match r.rax as i64 {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => (r.orig_rax, r.rip - 2),
+        ERESTART_RESTARTBLOCK => (libc::SYS_restart_syscall as u64, r.rip - 2),
+        _ => (r.rax, r.rip),
+    }
 }
 
 struct Thread {
@@ -83,6 +102,7 @@ impl Stopped {
             pid,
             threads: std::mem::take(&mut partial.threads),
             mem,
+            trampoline: None,
         })
     }
 
@@ -158,32 +178,22 @@ impl Stopped {
     }
 
     /// Map `len` bytes of anonymous memory at `addr` in the process (`mmap` with
-    /// `MAP_FIXED_NOREPLACE`, run by its first thread at its current instruction, whose two
-    /// bytes are borrowed for the `syscall` and given back).
+    /// `MAP_FIXED_NOREPLACE`), run by its first thread through the image's trampoline.
     pub fn map_anonymous(&self, addr: u64, len: u64, prot: i32) -> Result<(), HotError> {
-        let tid = self.pid;
-        let saved = self.regs(tid)?;
-        let pc = saved.rip;
-        let code = self.read(pc, 2)?;
-        self.write(pc, &[0x0f, 0x05])?;
-        let mut regs = saved;
-        regs.rax = libc::SYS_mmap as u64;
-        regs.rdi = addr;
-        regs.rsi = len;
-        regs.rdx = prot as u64;
-        regs.r10 = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-        regs.r8 = u64::MAX;
-        regs.r9 = 0;
-        // Not inside a system call any more: no restart of the interrupted one on the way.
-        regs.orig_rax = u64::MAX;
-        let result = self
-            .set_regs(tid, &regs)
-            .and_then(|()| self.single_step(tid))
-            .and_then(|()| self.regs(tid));
-        // Give back the borrowed bytes and the thread's state whatever happened.
-        self.write(pc, &code)?;
-        self.set_regs(tid, &saved)?;
-        let got = result?.rax;
+        let got = self.through_trampoline(
+            zerolink_image::x86_64::TRAMPOLINE_SYSCALL,
+            zerolink_image::x86_64::TRAMPOLINE_RESTORE,
+            |regs| {
+                regs.rax = libc::SYS_mmap as u64;
+                regs.rdi = addr;
+                regs.rsi = len;
+                regs.rdx = prot as u64;
+                regs.r10 =
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+                regs.r8 = u64::MAX;
+                regs.r9 = 0;
+            },
+        )?;
         if got != addr {
             return Err(HotError::Ptrace {
                 pid: self.pid,
@@ -194,61 +204,150 @@ impl Stopped {
         Ok(())
     }
 
-    /// Call the function at `addr` (no arguments) in the process, on its first thread, and
-    /// return what it returns: for an IFUNC resolver, which picks a library function's
-    /// implementation. The call returns to an `int3` borrowed at the thread's instruction,
-    /// below the thread's stack (past the red zone); everything is given back.
+    /// Call the function at `addr` (no arguments) in the process, on its first thread,
+    /// through the image's trampoline, and return what it returns: for an IFUNC resolver,
+    /// which picks a library function's implementation.
     pub fn call(&self, addr: u64) -> Result<u64, HotError> {
-        let tid = self.pid;
-        let saved = self.regs(tid)?;
-        let pc = saved.rip;
-        let code = self.read(pc, 1)?;
-        self.write(pc, &[0xcc])?;
-        let mut regs = saved;
-        // 16-byte aligned before the call, as the ABI wants; the return address below it.
-        let sp = ((saved.rsp - 512) & !15) - 8;
-        let result = self.write(sp, &pc.to_le_bytes()).and_then(|()| {
-            regs.rsp = sp;
-            regs.rip = addr;
-            regs.rax = 0;
-            regs.orig_rax = u64::MAX;
-            self.set_regs(tid, &regs)?;
-            self.run_to_trap(tid)?;
-            self.regs(tid)
-        });
-        self.write(pc, &code)?;
-        self.set_regs(tid, &saved)?;
-        let regs = result?;
-        if regs.rip != pc + 1 {
-            return Err(HotError::Ptrace {
-                pid: self.pid,
-                what: "call a resolver (it stopped elsewhere)",
-                error: std::io::Error::other(format!("stopped at {:#x}", regs.rip)),
-            });
-        }
-        Ok(regs.rax)
+        self.through_trampoline(
+            zerolink_image::x86_64::TRAMPOLINE_CALL,
+            zerolink_image::x86_64::TRAMPOLINE_RETURNED,
+            |regs| {
+                regs.r11 = addr;
+                regs.rax = 0;
+                // Below the red zone, 16-byte aligned before the call, as the ABI wants.
+                regs.rsp = (regs.rsp - 1024) & !15;
+            },
+        )
     }
 
-    /// Let the thread run until it stops; it must be the `SIGTRAP` of the borrowed `int3`.
-    fn run_to_trap(&self, tid: i32) -> Result<(), HotError> {
-        // SAFETY: resumes a thread we hold; it stops again at the trap.
-        if unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, 0usize) } == -1 {
-            return Err(self.error("resume it"));
-        }
-        let mut status = 0;
-        // SAFETY: waits for that thread.
-        let w = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
-        if w == -1 || !libc::WIFSTOPPED(status) {
-            return Err(HotError::Exited { pid: self.pid });
-        }
-        match libc::WSTOPSIG(status) {
-            libc::SIGTRAP => Ok(()),
-            sig => Err(HotError::Ptrace {
+    /// Tell the operations in the process where the image's trampoline is
+    /// (`zerolink_image::x86_64::TRAMPOLINE_NAME`, at the process's address).
+    pub fn set_trampoline(&mut self, addr: Option<u64>) {
+        self.trampoline = addr;
+    }
+
+    /// Run the trampoline in the first thread from `entry` (an offset in it) until it
+    /// reaches `until`, with its registers as `set` makes them; `rax` there. The thread's
+    /// own state goes into the trampoline's save area first, so that a thread released
+    /// before it is restored here (this process killed) restores itself, and is restored
+    /// here on every path. No instruction of the process's is borrowed, no `int3` is run.
+    fn through_trampoline(
+        &self,
+        entry: u64,
+        until: u64,
+        set: impl FnOnce(&mut Regs),
+    ) -> Result<u64, HotError> {
+        use zerolink_image::x86_64::{TRAMPOLINE_FX, TRAMPOLINE_GPRS, TRAMPOLINE_RFLAGS};
+        let Some(t) = self.trampoline else {
+            return Err(HotError::Ptrace {
                 pid: self.pid,
-                what: "call a resolver",
-                error: std::io::Error::other(format!("it stopped with signal {sig}")),
-            }),
+                what: "run code in it (its executable has no trampoline: rebuild it)",
+                error: std::io::Error::other("no trampoline"),
+            });
+        };
+        let tid = self.pid;
+        let saved = self.regs(tid)?;
+        let fp = self.fpregs(tid)?;
+        // The save area, as `restore` loads it: a thread interrupted in a system call that
+        // the kernel would restart gets the call again (as the kernel restarts it).
+        let (rax, rip) = resumable(&saved);
+        let mut area = Vec::with_capacity(8 * 19);
+        for v in [
+            saved.eflags,
+            rax,
+            saved.rbx,
+            saved.rcx,
+            saved.rdx,
+            saved.rsi,
+            saved.rdi,
+            saved.rbp,
+            saved.r8,
+            saved.r9,
+            saved.r10,
+            saved.r11,
+            saved.r12,
+            saved.r13,
+            saved.r14,
+            saved.r15,
+            saved.rsp,
+            rip,
+        ] {
+            area.extend_from_slice(&v.to_le_bytes());
         }
+        // SAFETY: `user_fpregs_struct` is the 512-byte FXSAVE image, plain data.
+        let fx = unsafe {
+            std::slice::from_raw_parts(
+                &fp as *const libc::user_fpregs_struct as *const u8,
+                std::mem::size_of::<libc::user_fpregs_struct>(),
+            )
+        };
+        self.write(t + TRAMPOLINE_FX, fx)?;
+        debug_assert_eq!(TRAMPOLINE_GPRS, TRAMPOLINE_RFLAGS + 8);
+        self.write(t + TRAMPOLINE_RFLAGS, &area)?;
+        let mut regs = saved;
+        set(&mut regs);
+        regs.rip = t + entry;
+        // Not inside a system call any more: no restart of the interrupted one on the way.
+        regs.orig_rax = u64::MAX;
+        let result = self.set_regs(tid, &regs).and_then(|()| {
+            if std::env::var_os("ZEROLINK_TEST_DIE_IN_TRAMPOLINE").is_some() {
+                // A test's stand-in for SIGKILL at the worst moment.
+                std::process::abort();
+            }
+            let mut steps = 0u32;
+            loop {
+                self.single_step(tid)?;
+                let now = self.regs(tid)?;
+                if now.rip == t + until {
+                    return Ok(now.rax);
+                }
+                steps += 1;
+                if steps > 1_000_000 {
+                    return Err(HotError::Ptrace {
+                        pid: self.pid,
+                        what: "run code in it (it did not come back)",
+                        error: std::io::Error::other(format!("at {:#x}", now.rip)),
+                    });
+                }
+            }
+        });
+        // The thread's state back, whatever happened.
+        self.set_fpregs(tid, &fp)?;
+        self.set_regs(tid, &saved)?;
+        result
+    }
+
+    fn fpregs(&self, tid: i32) -> Result<libc::user_fpregs_struct, HotError> {
+        // SAFETY: plain data; PTRACE_GETFPREGS fills all of it.
+        let mut fp: libc::user_fpregs_struct = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETFPREGS,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                &mut fp as *mut libc::user_fpregs_struct as *mut libc::c_void,
+            )
+        };
+        if r == -1 {
+            return Err(self.error("read its floating-point registers"));
+        }
+        Ok(fp)
+    }
+
+    fn set_fpregs(&self, tid: i32, fp: &libc::user_fpregs_struct) -> Result<(), HotError> {
+        // SAFETY: as above; the kernel only reads the struct.
+        let r = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SETFPREGS,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                fp as *const libc::user_fpregs_struct as *mut libc::c_void,
+            )
+        };
+        if r == -1 {
+            return Err(self.error("set its floating-point registers"));
+        }
+        Ok(())
     }
 
     fn single_step(&self, tid: i32) -> Result<(), HotError> {

@@ -73,6 +73,14 @@ impl Image {
         if self.symbols.get(stub).placement().is_none() {
             self.define_stub(stub, &x86_64::interrupted_stub(), &[])?;
         }
+        let trampoline = self.declare(
+            x86_64::TRAMPOLINE_NAME,
+            SymbolKind::Function,
+            Binding::Local,
+        )?;
+        if self.symbols.get(trampoline).placement().is_none() {
+            self.define_stub(trampoline, &x86_64::trampoline(), &[])?;
+        }
         let wanted: Vec<SymbolId> = self
             .touched_ids()
             .into_iter()

@@ -420,6 +420,11 @@ impl Image {
         let sum = crate::elf::header_sum(&final_header, &phdrs);
         self.store
             .write(crate::elf::HEADER_SUM_OFFSET, &sum.to_le_bytes());
+        let trampoline = self.addr_of(x86_64::TRAMPOLINE_NAME);
+        self.store.write(
+            crate::elf::TRAMPOLINE_ADDR_OFFSET,
+            &trampoline.to_le_bytes(),
+        );
         self.store.write(self.phdrs_at, &phdrs);
         Ok(table.offset)
     }
