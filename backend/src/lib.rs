@@ -33,7 +33,9 @@ pub mod target;
 pub use error::{BackendError, Result, SourcePos};
 pub use libs::LinkOptions;
 pub use module::{ModuleOptions, SourceFileId, ZerolinkModule};
-pub use session::{FullReason, Mode, Report, Session, SessionOptions, UnitId, UnitStatus};
+pub use session::{
+    FullReason, LockWait, Mode, Report, Session, SessionOptions, UnitId, UnitStatus,
+};
 pub use target::TargetOptions;
 pub use zerolink_image::Summary;
 
