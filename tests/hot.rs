@@ -981,13 +981,15 @@ fn a_compiler_patches_a_running_process_through_the_library() {
     let (src, exe, mut run) = start_counter(dir.path());
     std::fs::write(&src, counter(3000, 0)).unwrap();
     let mark = run.mark();
-    // As a compiler would: stop the process, hand the module what it is busy with, build,
-    // and give the report to the patcher.
+    // As a compiler would: take OUT's lock, stop the process, hand the module what it is
+    // busy with, build (the lock held), and give the report to the patcher.
     let pid: i32 = run.pid().parse().unwrap();
+    let lock =
+        zerolink_backend::Session::lock(&exe, zerolink_backend::LockWait::Wait, &|| {}).unwrap();
     let attached = Attached::stop(pid, &exe).unwrap();
     let opts = ModuleOptions {
         language: gimli::DW_LANG_Mips_Assembler,
-        lock: zerolink_image::lock::LockWait::Wait,
+        lock: zerolink_backend::LockWait::Held,
         live: Some(attached.live().clone()),
         ..ModuleOptions::default()
     };
@@ -997,6 +999,7 @@ fn a_compiler_patches_a_running_process_through_the_library() {
     program.define_through(&mut module).unwrap();
     let report = module.finish().unwrap();
     let patched = attached.apply(&report, &exe).unwrap();
+    drop(lock);
     assert_eq!(patched.in_place, vec!["f".to_string()]);
     run.wait_line(mark, |l| {
         let v = fields(l);

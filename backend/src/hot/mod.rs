@@ -139,7 +139,9 @@ pub struct Patched {
 }
 
 impl Attached {
-    /// Stop `pid` and check it runs `out` as it is now.
+    /// Stop `pid` and check it runs `out` as it is now. Take OUT's lock first
+    /// (`Session::lock`) and build with `LockWait::Held`: otherwise another build may change
+    /// OUT between this check and the patch.
     pub fn stop(pid: i32, out: &Path) -> Result<Attached, HotError> {
         let io = |error| HotError::Io {
             path: out.to_path_buf(),
