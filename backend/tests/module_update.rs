@@ -543,3 +543,28 @@ fn a_runtime_library_is_found_through_the_rpath() {
     // No LD_LIBRARY_PATH: the loader finds libtoyrt.so through the executable's RUNPATH.
     assert_eq!(run(&out), 21);
 }
+
+/// A function declared before all the others renumbers every declaration (`FuncId`s): only
+/// it is compiled, since fingerprints see the names a function refers to, not the numbers.
+/// And a constant changed in one function still recompiles exactly that one.
+#[test]
+fn a_new_declaration_at_the_top_recompiles_only_the_new_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prog");
+    let p = Program {
+        consts: (0..200).map(|i| i % 5).collect(),
+        per_unit: None,
+    };
+    p.build(&out);
+    assert_eq!(run(&out), p.expected());
+    let mut m = open(&out);
+    // The newcomer, declared first: every FuncId after it shifts by one.
+    let s = sig(&m, 1);
+    let extra = m.declare_function("extra", Linkage::Local, &s).unwrap();
+    let ids = p.define(&mut m);
+    define_simple(&mut m, extra, s, |m, b, params| call(m, b, ids[0], params));
+    let report = m.finish().unwrap();
+    assert_eq!(report.mode, Mode::Update);
+    assert_eq!(report.compiled, 1, "{report:?}");
+    assert_eq!(run(&out), p.expected());
+}
