@@ -568,3 +568,30 @@ fn a_new_declaration_at_the_top_recompiles_only_the_new_function() {
     assert_eq!(report.compiled, 1, "{report:?}");
     assert_eq!(run(&out), p.expected());
 }
+
+/// Debug information asked for without any source file registered (unwind tables and no
+/// units): the next build is an update, not a full build over sections that were never
+/// written.
+#[test]
+fn debug_info_without_source_files_keeps_updates_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prog");
+    let mut p = Program {
+        consts: (0..20).collect(),
+        per_unit: None,
+    };
+    let opts = || ModuleOptions {
+        debug_info: true,
+        ..freestanding()
+    };
+    for step in 0..3 {
+        let mut m = ZerolinkModule::open(isa(), &out, opts()).unwrap();
+        if step > 0 {
+            assert_eq!(*m.mode(), Mode::Update, "step {step}");
+        }
+        p.define(&mut m);
+        let report = m.finish().unwrap();
+        assert_eq!(run(&out), p.expected(), "step {step}: {report:?}");
+        p.consts[7] += 1;
+    }
+}
