@@ -105,6 +105,17 @@ pub enum BackendError {
     /// A shared library that cannot be found or read.
     #[error("{0}")]
     Library(String),
+    /// Names the program needs that the previous build defined and this one did not define
+    /// again (a front end that defines only what changed, as with `JITModule`).
+    #[error(
+        "{error}\n  ({names} defined by the previous build of this executable but not by \
+         this one: an update defines the whole program again, or keeps whole units with \
+         `begin_unit`)"
+    )]
+    NotDefinedAgain {
+        names: String,
+        error: Box<BackendError>,
+    },
     /// OUT is something an executable cannot be written to.
     #[error("{path}: {why}")]
     Output { path: String, why: String },

@@ -595,3 +595,37 @@ fn debug_info_without_source_files_keeps_updates_in_place() {
         p.consts[7] += 1;
     }
 }
+
+/// The JIT habit, defining only what changed: the names the previous build defined and this
+/// one did not are gone, and the error says so, not only that they are undefined.
+#[test]
+fn a_name_the_previous_build_defined_and_this_one_did_not_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("prog");
+    let p = Program {
+        consts: (0..5).collect(),
+        per_unit: None,
+    };
+    p.build(&out);
+    // Only main again: it calls f4, which this build declares but does not define.
+    let mut m = open(&out);
+    let ids: Vec<FuncId> = (0..5)
+        .map(|i| {
+            let s = sig(&m, 1);
+            m.declare_function(&format!("f{i}"), Linkage::Local, &s)
+                .unwrap()
+        })
+        .collect();
+    let s = main_sig(&m);
+    let main = m.declare_function("main", Linkage::Export, &s).unwrap();
+    define_simple(&mut m, main, s, |m, b, _| {
+        let zero = b.ins().iconst(types::I64, 0);
+        call(m, b, ids[4], &[zero])
+    });
+    let e = m.finish().unwrap_err().to_string();
+    assert!(e.contains("undefined symbol `f4`"), "{e}");
+    assert!(
+        e.contains("`f4` was defined by the previous build of this executable but not by this one"),
+        "{e}"
+    );
+}

@@ -532,13 +532,14 @@ impl Session {
         let t = std::time::Instant::now();
         self.image
             .set_manifest(self.units.manifest(self.started_ns).encode());
+        let removed = std::mem::take(&mut self.units.removed_names);
         let summary = self.image.finish().map_err(|e| match e {
             // Found while finishing (writing a moved array reads all of it): too late to
             // start over here, so the front end is told to.
             zerolink_image::ImageError::TableDamaged(what) => {
                 BackendError::NeedsFullBuild(FullReason::Damaged(what))
             }
-            e => e.into(),
+            e => not_defined_again(e, &removed),
         })?;
         phases.push(("finish", t.elapsed()));
         self.target.deliver()?;
@@ -557,6 +558,32 @@ impl Session {
             read_files: 0,
             files: 0,
         })
+    }
+}
+
+/// An undefined name (or a missing entry) that the previous build defined and this one's
+/// sweep removed says so: the usual cause is a front end defining only what changed.
+fn not_defined_again(e: zerolink_image::ImageError, removed: &[String]) -> BackendError {
+    use zerolink_image::ImageError;
+    let names: Vec<String> = match &e {
+        ImageError::Undefined(list) => list
+            .iter()
+            .filter(|u| removed.contains(&u.name))
+            .map(|u| format!("`{}`", u.name))
+            .collect(),
+        ImageError::NoEntry(name) if removed.contains(name) => vec![format!("`{name}`")],
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        return e.into();
+    }
+    let names = match names.len() {
+        1 => format!("{} was", names[0]),
+        _ => format!("{} were", names.join(", ")),
+    };
+    BackendError::NotDefinedAgain {
+        names,
+        error: Box::new(e.into()),
     }
 }
 

@@ -84,6 +84,8 @@ pub(super) struct Units {
     swept: bool,
     /// The sweep removed something, or a built-in was replaced.
     removed: bool,
+    /// What the sweep removed: definitions of the previous build this one did not repeat.
+    pub(super) removed_names: Vec<String>,
 }
 
 impl Units {
@@ -378,6 +380,8 @@ impl Session {
             .collect();
         u.removed |= !gone.is_empty();
         for id in gone {
+            // (Named later if something still needs it: see `Session::finish`.)
+            u.removed_names.push(self.image.symbols().name(id));
             self.image.remove(id);
         }
     }
