@@ -136,6 +136,15 @@ impl From<cranelift_module::ModuleError> for BackendError {
     }
 }
 
+/// Our errors as cranelift-module's, for code written against `Module` (`?` in a function
+/// returning `ModuleResult`): carried as `ModuleError::Backend`, which the conversion back
+/// (above) unwraps again, so the typed error survives the round trip.
+impl From<BackendError> for cranelift_module::ModuleError {
+    fn from(e: BackendError) -> Self {
+        cranelift_module::ModuleError::Backend(e.into())
+    }
+}
+
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 /// The error for a panic caught while Cranelift compiled `function` (it rejects some input its

@@ -627,3 +627,22 @@ fn a_target_zerolink_cannot_write_is_refused_at_open() {
         assert!(!out.exists() && !dir.path().join(".prog.zl-lock").exists());
     }
 }
+
+/// Errors convert both ways: a `BackendError` through `?` into cranelift-module's
+/// `ModuleError` (what a `Module`-generic front end returns), and back, typed as it was.
+#[test]
+fn errors_convert_both_ways_and_keep_their_type() {
+    fn generic_front_end() -> cranelift_module::ModuleResult<()> {
+        Err(zerolink_backend::BackendError::Target(
+            "riscv64gc-unknown-linux-gnu".into(),
+        ))?;
+        Ok(())
+    }
+    let e = generic_front_end().unwrap_err();
+    assert!(e.to_string().contains("riscv64gc-unknown-linux-gnu"), "{e}");
+    let back: zerolink_backend::BackendError = e.into();
+    assert!(
+        matches!(back, zerolink_backend::BackendError::Target(ref t) if t.starts_with("riscv64")),
+        "{back:?}"
+    );
+}
