@@ -632,6 +632,8 @@ fn a_target_zerolink_cannot_write_is_refused_at_open() {
 /// `ModuleError` (what a `Module`-generic front end returns), and back, typed as it was.
 #[test]
 fn errors_convert_both_ways_and_keep_their_type() {
+    // (cranelift-module's error type, as front ends return it.)
+    #[allow(clippy::result_large_err)]
     fn generic_front_end() -> cranelift_module::ModuleResult<()> {
         Err(zerolink_backend::BackendError::Target(
             "riscv64gc-unknown-linux-gnu".into(),
