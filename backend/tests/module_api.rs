@@ -158,7 +158,7 @@ fn zerolink_module_is_a_drop_in_for_object_module() {
     let target = TargetOptions::default();
 
     let direct = dir.path().join("direct");
-    let mut zl = ZerolinkModule::new(target.isa().unwrap(), &direct).unwrap();
+    let mut zl = ZerolinkModule::freestanding(target.isa().unwrap(), &direct).unwrap();
     compile(&mut zl);
     let summary = zl.finish().unwrap();
     assert!(summary.summary.functions >= 4, "{summary:?}");
@@ -192,7 +192,7 @@ fn zerolink_module_is_a_drop_in_for_object_module() {
 #[test]
 fn defining_a_function_twice_or_an_import_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut zl = ZerolinkModule::new(
+    let mut zl = ZerolinkModule::freestanding(
         TargetOptions::default().isa().unwrap(),
         &dir.path().join("x"),
     )
@@ -234,7 +234,7 @@ fn defining_a_function_twice_or_an_import_is_an_error() {
 #[test]
 fn an_unknown_relocation_kind_names_function_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let mut zl = ZerolinkModule::new(
+    let mut zl = ZerolinkModule::freestanding(
         TargetOptions::default().isa().unwrap(),
         &dir.path().join("x"),
     )
@@ -261,7 +261,8 @@ fn an_unknown_relocation_kind_names_function_and_offset() {
 fn a_module_can_call_libc_when_linked_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("puts");
-    let mut m = ZerolinkModule::new(TargetOptions::default().isa().unwrap(), &out).unwrap();
+    let mut m =
+        ZerolinkModule::freestanding(TargetOptions::default().isa().unwrap(), &out).unwrap();
     m.link_libraries(&zerolink_backend::LinkOptions::default())
         .unwrap();
     let msg = m.declare_data("msg", Linkage::Local, false, false).unwrap();
@@ -317,7 +318,7 @@ fn main() {
     std::fs::write(&src, SOURCE).unwrap();
     let exe = dir.path().join("demo");
     let target = TargetOptions::default();
-    let mut m = ZerolinkModule::new(target.isa().unwrap(), &exe).unwrap();
+    let mut m = ZerolinkModule::freestanding(target.isa().unwrap(), &exe).unwrap();
     let file = m.add_source_file(&src).unwrap();
 
     let mut sig_add = m.make_signature();
@@ -401,8 +402,8 @@ fn a_second_module_for_the_same_output_is_refused_while_the_first_lives() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("prog");
     let isa = || TargetOptions::default().isa().unwrap();
-    let first = ZerolinkModule::new(isa(), &out).unwrap();
-    let second = ZerolinkModule::new(isa(), &out);
+    let first = ZerolinkModule::freestanding(isa(), &out).unwrap();
+    let second = ZerolinkModule::freestanding(isa(), &out);
     let err = second.err().expect("the output is busy").to_string();
     assert!(
         err.contains("another build of") && err.contains("prog"),
@@ -410,13 +411,13 @@ fn a_second_module_for_the_same_output_is_refused_while_the_first_lives() {
     );
     drop(first);
     // The lock goes with the first module.
-    assert!(ZerolinkModule::new(isa(), &out).is_ok());
+    assert!(ZerolinkModule::freestanding(isa(), &out).is_ok());
 }
 
 #[test]
 fn a_function_cranelift_cannot_compile_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut m = ZerolinkModule::new(
+    let mut m = ZerolinkModule::freestanding(
         TargetOptions::default().isa().unwrap(),
         &dir.path().join("p"),
     )

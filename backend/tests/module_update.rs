@@ -207,7 +207,7 @@ fn defining_the_same_functions_again_compiles_none_and_one_change_compiles_one()
 
     // A fresh build of the edited program behaves the same.
     let fresh = dir.path().join("fresh");
-    let mut m = ZerolinkModule::new(isa(), &fresh).unwrap();
+    let mut m = ZerolinkModule::freestanding(isa(), &fresh).unwrap();
     p.define(&mut m);
     m.finish().unwrap();
     assert_eq!(run(&fresh), run(&out));
@@ -346,7 +346,7 @@ fn a_non_pic_isa_is_refused_at_once_when_libraries_are_linked() {
     .expect("refused")
     .to_string();
     assert!(e.contains("is_pic"), "{e}");
-    let mut m = ZerolinkModule::new(target.isa().unwrap(), &dir.path().join("q")).unwrap();
+    let mut m = ZerolinkModule::freestanding(target.isa().unwrap(), &dir.path().join("q")).unwrap();
     let e = m
         .link_libraries(&LinkOptions::default())
         .unwrap_err()
@@ -368,11 +368,11 @@ fn outputs_get_private_temporary_files_and_errors_name_the_output() {
         consts: vec![4, 5, 6],
         per_unit: None,
     };
-    let mut a = ZerolinkModule::new(isa(), &out).unwrap();
+    let mut a = ZerolinkModule::freestanding(isa(), &out).unwrap();
     p1.define(&mut a);
     a.finish().unwrap();
     assert_eq!(run(&out), p1.expected());
-    let mut b = ZerolinkModule::new(isa(), &out).unwrap();
+    let mut b = ZerolinkModule::freestanding(isa(), &out).unwrap();
     p2.define(&mut b);
     b.finish().unwrap();
     assert_eq!(run(&out), p2.expected());
@@ -385,7 +385,7 @@ fn outputs_get_private_temporary_files_and_errors_name_the_output() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     let missing = dir.path().join("no-such-dir").join("prog");
-    let e = ZerolinkModule::new(isa(), &missing)
+    let e = ZerolinkModule::freestanding(isa(), &missing)
         .err()
         .expect("refused")
         .to_string();

@@ -157,12 +157,26 @@ fn check_pic(isa: &dyn TargetIsa, link: &LinkOptions) -> Result<(), BackendError
 }
 
 impl ZerolinkModule {
-    /// A module that writes a new executable at `output` when finished: a full build,
-    /// freestanding unless [`ZerolinkModule::link_libraries`] is called. `output` is replaced
-    /// only if the build succeeds. If another build of `output` is running (a `zerolink
-    /// build`, or another module for the same output, even in this process), this fails
-    /// with `ImageError::Busy` rather than waiting.
+    /// Formerly the constructor; it builds a *freestanding* program (no libc), which its name
+    /// did not say, so `puts` was undefined for those who took it for `ObjectModule::new`'s
+    /// twin.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `ZerolinkModule::freestanding` (what this was), or `ZerolinkModule::open` \
+                with `ModuleOptions` for a program linked with libc"
+    )]
     pub fn new(isa: OwnedTargetIsa, output: &Path) -> Result<Self, BackendError> {
+        Self::freestanding(isa, output)
+    }
+
+    /// A module that writes a new, freestanding executable (no libc: the image's built-ins
+    /// only) at `output` when finished: a full build, linked with libraries only if
+    /// [`ZerolinkModule::link_libraries`] is called. `output` is replaced only if the build
+    /// succeeds. If another build of `output` is running (a `zerolink build`, or another
+    /// module for the same output, even in this process), this fails with
+    /// `ImageError::Busy` rather than waiting. For a libc program and in-place updates, use
+    /// [`ZerolinkModule::open`].
+    pub fn freestanding(isa: OwnedTargetIsa, output: &Path) -> Result<Self, BackendError> {
         Self::open(
             isa,
             output,
