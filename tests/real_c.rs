@@ -624,3 +624,68 @@ fn an_objects_data_called_as_a_function_and_a_duplicate_name_are_refused_with_pl
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("defines_g.clif:8"));
 }
+
+/// The Lua interpreter built from its own sources (Debian's source package, which `.ci/run`
+/// fetches into `.ci/lua-src`) with `cc -c`, Debian's default `-fPIE` code, linked by `cc`
+/// and by zerolink (fixed-address and PIE), running a Lua program that prints to stdout and
+/// stderr, formats numbers, uses coroutines, closures, metatables, `pcall`, string patterns,
+/// `table.sort`, `os.time` and a file of its own: the same output, the same exit status.
+#[test]
+fn the_lua_interpreter_built_from_its_sources_runs_as_cc_links_it() {
+    let src = support::repo().join(".ci/lua-src/src");
+    assert!(
+        src.join("lua.c").exists(),
+        "{} is missing: .ci/run fetches Lua's sources (Debian's lua5.4 source package)",
+        src.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut objects = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if path.extension().is_none_or(|e| e != "c") || name == "luac" {
+            continue;
+        }
+        let obj = d.join(format!("{name}.o"));
+        sh(Command::new("cc")
+            .args(["-c", "-O2", "-DLUA_USE_LINUX"])
+            .arg(&path)
+            .arg("-o")
+            .arg(&obj));
+        objects.push(obj);
+    }
+    objects.sort();
+    let script = d.join("t.lua");
+    std::fs::write(
+        &script,
+        r#"
+local t = {}
+for i = 1, 50 do t[#t + 1] = (i * 7919) % 101 end
+table.sort(t)
+print("sorted", t[1], t[25], t[50], #t)
+print(string.format("%5.2f %d %s %q", math.pi, 42, "x", "a\nb"))
+local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+print("coroutine", co(1), co(10))
+local mt = { __add = function(a, b) return a.v + b.v end, __tostring = function(s) return "V" .. s.v end }
+local a, b = setmetatable({ v = 3 }, mt), setmetatable({ v = 4 }, mt)
+print("meta", a + b, tostring(a))
+print("pcall", pcall(error, { code = 7 }), select(2, pcall(error, "boom")))
+print("gsub", ("hello world"):gsub("o", "0"), ("k=v, x=y"):match("(%w+)=(%w+)"))
+local f = assert(io.open(arg[0] .. ".out", "w")) f:write("line1\nline2\n") f:close()
+local n = 0 for l in io.lines(arg[0] .. ".out") do n = n + #l end
+print("file", n, os.time{ year = 2000, month = 1, day = 1, hour = 12 } > 0)
+local function fib(k) if k < 2 then return k end return fib(k - 1) + fib(k - 2) end
+print("fib", fib(25), 2^53, 7 // 2, -7 % 3, math.maxinteger)
+io.stderr:write("to stderr ", #arg, "\n")
+os.exit(3)
+"#,
+    )
+    .unwrap();
+    let script = script.to_str().unwrap().to_string();
+    let out = same_as_cc(d, &objects, &["-lm"], &["-l", "m"], &[&script]);
+    assert_eq!(out.status, Some(3), "{out:?}");
+    assert!(out.stdout.contains("coroutine\t2\t20"), "{out:?}");
+    assert!(out.stdout.contains("fib\t75025"), "{out:?}");
+    assert_eq!(out.stderr, "to stderr 0\n");
+}
