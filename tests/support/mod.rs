@@ -175,6 +175,7 @@ pub fn build_both_and_run(files: &[PathBuf], dir: &Path, extra: &[&str]) -> Run 
     a
 }
 pub mod debug_view;
+pub mod twins;
 
 /// Wait until inputs written just now are older than the clock tick a build starts in. A
 /// build records a file stamped in its own first tick with empty stat data ("racily clean":
