@@ -9,7 +9,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{programs, settle_inputs, sh, zerolink};
+use support::twins::{run_with, zl_ok};
+use support::{programs, settle_inputs, sh};
 
 fn cxx_dir() -> PathBuf {
     programs().join("cxx")
@@ -24,30 +25,6 @@ fn compile(compiler: &str, src: &Path, dir: &Path, name: &str) -> PathBuf {
         .arg("-o")
         .arg(&obj));
     obj
-}
-
-fn zl(files: &[PathBuf], out: &Path, extra: &[&str]) -> String {
-    let o = zerolink()
-        .arg("build")
-        .arg("-o")
-        .arg(out)
-        .args(files)
-        .args(extra)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "zerolink {extra:?} failed: {stderr}");
-    stderr
-}
-
-/// (exit status, stdout, stderr)
-fn run(exe: &Path) -> (Option<i32>, String, String) {
-    let o = Command::new(exe).output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 /// `readelf --debug-dump=frames` reads every record, and every FDE has its CIE.
@@ -76,10 +53,10 @@ fn a_cxx_program_runs_as_gxx_links_it() {
     ];
     let twin = d.join("gxx-linked");
     sh(Command::new("g++").args(&files).arg("-o").arg(&twin));
-    let want = run(&twin);
-    assert_eq!(want.0, Some(0));
+    let want = run_with(&twin, &[], &[]);
+    assert_eq!(want.status, Some(0));
     assert!(
-        want.1.contains("caught bad value 5\ncaught int 17\n"),
+        want.stdout.contains("caught bad value 5\ncaught int 17\n"),
         "{want:?}"
     );
     for extra in [
@@ -91,8 +68,12 @@ fn a_cxx_program_runs_as_gxx_links_it() {
     ] {
         let exe = d.join("zl");
         let _ = std::fs::remove_file(&exe);
-        zl(&files, &exe, extra);
-        assert_eq!(run(&exe), want, "zerolink {extra:?} and g++ disagree");
+        zl_ok(&files, &exe, extra);
+        assert_eq!(
+            run_with(&exe, &[], &[]),
+            want,
+            "zerolink {extra:?} and g++ disagree"
+        );
         frames_are_well_formed(&exe);
     }
     // An edit of the thrower: the program (with a static constructor) is right again.
@@ -102,13 +83,13 @@ fn a_cxx_program_runs_as_gxx_links_it() {
     std::fs::write(&src, text.replace("bad value ", "wrong value ")).unwrap();
     let thrower = compile("g++", &src, d, "thrower");
     let exe = d.join("zl");
-    zl(
+    zl_ok(
         &[files[0].clone(), thrower],
         &exe,
         &["-l", "stdc++", "--static-libs", "--pie", "-g"],
     );
-    let got = run(&exe);
-    assert!(got.1.contains("caught wrong value 5\n"), "{got:?}");
+    let got = run_with(&exe, &[], &[]);
+    assert!(got.stdout.contains("caught wrong value 5\n"), "{got:?}");
 }
 
 #[test]
@@ -128,9 +109,10 @@ fn an_exception_crosses_a_clif_frame() {
     ] {
         let exe = d.join("prog");
         let _ = std::fs::remove_file(&exe);
-        zl(&files, &exe, extra);
+        zl_ok(&files, &exe, extra);
         // 11 from the call that returns, -1 from the one whose exception was caught.
-        let (status, stdout, _) = run(&exe);
+        let got = run_with(&exe, &[], &[]);
+        let (status, stdout) = (got.status, got.stdout);
         assert_eq!(
             (status, stdout.as_str()),
             (Some(10), "caught too big\n"),
@@ -164,13 +146,13 @@ int main(void) { return outer(0) > 4 ? 0 : 1; }
     let obj = compile("cc", &src, d, "bt");
     let twin = d.join("cc-linked");
     sh(Command::new("cc").arg(&obj).arg("-o").arg(&twin));
-    let want = run(&twin);
-    assert_eq!(want.0, Some(0), "{want:?}");
+    let want = run_with(&twin, &[], &[]);
+    assert_eq!(want.status, Some(0), "{want:?}");
     for extra in [&[][..], &["-g"], &["-g", "--pie"]] {
         let exe = d.join("prog");
         let _ = std::fs::remove_file(&exe);
-        zl(std::slice::from_ref(&obj), &exe, extra);
-        assert_eq!(run(&exe), want, "{extra:?}");
+        zl_ok(std::slice::from_ref(&obj), &exe, extra);
+        assert_eq!(run_with(&exe, &[], &[]), want, "{extra:?}");
         frames_are_well_formed(&exe);
     }
 }
